@@ -1,0 +1,5 @@
+"""Allows ``python -m livedata_cli``."""
+
+from livedata_cli.cli import main
+
+raise SystemExit(main())

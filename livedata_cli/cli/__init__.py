@@ -1,0 +1,102 @@
+"""The ``livedata`` command: a thin layer that parses, calls the core, renders.
+
+``main()`` is the console script: it maps every :class:`LivedataError` to its
+exit code and a one-line message, Ctrl-C to 130, and shows a traceback only
+with ``--debug`` (never locals: a passphrase must not reach a terminal log).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from livedata_cli import __version__
+from livedata_cli.cli import files, keys_cmds, vault_cmds
+from livedata_cli.cli.common import ENV
+from livedata_cli.errors import ExitCode, LivedataError
+
+app = typer.Typer(
+    name="livedata",
+    help="A secure vault: files are encrypted on this machine, then stored in a folder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"livedata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on unexpected errors.")] = False,
+    no_keyring: Annotated[
+        bool, typer.Option("--no-keyring", help="Do not use the OS keyring (as LIVEDATA_NO_KEYRING=1).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """livedata keeps files encrypted with keys only you hold.
+
+    Start with 'livedata init', then 'livedata upload FILE' and 'livedata download FILE'.
+    """
+    ENV.json, ENV.quiet, ENV.debug, ENV.no_keyring = json_, quiet, debug, no_keyring
+
+
+vault_cmds.register(app)
+files.register(app)
+app.add_typer(keys_cmds.app, name="keys")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (DESIGN §6)."""
+    args = sys.argv[1:] if argv is None else argv
+    ENV.reset()  # fresh state when called twice in one process (tests)
+    ENV.debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="livedata", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except LivedataError as e:
+        _error(e.message)
+        return int(e.exit_code)
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except typer.Abort:
+        _error("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (| head): not an error of ours.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return 0  # noqa: B012
+    except Exception as e:
+        from typer._click.exceptions import ClickException
+
+        if isinstance(e, ClickException):
+            e.show()
+            return int(e.exit_code)
+        if ENV.debug:
+            import traceback
+
+            traceback.print_exc()
+        _error(f"unexpected error: {type(e).__name__}: {e} (run with --debug for details)")
+        return int(ExitCode.UNEXPECTED)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"livedata: error: {message}\n")

@@ -1,0 +1,210 @@
+"""What every command shares: output conventions, prompts, progress, opening the vault.
+
+Data goes to stdout (one JSON document with ``--json``), people's messages to
+stderr.  Progress shows only when stderr is a terminal and the work lasts
+over a second, so cron mail stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+
+from livedata_cli.errors import UsageError
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+
+@dataclass
+class Env:
+    """The terminal and the global options, decided once per process."""
+
+    json: bool = False
+    quiet: bool = False
+    debug: bool = False
+    no_keyring: bool = False
+    stdin_tty: bool = field(default_factory=lambda: sys.stdin.isatty())
+    stdout_tty: bool = field(default_factory=lambda: sys.stdout.isatty())
+    stderr_tty: bool = field(default_factory=lambda: sys.stderr.isatty())
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    @property
+    def color(self) -> bool:
+        return self.stderr_tty and "NO_COLOR" not in os.environ
+
+    # -- output ------------------------------------------------------------
+    def emit(self, data: Any) -> None:
+        """The one JSON document of a ``--json`` run."""
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+
+    def out(self, text: str = "") -> None:
+        """A line of data for stdout (human form)."""
+        sys.stdout.write(text + "\n")
+
+    def say(self, text: str) -> None:
+        """A message for the person at the terminal: stderr, not with --quiet or --json."""
+        if not self.quiet and not self.json:
+            sys.stderr.write(text + "\n")
+
+    def warn(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+
+    # -- prompts -----------------------------------------------------------
+    def prompt(self, label: str) -> str:
+        import getpass
+
+        try:
+            return getpass.getpass(label)
+        except EOFError:
+            raise typer.Abort() from None
+
+    def can_prompt(self) -> bool:
+        return self.stdin_tty
+
+    def new_secret(self, what: str = "passphrase") -> str:
+        """A new passphrase: from the environment in scripts, asked twice on a terminal."""
+        from livedata_cli.keys import NO_PASSPHRASE_HELP, passphrase_from_env
+        from livedata_cli.errors import NoPassphrase
+
+        found = passphrase_from_env()
+        if found is not None:
+            secret = found[0]
+        elif self.can_prompt():
+            secret = self.prompt(f"New {what}: ")
+            if secret != self.prompt(f"Repeat the {what}: "):
+                raise UsageError(f"the two {what}s differ; nothing was changed")
+        else:
+            raise NoPassphrase(NO_PASSPHRASE_HELP)
+        if not secret:
+            raise UsageError(f"an empty {what} is not allowed")
+        return secret
+
+    def unlocker(self) -> Any:
+        from livedata_cli.keys import Unlocker
+
+        return Unlocker(
+            use_keyring=not self.no_keyring,
+            prompt=self.prompt if self.can_prompt() else None,
+            notice=self.warn,
+        )
+
+    # -- progress ----------------------------------------------------------
+    @contextmanager
+    def progress(self, total: int | None, label: str) -> Iterator[Any]:
+        """A callback taking byte counts; draws a bar only on a TTY after one second."""
+        bar = _LazyBar(total, label, enabled=self.stderr_tty and not self.json and not self.quiet)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+
+class _LazyBar:
+    def __init__(self, total: int | None, label: str, *, enabled: bool) -> None:
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done = 0
+        self.t0 = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._progress is None:
+            if time.monotonic() - self.t0 < 1.0:
+                return
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.total, completed=self.done)
+        else:
+            self._progress.update(self._task, completed=self.done)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+ENV = Env()
+
+
+def setup(json_: bool = False, quiet: bool = False) -> Env:
+    """Merge a command's own --json/--quiet into the global environment."""
+    ENV.json = ENV.json or json_
+    ENV.quiet = ENV.quiet or quiet
+    return ENV
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def human_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+@contextmanager
+def open_vault(env: Env) -> Iterator[Any]:
+    """The vault of this home, closed when the command ends."""
+    from livedata_cli.vault import Vault
+
+    vault = Vault.open(env.unlocker())
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+def finish_batch(env: Env, report: Any, verb: str) -> None:
+    """Render a batch report and turn failures into exit 8 (or the single item's code)."""
+    from livedata_cli.errors import ExitCode
+
+    failed = report.failed
+    if env.json:
+        env.emit(report.to_json())
+    else:
+        for item in failed:
+            env.warn(f"livedata: {item.source or item.path}: {item.error}")
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
+        env.say(f"{verb}: {counts or 'nothing'} ({human_size(report.bytes_read)} in {report.duration:.2f}s)")
+    if failed:
+        if len(failed) == len(report.items):
+            codes = {i.exit_code for i in failed}
+            raise typer.Exit(codes.pop() if len(codes) == 1 else int(ExitCode.PARTIAL))
+        raise typer.Exit(int(ExitCode.PARTIAL))

@@ -1,0 +1,123 @@
+"""Key commands: passwd, add, ls, rm.  No data is re-encrypted by any of them:
+a slot wraps the same master key under another secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from livedata_cli.cli.common import JsonOpt, QuietOpt, human_time, open_vault, setup
+
+app = typer.Typer(help="Manage the vault's key slots: passphrases and recovery keys.", no_args_is_help=True)
+
+
+@app.command()
+def passwd(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Change the passphrase of the slot it opens (the data is not re-encrypted).
+
+    The current passphrase comes from the usual sources; the new one from
+    LIVEDATA_NEW_PASSPHRASE in scripts, or is asked twice on a terminal.
+    Example: livedata keys passwd
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.keys import replace_passphrase
+
+    with open_vault(env) as vault:
+        current = vault.unlocker.secret("Current passphrase: ")
+        new_slot = replace_passphrase(vault.store, vault.cfg, current, _new_secret(env))
+    if env.json:
+        env.emit({"slot": new_slot.slot_id, "changed": True})
+    else:
+        env.say(f"passphrase changed (slot {new_slot.slot_id})")
+
+
+@app.command()
+def add(
+    recovery: Annotated[bool, typer.Option("--recovery", help="Print a new recovery key instead.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Add a second passphrase, or (--recovery) print a recovery key to keep offline.
+
+    Example: livedata keys add --recovery
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.keys import make_slot, new_recovery_key
+
+    with open_vault(env) as vault:
+        master = vault.master_key
+        secret = new_recovery_key() if recovery else _new_secret(env)
+        slot = make_slot(vault.vault_id, master, secret, "recovery" if recovery else "passphrase")
+        vault.store.put_bytes(slot.key, slot.to_bytes(), exclusive=True)
+    if env.json:
+        env.emit({"slot": slot.slot_id, "kind": slot.kind, **({"recovery_key": secret} if recovery else {})})
+    elif recovery:
+        env.out(secret)
+        env.say(f"recovery key added (slot {slot.slot_id}): keep it offline; it opens the vault like a passphrase")
+    else:
+        env.say(f"passphrase added (slot {slot.slot_id})")
+
+
+@app.command("ls")
+def ls_(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List the key slots (no secret is shown).
+
+    Example: livedata keys ls
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import config
+    from livedata_cli.keys import list_slots
+    from livedata_cli.stores import open_store
+
+    store = open_store(config.VaultSettings.load().store)
+    slots = list_slots(store)
+    if env.json:
+        env.emit([{"slot": s.slot_id, "kind": s.kind, "kdf": s.kdf, "created": s.created} for s in slots])
+        return
+    for s in slots:
+        params = ", ".join(f"{k}={v}" for k, v in s.kdf.items())
+        env.out(f"{s.slot_id}  {s.kind:<10}  {human_time(s.created)}  {params}")
+
+
+@app.command("rm")
+def rm_(
+    slot_id: Annotated[str, typer.Argument(help="Slot id, as 'livedata keys ls' shows it.")],
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove a key slot; the last one that opens the vault cannot be removed.
+
+    Example: livedata keys rm pass-0a1b2c3d4e5f
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.keys import remove_slot
+
+    with open_vault(env) as vault:
+        vault.master_key  # only someone who can open the vault removes a way in
+        remove_slot(vault.store, slot_id)
+    if env.json:
+        env.emit({"slot": slot_id, "removed": True})
+    else:
+        env.say(f"removed slot {slot_id}")
+
+
+def _new_secret(env: object) -> str:
+    import os
+
+    from livedata_cli.cli.common import ENV
+    from livedata_cli.errors import UsageError
+
+    value = os.environ.get("LIVEDATA_NEW_PASSPHRASE")
+    if value is not None:
+        if not value:
+            raise UsageError("LIVEDATA_NEW_PASSPHRASE is empty")
+        return value
+    if not ENV.can_prompt():
+        from livedata_cli.errors import NoPassphrase
+
+        raise NoPassphrase("a new passphrase is needed: set LIVEDATA_NEW_PASSPHRASE or run on a terminal")
+    secret = ENV.prompt("New passphrase: ")
+    if not secret or secret != ENV.prompt("Repeat the new passphrase: "):
+        raise UsageError("the new passphrases are empty or differ; nothing was changed")
+    return secret

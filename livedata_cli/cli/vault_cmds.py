@@ -1,0 +1,118 @@
+"""Vault commands: init, lock, sync, verify."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from livedata_cli.cli.common import ENV, JsonOpt, QuietOpt, open_vault, setup
+
+
+def init(
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="Folder for the encrypted store (default: inside LIVEDATA_HOME)."),
+    ] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Create a vault, or attach to the vault already in --store and rebuild the index.
+
+    Example: livedata init --store /media/usb/vault
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import config
+    from livedata_cli.vault import Vault
+
+    vault, created = Vault.init(store, env.unlocker(), env.new_secret)
+    try:
+        count = vault.index.count()
+        data = {
+            "vault_id": vault.vault_id,
+            "store": vault.store.url,
+            "created": created,
+            "versions": count,
+            "home": str(config.home()),
+            "key_cached": vault.unlocker.cache.enabled,
+        }
+    finally:
+        vault.close()
+    if env.json:
+        env.emit(data)
+    elif created:
+        env.say(f"created vault {data['vault_id']} in {data['store']}")
+    else:
+        env.say(f"attached to vault {data['vault_id']} in {data['store']}: {count} version(s) indexed")
+
+
+def lock(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Forget the cached vault key; the next command asks for the passphrase again.
+
+    Example: livedata lock
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import config
+    from livedata_cli.keys import KeyCache
+
+    settings = config.VaultSettings.load()
+    cache = KeyCache(not env.no_keyring)
+    removed = cache.delete(settings.vault_id)
+    if env.json:
+        env.emit({"vault_id": settings.vault_id, "locked": True, "key_was_cached": removed})
+    else:
+        env.say("locked" + ("" if removed else " (no key was cached)"))
+
+
+def sync(
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the local index and rebuild it from the store.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Bring the local index up to date with the store (another machine's uploads).
+
+    Example: livedata sync --rebuild
+    """
+    env = setup(json_, quiet)
+    with open_vault(env) as vault:
+        result = vault.sync(rebuild=rebuild)
+    if env.json:
+        env.emit({"journals": result.journals, "records": result.records, "versions": result.versions})
+    else:
+        env.say(f"synced: {result.journals} journal(s), {result.records} record(s); {result.versions} version(s) indexed")
+
+
+def verify(
+    data: Annotated[bool, typer.Option("--data", help="Authenticate every byte, not only headers.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check that every stored object is present and authentic.
+
+    Example: livedata verify --data
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.errors import ExitCode
+
+    with open_vault(env) as vault, env.progress(None, "verify") as bar:
+        result = vault.verify(data=data, progress=bar)
+    if env.json:
+        env.emit(result)
+    else:
+        for p in result["problems"]:
+            env.warn(f"livedata: {p['path']}: {p['error']}")
+        what = "every byte" if data else "headers"
+        env.say(
+            f"checked {result['objects']} object(s) of {result['versions']} version(s), {what}: "
+            + ("all intact" if not result["problems"] else f"{len(result['problems'])} problem(s)")
+        )
+    if result["problems"]:
+        raise typer.Exit(int(ExitCode.INTEGRITY))
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (init, lock, sync, verify):
+        app.command()(fn)
+
+
+__all__ = ["ENV", "register"]

@@ -1,0 +1,68 @@
+"""Where livedata keeps its files, and the per-home vault settings.
+
+One function, :func:`home`, decides where everything lives: ``LIVEDATA_HOME``
+when set (tests and CI use it), else the platform's data directory.  The home
+holds ``vault.json`` (which store this machine uses), the SQLite index, and the
+default local store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from livedata_cli.errors import VaultNotFound
+
+VAULT_FILE = "vault.json"
+INDEX_FILE = "index.sqlite"
+
+
+def home() -> Path:
+    """The folder that holds this machine's livedata state."""
+    env = os.environ.get("LIVEDATA_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    from platformdirs import user_data_path
+
+    return user_data_path("livedata", appauthor=False)
+
+
+def default_store_path() -> Path:
+    return home() / "store"
+
+
+def env_flag(name: str) -> bool:
+    """True when an environment variable is set to a true-ish value."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """What this machine remembers about its vault (no secrets)."""
+
+    store: str
+    vault_id: str
+
+    def save(self) -> None:
+        path = home() / VAULT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load() -> VaultSettings:
+        path = home() / VAULT_FILE
+        try:
+            data = json.loads(path.read_text())
+            return VaultSettings(store=str(data["store"]), vault_id=str(data["vault_id"]))
+        except FileNotFoundError:
+            raise VaultNotFound(f"no vault set up in {home()}: run 'livedata init' first") from None
+        except (ValueError, KeyError, TypeError):
+            raise VaultNotFound(f"{path} is damaged: run 'livedata init --store URL' again") from None
+
+    @staticmethod
+    def exists() -> bool:
+        return (home() / VAULT_FILE).exists()

@@ -1,0 +1,612 @@
+"""Container format v1: one file version as a streaming, key-committing AEAD.
+
+``docs/container-format.md`` is the written spec (DESIGN §4); this module is
+its implementation and ``tests/container-v1.json`` pins both. In short::
+
+    header  = "LDV\\x01" | suite (1) | log2 segment size (1) | salt (32)
+              | commit (32) | HMAC-SHA256(header_key, the 70 bytes before) (32)
+    segment = AES-256-GCM(payload_key,
+                          nonce = index (11 bytes, big-endian) | final flag (1),
+                          aad = header MAC)                -> ciphertext || tag
+
+The module does no I/O of its own: the stream functions read and write the
+file objects a caller hands them, so the same code serves local files, pipes
+and store uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import BinaryIO, Final, NoReturn, cast
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from livedata_cli.errors import IntegrityError, UsageError
+
+__all__ = [
+    "DEFAULT_LOG2_SEGMENT",
+    "HEADER_LEN",
+    "KEY_LEN",
+    "MAGIC",
+    "MAX_LOG2_SEGMENT",
+    "MIN_LOG2_SEGMENT",
+    "SALT_LEN",
+    "SUITE_AES256GCM_HKDF_SHA256",
+    "TAG_LEN",
+    "Decryptor",
+    "Encryptor",
+    "container_size",
+    "decrypt_stream",
+    "derive_keys",
+    "encrypt_stream",
+    "header_hash",
+    "verify_header",
+]
+
+MAGIC: Final = b"LDV\x01"
+SUITE_AES256GCM_HKDF_SHA256: Final = 1
+HEADER_LEN: Final = 102
+TAG_LEN: Final = 16
+DEFAULT_LOG2_SEGMENT: Final = 20
+MIN_LOG2_SEGMENT: Final = 10
+MAX_LOG2_SEGMENT: Final = 24
+KEY_LEN: Final = 32
+SALT_LEN: Final = 32
+
+_INFO_PAYLOAD: Final = b"livedata/v1/payload"
+_INFO_COMMIT: Final = b"livedata/v1/commit"
+_INFO_HEADER: Final = b"livedata/v1/header"
+# magic (4) + suite (1) + log2 (1) + salt (32) + commit (32): what the header MAC covers.
+_MAC_INPUT_LEN: Final = 70
+_COUNTER_LEN: Final = 11
+_MAX_SEGMENTS: Final = 1 << (8 * _COUNTER_LEN)
+_NOT_FINAL: Final = b"\x00"
+_FINAL: Final = b"\x01"
+# Output buffers in flight to the writer thread: enough to keep both cores
+# busy, few enough that memory stays at a handful of segments.
+_PIPELINE_DEPTH: Final = 3
+
+_ReadInto = Callable[[memoryview], int | None]
+
+
+def _hkdf(data_key: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_LEN, salt=salt, info=info).derive(data_key)
+
+
+def derive_keys(data_key: bytes, salt: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return ``(payload_key, commit, header_key)`` for one container.
+
+    Three HKDF-SHA256 outputs under distinct labels are independent, so the
+    commit can sit in the plaintext header without telling anything about
+    the two keys, while still binding the header to exactly one data key.
+    """
+    if len(data_key) != KEY_LEN:
+        raise UsageError(f"a container data key must be {KEY_LEN} bytes")
+    if len(salt) != SALT_LEN:
+        raise UsageError(f"a container salt must be {SALT_LEN} bytes")
+    return (
+        _hkdf(data_key, salt, _INFO_PAYLOAD),
+        _hkdf(data_key, salt, _INFO_COMMIT),
+        _hkdf(data_key, salt, _INFO_HEADER),
+    )
+
+
+def _log2_allowed(log2_segment_size: object) -> bool:
+    return (
+        isinstance(log2_segment_size, int)
+        and not isinstance(log2_segment_size, bool)
+        and MIN_LOG2_SEGMENT <= log2_segment_size <= MAX_LOG2_SEGMENT
+    )
+
+
+def _require_log2(log2_segment_size: int) -> None:
+    if not _log2_allowed(log2_segment_size):
+        raise UsageError(
+            f"log2 of the segment size must be {MIN_LOG2_SEGMENT}..{MAX_LOG2_SEGMENT}, "
+            f"got {log2_segment_size!r}"
+        )
+
+
+def container_size(plaintext_len: int, log2_segment_size: int = DEFAULT_LOG2_SEGMENT) -> int:
+    """Exact container length for a plaintext length, so stores can check sizes up front.
+
+    An empty plaintext still has one (empty) segment; an exact multiple of the
+    segment size has no trailing empty segment.
+    """
+    _require_log2(log2_segment_size)
+    if plaintext_len < 0:
+        raise UsageError("a plaintext length cannot be negative")
+    segment_size = 1 << log2_segment_size
+    segments = max(1, -(-plaintext_len // segment_size))
+    return HEADER_LEN + plaintext_len + segments * TAG_LEN
+
+
+def header_hash(header: bytes | memoryview) -> str:
+    """Hex SHA-256 of a container header.
+
+    A metadata record stores it so that a record opens only its own
+    container: a store that swaps two objects of the same data key is caught
+    before any segment is read.
+    """
+    return hashlib.sha256(header).hexdigest()
+
+
+def _nonce(index: int, final: bool) -> bytes:
+    return index.to_bytes(_COUNTER_LEN, "big") + (_FINAL if final else _NOT_FINAL)
+
+
+class Encryptor:
+    """Encrypts one plaintext segment by segment, enforcing the segment rules.
+
+    The rules (full non-final segments, at most one final, an empty final only
+    as the sole segment) are what make each plaintext's encoding unique, so a
+    writer that broke them would produce containers readers must reject.
+    """
+
+    header: bytes
+    segment_size: int
+    log2_segment_size: int
+
+    def __init__(
+        self,
+        data_key: bytes,
+        *,
+        salt: bytes | None = None,
+        log2_segment_size: int = DEFAULT_LOG2_SEGMENT,
+    ) -> None:
+        _require_log2(log2_segment_size)
+        if salt is None:
+            salt = os.urandom(SALT_LEN)
+        payload_key, commit, header_key = derive_keys(data_key, salt)
+        prefix = MAGIC + bytes((SUITE_AES256GCM_HKDF_SHA256, log2_segment_size)) + bytes(salt) + commit
+        header_mac = hmac.digest(header_key, prefix, "sha256")
+        self.header = prefix + header_mac
+        self.log2_segment_size = log2_segment_size
+        self.segment_size = 1 << log2_segment_size
+        self._aead = AESGCM(payload_key)
+        self._aad = header_mac
+        self._index = 0
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """True once the final segment is out; the container is then complete."""
+        return self._finished
+
+    def _next_nonce(self, length: int, final: bool) -> bytes:
+        if self._finished:
+            raise UsageError("the final segment is already encrypted: nothing may follow it")
+        if final:
+            if length > self.segment_size:
+                raise UsageError(
+                    f"a final segment holds at most {self.segment_size} bytes, got {length}"
+                )
+            if length == 0 and self._index:
+                raise UsageError(
+                    "an empty final segment is allowed only as the only segment; "
+                    "mark the last full segment final instead"
+                )
+        elif length != self.segment_size:
+            raise UsageError(
+                f"a non-final segment must be exactly {self.segment_size} bytes, got {length}"
+            )
+        if self._index >= _MAX_SEGMENTS:
+            raise UsageError("too many segments for one container")
+        return _nonce(self._index, final)
+
+    def _advance(self, final: bool) -> None:
+        self._index += 1
+        self._finished = final
+
+    def encrypt_segment(self, plaintext: bytes | memoryview, *, final: bool) -> bytes:
+        """Encrypt the next segment; returns ciphertext || tag.
+
+        Misuse (wrong length, anything after the final segment) is a
+        :class:`UsageError`, raised before any state changes.
+        """
+        nonce = self._next_nonce(memoryview(plaintext).nbytes, final)
+        sealed = self._aead.encrypt(nonce, plaintext, self._aad)
+        self._advance(final)
+        return sealed
+
+    def _encrypt_into(self, plaintext: memoryview, out: memoryview, *, final: bool) -> int:
+        """Like :meth:`encrypt_segment`, writing into ``out`` to spare an allocation per segment."""
+        length = plaintext.nbytes
+        nonce = self._next_nonce(length, final)
+        written = self._aead.encrypt_into(nonce, plaintext, self._aad, out[: length + TAG_LEN])
+        self._advance(final)
+        return written
+
+
+def _parse_header(header: bytes) -> int:
+    """Check the fields that need no key; return log2 of the segment size.
+
+    The segment size is range-checked here, before anyone sizes a buffer
+    from it, so a hostile header cannot make a reader allocate gigabytes.
+    """
+    if len(header) != HEADER_LEN:
+        raise IntegrityError(
+            f"container header is {len(header)} bytes, not {HEADER_LEN}: truncated or not a container"
+        )
+    if header[:4] != MAGIC:
+        raise IntegrityError("not a livedata v1 container (bad magic)")
+    if header[4] != SUITE_AES256GCM_HKDF_SHA256:
+        raise IntegrityError(f"container uses unknown cipher suite {header[4]}")
+    log2_segment_size = header[5]
+    if not _log2_allowed(log2_segment_size):
+        raise IntegrityError(
+            f"container declares segment size 2^{log2_segment_size}, "
+            f"outside 2^{MIN_LOG2_SEGMENT}..2^{MAX_LOG2_SEGMENT}"
+        )
+    return log2_segment_size
+
+
+class Decryptor:
+    """Checks a header and then authenticates and decrypts segments in order.
+
+    Construction fails unless the header is intact and made with this data
+    key, so no segment is ever tried against a forged or foreign header. After
+    any failure the object refuses further segments: a caller cannot probe
+    its way past a rejected one.
+    """
+
+    segment_size: int
+    log2_segment_size: int
+    header: bytes
+
+    def __init__(self, data_key: bytes, header: bytes | memoryview) -> None:
+        header = bytes(header)
+        log2_segment_size = _parse_header(header)
+        salt = header[6:38]
+        commit = header[38:70]
+        header_mac = header[_MAC_INPUT_LEN:HEADER_LEN]
+        payload_key, expected_commit, header_key = derive_keys(data_key, salt)
+        expected_mac = hmac.digest(header_key, header[:_MAC_INPUT_LEN], "sha256")
+        if not hmac.compare_digest(expected_mac, header_mac):
+            raise IntegrityError(
+                "container header does not authenticate: it was altered, or it belongs to another key"
+            )
+        # Implied by the MAC under today's HKDF, checked anyway: the commitment
+        # is the format's promise that a header opens under one data key only.
+        if not hmac.compare_digest(expected_commit, commit):
+            raise IntegrityError("container key commitment does not match the data key")
+        self.header = header
+        self.log2_segment_size = log2_segment_size
+        self.segment_size = 1 << log2_segment_size
+        self._aead = AESGCM(payload_key)
+        self._aad = header_mac
+        self._index = 0
+        self._finished = False
+        self._failed = False
+
+    @property
+    def finished(self) -> bool:
+        """True once the final segment authenticated; only then is the plaintext complete."""
+        return self._finished
+
+    def _fail(self, message: str) -> NoReturn:
+        self._failed = True
+        raise IntegrityError(message)
+
+    def _next_nonce(self, length: int, final: bool) -> bytes:
+        index = self._index
+        if self._failed:
+            raise IntegrityError("container already failed authentication")
+        if self._finished:
+            self._fail("data follows the final segment: the container was extended")
+        if length < TAG_LEN:
+            self._fail(f"segment {index} is truncated: shorter than its {TAG_LEN}-byte tag")
+        if length > self.segment_size + TAG_LEN:
+            self._fail(f"segment {index} is longer than the container's segment size")
+        if not final and length != self.segment_size + TAG_LEN:
+            self._fail(f"segment {index} is short but not final: the container is truncated")
+        if final and length == TAG_LEN and index:
+            self._fail(f"empty final segment {index} after data: the container was altered")
+        if index >= _MAX_SEGMENTS:
+            self._fail("too many segments for one container")
+        return _nonce(index, final)
+
+    def _auth_failed(self, final: bool) -> NoReturn:
+        where = "final segment" if final else "segment"
+        self._fail(
+            f"{where} {self._index} does not authenticate: the container was altered, "
+            "truncated, reordered or extended"
+        )
+
+    def decrypt_segment(self, segment: bytes | memoryview, *, final: bool) -> bytes:
+        """Authenticate and decrypt the next segment (ciphertext || tag).
+
+        ``final`` must say whether this segment ends the container; a stream
+        reader knows it because nothing follows. Any mismatch is an
+        :class:`IntegrityError`, and no plaintext of a failing segment escapes.
+        """
+        nonce = self._next_nonce(memoryview(segment).nbytes, final)
+        try:
+            plaintext = self._aead.decrypt(nonce, segment, self._aad)
+        except InvalidTag:
+            self._auth_failed(final)
+        self._index += 1
+        self._finished = final
+        return plaintext
+
+    def _decrypt_into(self, segment: memoryview, out: memoryview, *, final: bool) -> int:
+        """Like :meth:`decrypt_segment`, into ``out``; on failure ``out`` holds garbage the caller drops."""
+        length = segment.nbytes
+        nonce = self._next_nonce(length, final)
+        try:
+            written = self._aead.decrypt_into(nonce, segment, self._aad, out[: length - TAG_LEN])
+        except InvalidTag:
+            self._auth_failed(final)
+        self._index += 1
+        self._finished = final
+        return written
+
+
+def _check_header_hash(header: bytes, expected_header_hash: str) -> None:
+    actual = header_hash(header).encode("ascii")
+    expected = expected_header_hash.lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(actual, expected):
+        raise IntegrityError("container does not match its metadata record")
+
+
+def verify_header(
+    data_key: bytes, header: bytes | memoryview, expected_header_hash: str | None = None
+) -> None:
+    """Check a header alone: record binding, format, MAC and key commitment.
+
+    Cheap enough for ``livedata verify`` to run over every object without
+    downloading payloads.
+    """
+    header = bytes(header)
+    if expected_header_hash is not None:
+        _check_header_hash(header, expected_header_hash)
+    Decryptor(data_key, header)
+
+
+def _readinto_of(src: BinaryIO) -> _ReadInto:
+    readinto = getattr(src, "readinto", None)
+    if callable(readinto):
+        return cast(_ReadInto, readinto)
+
+    def fallback(buf: memoryview) -> int:
+        data = src.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    return fallback
+
+
+def _read_full(readinto: _ReadInto, buf: memoryview) -> int:
+    """Fill ``buf`` unless EOF comes first; pipes and sockets return short reads."""
+    size = len(buf)
+    got = 0
+    while got < size:
+        n = readinto(buf[got:] if got else buf)
+        if n is None:
+            raise UsageError("cannot stream from a non-blocking file")
+        if n == 0:
+            break
+        got += n
+    return got
+
+
+def _write_all(dst: BinaryIO, data: memoryview) -> None:
+    """Write all of ``data``; raw files may accept only part of a write."""
+    while data:
+        n = dst.write(data)
+        if n is None:
+            raise UsageError("cannot stream to a non-blocking file")
+        if n >= len(data):
+            return
+        data = data[n:]
+
+
+class _BackgroundWriter:
+    """Writes finished segments on a second thread while the caller's thread
+    reads, hashes and runs AES-GCM.
+
+    File writes, hashlib and AES-GCM in ``cryptography`` all release the GIL,
+    so on two cores the write of segment i overlaps the work on segment i+1.
+    A fixed pool of buffers bounds memory and gives back-pressure. Buffers go
+    out in order and only after the caller finished with them, so nothing the
+    caller has not authenticated is ever written.
+    """
+
+    def __init__(self, dst: BinaryIO, buffer_size: int, depth: int = _PIPELINE_DEPTH) -> None:
+        self._dst = dst
+        self._free: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        for _ in range(depth):
+            self._free.put(memoryview(bytearray(buffer_size)))
+        self._thread = threading.Thread(
+            target=self._run, name="livedata-container-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (item := self._todo.get()) is not None:
+                buf, length = item
+                _write_all(self._dst, buf[:length])
+                self._free.put(buf)
+        except BaseException as exc:  # handed to the caller's thread, which re-raises it
+            self._error = exc
+            self._free.put(None)
+
+    def acquire(self) -> memoryview:
+        """A free buffer; re-raises the writer's error if it stopped."""
+        buf = self._free.get()
+        if buf is None:
+            assert self._error is not None
+            raise self._error
+        return buf
+
+    def submit(self, buf: memoryview, length: int) -> None:
+        self._todo.put((buf, length))
+
+    def close(self) -> None:
+        """Wait until everything submitted is written; re-raise a write error."""
+        self._todo.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop after what was already submitted (all of it authenticated) is written."""
+        self._todo.put(None)
+        self._thread.join()
+
+
+def encrypt_stream(
+    data_key: bytes,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    salt: bytes | None = None,
+    log2_segment_size: int = DEFAULT_LOG2_SEGMENT,
+    on_plaintext: Callable[[memoryview], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[bytes, int, int]:
+    """Encrypt ``src`` until EOF into ``dst``; return ``(header, plaintext_len, container_len)``.
+
+    The length of ``src`` is never asked for (it may be a pipe): one segment of
+    read-ahead tells which segment is final. ``on_plaintext`` sees each
+    plaintext segment in order (the caller hashes the plaintext there; the
+    view is reused afterwards, so copy it to keep it); ``on_progress`` gets the
+    plaintext byte count of each segment once it is encrypted. Memory stays at
+    a few segments whatever the size of the input.
+    """
+    enc = Encryptor(data_key, salt=salt, log2_segment_size=log2_segment_size)
+    segment_size = enc.segment_size
+    readinto = _readinto_of(src)
+    _write_all(dst, memoryview(enc.header))
+    plaintext_len = 0
+    container_len = HEADER_LEN
+    cur = memoryview(bytearray(segment_size))
+    cur_len = _read_full(readinto, cur)
+    nxt: memoryview | None = None
+    # No thread and no extra buffers until a second segment exists: most files
+    # in a vault are small, and a thread start costs more than their crypto.
+    writer: _BackgroundWriter | None = None
+    try:
+        while True:
+            if cur_len < segment_size:
+                final, nxt_len = True, 0
+            else:
+                if nxt is None:
+                    nxt = memoryview(bytearray(segment_size))
+                nxt_len = _read_full(readinto, nxt)
+                final = nxt_len == 0
+            plaintext = cur[:cur_len]
+            if on_plaintext is not None:
+                on_plaintext(plaintext)
+            if writer is None and not final:
+                writer = _BackgroundWriter(dst, segment_size + TAG_LEN)
+            if writer is None:
+                sealed = enc.encrypt_segment(plaintext, final=final)
+                _write_all(dst, memoryview(sealed))
+                sealed_len = len(sealed)
+            else:
+                out = writer.acquire()
+                sealed_len = enc._encrypt_into(plaintext, out, final=final)
+                writer.submit(out, sealed_len)
+            plaintext_len += cur_len
+            container_len += sealed_len
+            if on_progress is not None:
+                on_progress(cur_len)
+            if final:
+                break
+            assert nxt is not None
+            cur, nxt, cur_len = nxt, cur, nxt_len
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    return enc.header, plaintext_len, container_len
+
+
+def decrypt_stream(
+    data_key: bytes,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    expected_header_hash: str | None = None,
+    on_plaintext: Callable[[memoryview], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Authenticate and decrypt a whole container from ``src`` into ``dst``; return the plaintext length.
+
+    Only plaintext of authenticated segments reaches ``dst``, in order; on an
+    :class:`IntegrityError` ``dst`` holds an authenticated prefix, so callers
+    write to a temporary file and rename it only after this returns.
+    ``on_plaintext`` sees each authenticated plaintext segment (to check the
+    record's plaintext hash); ``on_progress`` gets each segment's byte count.
+    """
+    readinto = _readinto_of(src)
+    header_buf = memoryview(bytearray(HEADER_LEN))
+    got = _read_full(readinto, header_buf)
+    if got < HEADER_LEN:
+        raise IntegrityError(
+            "container is truncated inside its header" if got else "container is empty"
+        )
+    header = header_buf.tobytes()
+    if expected_header_hash is not None:
+        _check_header_hash(header, expected_header_hash)
+    dec = Decryptor(data_key, header)
+    sealed_size = dec.segment_size + TAG_LEN
+    plaintext_len = 0
+    cur = memoryview(bytearray(sealed_size))
+    cur_len = _read_full(readinto, cur)
+    if cur_len == 0:
+        raise IntegrityError("container has no segments: it was truncated after the header")
+    nxt: memoryview | None = None
+    writer: _BackgroundWriter | None = None
+    try:
+        while True:
+            if cur_len < sealed_size:
+                final, nxt_len = True, 0
+            else:
+                if nxt is None:
+                    nxt = memoryview(bytearray(sealed_size))
+                nxt_len = _read_full(readinto, nxt)
+                final = nxt_len == 0
+            sealed = cur[:cur_len]
+            if writer is None and not final:
+                writer = _BackgroundWriter(dst, dec.segment_size)
+            if writer is None:
+                plaintext = memoryview(dec.decrypt_segment(sealed, final=final))
+                if on_plaintext is not None:
+                    on_plaintext(plaintext)
+                _write_all(dst, plaintext)
+                opened_len = len(plaintext)
+            else:
+                out = writer.acquire()
+                opened_len = dec._decrypt_into(sealed, out, final=final)
+                if on_plaintext is not None:
+                    on_plaintext(out[:opened_len])
+                writer.submit(out, opened_len)
+            plaintext_len += opened_len
+            if on_progress is not None:
+                on_progress(opened_len)
+            if final:
+                break
+            assert nxt is not None
+            cur, nxt, cur_len = nxt, cur, nxt_len
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    return plaintext_len

@@ -1,0 +1,64 @@
+"""Argon2id key derivation for passphrase key slots (RFC 9106, second recommended option)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# RFC 9106 §4, second recommended option: 64 MiB, 3 passes, 4 lanes.
+DEFAULT_MEMORY_KIB = 64 * 1024
+DEFAULT_TIME_COST = 3
+DEFAULT_PARALLELISM = 4
+SALT_LEN = 16
+KEY_LEN = 32
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    """Parameters stored beside each slot, so they can be raised later."""
+
+    memory_kib: int = DEFAULT_MEMORY_KIB
+    time_cost: int = DEFAULT_TIME_COST
+    parallelism: int = DEFAULT_PARALLELISM
+
+    @staticmethod
+    def default() -> Argon2Params:
+        """Default parameters, unless the test-only weakening variable is set.
+
+        ``LIVEDATA_TESTONLY_WEAKEN_KDF=1`` exists so the test suite can create
+        hundreds of vaults quickly; its name says it must never be used for a
+        real vault.
+        """
+        if os.environ.get("LIVEDATA_TESTONLY_WEAKEN_KDF") == "1":
+            return Argon2Params(memory_kib=1024, time_cost=1, parallelism=1)
+        return Argon2Params()
+
+    def to_json(self) -> dict[str, int | str]:
+        return {"alg": "argon2id", "m": self.memory_kib, "t": self.time_cost, "p": self.parallelism}
+
+    @staticmethod
+    def from_json(data: dict[str, object]) -> Argon2Params:
+        if data.get("alg") != "argon2id":
+            raise ValueError("unknown KDF")
+        m, t, p = (int(str(data[k])) for k in ("m", "t", "p"))
+        # Bounds keep a hostile slot from making us allocate without limit.
+        if not (8 * p <= m <= 4 * 1024 * 1024 and 1 <= t <= 64 and 1 <= p <= 64):
+            raise ValueError("KDF parameters out of range")
+        return Argon2Params(memory_kib=m, time_cost=t, parallelism=p)
+
+
+def derive_key(secret: bytes, salt: bytes, params: Argon2Params) -> bytes:
+    """Stretch a passphrase into a 32-byte key-encryption key."""
+    from argon2.low_level import Type, hash_secret_raw
+
+    return bytes(
+        hash_secret_raw(
+            secret=secret,
+            salt=salt,
+            time_cost=params.time_cost,
+            memory_cost=params.memory_kib,
+            parallelism=params.parallelism,
+            hash_len=KEY_LEN,
+            type=Type.ID,
+        )
+    )

@@ -1,0 +1,96 @@
+"""Exception classes, each carrying the exit code of DESIGN §6.
+
+The CLI's ``main()`` maps any :class:`LivedataError` to its ``exit_code`` and
+prints its message as one line on stderr; anything else is a bug (exit 1).
+A class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; the README and man page show this table."""
+
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    AUTH = 4
+    INTEGRITY = 5
+    UNREACHABLE = 6
+    REFUSED = 7
+    PARTIAL = 8
+    INTERRUPTED = 130
+
+
+class LivedataError(Exception):
+    """An error livedata expected and can explain in one line."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or self.__class__.__name__).strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UsageError(LivedataError):
+    """Invalid usage."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NotFound(LivedataError):
+    """Not found."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class VaultNotFound(NotFound):
+    """No vault here: run 'livedata init' first."""
+
+
+class AuthError(LivedataError):
+    """Authentication failed."""
+
+    exit_code = ExitCode.AUTH
+
+
+class WrongPassphrase(AuthError):
+    """Wrong passphrase: no key slot of this vault opens with it."""
+
+
+class NoPassphrase(AuthError):
+    """The vault is locked and no passphrase is available."""
+
+
+class IntegrityError(LivedataError):
+    """Integrity check failed: the data is tampered, truncated or foreign."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+class StoreUnreachable(LivedataError):
+    """The store cannot be reached."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class Refused(LivedataError):
+    """Refused by a limit."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class LockHeld(Refused):
+    """Another livedata process holds the vault lock."""
+
+
+class PartialFailure(LivedataError):
+    """Some items failed; the rest succeeded."""
+
+    exit_code = ExitCode.PARTIAL

@@ -1,0 +1,370 @@
+"""Vault master key: key slots in the store, the OS keyring cache, and the
+passphrase fallbacks of DESIGN §5.
+
+Order of sources when the vault key is needed:
+1. the OS keyring (service ``livedata``, account = vault id), unless
+   ``LIVEDATA_NO_KEYRING=1`` or ``--no-keyring``; a keyring that is only a
+   plaintext file counts as none;
+2. ``LIVEDATA_PASSPHRASE``, ``LIVEDATA_PASSPHRASE_FILE``,
+   ``LIVEDATA_PASSPHRASE_COMMAND`` (exactly one of them may be set);
+3. a prompt, when the caller can ask on a terminal;
+4. otherwise :class:`NoPassphrase` (exit 4), naming all of the above.
+
+Nothing here prints: notices go through the ``notice`` callback of the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from livedata_cli import config
+from livedata_cli.crypto.kdf import SALT_LEN, Argon2Params, derive_key
+from livedata_cli.crypto.wrap import hkdf, key_id, open_sealed, seal
+from livedata_cli.errors import (
+    AuthError,
+    IntegrityError,
+    NoPassphrase,
+    NotFound,
+    UsageError,
+    VaultNotFound,
+    WrongPassphrase,
+)
+from livedata_cli.stores import ObjectStore
+
+KEYRING_SERVICE = "livedata"
+PASSPHRASE_VARS = ("LIVEDATA_PASSPHRASE", "LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND")
+FORMAT_VERSION = 1
+
+Prompt = Callable[[str], str]
+
+
+# -- the store's config object ------------------------------------------------
+@dataclass(frozen=True)
+class StoreConfig:
+    """The vault's public description, stored as ``config`` (no secrets)."""
+
+    vault_id: str
+    key_id: str
+    created: float
+    format: int = FORMAT_VERSION
+    suite: int = 1
+    kms_key_id: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.__dict__, indent=1).encode()
+
+    @staticmethod
+    def read(store: ObjectStore) -> StoreConfig:
+        try:
+            data = json.loads(store.get_bytes("config"))
+        except NotFound:
+            raise VaultNotFound(f"no livedata vault at {store.url}") from None
+        except ValueError:
+            raise IntegrityError(f"the vault config at {store.url} is damaged") from None
+        if data.get("format") != FORMAT_VERSION:
+            raise UsageError(
+                f"the vault at {store.url} has format {data.get('format')}; this livedata reads {FORMAT_VERSION}"
+            )
+        return StoreConfig(**{k: data[k] for k in StoreConfig.__dataclass_fields__ if k in data})
+
+
+# -- key slots ---------------------------------------------------------------
+def _slot_aad(vault_id: str, slot_id: str) -> bytes:
+    return b"livedata/v1/slot\x00" + vault_id.encode() + b"\x00" + slot_id.encode()
+
+
+def new_recovery_key() -> str:
+    """A 256-bit recovery key, printed once, grouped for copying by hand."""
+    text = base64.b32encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def _recovery_bytes(secret: str) -> bytes | None:
+    text = secret.replace("-", "").replace(" ", "").upper()
+    if len(text) != 52:
+        return None
+    try:
+        raw = base64.b32decode(text + "====")
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
+@dataclass
+class Slot:
+    """One way into the vault: the master key wrapped under a secret."""
+
+    slot_id: str
+    kind: str  # "passphrase" or "recovery"
+    salt: bytes
+    wrapped: bytes
+    created: float
+    kdf: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"keys/{self.slot_id}"
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "slot": self.slot_id,
+                "kind": self.kind,
+                "kdf": self.kdf,
+                "salt": self.salt.hex(),
+                "wrapped": self.wrapped.hex(),
+                "created": self.created,
+            },
+            indent=1,
+        ).encode()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Slot:
+        d = json.loads(data)
+        return Slot(
+            slot_id=d["slot"],
+            kind=d["kind"],
+            salt=bytes.fromhex(d["salt"]),
+            wrapped=bytes.fromhex(d["wrapped"]),
+            created=float(d["created"]),
+            kdf=d.get("kdf", {}),
+        )
+
+    def _kek(self, secret: str) -> bytes | None:
+        if self.kind == "recovery":
+            raw = _recovery_bytes(secret)
+            if raw is None:
+                return None
+            # A recovery key is already 256 random bits: no stretching needed.
+            return hkdf(raw, self.salt, b"livedata/v1/recovery-slot")
+        return derive_key(secret.encode(), self.salt, Argon2Params.from_json(self.kdf))
+
+    def open(self, vault_id: str, secret: str) -> bytes | None:
+        kek = self._kek(secret)
+        if kek is None:
+            return None
+        try:
+            return open_sealed(kek, self.wrapped, _slot_aad(vault_id, self.slot_id))
+        except InvalidTag:
+            return None
+
+
+def make_slot(vault_id: str, master_key: bytes, secret: str, kind: str = "passphrase") -> Slot:
+    slot_id = f"{kind[:4]}-{secrets.token_hex(6)}"
+    salt = secrets.token_bytes(SALT_LEN if kind == "passphrase" else 32)
+    params = Argon2Params.default()
+    slot = Slot(slot_id, kind, salt, b"", time.time(), params.to_json() if kind == "passphrase" else {"alg": "hkdf-sha256"})
+    kek = slot._kek(secret)
+    assert kek is not None
+    slot.wrapped = seal(kek, master_key, _slot_aad(vault_id, slot_id))
+    return slot
+
+
+def list_slots(store: ObjectStore) -> list[Slot]:
+    slots = []
+    for key in store.list("keys/"):
+        try:
+            slots.append(Slot.from_bytes(store.get_bytes(key)))
+        except (ValueError, KeyError):
+            continue  # a damaged slot is skipped; others may still open the vault
+    return slots
+
+
+def open_with_secret(store: ObjectStore, cfg: StoreConfig, secret: str) -> tuple[bytes, Slot]:
+    """Try every slot with this secret: recovery slots first (cheap), then passphrases."""
+    slots = sorted(list_slots(store), key=lambda s: s.kind != "recovery")
+    if not slots:
+        raise AuthError(f"the vault at {store.url} has no key slots")
+    for slot in slots:
+        master = slot.open(cfg.vault_id, secret)
+        if master is not None and hmac.compare_digest(key_id(master, cfg.vault_id), cfg.key_id):
+            return master, slot
+    raise WrongPassphrase()
+
+
+# -- passphrase sources -------------------------------------------------------
+def passphrase_from_env() -> tuple[str, str] | None:
+    """The passphrase and the variable it came from, or None when none is set."""
+    set_vars = [v for v in PASSPHRASE_VARS if os.environ.get(v)]
+    if len(set_vars) > 1:
+        raise UsageError(f"{' and '.join(set_vars)} are all set: set only one passphrase source")
+    if not set_vars:
+        return None
+    var = set_vars[0]
+    value = os.environ[var]
+    if var == "LIVEDATA_PASSPHRASE":
+        return value, var
+    if var == "LIVEDATA_PASSPHRASE_FILE":
+        try:
+            with open(os.path.expanduser(value), encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n"), var
+        except OSError as e:
+            raise NoPassphrase(f"cannot read LIVEDATA_PASSPHRASE_FILE {value}: {e.strerror}") from None
+    # LIVEDATA_PASSPHRASE_COMMAND: the passphrase comes back on stdout, never via argv.
+    try:
+        out = subprocess.run(value, shell=True, capture_output=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        raise NoPassphrase("LIVEDATA_PASSPHRASE_COMMAND did not answer within 120 s") from None
+    if out.returncode != 0:
+        raise NoPassphrase(f"LIVEDATA_PASSPHRASE_COMMAND failed with exit code {out.returncode}")
+    return out.stdout.decode("utf-8", "replace").splitlines()[0] if out.stdout else "", var
+
+
+NO_PASSPHRASE_HELP = (
+    "the vault is locked and no passphrase is available: run on a terminal, or set one of "
+    "LIVEDATA_PASSPHRASE, LIVEDATA_PASSPHRASE_FILE or LIVEDATA_PASSPHRASE_COMMAND"
+)
+
+
+# -- keyring cache -------------------------------------------------------------
+class KeyCache:
+    """The unlocked master key in the OS keyring, when a real one is available."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and not config.env_flag("LIVEDATA_NO_KEYRING")
+        self._backend: Any = None
+        self.reason = "disabled by LIVEDATA_NO_KEYRING or --no-keyring" if not self.enabled else ""
+
+    def backend(self) -> Any:
+        """The keyring backend, or None (with ``reason`` saying why)."""
+        if not self.enabled:
+            return None
+        if self._backend is None:
+            try:
+                import keyring
+                import keyring.core
+
+                kr = keyring.get_keyring()
+                if not keyring.core.recommended(kr):
+                    self.reason = f"no secure OS keyring ({type(kr).__name__} is not one)"
+                    self.enabled = False
+                    return None
+                self._backend = kr
+            except Exception as e:  # keyring raises many kinds on broken setups
+                self.reason = f"the OS keyring is not usable ({type(e).__name__})"
+                self.enabled = False
+                return None
+        return self._backend
+
+    def get(self, vault_id: str) -> bytes | None:
+        kr = self.backend()
+        if kr is None:
+            return None
+        try:
+            value = kr.get_password(KEYRING_SERVICE, vault_id)
+        except Exception as e:
+            self.reason = f"the OS keyring refused to read ({type(e).__name__})"
+            return None
+        try:
+            return bytes.fromhex(value) if value else None
+        except ValueError:
+            return None
+
+    def put(self, vault_id: str, master_key: bytes) -> bool:
+        kr = self.backend()
+        if kr is None:
+            return False
+        try:
+            kr.set_password(KEYRING_SERVICE, vault_id, master_key.hex())
+            return True
+        except Exception as e:
+            self.reason = f"the OS keyring refused to store the key ({type(e).__name__})"
+            return False
+
+    def delete(self, vault_id: str) -> bool:
+        kr = self.backend()
+        if kr is None:
+            return False
+        try:
+            kr.delete_password(KEYRING_SERVICE, vault_id)
+            return True
+        except Exception:
+            return False
+
+
+class Unlocker:
+    """Finds the master key of one vault, following DESIGN §5's order."""
+
+    def __init__(
+        self,
+        *,
+        use_keyring: bool = True,
+        prompt: Prompt | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cache = KeyCache(use_keyring)
+        self.prompt = prompt
+        self.notice = notice or (lambda _msg: None)
+        self.failures: list[str] = []  # failed attempts, for the audit trail
+
+    def secret(self, label: str = "Passphrase: ") -> str:
+        """A passphrase from the environment or the prompt, or exit 4."""
+        found = passphrase_from_env()
+        if found is not None:
+            return found[0]
+        if self.prompt is not None:
+            return self.prompt(label)
+        raise NoPassphrase(NO_PASSPHRASE_HELP)
+
+    def unlock(self, store: ObjectStore, cfg: StoreConfig) -> bytes:
+        cached = self.cache.get(cfg.vault_id)
+        if cached is not None and hmac.compare_digest(key_id(cached, cfg.vault_id), cfg.key_id):
+            return cached
+        if not self.cache.enabled:
+            self._say_no_keyring_once()
+        secret = self.secret()
+        try:
+            master, _slot = open_with_secret(store, cfg, secret)
+        except WrongPassphrase:
+            self.failures.append("wrong passphrase")
+            raise
+        self.remember(cfg.vault_id, master)
+        return master
+
+    def remember(self, vault_id: str, master_key: bytes) -> None:
+        self.cache.put(vault_id, master_key)
+
+    def _say_no_keyring_once(self) -> None:
+        if config.env_flag("LIVEDATA_NO_KEYRING"):
+            return  # the user chose this; nothing to explain
+        marker = config.home() / ".no-keyring-notice"
+        if marker.exists():
+            return
+        self.notice(
+            f"note: {self.cache.reason}; the vault key is not cached, so each command needs "
+            "LIVEDATA_PASSPHRASE(_FILE/_COMMAND) or a terminal prompt (said once)"
+        )
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            pass
+
+
+def replace_passphrase(store: ObjectStore, cfg: StoreConfig, current: str, new: str) -> Slot:
+    """Write a slot for the new passphrase, then remove the one the old one opened."""
+    master, old = open_with_secret(store, cfg, current)
+    slot = make_slot(cfg.vault_id, master, new)
+    store.put_bytes(slot.key, slot.to_bytes(), exclusive=True)
+    store.delete(old.key)
+    return slot
+
+
+def remove_slot(store: ObjectStore, slot_id: str) -> None:
+    slots = list_slots(store)
+    if not any(s.slot_id == slot_id for s in slots):
+        raise NotFound(f"no key slot {slot_id}")
+    if len(slots) == 1:
+        raise UsageError("this is the vault's last key slot: add another before removing it")
+    store.delete(f"keys/{slot_id}")

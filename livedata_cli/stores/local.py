@@ -1,0 +1,144 @@
+"""A folder store: the embedded default, also for USB disks and NFS mounts.
+
+Objects are written to ``tmp/`` then renamed into place after ``fsync``, so a
+killed process never leaves half an object under its real name.  ``data/`` is
+sharded by the first two hex digits of the object id so that a vault with
+millions of files keeps folders small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from livedata_cli.errors import NotFound, StoreUnreachable
+from livedata_cli.stores import check_key
+
+
+class LocalStore:
+    """An :class:`~livedata_cli.stores.ObjectStore` on a local folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = str(self.root)
+
+    # -- paths -------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if key.startswith("data/"):
+            oid = key[5:]
+            return self.root / "data" / oid[:2] / oid
+        return self.root / key
+
+    def _tmp(self) -> Path:
+        tmp = self.root / "tmp"
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreUnreachable(f"cannot write to store {self.root}: {e.strerror}") from None
+        return tmp / secrets.token_hex(8)
+
+    def _commit(self, tmp: Path, key: str, *, exclusive: bool) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if exclusive:
+            try:
+                os.link(tmp, dest)  # fails if dest exists: create-only without a race
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+
+    # -- ObjectStore -------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        tmp = self._tmp()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._commit(tmp, key, exclusive=exclusive)
+        except FileExistsError:
+            raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"object {key} is missing from the store {self.root}") from None
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        tmp = self._tmp()
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            self._commit(tmp, key, exclusive=False)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"object {key} is missing from the store {self.root}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"object {key} is missing from the store {self.root}") from None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under a folder-like prefix such as ``journal/`` or ``keys/``, sorted."""
+        base = prefix.rstrip("/")
+        folder = self.root / base
+        if base == "data":
+            for shard in sorted(_listdir(folder)):
+                for name in sorted(_listdir(folder / shard)):
+                    yield f"data/{name}"
+            return
+        for name in sorted(_listdir(folder)):
+            yield f"{base}/{name}"
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        return []
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some file systems do not fsync folders
+        if e.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
