@@ -29,6 +29,13 @@ def home() -> Path:
     return user_data_path("livedata", appauthor=False)
 
 
+def ensure_home() -> Path:
+    """Create the home, private to this user: the index in it holds file names."""
+    path = home()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def default_store_path() -> Path:
     return home() / "store"
 
@@ -46,8 +53,7 @@ class VaultSettings:
     vault_id: str
 
     def save(self) -> None:
-        path = home() / VAULT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = ensure_home() / VAULT_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
         os.replace(tmp, path)

@@ -13,6 +13,7 @@ where a wrapper library would cost tens of milliseconds on every start-up.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -139,7 +140,7 @@ def _version(row: sqlite3.Row) -> Version:
         tags=tuple(json.loads(row["tags"])),
         notes=row["notes"],
         deleted=row["deleted"],
-        number=row["number"] if "number" in row.keys() else 0,
+        number=row["number"] if "number" in row.keys() else 0,  # noqa: SIM118 (Row "in" tests values)
     )
 
 
@@ -147,7 +148,10 @@ class Index:
     """Queries and journal replay over the local SQLite cache."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            # Names and tags are plaintext here: the file is for this user only.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row

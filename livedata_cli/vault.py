@@ -192,7 +192,7 @@ class Vault:
         if store.exists("config"):
             cfg = _read_config(store)
             vault = Vault(store, cfg, index, unlocker)
-            vault.master_key  # unlock before anything is written locally
+            vault.unlock()  # before anything is written locally
             config.VaultSettings(store=store.url, vault_id=cfg.vault_id).save()
             vault.sync(rebuild=True)
             return vault, False
@@ -219,11 +219,15 @@ class Vault:
     def close(self) -> None:
         self.index.close()
 
-    @property
-    def master_key(self) -> bytes:
+    def unlock(self) -> bytes:
+        """The master key, asked for (or taken from the keyring) on first use."""
         if self._master is None:
             self._master = self.unlocker.unlock(self.store, self.cfg)
         return self._master
+
+    @property
+    def master_key(self) -> bytes:
+        return self.unlock()
 
     @property
     def vault_id(self) -> str:
@@ -280,7 +284,7 @@ class Vault:
             base = Path(local).resolve().name
             if stat.S_ISDIR(st.st_mode):
                 if not recursive:
-                    report.fail(local, "", UsageError(f"{local} is a folder: add --recursive"))
+                    report.fail(local, "", UsageError("is a folder: add --recursive"))
                     continue
                 prefix = clean_vault_path(as_path if as_path is not None else base, folder=True)
                 for file, rel in _walk(Path(local), excludes):
@@ -294,7 +298,7 @@ class Vault:
                     target = as_path
                 plan.append(UploadSource(local, clean_vault_path(target)))
             else:
-                report.fail(local, "", UsageError(f"{local} is not a regular file or folder"))
+                report.fail(local, "", UsageError("is not a regular file or folder"))
         return plan
 
     def upload(
@@ -310,11 +314,12 @@ class Vault:
         self.sync()
         hash_key = subkey(self.master_key, self.vault_id, "plaintext-hash")
         pending: list[dict[str, Any]] = []
+        by_hash: dict[str, dict[str, Any]] = {}  # content of this batch, not yet in the index
         pending_bytes = 0
         last_flush = time.monotonic()
         for src in plan:
             try:
-                result, record = self._upload_one(src, tags, hash_key, progress, stdin)
+                result, record = self._upload_one(src, tags, hash_key, progress, stdin, by_hash)
             except (LivedataError, OSError) as e:
                 report.fail(src.local, src.path, e)
                 continue
@@ -322,6 +327,8 @@ class Vault:
             report.bytes_read += result.size
             if record is not None:
                 pending.append(record)
+                if record["t"] == "put":
+                    by_hash.setdefault(record["hash"], record)
                 if result.status == "stored":
                     pending_bytes += int(record["length"])
                     report.bytes_stored += int(record["length"])
@@ -332,6 +339,7 @@ class Vault:
             ):
                 self._write_journal(pending)
                 pending, pending_bytes, last_flush = [], 0, time.monotonic()
+                by_hash.clear()
         self._write_journal(pending)
         report.duration = time.monotonic() - report.started
         return report
@@ -343,6 +351,7 @@ class Vault:
         hash_key: bytes,
         progress: Progress,
         stdin: BinaryIO | None,
+        by_hash: dict[str, dict[str, Any]],
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         previous = self.index.versions_of(src.path)
         newest = previous[-1] if previous else None
@@ -402,18 +411,11 @@ class Vault:
             # Same content as the newest version: nothing is stored twice.
             self.store.delete(f"data/{oid}")
             return _unchanged(src, newest, tags)
-        same = self.index.find_by_hash(digest)
+        same = _same_content(self.index, by_hash, digest)
         if same is not None:
             # Identical content elsewhere in the vault: point at its object.
             self.store.delete(f"data/{oid}")
-            record.update(
-                object=same.object,
-                offset=same.offset,
-                length=same.length,
-                header_hash=same.header_hash,
-                wrapped_key=same.wrapped_key.hex(),
-                key_id=same.key_id,
-            )
+            record.update(same)
             return ItemResult(src.local, src.path, "deduplicated", size, record["vid"]), record
         return ItemResult(src.local, src.path, "stored", size, record["vid"]), record
 
@@ -570,7 +572,8 @@ class Vault:
             checked.add(v.object)
             try:
                 if data:
-                    self.read_version(v, _NullSink(), progress)
+                    with open(os.devnull, "wb") as sink:
+                        self.read_version(v, sink, progress)
                 else:
                     data_key = unwrap_data_key(self.master_key, self.vault_id, v.object, v.wrapped_key)
                     with self.store.open(f"data/{v.object}") as src:
@@ -596,13 +599,6 @@ class Vault:
         self.close()
 
 
-class _NullSink:
-    """A write-only stream that discards: ``verify --data`` decrypts to nowhere."""
-
-    def write(self, b: bytes | memoryview) -> int:
-        return len(b)
-
-
 def _unchanged(
     src: UploadSource, newest: Version, tags: list[str]
 ) -> tuple[ItemResult, dict[str, Any] | None]:
@@ -610,6 +606,17 @@ def _unchanged(
     extra = sorted(set(tags) - set(newest.tags))
     record = {"t": "tag", "vid": newest.vid, "add": extra} if extra else None
     return ItemResult(src.local, src.path, "unchanged", newest.size, newest.vid), record
+
+
+def _same_content(index: Index, by_hash: dict[str, dict[str, Any]], digest: str) -> dict[str, Any] | None:
+    """The object fields of a version with this content, stored or still pending."""
+    keys = ("object", "offset", "length", "header_hash", "wrapped_key", "key_id")
+    if digest in by_hash:
+        return {k: by_hash[digest][k] for k in keys}
+    same = index.find_by_hash(digest)
+    if same is None:
+        return None
+    return {k: getattr(same, k) for k in keys} | {"wrapped_key": same.wrapped_key.hex()}
 
 
 def _read_config(store: ObjectStore) -> StoreConfig:

@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         _error("interrupted")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (| head): not an error of ours.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return 0  # noqa: B012
+        # The reader went away (| head): not an error of ours.  Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         from typer._click.exceptions import ClickException
 

@@ -75,8 +75,8 @@ class Env:
 
     def new_secret(self, what: str = "passphrase") -> str:
         """A new passphrase: from the environment in scripts, asked twice on a terminal."""
-        from livedata_cli.keys import NO_PASSPHRASE_HELP, passphrase_from_env
         from livedata_cli.errors import NoPassphrase
+        from livedata_cli.keys import NO_PASSPHRASE_HELP, passphrase_from_env
 
         found = passphrase_from_env()
         if found is not None:
@@ -202,7 +202,10 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
         for item in failed:
             env.warn(f"livedata: {item.source or item.path}: {item.error}")
         counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
-        env.say(f"{verb}: {counts or 'nothing'} ({human_size(report.bytes_read)} in {report.duration:.2f}s)")
+        if not failed or len(failed) < len(report.items):
+            env.say(
+                f"{verb}: {counts or 'nothing'} ({human_size(report.bytes_read)} in {report.duration:.2f}s)"
+            )
     if failed:
         if len(failed) == len(report.items):
             codes = {i.exit_code for i in failed}

@@ -48,7 +48,7 @@ def upload(
         total = sum(_size(s.local) for s in plan)
         with env.progress(total or None, "upload") as bar:
             vault.upload(plan, tags=tag or [], report=report, progress=bar, stdin=sys.stdin.buffer)
-        if not env.json and not env.quiet:
+        if len(report.items) <= 20:  # a few files: say what happened to each
             for item in report.items:
                 if item.status != "failed":
                     env.say(f"{item.status:>12}  {item.path}  ({human_size(item.size)})")

@@ -94,7 +94,7 @@ def rm_(
     from livedata_cli.keys import remove_slot
 
     with open_vault(env) as vault:
-        vault.master_key  # only someone who can open the vault removes a way in
+        vault.unlock()  # only someone who can open the vault removes a way in
         remove_slot(vault.store, slot_id)
     if env.json:
         env.emit({"slot": slot_id, "removed": True})

@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import BinaryIO, Final, NoReturn, cast
 
 from cryptography.exceptions import InvalidTag
@@ -166,7 +167,9 @@ class Encryptor:
         if salt is None:
             salt = os.urandom(SALT_LEN)
         payload_key, commit, header_key = derive_keys(data_key, salt)
-        prefix = MAGIC + bytes((SUITE_AES256GCM_HKDF_SHA256, log2_segment_size)) + bytes(salt) + commit
+        prefix = (
+            MAGIC + bytes((SUITE_AES256GCM_HKDF_SHA256, log2_segment_size)) + bytes(salt) + commit
+        )
         header_mac = hmac.digest(header_key, prefix, "sha256")
         self.header = prefix + header_mac
         self.log2_segment_size = log2_segment_size
@@ -409,61 +412,107 @@ def _write_all(dst: BinaryIO, data: memoryview) -> None:
         data = data[n:]
 
 
-class _BackgroundWriter:
-    """Writes finished segments on a second thread while the caller's thread
-    reads, hashes and runs AES-GCM.
+_Pool = queue.SimpleQueue  # of memoryview, or None once the pipeline failed
 
-    File writes, hashlib and AES-GCM in ``cryptography`` all release the GIL,
-    so on two cores the write of segment i overlaps the work on segment i+1.
-    A fixed pool of buffers bounds memory and gives back-pressure. Buffers go
-    out in order and only after the caller finished with them, so nothing the
-    caller has not authenticated is ever written.
+
+class _Pipeline:
+    """Background threads of one stream call, and the buffers they hand around.
+
+    The caller's thread reads and runs AES-GCM; a writer thread writes, and a
+    second thread runs ``on_plaintext`` (the caller's hash) when there is one.
+    File I/O, hashlib and AES-GCM in ``cryptography`` all release the GIL, so
+    on two cores hashing one segment overlaps reading, sealing and writing
+    others. Fixed pools of buffers bound memory and give back-pressure. Jobs
+    run in submission order, and a worker that fails wakes the caller through
+    the pools, so an error surfaces on the caller's thread, unchanged.
     """
 
-    def __init__(self, dst: BinaryIO, buffer_size: int, depth: int = _PIPELINE_DEPTH) -> None:
-        self._dst = dst
-        self._free: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self._todo: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
-        self._error: BaseException | None = None
-        for _ in range(depth):
-            self._free.put(memoryview(bytearray(buffer_size)))
-        self._thread = threading.Thread(
-            target=self._run, name="livedata-container-writer", daemon=True
-        )
-        self._thread.start()
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._pools: list[_Pool[memoryview | None]] = []
+        self._workers: list[_Worker] = []
 
-    def _run(self) -> None:
-        try:
-            while (item := self._todo.get()) is not None:
-                buf, length = item
-                _write_all(self._dst, buf[:length])
-                self._free.put(buf)
-        except BaseException as exc:  # handed to the caller's thread, which re-raises it
-            self._error = exc
-            self._free.put(None)
+    def pool(self, count: int, size: int) -> _Pool[memoryview | None]:
+        pool: _Pool[memoryview | None] = queue.SimpleQueue()
+        for _ in range(count):
+            pool.put(memoryview(bytearray(size)))
+        self._pools.append(pool)
+        return pool
 
-    def acquire(self) -> memoryview:
-        """A free buffer; re-raises the writer's error if it stopped."""
-        buf = self._free.get()
+    def acquire(self, pool: _Pool[memoryview | None]) -> memoryview:
+        buf = pool.get()
         if buf is None:
-            assert self._error is not None
-            raise self._error
+            pool.put(None)
+            assert self.error is not None
+            raise self.error
         return buf
 
-    def submit(self, buf: memoryview, length: int) -> None:
-        self._todo.put((buf, length))
+    def worker(self, name: str) -> _Worker:
+        worker = _Worker(self, name)
+        self._workers.append(worker)
+        return worker
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        for pool in self._pools:
+            pool.put(None)
+
+    def stop(self) -> None:
+        """Run what was submitted and end the threads, upstream first.
+
+        On the caller's own error this still writes the segments already
+        handed over: all of them authenticated, so ``dst`` ends on a clean
+        prefix.
+        """
+        for worker in self._workers:
+            worker.stop()
 
     def close(self) -> None:
-        """Wait until everything submitted is written; re-raise a write error."""
-        self._todo.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self.stop()
+        if self.error is not None:
+            raise self.error
 
-    def abort(self) -> None:
-        """Stop after what was already submitted (all of it authenticated) is written."""
-        self._todo.put(None)
+
+class _Worker:
+    """One background thread running jobs in order."""
+
+    def __init__(self, pipeline: _Pipeline, name: str) -> None:
+        self._pipeline = pipeline
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
         self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._pipeline.error is not None:
+                continue  # drain, so stop() never waits on a dead pipeline
+            try:
+                job()
+            except BaseException as exc:  # re-raised on the caller's thread
+                self._pipeline.fail(exc)
+
+
+def _write_job(dst: BinaryIO, buf: memoryview, length: int, pool: _Pool[memoryview | None]) -> None:
+    _write_all(dst, buf[:length])
+    pool.put(buf)
+
+
+def _callback_job(
+    callback: Callable[[memoryview], None],
+    buf: memoryview,
+    length: int,
+    then: Callable[[], None],
+) -> None:
+    callback(buf[:length])
+    then()
 
 
 def encrypt_stream(
@@ -480,10 +529,12 @@ def encrypt_stream(
 
     The length of ``src`` is never asked for (it may be a pipe): one segment of
     read-ahead tells which segment is final. ``on_plaintext`` sees each
-    plaintext segment in order (the caller hashes the plaintext there; the
-    view is reused afterwards, so copy it to keep it); ``on_progress`` gets the
-    plaintext byte count of each segment once it is encrypted. Memory stays at
-    a few segments whatever the size of the input.
+    plaintext segment once, in order, possibly on another thread, and must not
+    keep the view (its buffer is reused); the caller hashes the plaintext
+    there. ``on_progress`` gets the plaintext byte count of each segment as
+    it is sealed. ``dst.write`` must be done with its argument when it
+    returns, as every ``io`` object is. Memory stays at a few segments
+    whatever the input size.
     """
     enc = Encryptor(data_key, salt=salt, log2_segment_size=log2_segment_size)
     segment_size = enc.segment_size
@@ -494,31 +545,53 @@ def encrypt_stream(
     cur = memoryview(bytearray(segment_size))
     cur_len = _read_full(readinto, cur)
     nxt: memoryview | None = None
-    # No thread and no extra buffers until a second segment exists: most files
-    # in a vault are small, and a thread start costs more than their crypto.
-    writer: _BackgroundWriter | None = None
+    # No threads and no pools until a second segment exists: most files in a
+    # vault are small, and starting threads costs more than their crypto.
+    pipe: _Pipeline | None = None
+    plain_pool: _Pool[memoryview | None] | None = None
+    sealed_pool: _Pool[memoryview | None] | None = None
+    writer: _Worker | None = None
+    hasher: _Worker | None = None
     try:
         while True:
             if cur_len < segment_size:
                 final, nxt_len = True, 0
             else:
                 if nxt is None:
-                    nxt = memoryview(bytearray(segment_size))
+                    if pipe is not None and plain_pool is not None:
+                        nxt = pipe.acquire(plain_pool)
+                    else:
+                        nxt = memoryview(bytearray(segment_size))
                 nxt_len = _read_full(readinto, nxt)
                 final = nxt_len == 0
             plaintext = cur[:cur_len]
-            if on_plaintext is not None:
-                on_plaintext(plaintext)
-            if writer is None and not final:
-                writer = _BackgroundWriter(dst, segment_size + TAG_LEN)
-            if writer is None:
+            if pipe is None and not final:
+                pipe = _Pipeline()
+                # The caller holds two plaintext buffers (this one and the one
+                # read ahead); the hasher may hold two more.
+                plain_pool = pipe.pool(2 if on_plaintext is not None else 0, segment_size)
+                sealed_pool = pipe.pool(_PIPELINE_DEPTH, segment_size + TAG_LEN)
+                if on_plaintext is not None:
+                    hasher = pipe.worker("livedata-hash")
+                writer = pipe.worker("livedata-write")
+            if pipe is None:
+                if on_plaintext is not None:
+                    on_plaintext(plaintext)
                 sealed = enc.encrypt_segment(plaintext, final=final)
                 _write_all(dst, memoryview(sealed))
                 sealed_len = len(sealed)
             else:
-                out = writer.acquire()
+                assert plain_pool is not None and sealed_pool is not None and writer is not None
+                release: Callable[[], None] = partial(plain_pool.put, cur)
+                if hasher is not None and on_plaintext is not None:
+                    # Hashing reads the buffer while this thread seals it; the
+                    # hasher hands the buffer back when it is done.
+                    hasher.submit(partial(_callback_job, on_plaintext, cur, cur_len, release))
+                out = pipe.acquire(sealed_pool)
                 sealed_len = enc._encrypt_into(plaintext, out, final=final)
-                writer.submit(out, sealed_len)
+                writer.submit(partial(_write_job, dst, out, sealed_len, sealed_pool))
+                if hasher is None:
+                    release()
             plaintext_len += cur_len
             container_len += sealed_len
             if on_progress is not None:
@@ -526,13 +599,13 @@ def encrypt_stream(
             if final:
                 break
             assert nxt is not None
-            cur, nxt, cur_len = nxt, cur, nxt_len
+            cur, cur_len, nxt = nxt, nxt_len, None
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        if pipe is not None:
+            pipe.stop()
         raise
-    if writer is not None:
-        writer.close()
+    if pipe is not None:
+        pipe.close()
     return enc.header, plaintext_len, container_len
 
 
@@ -550,8 +623,9 @@ def decrypt_stream(
     Only plaintext of authenticated segments reaches ``dst``, in order; on an
     :class:`IntegrityError` ``dst`` holds an authenticated prefix, so callers
     write to a temporary file and rename it only after this returns.
-    ``on_plaintext`` sees each authenticated plaintext segment (to check the
-    record's plaintext hash); ``on_progress`` gets each segment's byte count.
+    ``on_plaintext`` sees each authenticated plaintext segment in order
+    (possibly on another thread; do not keep the view), to check a record's
+    plaintext hash; ``on_progress`` gets each segment's plaintext byte count.
     """
     readinto = _readinto_of(src)
     header_buf = memoryview(bytearray(HEADER_LEN))
@@ -564,14 +638,18 @@ def decrypt_stream(
     if expected_header_hash is not None:
         _check_header_hash(header, expected_header_hash)
     dec = Decryptor(data_key, header)
-    sealed_size = dec.segment_size + TAG_LEN
+    segment_size = dec.segment_size
+    sealed_size = segment_size + TAG_LEN
     plaintext_len = 0
     cur = memoryview(bytearray(sealed_size))
     cur_len = _read_full(readinto, cur)
     if cur_len == 0:
         raise IntegrityError("container has no segments: it was truncated after the header")
     nxt: memoryview | None = None
-    writer: _BackgroundWriter | None = None
+    pipe: _Pipeline | None = None
+    plain_pool: _Pool[memoryview | None] | None = None
+    writer: _Worker | None = None
+    hasher: _Worker | None = None
     try:
         while True:
             if cur_len < sealed_size:
@@ -582,20 +660,37 @@ def decrypt_stream(
                 nxt_len = _read_full(readinto, nxt)
                 final = nxt_len == 0
             sealed = cur[:cur_len]
-            if writer is None and not final:
-                writer = _BackgroundWriter(dst, dec.segment_size)
-            if writer is None:
-                plaintext = memoryview(dec.decrypt_segment(sealed, final=final))
+            if pipe is None and not final:
+                pipe = _Pipeline()
+                plain_pool = pipe.pool(
+                    _PIPELINE_DEPTH + (1 if on_plaintext is not None else 0), segment_size
+                )
+                if on_plaintext is not None:  # upstream of the writer: it is stopped first
+                    hasher = pipe.worker("livedata-hash")
+                writer = pipe.worker("livedata-write")
+            if pipe is None:
+                opened = memoryview(dec.decrypt_segment(sealed, final=final))
                 if on_plaintext is not None:
-                    on_plaintext(plaintext)
-                _write_all(dst, plaintext)
-                opened_len = len(plaintext)
+                    on_plaintext(opened)
+                _write_all(dst, opened)
+                opened_len = len(opened)
             else:
-                out = writer.acquire()
+                assert plain_pool is not None and writer is not None
+                out = pipe.acquire(plain_pool)
                 opened_len = dec._decrypt_into(sealed, out, final=final)
-                if on_plaintext is not None:
-                    on_plaintext(out[:opened_len])
-                writer.submit(out, opened_len)
+                write: Callable[[], None] = partial(_write_job, dst, out, opened_len, plain_pool)
+                if hasher is not None and on_plaintext is not None:
+                    hasher.submit(
+                        partial(
+                            _callback_job,
+                            on_plaintext,
+                            out,
+                            opened_len,
+                            partial(writer.submit, write),
+                        )
+                    )
+                else:
+                    writer.submit(write)
             plaintext_len += opened_len
             if on_progress is not None:
                 on_progress(opened_len)
@@ -604,9 +699,9 @@ def decrypt_stream(
             assert nxt is not None
             cur, nxt, cur_len = nxt, cur, nxt_len
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        if pipe is not None:
+            pipe.stop()
         raise
-    if writer is not None:
-        writer.close()
+    if pipe is not None:
+        pipe.close()
     return plaintext_len

@@ -1,0 +1,147 @@
+"""Shared fixtures: every test gets its own LIVEDATA_HOME and a weakened KDF.
+
+``cli`` runs the installed ``livedata`` command as a real subprocess, so exit
+codes, the stdout/stderr split and environment handling are what users get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def livedata_exe() -> list[str]:
+    exe = shutil.which("livedata", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "livedata_cli"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs ``livedata`` in a child process with this test's environment."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+
+    def __call__(
+        self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> Result:
+        full_env = {**self.env, **(env or {})}
+        full_env = {k: v for k, v in full_env.items() if v is not None}
+        p = subprocess.run(
+            [*livedata_exe(), *args],
+            input=input if input is not None else b"",
+            capture_output=True,
+            env=full_env,
+            cwd=self.cwd,
+            timeout=timeout,
+        )
+        return Result(p.returncode, p.stdout, p.stderr.decode())
+
+    def ok(self, *args: str, **kw: Any) -> Result:
+        r = self(*args, **kw)
+        assert r.code == 0, f"livedata {' '.join(args)} -> {r.code}\n{r.stderr}"
+        return r
+
+    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*livedata_exe(), *args], env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, **kw
+        )
+
+
+def assert_one_line_error(r: Result, code: int) -> None:
+    """A failed command: the documented code, one line on stderr, no traceback."""
+    assert r.code == code, (r.code, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines, "expected an error message"
+    assert all(line.startswith("livedata:") for line in lines), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(autouse=True)
+def livedata_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "home"
+    values = {
+        "LIVEDATA_HOME": str(home),
+        "LIVEDATA_PASSPHRASE": PASSPHRASE,
+        "LIVEDATA_TESTONLY_WEAKEN_KDF": "1",
+        "LIVEDATA_NO_KEYRING": "1",
+    }
+    for var in ("LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND", "LIVEDATA_NEW_PASSPHRASE"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+@pytest.fixture
+def cli(tmp_path: Path, livedata_env: dict[str, str]) -> Cli:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
+    env.update(livedata_env)
+    work = tmp_path / "work"
+    work.mkdir()
+    return Cli(env, work)
+
+
+@pytest.fixture
+def vault_cli(cli: Cli) -> Cli:
+    """A CLI with a freshly initialised vault in its home."""
+    cli.ok("init")
+    return cli
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "home" / "store"
+
+
+@pytest.fixture
+def open_vault() -> Iterator[Any]:
+    """The library-level vault of the test's home (after ``init``)."""
+    from livedata_cli.keys import Unlocker
+    from livedata_cli.vault import Vault
+
+    opened: list[Vault] = []
+
+    def factory() -> Vault:
+        v = Vault.open(Unlocker(use_keyring=False))
+        opened.append(v)
+        return v
+
+    yield factory
+    for v in opened:
+        v.close()
+
+
+def data_objects(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "data").rglob("*") if p.is_file())
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
