@@ -230,6 +230,31 @@ def test_pipe_like_sources(make_src: Callable[[bytes], Any]) -> None:
     assert back.getvalue() == PLAINTEXT
 
 
+def reference_container(plaintext: bytes, salt: bytes, log2: int) -> bytes:
+    """The container built segment by segment, to check the stream code against."""
+    enc = Encryptor(KEY, salt=salt, log2_segment_size=log2)
+    size = enc.segment_size
+    pieces = [plaintext[i : i + size] for i in range(0, len(plaintext), size)] or [b""]
+    last = len(pieces) - 1
+    return enc.header + b"".join(
+        enc.encrypt_segment(p, final=i == last) for i, p in enumerate(pieces)
+    )
+
+
+@pytest.mark.parametrize(
+    "length", [65535, 65536, 65537, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 2 << 20]
+)
+def test_default_segment_size_from_a_pipe(length: int) -> None:
+    plaintext = os.urandom(length)
+    salt = os.urandom(32)
+    out = io.BytesIO()
+    encrypt_stream(KEY, cast(BinaryIO, Trickle(plaintext)), out, salt=salt)
+    assert out.getvalue() == reference_container(plaintext, salt, DEFAULT_LOG2_SEGMENT)
+    back = io.BytesIO()
+    decrypt_stream(KEY, cast(BinaryIO, Trickle(out.getvalue())), back)
+    assert back.getvalue() == plaintext
+
+
 def test_callbacks_see_every_segment_in_order() -> None:
     chunks: list[bytes] = []
     progress: list[int] = []

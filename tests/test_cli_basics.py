@@ -1,0 +1,122 @@
+"""The command line as a tool: help everywhere, fast start-up, a terminal prompt."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import typer
+
+from conftest import Cli, livedata_exe
+from livedata_cli.cli import app
+
+
+def _commands(group: typer.main.TyperGroup | None = None, prefix: str = "") -> list[tuple[str, object]]:
+    group = group or typer.main.get_command(app)  # type: ignore[assignment]
+    out = []
+    for name, cmd in group.commands.items():  # type: ignore[union-attr]
+        out.append((prefix + name, cmd))
+        if hasattr(cmd, "commands"):
+            out.extend(_commands(cmd, prefix + name + " "))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("name,cmd", _commands(), ids=[n for n, _ in _commands()])
+def test_every_command_and_option_has_help(name: str, cmd: object) -> None:
+    assert (getattr(cmd, "help", None) or "").strip(), f"{name} has no help"
+    if not hasattr(cmd, "commands"):
+        assert "Example:" in cmd.help, f"{name} help has no example"  # type: ignore[attr-defined]
+    for param in cmd.params:  # type: ignore[attr-defined]
+        if isinstance(param, typer.core.TyperOption) or param.param_type_name == "option":
+            assert (param.help or "").strip(), f"{name} {param.opts} has no help"
+
+
+def test_no_arguments_shows_overview(cli: Cli) -> None:
+    r = cli()
+    assert r.code in (0, 2)
+    assert "Usage" in r.out + r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_option_is_usage_error(cli: Cli) -> None:
+    r = cli("upload", "--bogus")
+    assert r.code == 2 and "Traceback" not in r.stderr
+
+
+def test_python_dash_m(cli: Cli) -> None:
+    r = subprocess.run([sys.executable, "-m", "livedata_cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("livedata ")
+
+
+def test_start_up_imports_nothing_heavy(vault_cli: Cli) -> None:
+    """--version, --help and ls must not load the keyring, boto3, httpx or the server."""
+    heavy = ("keyring", "boto3", "botocore", "httpx", "fastapi", "argon2", "rich.progress")
+    for args in (["--version"], ["--help"], ["ls"]):
+        r = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "livedata_cli", *args],
+            capture_output=True, text=True, env=vault_cli.env, cwd=vault_cli.cwd,
+        )
+        assert r.returncode == 0, r.stderr
+        loaded = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+        assert not {m for m in loaded if m.startswith(heavy)}, (args, sorted(m for m in loaded if m.startswith(heavy)))
+
+
+def _run_on_tty(args: list[str], env: dict[str, str], cwd: Path, answers: list[str], timeout: float = 8) -> tuple[int, str]:
+    """Run livedata with a pseudo-terminal as its controlling terminal, answering prompts."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cwd)
+        exe = livedata_exe()
+        os.execve(exe[0], [*exe, *args], env)
+    output = b""
+    deadline = time.monotonic() + timeout
+    pending = list(answers)
+    answered = 0  # prompts are looked for only in output after the last answer
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and output[answered:].rstrip().endswith(b":"):
+                os.write(fd, pending.pop(0).encode() + b"\n")
+                answered = len(output)
+    if time.monotonic() >= deadline:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_init_on_a_terminal_asks_twice(cli: Cli) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSPHRASE"}
+    code, out = _run_on_tty(["init"], env, cli.cwd, ["tty secret", "tty secret"])
+    assert code == 0, out
+    assert out.count("passphrase") >= 2
+    (cli.cwd / "f.txt").write_text("typed")
+    code, out = _run_on_tty(["upload", "f.txt"], env, cli.cwd, ["tty secret"])
+    assert code == 0, out
+    code, out = _run_on_tty(["upload", "f.txt"], env, cli.cwd, ["wrong"])
+    assert code == 4 and "Traceback" not in out
+
+
+def test_init_on_a_terminal_mismatch_changes_nothing(cli: Cli, tmp_path: Path) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSPHRASE"}
+    code, out = _run_on_tty(["init"], env, cli.cwd, ["one", "two"])
+    assert code == 2, out
+    assert not (tmp_path / "home" / "store" / "config").exists()
+
+
+def test_no_progress_or_colour_when_not_a_terminal(vault_cli: Cli) -> None:
+    (vault_cli.cwd / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    r = vault_cli.ok("upload", "big.bin")
+    assert "\x1b[" not in r.stderr and "\r" not in r.stderr
