@@ -20,7 +20,15 @@ INDEX_FILE = "index.sqlite"
 
 
 def home() -> Path:
-    """The folder that holds this machine's livedata state."""
+    """The folder that holds this machine's livedata state: the chosen profile's
+    home (see :mod:`livedata_cli.profiles`), else the base home."""
+    from livedata_cli.profiles import active_home
+
+    return active_home() or base_home()
+
+
+def base_home() -> Path:
+    """``LIVEDATA_HOME``, else the platform's data folder; holds the default vault."""
     env = os.environ.get("LIVEDATA_HOME")
     if env:
         return Path(env).expanduser().absolute()
@@ -51,6 +59,10 @@ class VaultSettings:
 
     store: str
     vault_id: str
+    # S3/KMS: the endpoint (AWS_ENDPOINT_URL) and region in force at init, so
+    # later commands reach the same service without the variables set.
+    endpoint_url: str | None = None
+    region: str | None = None
 
     def save(self) -> None:
         path = ensure_home() / VAULT_FILE
@@ -63,7 +75,12 @@ class VaultSettings:
         path = home() / VAULT_FILE
         try:
             data = json.loads(path.read_text())
-            return VaultSettings(store=str(data["store"]), vault_id=str(data["vault_id"]))
+            return VaultSettings(
+                store=str(data["store"]),
+                vault_id=str(data["vault_id"]),
+                endpoint_url=data.get("endpoint_url") or None,
+                region=data.get("region") or None,
+            )
         except FileNotFoundError:
             raise VaultNotFound(f"no vault set up in {home()}: run 'livedata init' first") from None
         except (ValueError, KeyError, TypeError):
@@ -72,3 +89,14 @@ class VaultSettings:
     @staticmethod
     def exists() -> bool:
         return (home() / VAULT_FILE).exists()
+
+    @staticmethod
+    def for_store(store: str, vault_id: str) -> VaultSettings:
+        """Settings for a vault set up now: with the AWS endpoint and region of
+        the environment, when set."""
+        return VaultSettings(
+            store=store,
+            vault_id=vault_id,
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,7 +58,115 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     ),
+    (
+        "0002_entry_kinds",
+        """
+        ALTER TABLE versions ADD COLUMN kind TEXT NOT NULL DEFAULT 'file';
+        ALTER TABLE versions ADD COLUMN target TEXT
+        """,
+    ),
+    (
+        # Full-text search over every version: one row per version, keyed by
+        # versions.rowid (kept in step by _apply_record; VACUUM may renumber
+        # rowids, so rerun 'sync --rebuild' after one).  The FTS table keeps its
+        # own copy of the words, and is the only home of the opt-in "text" of a
+        # file's contents.  versions.newest marks the newest version of each
+        # path on each side of the trash, so search need not work it out per
+        # match.  Rows already present are indexed here.
+        "0003_search",
+        """
+        ALTER TABLE versions ADD COLUMN newest INTEGER NOT NULL DEFAULT 0;
+        UPDATE versions SET newest = NOT EXISTS (
+            SELECT 1 FROM versions w WHERE w.path = versions.path
+            AND (w.deleted IS NULL) = (versions.deleted IS NULL)
+            AND (w.created > versions.created OR (w.created = versions.created AND w.vid > versions.vid))
+        );
+        CREATE VIRTUAL TABLE search_fts USING fts5(
+            vid UNINDEXED, path, name, tags, notes, mime, text,
+            tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'
+        );
+        INSERT INTO search_fts (rowid, vid, path, name, tags, notes, mime, text)
+            SELECT rowid, vid, path,
+                   substr(path, length(rtrim(path, replace(path, '/', ''))) + 1),
+                   (SELECT group_concat(value, ' ') FROM json_each(versions.tags)),
+                   notes, mime, NULL
+            FROM versions
+        """,
+    ),
+    (
+        # Multipart uploads in progress (S3), so a killed upload resumes: the
+        # data key is wrapped by the vault key, never stored in the clear.
+        "0004_pending_uploads",
+        """
+        CREATE TABLE pending_uploads (
+            object TEXT PRIMARY KEY,
+            upload_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime REAL NOT NULL,
+            wrapped_key BLOB NOT NULL,
+            salt BLOB NOT NULL,
+            part_size INTEGER NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE INDEX pending_uploads_source ON pending_uploads(source, path)
+        """,
+    ),
+    (
+        # The audit trail (livedata_cli/audit.py): chained, MACed events of
+        # every machine; events waiting for the key to be chained; and which
+        # store objects of other machines' chains were imported.
+        "0005_audit_trail",
+        """
+        CREATE TABLE audit_events (
+            vault TEXT NOT NULL,
+            chain TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            time INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            path TEXT NOT NULL DEFAULT '',
+            object TEXT NOT NULL DEFAULT '',
+            result TEXT NOT NULL,
+            code INTEGER NOT NULL DEFAULT 0,
+            host TEXT NOT NULL DEFAULT '',
+            user TEXT NOT NULL DEFAULT '',
+            version TEXT NOT NULL DEFAULT '',
+            request_id TEXT NOT NULL DEFAULT '',
+            command TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '',
+            prev TEXT NOT NULL,
+            mac TEXT NOT NULL,
+            mirrored INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (vault, chain, seq)
+        );
+        CREATE INDEX audit_events_time ON audit_events(vault, time);
+        CREATE TABLE audit_pending (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            vault TEXT NOT NULL,
+            event TEXT NOT NULL
+        );
+        CREATE TABLE audit_objects (name TEXT PRIMARY KEY)
+        """,
+    ),
 ]
+
+# Recomputes versions.newest for every version of one path.
+_RESTATE = """
+    UPDATE versions SET newest = NOT EXISTS (
+        SELECT 1 FROM versions w WHERE w.path = versions.path
+        AND (w.deleted IS NULL) = (versions.deleted IS NULL)
+        AND (w.created > versions.created OR (w.created = versions.created AND w.vid > versions.vid))
+    ) WHERE path = ?
+"""
+
+# The FTS row of one version, from its versions row (the name is the last part
+# of the path; the tags are words, not JSON).
+_FTS_SOURCE = (
+    "SELECT rowid, vid, path, substr(path, length(rtrim(path, replace(path, '/', ''))) + 1), "
+    "(SELECT group_concat(value, ' ') FROM json_each(versions.tags)), notes, mime, ? "
+    "FROM versions WHERE vid = ?"
+)
 
 
 class IndexError_(LivedataError):
@@ -86,6 +195,8 @@ class Version:
     tags: tuple[str, ...]
     notes: str
     deleted: float | None
+    kind: str = "file"  # file, symlink or dir (dir and symlink have no data object)
+    target: str | None = None  # a symlink's target
     number: int = 0  # 1 for the oldest version of its path
 
     def to_json(self) -> dict[str, Any]:
@@ -107,12 +218,14 @@ class Version:
             "tags": list(self.tags),
             "notes": self.notes,
             "deleted": self.deleted,
+            "kind": self.kind,
+            **({"target": self.target} if self.kind == "symlink" else {}),
         }
 
 
 _COLUMNS = (
     "vid, path, object, \"offset\", length, size, mtime, mode, mime, hash, header_hash, "
-    "wrapped_key, key_id, created, derived_from, tags, notes, deleted"
+    "wrapped_key, key_id, created, derived_from, tags, notes, deleted, kind, target"
 )
 _NUMBERED = (
     f"SELECT {_COLUMNS}, ROW_NUMBER() OVER (PARTITION BY path ORDER BY created, vid) AS number "
@@ -140,6 +253,8 @@ def _version(row: sqlite3.Row) -> Version:
         tags=tuple(json.loads(row["tags"])),
         notes=row["notes"],
         deleted=row["deleted"],
+        kind=row["kind"],
+        target=row["target"],
         number=row["number"] if "number" in row.keys() else 0,  # noqa: SIM118 (Row "in" tests values)
     )
 
@@ -148,12 +263,14 @@ class Index:
     """Queries and journal replay over the local SQLite cache."""
 
     def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
             # Names and tags are plaintext here: the file is for this user only.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # Upload workers look up content hashes from their threads, under _lock.
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -212,6 +329,7 @@ class Index:
     def clear(self) -> None:
         with self.write() as db:
             db.execute("DELETE FROM versions")
+            db.execute("DELETE FROM search_fts")
             db.execute("DELETE FROM journals")
 
     # -- queries ---------------------------------------------------------
@@ -223,6 +341,26 @@ class Index:
             (path, trash),
         ).fetchall()
         return [_version(r) for r in rows]
+
+    def as_of(self, prefix: str, at: float) -> list[Version]:
+        """The tree under a prefix as it was at time ``at``: for each path, the
+        newest version created by then, unless it was in the trash by then."""
+        rows = self.db.execute(
+            f"""
+            SELECT * FROM (
+                SELECT *, ROW_NUMBER() OVER (PARTITION BY path ORDER BY created DESC, vid DESC) AS rn
+                FROM ({_NUMBERED} WHERE path LIKE ? ESCAPE '\\') WHERE created <= ?
+            ) WHERE rn = 1 AND (deleted IS NULL OR deleted > ?) ORDER BY path
+            """,
+            (_like_prefix(prefix), at, at),
+        ).fetchall()
+        return [_version(r) for r in rows]
+
+    def version_by_object(self, obj: str) -> Version | None:
+        row = self.db.execute(
+            f"SELECT * FROM ({_NUMBERED}) WHERE object = ? ORDER BY created DESC LIMIT 1", (obj,)
+        ).fetchone()
+        return None if row is None else _version(row)
 
     def version_by_id(self, vid: str) -> Version | None:
         row = self.db.execute(f"SELECT * FROM ({_NUMBERED}) WHERE vid = ?", (vid,)).fetchone()
@@ -244,10 +382,36 @@ class Index:
         return [(_version(r), int(r["n_versions"])) for r in rows]
 
     def find_by_hash(self, hash_: str) -> Version | None:
-        row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM versions WHERE hash = ? ORDER BY created LIMIT 1", (hash_,)
-        ).fetchone()
+        """A stored version with this content (any path), for deduplication; thread-safe."""
+        with self._lock:
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM versions WHERE hash = ? AND kind = 'file' ORDER BY created LIMIT 1",
+                (hash_,),
+            ).fetchone()
         return None if row is None else _version(row)
+
+    def newest_live(self, paths: Iterable[str]) -> dict[str, Version]:
+        """The newest live version of each of these paths that has one (one query:
+        SQLite returns the row of the MAX for bare columns)."""
+        wanted = json.dumps(list(paths))
+        rows = self.db.execute(
+            f"""
+            SELECT {_COLUMNS}, MAX(created) FROM versions
+            WHERE path IN (SELECT value FROM json_each(?)) AND deleted IS NULL
+            GROUP BY path
+            """,
+            (wanted,),
+        ).fetchall()
+        return {r["path"]: _version(r) for r in rows}
+
+    def has_text(self, vid: str) -> bool:
+        """Whether a version's contents were indexed for search (thread-safe)."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT text IS NOT NULL FROM search_fts WHERE rowid = (SELECT rowid FROM versions WHERE vid = ?)",
+                (vid,),
+            ).fetchone()
+        return bool(row and row[0])
 
     def object_refs(self, obj: str) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM versions WHERE object = ?", (obj,)).fetchone()
@@ -272,7 +436,7 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
     if kind == "put":
         db.execute(
             f"INSERT OR IGNORE INTO versions ({_COLUMNS}, journal) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
             (
                 rec["vid"],
                 rec["path"],
@@ -291,9 +455,17 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
                 rec.get("derived_from"),
                 json.dumps(sorted(set(rec.get("tags", [])))),
                 rec.get("notes", ""),
+                rec.get("kind", "file"),
+                rec.get("target"),
                 journal,
             ),
         )
+        if db.execute("SELECT changes()").fetchone()[0]:  # a new version, not a replay
+            db.execute(
+                "INSERT INTO search_fts (rowid, vid, path, name, tags, notes, mime, text) " + _FTS_SOURCE,
+                (rec.get("text"), rec["vid"]),
+            )
+            db.execute(_RESTATE, (rec["path"],))
     elif kind == "rm":
         # Only versions created before the removal: replay order between two
         # machines' journals cannot hide a later upload.
@@ -301,13 +473,19 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
             "UPDATE versions SET deleted = ? WHERE path = ? AND deleted IS NULL AND created <= ?",
             (float(rec["time"]), rec["path"], float(rec["time"])),
         )
+        db.execute(_RESTATE, (rec["path"],))
     elif kind == "restore":
         db.execute(
             "UPDATE versions SET deleted = NULL WHERE path = ? AND created <= ?",
             (rec["path"], float(rec["time"])),
         )
+        db.execute(_RESTATE, (rec["path"],))
     elif kind == "purge":
-        db.executemany("DELETE FROM versions WHERE vid = ?", [(v,) for v in rec["vids"]])
+        vids = [(v,) for v in rec["vids"]]
+        paths = {r[0] for v in vids for r in db.execute("SELECT path FROM versions WHERE vid = ?", v)}
+        db.executemany("DELETE FROM search_fts WHERE rowid = (SELECT rowid FROM versions WHERE vid = ?)", vids)
+        db.executemany("DELETE FROM versions WHERE vid = ?", vids)
+        db.executemany(_RESTATE, [(p,) for p in sorted(paths)])
     elif kind == "tag":
         row = db.execute("SELECT tags FROM versions WHERE vid = ?", (rec["vid"],)).fetchone()
         if row is not None:
@@ -315,6 +493,82 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
             db.execute(
                 "UPDATE versions SET tags = ? WHERE vid = ?", (json.dumps(sorted(tags)), rec["vid"])
             )
+            _fts_refresh(db, rec["vid"])
     elif kind == "note":
         db.execute("UPDATE versions SET notes = ? WHERE vid = ?", (rec["text"], rec["vid"]))
+        _fts_refresh(db, rec["vid"])
     # Unknown kinds come from a newer livedata: skip them rather than fail.
+
+
+def _fts_refresh(db: sqlite3.Connection, vid: str) -> None:
+    """Bring one version's search row in step with its tags and notes."""
+    db.execute(
+        "UPDATE search_fts SET "
+        "tags = (SELECT group_concat(value, ' ') FROM versions, json_each(versions.tags) WHERE vid = :vid), "
+        "notes = (SELECT notes FROM versions WHERE vid = :vid) "
+        "WHERE rowid = (SELECT rowid FROM versions WHERE vid = :vid)",
+        {"vid": vid},
+    )
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload this machine started and has not finished."""
+
+    object: str
+    upload_id: str
+    source: str
+    path: str
+    size: int
+    mtime: float
+    wrapped_key: bytes
+    salt: bytes
+    part_size: int
+    created: float
+
+
+class PendingUploads:
+    """The ``pending_uploads`` table, on a connection of its own: upload workers
+    use it from their threads while the main thread writes journals."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def find(self, source: str, path: str) -> PendingUpload | None:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT * FROM pending_uploads WHERE source = ? AND path = ? ORDER BY created DESC LIMIT 1",
+                (source, path),
+            ).fetchone()
+        if row is None:
+            return None
+        return PendingUpload(**{k: row[k] for k in row.keys()})  # noqa: SIM118
+
+    def save(self, up: PendingUpload) -> None:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pending_uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        up.object, up.upload_id, up.source, up.path, up.size, up.mtime,
+                        up.wrapped_key, up.salt, up.part_size, up.created,
+                    ),
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def drop(self, obj: str) -> None:
+        with self._lock:
+            self.db.execute("DELETE FROM pending_uploads WHERE object = ?", (obj,))
+
+    def upload_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self.db.execute("SELECT upload_id FROM pending_uploads")}

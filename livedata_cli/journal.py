@@ -31,7 +31,7 @@ def new_name() -> str:
 
 def encode(master_key: bytes, vault_id: str, name: str, records: Iterable[dict[str, Any]]) -> bytes:
     body = zlib.compress(
-        b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records), 6
+        b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records), 1
     )
     data_key = os.urandom(32)
     out = io.BytesIO()

@@ -60,6 +60,7 @@ class StoreConfig:
     format: int = FORMAT_VERSION
     suite: int = 1
     kms_key_id: str | None = None
+    kms_per_object: bool = False
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, indent=1).encode()
@@ -183,9 +184,9 @@ def list_slots(store: ObjectStore) -> list[Slot]:
 
 def open_with_secret(store: ObjectStore, cfg: StoreConfig, secret: str) -> tuple[bytes, Slot]:
     """Try every slot with this secret: recovery slots first (cheap), then passphrases."""
-    slots = sorted(list_slots(store), key=lambda s: s.kind != "recovery")
+    slots = sorted((s for s in list_slots(store) if s.kind != "kms"), key=lambda s: s.kind != "recovery")
     if not slots:
-        raise AuthError(f"the vault at {store.url} has no key slots")
+        raise AuthError(f"the vault at {store.url} has no passphrase or recovery key slots")
     for slot in slots:
         master = slot.open(cfg.vault_id, secret)
         if master is not None and hmac.compare_digest(key_id(master, cfg.vault_id), cfg.key_id):
@@ -318,6 +319,8 @@ class Unlocker:
         raise NoPassphrase(NO_PASSPHRASE_HELP)
 
     def unlock(self, store: ObjectStore, cfg: StoreConfig) -> bytes:
+        if cfg.kms_key_id:
+            return self._unlock_kms(store, cfg, cfg.kms_key_id)
         cached = self.cache.get(cfg.vault_id)
         if cached is not None and hmac.compare_digest(key_id(cached, cfg.vault_id), cfg.key_id):
             return cached
@@ -334,6 +337,27 @@ class Unlocker:
 
     def remember(self, vault_id: str, master_key: bytes) -> None:
         self.cache.put(vault_id, master_key)
+
+    def _unlock_kms(self, store: ObjectStore, cfg: StoreConfig, kms_key_id: str) -> bytes:
+        """A KMS vault opens through KMS on every command, never from the keyring,
+        so disabling the key locks it; a passphrase slot is the break-glass way in."""
+        from livedata_cli import kms
+        from livedata_cli.errors import StoreUnreachable
+
+        slots = list_slots(store)
+        try:
+            return kms.open_slots(slots, cfg.vault_id, cfg.key_id, kms_key_id)
+        except (AuthError, StoreUnreachable):
+            if not any(s.kind != "kms" for s in slots):
+                raise
+            if passphrase_from_env() is None and self.prompt is None:
+                raise
+        try:
+            master, _slot = open_with_secret(store, cfg, self.secret())
+        except WrongPassphrase:
+            self.failures.append("wrong passphrase")
+            raise
+        return master
 
     def _say_no_keyring_once(self) -> None:
         if config.env_flag("LIVEDATA_NO_KEYRING"):

@@ -24,10 +24,25 @@ _MAGIC: list[tuple[bytes, int, str]] = [
     (b"ftyp", 4, "video/mp4"),
     (b"\x1aE\xdf\xa3", 0, "video/webm"),
     (b"{\\rtf", 0, "application/rtf"),
+    (b"%!PS", 0, "application/postscript"),
+    (b"wOFF", 0, "font/woff"),
+    (b"wOF2", 0, "font/woff2"),
+    (b"II*\x00", 0, "image/tiff"),
+    (b"MM\x00*", 0, "image/tiff"),
+    (b"\x00\x00\x01\x00", 0, "image/vnd.microsoft.icon"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 0, "application/x-ole-storage"),
 ]
 
 _RIFF = {b"WAVE": "audio/wav", b"WEBP": "image/webp", b"AVI ": "video/x-msvideo"}
+_FTYP = {
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"mif1": "image/heif",
+    b"avif": "image/avif",
+    b"qt  ": "video/quicktime",
+    b"M4A ": "audio/mp4",
+    b"3gp4": "video/3gpp",
+}
 _ZIP_KINDS = {
     b"word/": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     b"xl/": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -43,9 +58,15 @@ def sniff(head: bytes) -> str:
         if head[offset : offset + len(magic)] == magic:
             if mime == "application/x-riff":
                 return _RIFF.get(head[8:12], "application/octet-stream")
+            if mime == "video/mp4":
+                return _FTYP.get(head[8:12], mime)
             if mime == "application/zip":
-                if b"mimetypeapplication/vnd.oasis.opendocument.text" in head[:100]:
-                    return "application/vnd.oasis.opendocument.text"
+                if head[30:38] == b"mimetype":
+                    # ODF and EPUB name their own type first, uncompressed.
+                    start = 38 + int.from_bytes(head[28:30], "little")
+                    declared = head[start : start + 80].split(b"PK", 1)[0].decode("ascii", "replace")
+                    if declared.startswith(("application/vnd.oasis.opendocument.", "application/epub+zip")):
+                        return declared
                 for marker, kind in _ZIP_KINDS.items():
                     if marker in head:
                         return kind
@@ -71,3 +92,23 @@ def _is_text(head: bytes) -> bool:
     except UnicodeDecodeError as e:
         # A multi-byte character cut at the end of the sample is still text.
         return e.start >= len(head) - 3
+
+
+# Contents of these types can be indexed for search (--index-content).
+TEXT_LIMIT = 64 * 1024
+_TEXT_TYPES = ("application/json", "application/xml", "image/svg+xml", "application/rtf")
+
+
+def is_text(mime: str | None) -> bool:
+    """True for types whose bytes are words a person could search for."""
+    return mime is not None and (mime.startswith("text/") or mime in _TEXT_TYPES)
+
+
+def extract_text(head: bytes) -> str | None:
+    """The searchable text of a file that starts with ``head``: its first
+    TEXT_LIMIT bytes as UTF-8 (a character cut at the end is dropped), or None
+    when they are not text."""
+    head = head[:TEXT_LIMIT]
+    if b"\x00" in head or not _is_text(head[:4096]):
+        return None
+    return head.decode("utf-8", errors="replace").rstrip("\ufffd")

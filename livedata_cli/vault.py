@@ -9,17 +9,21 @@ command runs first.
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
+import io
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
-from livedata_cli import config, journal
+from livedata_cli import audit, config, journal, locking, retention, tree
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import KeyedHash, key_id, subkey, unwrap_data_key, wrap_data_key
 from livedata_cli.errors import (
@@ -31,8 +35,11 @@ from livedata_cli.errors import (
 )
 from livedata_cli.index import Index, Version
 from livedata_cli.keys import StoreConfig, Unlocker, make_slot
-from livedata_cli.mime import sniff
+from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
 from livedata_cli.stores import ObjectStore, open_store
+from livedata_cli.tree import UploadSource, clean_vault_path, safe_target
+
+__all__ = ["BatchReport", "ItemResult", "UploadSource", "Vault", "clean_vault_path", "safe_target"]
 
 Progress = Callable[[int], None]
 
@@ -41,39 +48,19 @@ Progress = Callable[[int], None]
 FLUSH_RECORDS = 2000
 FLUSH_BYTES = 256 * 1024 * 1024
 FLUSH_SECONDS = 10.0
+# A file's note is for a few lines of context, not a document.
+NOTE_LIMIT = 64 * 1024
+# Files up to this size are read whole before anything is written (one segment).
+SMALL_FILE = 1024 * 1024
+# Files in flight at once during an upload to a remote store; a folder store
+# is fastest with one (threads only add contention for the GIL there).
+REMOTE_JOBS = 4
+# The fields of a record that name its data object (shared by deduplicated versions).
+_OBJECT_FIELDS = ("object", "offset", "length", "header_hash", "wrapped_key", "key_id")
 
 
 def _noop(_n: int) -> None:
     pass
-
-
-# -- vault paths ----------------------------------------------------------------
-def clean_vault_path(path: str, *, folder: bool = False) -> str:
-    """Check a user-given vault path: relative, ``/``-separated, no ``..``."""
-    if "\x00" in path or "\\" in path:
-        raise UsageError(f"invalid vault path {path!r}")
-    if path.startswith("/"):
-        raise UsageError(f"vault paths are relative: {path!r} starts with '/'")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise UsageError(f"vault paths may not contain '..': {path!r}")
-    cleaned = "/".join(parts)
-    if folder and cleaned:
-        cleaned += "/"
-    return cleaned
-
-
-def safe_target(root: Path, relative: str) -> Path:
-    """Where a vault path lands under ``root``; never outside it, whatever the name."""
-    parts = PurePosixPath(relative).parts
-    if not parts or any(p in ("", ".", "..") or "\x00" in p for p in parts) or relative.startswith("/"):
-        raise IntegrityError(f"refusing to write unsafe path {relative!r} outside {root}")
-    target = root.joinpath(*parts)
-    real_root = os.path.realpath(root)
-    real_parent = os.path.realpath(target.parent)
-    if os.path.commonpath([real_root, real_parent]) != real_root:
-        raise IntegrityError(f"refusing to write {relative!r}: it leads outside {root}")
-    return target
 
 
 # -- reports ------------------------------------------------------------------
@@ -83,9 +70,11 @@ class ItemResult:
 
     source: str
     path: str
-    status: str  # stored, unchanged, deduplicated, failed, downloaded
+    status: str  # new, changed, unchanged, failed, skipped, downloaded
     size: int = 0
     version: str | None = None
+    stored: int = 0  # bytes written to the store
+    deduplicated: bool = False  # content already in the vault: no new data
     error: str | None = None
     exit_code: int = 0
 
@@ -93,6 +82,9 @@ class ItemResult:
         d: dict[str, Any] = {"source": self.source, "path": self.path, "status": self.status, "size": self.size}
         if self.version:
             d["id"] = self.version
+        if self.status in ("new", "changed"):
+            d["stored"] = self.stored
+            d["deduplicated"] = self.deduplicated
         if self.error:
             d["error"] = self.error
             d["exit_code"] = self.exit_code
@@ -112,6 +104,9 @@ class BatchReport:
         return [i for i in self.items if i.status == "failed"]
 
     def fail(self, source: str, path: str, err: LivedataError | OSError) -> None:
+        if isinstance(err, tree.Skipped):
+            self.items.append(ItemResult(source, path, "skipped", error=err.message))
+            return
         if isinstance(err, OSError):
             msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
             code = 3 if isinstance(err, FileNotFoundError) else 1
@@ -136,14 +131,6 @@ class BatchReport:
 
 
 @dataclass(frozen=True)
-class UploadSource:
-    """One file to store: a local path (or ``-`` for stdin) and its vault path."""
-
-    local: str
-    path: str
-
-
-@dataclass(frozen=True)
 class SyncResult:
     journals: int
     records: int
@@ -160,6 +147,8 @@ class Vault:
         self.index = index
         self.unlocker = unlocker
         self._master: bytes | None = None
+        self.events = audit.attach(self)  # this command's audit events (audit.finish writes them)
+        _configure_store(store, cfg)
 
     # -- opening ---------------------------------------------------------------
     @staticmethod
@@ -174,7 +163,14 @@ class Vault:
         return Vault(store, cfg, Index(config.home() / config.INDEX_FILE), unlocker)
 
     @staticmethod
-    def init(store_url: str | None, unlocker: Unlocker, new_secret: Callable[[], str]) -> tuple[Vault, bool]:
+    def init(
+        store_url: str | None,
+        unlocker: Unlocker,
+        new_secret: Callable[[], str],
+        *,
+        kms_key: str | None = None,
+        kms_per_object: bool = False,
+    ) -> tuple[Vault, bool]:
         """Create a vault, or attach to the one already in the store.
 
         Returns the vault and whether it was created (False: attached).
@@ -193,14 +189,30 @@ class Vault:
             cfg = _read_config(store)
             vault = Vault(store, cfg, index, unlocker)
             vault.unlock()  # before anything is written locally
-            config.VaultSettings(store=store.url, vault_id=cfg.vault_id).save()
+            if kms_key and kms_key != cfg.kms_key_id:
+                raise UsageError(f"the vault at {store.url} already exists, with KMS key {cfg.kms_key_id or 'none'}")
+            config.VaultSettings.for_store(store.url, cfg.vault_id).save()
             vault.sync(rebuild=True)
             return vault, False
-        secret = new_secret()
+        if kms_per_object and not kms_key:
+            raise UsageError("--kms-per-object needs --kms-key")
+        secret = None if kms_key else new_secret()
         vault_id = secrets.token_hex(16)
         master = secrets.token_bytes(32)
-        cfg = StoreConfig(vault_id=vault_id, key_id=key_id(master, vault_id), created=time.time())
-        slot = make_slot(vault_id, master, secret)
+        cfg = StoreConfig(
+            vault_id=vault_id,
+            key_id=key_id(master, vault_id),
+            created=time.time(),
+            kms_key_id=kms_key,
+            kms_per_object=kms_per_object,
+        )
+        if secret is None:
+            from livedata_cli import kms
+
+            slot = kms.make_slot(vault_id, master, str(kms_key))
+        else:
+            slot = make_slot(vault_id, master, secret)
+        _configure_store(store, cfg)
         try:
             store.put_bytes(slot.key, slot.to_bytes(), exclusive=True)
             # The config is written last: a vault exists once it has a way in.
@@ -210,8 +222,9 @@ class Vault:
         except OSError as e:
             raise StoreUnreachable(f"cannot write to {store.url}: {e.strerror}") from None
         index.clear()
-        config.VaultSettings(store=store.url, vault_id=vault_id).save()
-        unlocker.remember(vault_id, master)
+        config.VaultSettings.for_store(store.url, vault_id).save()
+        if not kms_key:  # a KMS vault opens through KMS each time, never from the keyring
+            unlocker.remember(vault_id, master)
         vault = Vault(store, cfg, index, unlocker)
         vault._master = master
         return vault, True
@@ -253,10 +266,19 @@ class Vault:
         if not records:
             return
         name = journal.new_name()
+        self.store.flush()  # the data a journal refers to is durable before the journal
         self.store.put_bytes(name, journal.encode(self.master_key, self.vault_id, name, records))
+        self.events.journal(records, self.index)  # before apply: a purge's paths are still known
         self.index.apply(name, records)
 
     # -- upload ----------------------------------------------------------------
+    def lock(self, *, wait: bool = True) -> AbstractContextManager[None]:
+        """The write lock: in the store folder for local stores (so every home on
+        this machine shares it), else in this home."""
+        root = getattr(self.store, "root", None)
+        path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
+        return locking.exclusive(path, wait=wait, notice=self.unlocker.notice)
+
     def plan_upload(
         self,
         locals_: list[str],
@@ -266,40 +288,14 @@ class Vault:
         excludes: list[str],
         report: BatchReport,
     ) -> list[UploadSource]:
-        """Turn command-line paths into (local file, vault path) pairs; bad ones go to the report."""
-        plan: list[UploadSource] = []
-        if as_path is not None and len(locals_) > 1 and not as_path.endswith("/"):
-            raise UsageError("--as must end with '/' when several paths are uploaded")
-        for local in locals_:
-            if local == "-":
-                if not as_path or as_path.endswith("/"):
-                    raise UsageError("uploading stdin ('-') needs --as VAULT_PATH")
-                plan.append(UploadSource("-", clean_vault_path(as_path)))
-                continue
-            try:
-                st = os.stat(local)
-            except OSError as e:
-                report.fail(local, "", e)
-                continue
-            base = Path(local).resolve().name
-            if stat.S_ISDIR(st.st_mode):
-                if not recursive:
-                    report.fail(local, "", UsageError("is a folder: add --recursive"))
-                    continue
-                prefix = clean_vault_path(as_path if as_path is not None else base, folder=True)
-                for file, rel in _walk(Path(local), excludes):
-                    plan.append(UploadSource(str(file), prefix + rel))
-            elif stat.S_ISREG(st.st_mode):
-                if as_path is None:
-                    target = base
-                elif as_path.endswith("/") or as_path == "":
-                    target = clean_vault_path(as_path, folder=True) + base
-                else:
-                    target = as_path
-                plan.append(UploadSource(local, clean_vault_path(target)))
-            else:
-                report.fail(local, "", UsageError("is not a regular file or folder"))
-        return plan
+        """Turn command-line paths into (local path, vault path) pairs; bad ones go to the report."""
+        return tree.plan_upload(
+            locals_,
+            as_path=as_path,
+            recursive=recursive,
+            excludes=excludes,
+            fail=lambda local, err: report.fail(local, "", err),
+        )
 
     def upload(
         self,
@@ -309,157 +305,325 @@ class Vault:
         report: BatchReport,
         progress: Progress = _noop,
         stdin: BinaryIO | None = None,
+        jobs: int | None = None,
+        index_content: bool = False,
     ) -> BatchReport:
-        """Store each planned file as a new version, unless it is unchanged."""
+        """Store each planned entry as a new version, unless it is unchanged.
+
+        Files are read, hashed, encrypted and written by ``jobs`` threads (file
+        I/O, hashing and AES-GCM release the GIL); records are collected here,
+        in plan order, and written as journals.
+        """
         self.sync()
-        hash_key = subkey(self.master_key, self.vault_id, "plaintext-hash")
+        batch = _Batch(
+            hash_key=subkey(self.master_key, self.vault_id, "plaintext-hash"),
+            tags=sorted(set(tags)),
+            newest=self.index.newest_live(s.path for s in plan),
+            progress=progress,
+            stdin=stdin,
+            index_content=index_content,
+        )
         pending: list[dict[str, Any]] = []
-        by_hash: dict[str, dict[str, Any]] = {}  # content of this batch, not yet in the index
         pending_bytes = 0
         last_flush = time.monotonic()
-        for src in plan:
+
+        def run(src: UploadSource) -> tuple[ItemResult, dict[str, Any] | None] | Exception:
             try:
-                result, record = self._upload_one(src, tags, hash_key, progress, stdin, by_hash)
+                return self._upload_one(src, batch)
             except (LivedataError, OSError) as e:
-                report.fail(src.local, src.path, e)
-                continue
-            report.items.append(result)
-            report.bytes_read += result.size
-            if record is not None:
-                pending.append(record)
-                if record["t"] == "put":
-                    by_hash.setdefault(record["hash"], record)
-                if result.status == "stored":
-                    pending_bytes += int(record["length"])
-                    report.bytes_stored += int(record["length"])
-            if (
-                len(pending) >= FLUSH_RECORDS
-                or pending_bytes >= FLUSH_BYTES
-                or time.monotonic() - last_flush >= FLUSH_SECONDS
-            ):
-                self._write_journal(pending)
-                pending, pending_bytes, last_flush = [], 0, time.monotonic()
-                by_hash.clear()
-        self._write_journal(pending)
+                return e
+
+        if jobs is None:
+            jobs = REMOTE_JOBS if getattr(self.store, "remote", True) else 1
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            for src, outcome in zip(plan, map(run, plan) if jobs == 1 else pool.map(run, plan), strict=True):
+                if isinstance(outcome, Exception):
+                    report.fail(src.local, src.path, outcome)  # type: ignore[arg-type]
+                    continue
+                result, record = outcome
+                report.items.append(result)
+                report.bytes_read += result.size
+                if record is not None:
+                    pending.append(record)
+                    pending_bytes += result.stored
+                report.bytes_stored += result.stored
+                if (
+                    len(pending) >= FLUSH_RECORDS
+                    or pending_bytes >= FLUSH_BYTES
+                    or time.monotonic() - last_flush >= FLUSH_SECONDS
+                ):
+                    self._write_journal(pending)
+                    pending, pending_bytes, last_flush = [], 0, time.monotonic()
+                    batch.flushed()
+            self._write_journal(pending)
         report.duration = time.monotonic() - report.started
         return report
 
-    def _upload_one(
-        self,
-        src: UploadSource,
-        tags: list[str],
-        hash_key: bytes,
-        progress: Progress,
-        stdin: BinaryIO | None,
-        by_hash: dict[str, dict[str, Any]],
-    ) -> tuple[ItemResult, dict[str, Any] | None]:
-        previous = self.index.versions_of(src.path)
-        newest = previous[-1] if previous else None
-        mtime: float | None
-        mode: int | None
+    def _upload_one(self, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:
+        """Store one entry; returns its result and the journal record to write (if any)."""
+        newest = batch.newest.get(src.path)
+        if src.kind != "file":
+            return self._upload_link_or_dir(src, batch, newest)
         if src.local == "-":
-            f: BinaryIO = stdin if stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
+            f: BinaryIO = batch.stdin if batch.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
             mtime, mode = time.time(), None
         else:
+            if newest is not None and src.stat is not None and self._unchanged_stat(src.stat, newest, batch):
+                batch.progress(src.stat.st_size)  # the walk's stat says unchanged: not even opened
+                return _unchanged(src, newest, batch.tags)
             f = open(src.local, "rb")  # noqa: SIM115
             st = os.fstat(f.fileno())
             mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
-            if newest and newest.size == st.st_size and newest.mtime == mtime and newest.mode == mode:
+            if newest is not None and self._unchanged_stat(st, newest, batch):
                 f.close()
-                progress(st.st_size)
-                return _unchanged(src, newest, tags)
-        oid = secrets.token_hex(16)
-        data_key = secrets.token_bytes(32)
-        hasher = KeyedHash(hash_key)
-        head = bytearray()
-
-        def on_plaintext(segment: memoryview) -> None:
-            hasher.update(segment)
-            if len(head) < 4096:
-                head.extend(segment[: 4096 - len(head)])
-
+                batch.progress(st.st_size)
+                return _unchanged(src, newest, batch.tags)
         try:
-            with self.store.writer(f"data/{oid}") as out:
-                header, size, length = container.encrypt_stream(
-                    data_key, f, out, on_plaintext=on_plaintext, on_progress=progress
-                )
+            return self._store_file(src, f, batch, newest, mtime, mode)
         finally:
-            if f is not stdin and src.local != "-":
+            if src.local != "-":
                 f.close()
-        digest = hasher.hexdigest()
-        record: dict[str, Any] = {
+
+    def _unchanged_stat(self, st: os.stat_result, newest: Version, batch: _Batch) -> bool:
+        """Same size, mtime and mode as the newest version: not read again (as restic)."""
+        return (
+            newest.kind == "file"
+            and (newest.size, newest.mtime, newest.mode) == (st.st_size, st.st_mtime, stat.S_IMODE(st.st_mode))
+            and not self._wants_text(newest, batch)
+        )
+
+    def _store_file(
+        self,
+        src: UploadSource,
+        f: BinaryIO,
+        batch: _Batch,
+        newest: Version | None,
+        mtime: float | None,
+        mode: int | None,
+    ) -> tuple[ItemResult, dict[str, Any] | None]:
+        # Small files are read whole (bounded by SMALL_FILE), so their content
+        # is known before anything is written: a duplicate never reaches the store.
+        head = f.read(SMALL_FILE + 1)
+        small = len(head) <= SMALL_FILE
+        known: str | None = None
+        claim: threading.Event | None = None
+        if small:
+            known = _keyed_hash(batch.hash_key, head)
+            claim = batch.claim(known)  # equal files in flight: the first stores, the others wait
+            skip = self._skip_if_known(src, batch, newest, known, len(head), mtime, mode, head)
+            if skip is not None:
+                claim.set()
+                batch.progress(len(head))
+                return skip
+        try:
+            return self._encrypt_new(src, f, batch, newest, mtime, mode, head, known)
+        finally:
+            if claim is not None:
+                claim.set()
+
+    def _encrypt_new(
+        self,
+        src: UploadSource,
+        f: BinaryIO,
+        batch: _Batch,
+        newest: Version | None,
+        mtime: float | None,
+        mode: int | None,
+        head: bytes,
+        known: str | None,
+    ) -> tuple[ItemResult, dict[str, Any] | None]:
+        small = known is not None
+        new = self._new_object(src, f, resumable=not small)
+        oid, data_key = new.oid, new.data_key
+        hasher = KeyedHash(batch.hash_key)
+        source = io.BytesIO(head) if small else cast(BinaryIO, _Prefixed(head, f))
+        with new.writer as out:
+            header, size, length = container.encrypt_stream(
+                data_key,
+                source,
+                out,
+                salt=new.salt,
+                on_plaintext=None if small else hasher.update,
+                on_progress=batch.progress,
+            )
+        digest = known if known is not None else hasher.hexdigest()
+        if not small:
+            skip = self._skip_if_known(src, batch, newest, digest, size, mtime, mode, head)
+            if skip is not None:
+                self.store.delete(f"data/{oid}")  # hashed while written: drop the copy
+                return skip
+        record = self._put_record(src, newest, batch.tags, size, mtime, mode, head, digest)
+        self._add_text(record, head, batch)
+        record.update(
+            object=oid,
+            length=length,
+            header_hash=container.header_hash(header),
+            wrapped_key=new.wrapped_key.hex(),
+        )
+        batch.by_hash.setdefault(digest, record)
+        status = "changed" if newest is not None else "new"
+        return ItemResult(src.local, src.path, status, size, record["vid"], stored=length), record
+
+    def _skip_if_known(
+        self,
+        src: UploadSource,
+        batch: _Batch,
+        newest: Version | None,
+        digest: str,
+        size: int,
+        mtime: float | None,
+        mode: int | None,
+        head: bytes,
+    ) -> tuple[ItemResult, dict[str, Any] | None] | None:
+        """Unchanged content, or content the vault already holds: no new data object."""
+        if (
+            newest is not None
+            and newest.kind == "file"
+            and newest.hash == digest
+            and not self._wants_text(newest, batch)
+        ):
+            return _unchanged(src, newest, batch.tags)
+        same = batch.by_hash.get(digest)
+        fields: dict[str, Any] | None = None
+        if same is not None:
+            fields = {k: same[k] for k in _OBJECT_FIELDS}
+        else:
+            found = self.index.find_by_hash(digest)
+            if found is not None:
+                fields = {k: getattr(found, k) for k in _OBJECT_FIELDS} | {"wrapped_key": found.wrapped_key.hex()}
+        if fields is None:
+            return None
+        record = self._put_record(src, newest, batch.tags, size, mtime, mode, head, digest)
+        self._add_text(record, head, batch)
+        record.update(fields)
+        status = "changed" if newest is not None else "new"
+        return ItemResult(src.local, src.path, status, size, record["vid"], deduplicated=True), record
+
+    def _add_text(self, record: dict[str, Any], head: bytes, batch: _Batch) -> None:
+        """With --index-content, the start of a text file goes into its record
+        (encrypted in the journal), so search finds its words on every machine."""
+        if batch.index_content and is_text(record.get("mime")):
+            # "" when the start is not text after all: indexed, with no words.
+            record["text"] = extract_text(head[:TEXT_LIMIT]) or ""
+
+    def _wants_text(self, newest: Version, batch: _Batch) -> bool:
+        """An unchanged text file stored without --index-content gets a new
+        version (same data object) that carries its text."""
+        return batch.index_content and is_text(newest.mime) and not self.index.has_text(newest.vid)
+
+    def _upload_link_or_dir(
+        self, src: UploadSource, batch: _Batch, newest: Version | None
+    ) -> tuple[ItemResult, dict[str, Any] | None]:
+        st = os.lstat(src.local)
+        mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
+        target = os.readlink(src.local) if src.kind == "symlink" else None
+        if (
+            newest is not None
+            and newest.kind == src.kind
+            and newest.target == target
+            and (src.kind == "symlink" or (newest.mtime, newest.mode) == (mtime, mode))
+        ):
+            return _unchanged(src, newest, batch.tags)
+        record = self._put_record(src, newest, batch.tags, 0, mtime, mode, b"", "")
+        record.update(kind=src.kind, target=target, mime="inode/symlink" if target else "inode/directory")
+        status = "changed" if newest is not None else "new"
+        return ItemResult(src.local, src.path, status, 0, record["vid"]), record
+
+    def _put_record(
+        self,
+        src: UploadSource,
+        newest: Version | None,
+        tags: list[str],
+        size: int,
+        mtime: float | None,
+        mode: int | None,
+        head: bytes,
+        digest: str,
+    ) -> dict[str, Any]:
+        return {
             "t": "put",
             "vid": secrets.token_hex(16),
             "path": src.path,
-            "object": oid,
+            "kind": "file",
+            "object": "",
             "offset": 0,
-            "length": length,
+            "length": 0,
             "size": size,
             "mtime": mtime,
             "mode": mode,
-            "mime": sniff(bytes(head)),
+            "mime": sniff(head[:4096]),
             "hash": digest,
-            "header_hash": container.header_hash(header),
-            "wrapped_key": wrap_data_key(self.master_key, self.vault_id, oid, data_key).hex(),
+            "header_hash": "",
+            "wrapped_key": "",
             "key_id": self.cfg.key_id,
             "created": time.time(),
             "derived_from": None,
             "tags": sorted(set(newest.tags if newest else ()) | set(tags)),
             "notes": newest.notes if newest else "",
         }
-        if newest and newest.hash == digest:
-            # Same content as the newest version: nothing is stored twice.
-            self.store.delete(f"data/{oid}")
-            return _unchanged(src, newest, tags)
-        same = _same_content(self.index, by_hash, digest)
-        if same is not None:
-            # Identical content elsewhere in the vault: point at its object.
-            self.store.delete(f"data/{oid}")
-            record.update(same)
-            return ItemResult(src.local, src.path, "deduplicated", size, record["vid"]), record
-        return ItemResult(src.local, src.path, "stored", size, record["vid"]), record
 
     # -- lookups -------------------------------------------------------------------
-    def resolve(self, ref: str, *, version: int | None = None, trash: bool = False) -> Version:
-        """A single version from a vault path (newest, or number N) or a version/object id."""
-        found = self._resolve(ref, version, trash)
+    def resolve(
+        self, ref: str, *, version: int | None = None, trash: bool = False, at: float | None = None
+    ) -> Version:
+        """One version: of a vault path (its newest, number N, or the newest at a
+        time), or by version or object id."""
+        found = self._resolve(ref, version, trash, at)
         if found is None:
             self.sync()
-            found = self._resolve(ref, version, trash)
+            found = self._resolve(ref, version, trash, at)
         if found is None:
             if version is not None and self.index.versions_of(_path_of(ref), trash=trash):
                 raise NotFound(f"{ref} has no version {version}")
-            raise NotFound(f"{ref}: no such file in the vault")
+            raise NotFound(f"{ref}: no such file in the vault" + (" at that time" if at else ""))
         return found
 
-    def _resolve(self, ref: str, version: int | None, trash: bool) -> Version | None:
+    def _resolve(self, ref: str, version: int | None, trash: bool, at: float | None) -> Version | None:
         path = _path_of(ref)
+        if path and at is not None:
+            return next((v for v in self.index.as_of(path, at) if v.path == path), None)
         versions = self.index.versions_of(path, trash=trash) if path else []
         if versions:
             if version is None:
                 return versions[-1]
             return next((v for v in versions if v.number == version), None)
         if _looks_like_id(ref) and version is None:
-            v = self.index.version_by_id(ref.lower())
-            if v is None:
-                v = next((x for x in self.index.all_versions() if x.object == ref.lower()), None)
-            return v
+            return self.index.version_by_id(ref.lower()) or self.index.version_by_object(ref.lower())
         return None
 
     def files_under(self, prefix: str, *, trash: bool = False) -> list[Version]:
-        """Newest versions of the files under a folder prefix (``photos/``)."""
+        """Newest versions of the entries under a folder prefix (``photos/``)."""
         prefix = clean_vault_path(prefix, folder=True)
         return [v for v, _n in self.index.latest(prefix, trash=trash)]
 
-    def is_folder(self, ref: str) -> bool:
-        if ref.endswith("/") or ref in ("", "."):
-            return True
-        return bool(self.index.latest(clean_vault_path(ref, folder=True)))
+    def select_tree(
+        self, ref: str, *, version: int | None, at: float | None, latest: bool, tags: list[str]
+    ) -> tuple[str, list[Version]] | None:
+        """What a download of ``ref`` restores as a tree (prefix and entries), or
+        None when ``ref`` names a single file."""
+        if latest:
+            return self.latest_set(ref, tags)
+        path = _path_of(ref)
+        if version is not None or (path and not ref.endswith("/") and self.index.versions_of(path)):
+            return None
+        prefix = clean_vault_path(ref, folder=True)
+        for attempt in range(2):
+            entries = self.index.as_of(prefix, at) if at is not None else self.files_under(prefix)
+            if tags:
+                entries = [v for v in entries if v.kind != "dir" and set(tags) <= set(v.tags)]
+            if entries or attempt:
+                break
+            self.sync()
+        if entries:
+            return prefix, entries
+        if ref.endswith("/") or not path or tags or at is not None:
+            raise NotFound(f"nothing under {prefix or 'the vault root'}" + (" with those tags" if tags else ""))
+        return None  # a plain name: resolve() says whether it exists
 
     # -- download ------------------------------------------------------------------
     def read_version(self, v: Version, dst: BinaryIO, progress: Progress = _noop) -> int:
         """Authenticate and decrypt one version into a stream."""
-        data_key = unwrap_data_key(self.master_key, self.vault_id, v.object, v.wrapped_key)
+        data_key = self._data_key(v.object, v.wrapped_key)
         with self.store.open(f"data/{v.object}") as src:
             if v.offset:
                 src.seek(v.offset)
@@ -468,12 +632,18 @@ class Vault:
             )
         if n != v.size:
             raise IntegrityError(f"{v.path}: {n} bytes decrypted where the record says {v.size}")
+        self.events.read(v.path, v.object)
         return n
 
     def download_to(self, v: Version, target: Path, progress: Progress = _noop) -> int:
         """Write one version to a file, atomically: a temporary file renamed into
         place only after the final segment authenticated."""
         target.parent.mkdir(parents=True, exist_ok=True)
+        if v.kind == "symlink":
+            tree.make_symlink(target, v.target or "")
+            return 0
+        if v.kind == "dir":
+            raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")
         tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
         try:
             with open(tmp, "wb") as out:
@@ -498,21 +668,82 @@ class Vault:
         report: BatchReport,
         progress: Progress = _noop,
     ) -> BatchReport:
-        """Restore files under ``prefix`` into ``root``, keeping going past bad ones."""
+        """Restore entries under ``prefix`` into ``root``: files, symlinks (never
+        followed) and folders, keeping going past bad ones.  Folder modes and
+        times are set last, deepest first, so a read-only folder can be filled."""
         root.mkdir(parents=True, exist_ok=True)
-        for v in versions:
+        folders: list[tuple[Path, Version]] = []
+        for v in sorted(versions, key=lambda x: x.path):
             rel = v.path[len(prefix) :]
             try:
                 target = safe_target(root, rel)
-                if target.exists() and not overwrite:
+                if v.kind == "dir":
+                    if target.is_symlink():  # never follow a link out of the target
+                        raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
+                    target.mkdir(parents=True, exist_ok=True)
+                    folders.append((target, v))
+                    report.items.append(ItemResult(v.path, str(target), "downloaded", 0, v.vid))
+                    continue
+                if (target.exists() or target.is_symlink()) and not overwrite:
                     raise UsageError(f"{target} exists: add --overwrite to replace it")
                 n = self.download_to(v, target, progress)
                 report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
                 report.bytes_read += n
             except (LivedataError, OSError) as e:
                 report.fail(v.path, rel, e)
+                self.events.failed("download", v.path, e, v.object)
+        for target, v in reversed(folders):
+            try:
+                tree.set_times_and_mode(target, v.mtime, v.mode)
+            except OSError as e:
+                report.fail(v.path, str(target), e)
         report.duration = time.monotonic() - report.started
         return report
+
+    def latest_set(self, prefix: str, tags: list[str]) -> tuple[str, list[Version]]:
+        """The newest set under a prefix (``ci/<run>/``) having a file with all these
+        tags: what ``download ci/ --latest --tag branch=main`` restores."""
+        prefix = clean_vault_path(prefix, folder=True)
+        groups: dict[str, list[Version]] = {}
+        for v, _n in self.index.latest(prefix):
+            first, sep, _rest = v.path[len(prefix) :].partition("/")
+            if sep:
+                groups.setdefault(first, []).append(v)
+        wanted = set(tags)
+        candidates = {
+            name: vs for name, vs in groups.items() if any(wanted <= set(v.tags) for v in vs)
+        }
+        if not candidates:
+            raise NotFound(f"no set under {prefix or 'the vault'} has the tags {', '.join(tags) or '(any)'}")
+        name = max(candidates, key=lambda g: max(v.created for v in candidates[g]))
+        return f"{prefix}{name}/", candidates[name]
+
+    def prune(self, prefix: str, policy: retention.Policy, *, dry_run: bool) -> dict[str, Any]:
+        """Forget the versions the policy does not keep, and delete data no
+        version refers to any more."""
+        policy.check()
+        self.sync()
+        prefix = clean_vault_path(prefix, folder=bool(prefix)) if prefix else ""
+        drop: list[Version] = []
+        kept = 0
+        for newest, _n in self.index.latest(prefix):
+            versions = list(reversed(self.index.versions_of(newest.path)))
+            keep = retention.keep([v.created for v in versions], policy)
+            kept += len(keep)
+            drop += [v for i, v in enumerate(versions) if i not in keep]
+        freed = 0
+        if drop and not dry_run:
+            self._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
+            for obj in {v.object for v in drop if v.object}:
+                if self.index.object_refs(obj) == 0:
+                    freed += self.store.size(f"data/{obj}") if self.store.exists(f"data/{obj}") else 0
+                    self.store.delete(f"data/{obj}")
+        return {
+            "dry_run": dry_run,
+            "kept": kept,
+            "removed": [{"path": v.path, "version": v.number, "id": v.vid, "created": v.created} for v in drop],
+            "bytes_freed": freed,
+        }
 
     # -- changes -------------------------------------------------------------------
     def remove(self, ref: str, *, purge: bool) -> list[Version]:
@@ -557,17 +788,32 @@ class Vault:
         assert updated is not None
         return updated
 
+    def note(self, ref: str, text: str, *, append: bool = False) -> Version:
+        """Set (or, with ``append``, extend) the note of a file's newest version;
+        an empty text removes it.  New versions inherit the note."""
+        self.sync()
+        v = self.resolve(ref)
+        if append and v.notes:
+            text = v.notes.rstrip("\n") + "\n" + text
+        if len(text.encode()) > NOTE_LIMIT:
+            raise UsageError(f"a note holds at most {NOTE_LIMIT // 1024} KiB")
+        self._write_journal([{"t": "note", "vid": v.vid, "text": text}])
+        updated = self.index.version_by_id(v.vid)
+        assert updated is not None
+        return updated
+
     # -- verify --------------------------------------------------------------------
     def verify(self, *, data: bool, progress: Progress = _noop) -> dict[str, Any]:
         """Check every referenced object: present, header authentic and matching
         its record; with ``data``, every byte authenticated too."""
+        self.events.reads = False  # reading to check is not a download
         self.sync()
         problems: list[dict[str, str]] = []
         checked: set[str] = set()
         n_versions = 0
         for v in self.index.all_versions():
             n_versions += 1
-            if v.object in checked:
+            if v.kind != "file" or v.object in checked:
                 continue
             checked.add(v.object)
             try:
@@ -575,7 +821,7 @@ class Vault:
                     with open(os.devnull, "wb") as sink:
                         self.read_version(v, sink, progress)
                 else:
-                    data_key = unwrap_data_key(self.master_key, self.vault_id, v.object, v.wrapped_key)
+                    data_key = self._data_key(v.object, v.wrapped_key)
                     with self.store.open(f"data/{v.object}") as src:
                         src.seek(v.offset)
                         header = src.read(container.HEADER_LEN)
@@ -590,7 +836,103 @@ class Vault:
             "objects": len(checked),
             "data_checked": data,
             "problems": problems,
+            "abandoned_uploads_aborted": self.abort_abandoned_uploads(),
         }
+
+    # -- data keys and new objects (KMS per-object keys, resumable uploads) ----------
+    def _data_key(self, oid: str, wrapped: bytes) -> bytes:
+        """The data key of an object, from its record's wrapped key."""
+        from livedata_cli import kms
+
+        if kms.is_per_object(wrapped):
+            return kms.open_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid, wrapped)
+        return unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+
+    def _new_data_key(self, oid: str) -> tuple[bytes, bytes]:
+        """A fresh data key and its wrapped form for the record."""
+        if self.cfg.kms_per_object and self.cfg.kms_key_id:
+            from livedata_cli import kms
+
+            return kms.new_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid)
+        data_key = secrets.token_bytes(32)
+        return data_key, wrap_data_key(self.master_key, self.vault_id, oid, data_key)
+
+    def _new_object(self, src: UploadSource, f: BinaryIO, *, resumable: bool) -> _NewObject:
+        """Object id, data key and writer for a new data object.
+
+        Where the store can resume multipart uploads (S3), a file's upload is
+        recorded when it starts; a rerun after a crash finds the record (same
+        source, size and mtime), reuses the object id, data key and salt, so
+        the container regenerates byte for byte and the parts already in the
+        store are not sent again.  The record goes once the object is whole.
+        """
+        start = getattr(self.store, "resumable_writer", None)
+        if start is None or not resumable or src.local == "-":
+            oid = secrets.token_hex(16)
+            data_key, wrapped = self._new_data_key(oid)
+            return _NewObject(oid, data_key, wrapped, None, self.store.writer(f"data/{oid}"))
+        from livedata_cli.index import PendingUpload, PendingUploads
+
+        st = os.fstat(f.fileno())
+        source = os.path.abspath(src.local)
+        pending = PendingUploads(config.home() / config.INDEX_FILE)
+        found = pending.find(source, src.path)
+        if found is not None and (found.size, found.mtime) != (st.st_size, st.st_mtime):
+            self.store.abort_upload(f"data/{found.object}", found.upload_id)  # type: ignore[attr-defined]
+            pending.drop(found.object)
+            found = None
+        if found is not None:
+            oid, wrapped, salt = found.object, found.wrapped_key, found.salt
+            data_key = self._data_key(oid, wrapped)
+        else:
+            oid, salt = secrets.token_hex(16), secrets.token_bytes(container.SALT_LEN)
+            data_key, wrapped = self._new_data_key(oid)
+
+        def on_start(upload_id: str, part_size: int) -> None:
+            pending.save(
+                PendingUpload(oid, upload_id, source, src.path, st.st_size, st.st_mtime, wrapped, salt, part_size, time.time())
+            )
+
+        @contextlib.contextmanager
+        def writer() -> Iterator[BinaryIO]:
+            try:
+                with start(
+                    f"data/{oid}",
+                    size=container.container_size(st.st_size),
+                    upload_id=found.upload_id if found else None,
+                    part_size=found.part_size if found else None,
+                    on_start=on_start,
+                ) as out:
+                    yield out
+                pending.drop(oid)
+            finally:
+                pending.close()
+
+        return _NewObject(oid, data_key, wrapped, salt, writer())
+
+    def abort_abandoned_uploads(self) -> int:
+        """Abort this vault's multipart uploads that no pending record here knows
+        and that are older than ``LIVEDATA_S3_ABANDON_AFTER`` seconds (a day)."""
+        list_uploads = getattr(self.store, "list_uploads", None)
+        if list_uploads is None:
+            return 0
+        from livedata_cli.index import PendingUploads
+
+        try:
+            age = float(os.environ.get("LIVEDATA_S3_ABANDON_AFTER", "") or 86400)
+        except ValueError:
+            raise UsageError("LIVEDATA_S3_ABANDON_AFTER must be a number of seconds") from None
+        pending = PendingUploads(config.home() / config.INDEX_FILE)
+        try:
+            known = pending.upload_ids()
+        finally:
+            pending.close()
+        now, aborted = time.time(), 0
+        for key, upload_id, started in list_uploads("data/"):
+            if upload_id not in known and now - started >= age:
+                self.store.abort_upload(key, upload_id)  # type: ignore[attr-defined]
+                aborted += 1
+        return aborted
 
     def __enter__(self) -> Vault:
         return self
@@ -602,21 +944,86 @@ class Vault:
 def _unchanged(
     src: UploadSource, newest: Version, tags: list[str]
 ) -> tuple[ItemResult, dict[str, Any] | None]:
-    """An unchanged file stores nothing; new tags still reach its newest version."""
+    """An unchanged entry stores nothing; new tags still reach its newest version."""
     extra = sorted(set(tags) - set(newest.tags))
     record = {"t": "tag", "vid": newest.vid, "add": extra} if extra else None
     return ItemResult(src.local, src.path, "unchanged", newest.size, newest.vid), record
 
 
-def _same_content(index: Index, by_hash: dict[str, dict[str, Any]], digest: str) -> dict[str, Any] | None:
-    """The object fields of a version with this content, stored or still pending."""
-    keys = ("object", "offset", "length", "header_hash", "wrapped_key", "key_id")
-    if digest in by_hash:
-        return {k: by_hash[digest][k] for k in keys}
-    same = index.find_by_hash(digest)
-    if same is None:
-        return None
-    return {k: getattr(same, k) for k in keys} | {"wrapped_key": same.wrapped_key.hex()}
+def _keyed_hash(key: bytes, data: bytes) -> str:
+    h = KeyedHash(key)
+    h.update(data)
+    return h.hexdigest()
+
+
+class _Prefixed(io.RawIOBase):
+    """A file whose first bytes were already read: replays them, then reads on."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._rest.readinto(buf)  # type: ignore[attr-defined, no-any-return]
+
+
+@dataclass
+class _NewObject:
+    """Where a new data object goes: its id, data key (and record form), the
+    container salt (None: random) and the store writer."""
+
+    oid: str
+    data_key: bytes
+    wrapped_key: bytes
+    salt: bytes | None
+    writer: AbstractContextManager[BinaryIO]
+
+
+@dataclass
+class _Batch:
+    """What every file of one upload command shares."""
+
+    hash_key: bytes
+    tags: list[str]
+    newest: dict[str, Version]
+    progress: Progress
+    stdin: BinaryIO | None
+    by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)  # this batch's content, not yet indexed
+    index_content: bool = False  # keep the text of text-like files for search
+    _claims: dict[str, threading.Event] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self, digest: str) -> threading.Event:
+        """First caller for a content hash gets a fresh event to set when its record
+        is in ``by_hash``; later callers wait for that, then find the record."""
+        with self._lock:
+            event = self._claims.get(digest)
+            if event is None:
+                event = self._claims[digest] = threading.Event()
+                return event
+        event.wait()
+        return threading.Event()
+
+    def flushed(self) -> None:
+        """The pending records are in the index now."""
+        with self._lock:
+            self.by_hash.clear()
+            self._claims = {d: e for d, e in self._claims.items() if not e.is_set()}
+
+
+def _configure_store(store: ObjectStore, cfg: StoreConfig) -> None:
+    """Tell a store what it may use of the vault config (S3: SSE-KMS with the vault's KMS key)."""
+    configure = getattr(store, "configure", None)
+    if configure is not None:
+        configure(kms_key_id=cfg.kms_key_id)
 
 
 def _read_config(store: ObjectStore) -> StoreConfig:
@@ -632,23 +1039,3 @@ def _path_of(ref: str) -> str:
 
 def _looks_like_id(ref: str) -> bool:
     return len(ref) == 32 and all(c in "0123456789abcdefABCDEF" for c in ref)
-
-
-def _walk(root: Path, excludes: list[str]) -> Iterator[tuple[Path, str]]:
-    """Regular files under ``root`` with their ``/``-separated relative paths, sorted."""
-
-    def excluded(rel: str, name: str) -> bool:
-        return any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in excludes)
-
-    for dirpath, dirnames, filenames in os.walk(root):
-        base = Path(dirpath)
-        rel_dir = base.relative_to(root).as_posix()
-        rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = sorted(d for d in dirnames if not excluded(rel_dir + d, d))
-        for name in sorted(filenames):
-            rel = rel_dir + name
-            if excluded(rel, name):
-                continue
-            full = base / name
-            if full.is_file():
-                yield full, rel

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,36 @@ def vault_cli(cli: Cli) -> Cli:
     """A CLI with a freshly initialised vault in its home."""
     cli.ok("init")
     return cli
+
+
+@pytest.fixture
+def secret_service(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A D-Bus session bus with an unlocked gnome-keyring on it, for this test only
+    (the environment variables that point a child process at it)."""
+    home = tmp_path / "desktop-home"
+    (home / ".cache").mkdir(parents=True)
+    out = subprocess.check_output(
+        ["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"], text=True
+    ).split("\n")
+    address, bus_pid = out[0].strip(), int(out[1])
+    env = {"DBUS_SESSION_BUS_ADDRESS": address, "HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
+    daemon = subprocess.Popen(
+        ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**env, "PATH": "/usr/bin:/bin"},
+    )
+    assert daemon.stdin is not None
+    daemon.stdin.write(b"test-login-password")
+    daemon.stdin.close()
+    time.sleep(0.5)  # the daemon claims its bus name
+    try:
+        yield env
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        subprocess.run(["kill", str(bus_pid)], check=False)
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_python_dash_m(cli: Cli) -> None:
 def test_start_up_imports_nothing_heavy(vault_cli: Cli) -> None:
     """--version, --help and ls must not load the keyring, boto3, httpx or the server."""
     heavy = ("keyring", "boto3", "botocore", "httpx", "fastapi", "argon2", "rich.progress")
-    for args in (["--version"], ["--help"], ["ls"]):
+    for args in (["--version"], ["--help"], ["ls"], ["search", "x"]):
         r = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "livedata_cli", *args],
             capture_output=True, text=True, env=vault_cli.env, cwd=vault_cli.cwd,

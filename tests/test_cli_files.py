@@ -96,7 +96,7 @@ def test_versions_and_unchanged(vault_cli: Cli, store_dir: Path) -> None:
     assert r["counts"] == {"unchanged": 1}
     assert data_objects(store_dir) == before
     f.write_text("version two!")
-    assert vault_cli.ok("upload", "report.pdf", "--json").json()["counts"] == {"stored": 1}
+    assert vault_cli.ok("upload", "report.pdf", "--json").json()["counts"] == {"changed": 1}
     info = vault_cli.ok("info", "report.pdf", "--json").json()
     assert info["version"] == 2 and len(info["versions"]) == 2
     vault_cli.ok("download", "report.pdf", "--version", "1", "-o", "old.pdf")
@@ -110,7 +110,7 @@ def test_identical_content_is_stored_once(vault_cli: Cli, store_dir: Path) -> No
     write(vault_cli.cwd / "a.bin", b"same bytes" * 1000)
     write(vault_cli.cwd / "b.bin", b"same bytes" * 1000)
     r = vault_cli.ok("upload", "a.bin", "b.bin", "--json").json()
-    assert r["counts"] == {"stored": 1, "deduplicated": 1}
+    assert r["counts"] == {"new": 2} and [i["deduplicated"] for i in r["items"]] == [False, True]
     assert len(data_objects(store_dir)) == 1
     assert vault_cli.ok("download", "b.bin", "-o", "-").stdout == b"same bytes" * 1000
 

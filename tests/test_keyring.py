@@ -3,9 +3,6 @@ D-Bus session started here), and the fallbacks when there is none."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,35 +10,6 @@ import pytest
 from conftest import Cli, assert_one_line_error, write
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.keyring]
-
-
-@pytest.fixture
-def secret_service(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A D-Bus session bus with an unlocked gnome-keyring on it, for this test only."""
-    home = tmp_path / "desktop-home"
-    (home / ".cache").mkdir(parents=True)
-    out = subprocess.check_output(
-        ["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"], text=True
-    ).split("\n")
-    address, bus_pid = out[0].strip(), int(out[1])
-    env = {"DBUS_SESSION_BUS_ADDRESS": address, "HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
-    daemon = subprocess.Popen(
-        ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**env, "PATH": "/usr/bin:/bin"},
-    )
-    assert daemon.stdin is not None
-    daemon.stdin.write(b"test-login-password")
-    daemon.stdin.close()
-    time.sleep(0.5)  # the daemon claims its bus name
-    try:
-        yield env
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
-        subprocess.run(["kill", str(bus_pid)], check=False)
 
 
 def test_key_is_cached_and_lock_forgets_it(cli: Cli, secret_service: dict[str, str]) -> None:

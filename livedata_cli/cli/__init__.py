@@ -7,14 +7,17 @@ with ``--debug`` (never locals: a passphrase must not reach a terminal log).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
 import typer
 
 from livedata_cli import __version__
-from livedata_cli.cli import files, keys_cmds, vault_cmds
-from livedata_cli.cli.common import ENV
+from livedata_cli.cli import audit_cmds, config_cmds, files, keys_cmds, search_cmds, server_cmds, vault_cmds
+from livedata_cli.cli.completion import completion
+from livedata_cli.cli.doctor import doctor
+from livedata_cli.cli.common import ENV, record_audit
 from livedata_cli.errors import ExitCode, LivedataError
 
 app = typer.Typer(
@@ -36,6 +39,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on unexpected errors.")] = False,
@@ -45,23 +49,57 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile", "-P", metavar="NAME",
+            help="Use this profile of the config file (default: LIVEDATA_PROFILE). Example: --profile work",
+        ),
+    ] = None,
 ) -> None:
     """livedata keeps files encrypted with keys only you hold.
 
     Start with 'livedata init', then 'livedata upload FILE' and 'livedata download FILE'.
     """
     ENV.json, ENV.quiet, ENV.debug, ENV.no_keyring = json_, quiet, debug, no_keyring
+    from livedata_cli import profiles
+
+    profiles.use_profile(profile)
+    try:
+        config_cmds.apply_profile(ctx, json_flag=json_, quiet_flag=quiet, no_keyring_flag=no_keyring)
+    except profiles.ConfigError:
+        if ctx.invoked_subcommand not in config_cmds.SELF_CONFIGURED:
+            raise
 
 
 vault_cmds.register(app)
 files.register(app)
+search_cmds.register(app)
 app.add_typer(keys_cmds.app, name="keys")
+app.add_typer(audit_cmds.app, name="audit")
+app.add_typer(config_cmds.app, name="config")
+app.add_typer(server_cmds.app, name="server")
+app.command()(doctor)
+app.command()(completion)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (DESIGN §6)."""
+    """Run the CLI and return its exit code (DESIGN §6); the audit trail records it."""
     args = sys.argv[1:] if argv is None else argv
+    code = _dispatch(args)
+    record_audit(args, code)
+    return code
+
+
+def _dispatch(args: list[str]) -> int:
     ENV.reset()  # fresh state when called twice in one process (tests)
+    from livedata_cli import profiles
+
+    profiles.reset()
+    if "_LIVEDATA_COMPLETE" in os.environ:  # a Tab in bash, zsh or fish (cli/completion.py)
+        from livedata_cli.cli.completion import register_shells
+
+        register_shells()
     ENV.debug = "--debug" in args
     command = typer.main.get_command(app)
     try:
@@ -81,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (| head): not an error of ours.  Point stdout at
         # /dev/null so the interpreter's final flush does not fail again.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:

@@ -43,6 +43,15 @@ class Env:
     def color(self) -> bool:
         return self.stderr_tty and "NO_COLOR" not in os.environ
 
+    def paint(self, text: str, colour: str, *, stderr: bool = False) -> str:
+        """``text`` in an ANSI colour (red, green, yellow, bold) only when that
+        stream is a terminal, NO_COLOR is unset and the output is not JSON."""
+        tty = self.stderr_tty if stderr else self.stdout_tty
+        if not tty or self.json or "NO_COLOR" in os.environ:
+            return text
+        code = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}[colour]
+        return f"\x1b[{code}m{text}\x1b[0m"
+
     # -- output ------------------------------------------------------------
     def emit(self, data: Any) -> None:
         """The one JSON document of a ``--json`` run."""
@@ -173,6 +182,22 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+def parse_when(text: str, option: str) -> float:
+    """A point in time from an ISO date or date-time (local time unless it says),
+    or an age such as ``90m``, ``36h``, ``7d``, ``2w`` before now."""
+    import datetime as dt
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if m:
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return time.time() - int(m.group(1)) * seconds
+    try:
+        return dt.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not a date (2026-11-20, 2026-11-20T03:00) or an age (7d)") from None
+
+
 def human_time(t: float | None) -> str:
     if t is None:
         return "-"
@@ -185,6 +210,7 @@ def open_vault(env: Env) -> Iterator[Any]:
     from livedata_cli.vault import Vault
 
     vault = Vault.open(env.unlocker())
+    vault.events.name, vault.events.target = _audit_target()
     try:
         yield vault
     finally:
@@ -196,18 +222,81 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
     from livedata_cli.errors import ExitCode
 
     failed = report.failed
+    if verb != "download":  # a download's failures are recorded where they happen
+        from livedata_cli import audit
+
+        for item in failed:
+            code = int(item.exit_code or ExitCode.UNEXPECTED)
+            audit.current().add(
+                verb, item.path or item.source, result=audit.result_of(code), code=code, detail=str(item.error)[:200]
+            )
     if env.json:
         env.emit(report.to_json())
     else:
-        for item in failed:
-            env.warn(f"livedata: {item.source or item.path}: {item.error}")
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
+        for item in report.items:
+            if item.status in ("failed", "skipped"):
+                env.warn(f"livedata: {item.source or item.path}: {item.error}")
         if not failed or len(failed) < len(report.items):
+            counts = report.counts()
+            parts = [f"{counts[k]} {k}" for k in ("new", "changed", "unchanged", "downloaded", "skipped", "failed") if counts.get(k)]
+            stored = f", {human_size(report.bytes_stored)} stored" if report.bytes_stored else ""
             env.say(
-                f"{verb}: {counts or 'nothing'} ({human_size(report.bytes_read)} in {report.duration:.2f}s)"
+                f"{verb}: {', '.join(parts) or 'nothing to do'} "
+                f"({human_size(report.bytes_read)} read{stored} in {report.duration:.2f}s)"
             )
     if failed:
         if len(failed) == len(report.items):
             codes = {i.exit_code for i in failed}
             raise typer.Exit(codes.pop() if len(codes) == 1 else int(ExitCode.PARTIAL))
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+# -- the audit trail -------------------------------------------------------------
+# Commands that only look leave no event of their own (failed unlocks still do).
+NOT_AUDITED = (
+    "", "ls", "info", "search", "audit", "doctor", "keys ls", "share ls",
+    "convert status", "convert formats", "server", "login", "logout", "register", "mfa",
+)
+# Commands that change something without opening the vault.
+VAULT_LESS = ("lock",)
+
+
+def _audit_target() -> tuple[str, str]:
+    """The running command (``keys passwd``) and what it was pointed at: its REF, slot or paths."""
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return "", ""
+    name = ctx.command_path.partition(" ")[2]
+    for key in ("ref", "slot_id", "prefix"):
+        value = ctx.params.get(key)
+        if isinstance(value, str) and value:
+            return name, value
+    paths = ctx.params.get("paths")
+    if isinstance(paths, list | tuple) and paths:
+        return name, " ".join(str(p) for p in paths)[:500]
+    return name, ""
+
+
+def record_audit(args: list[str], code: int) -> None:
+    """Append what the command that just ended did to the audit trail.
+
+    Called by ``main()`` with the exit code, so every command is covered
+    without code of its own; a trail that cannot be written is a warning,
+    never a changed exit code.
+    """
+    if any(a in ("--help", "-h", "--version") for a in args):
+        return
+    first = next((a for a in args if not a.startswith("-")), "")
+    loaded = "livedata_cli.audit" in sys.modules  # a vault was opened: something to record
+    if not loaded and first not in VAULT_LESS:
+        return
+    from livedata_cli import audit
+
+    name = audit.current().name or first
+    audited = not any(name == n or name.startswith(n + " ") for n in NOT_AUDITED)
+    try:
+        audit.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
+    except Exception as e:  # the command's own outcome stands
+        ENV.warn(f"livedata: warning: the audit trail was not written: {type(e).__name__}: {e}")

@@ -15,6 +15,7 @@ from livedata_cli.cli.common import (
     human_size,
     human_time,
     open_vault,
+    parse_when,
     setup,
 )
 
@@ -30,38 +31,57 @@ def upload(
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Skip files or folders matching this glob (repeatable).")
     ] = None,
+    exclude_file: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-file", help="Read exclude globs from a file, one a line, '#' comments (repeatable)."),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, max=64, help="Files in flight at once (default: 1 to a folder, 4 to S3)."),
+    ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Exit 7 at once if another livedata holds the vault lock.")
+    ] = False,
+    index_content: Annotated[
+        bool,
+        typer.Option(
+            "--index-content", help="Make the words of text files searchable (their first 64 KiB, kept encrypted)."
+        ),
+    ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Encrypt and store files. Unchanged files are not stored again.
+    """Encrypt and store files and folders. Unchanged files are not read again, and
+    content already in the vault is not stored twice.
 
-    Example: livedata upload ~/photos --recursive --as photos/
+    Example: livedata upload ~/work --recursive --as backups/work/ --exclude '*.tmp'
     """
     env = setup(json_, quiet)
+    from livedata_cli.tree import read_ignore_file
     from livedata_cli.vault import BatchReport
 
-    with open_vault(env) as vault:
+    excludes = list(exclude or [])
+    for path in exclude_file or []:
+        excludes += read_ignore_file(path)
+    with open_vault(env) as vault, vault.lock(wait=not no_wait):
         report = BatchReport()
-        plan = vault.plan_upload(
-            paths, as_path=as_, recursive=recursive, excludes=exclude or [], report=report
-        )
-        total = sum(_size(s.local) for s in plan)
+        plan = vault.plan_upload(paths, as_path=as_, recursive=recursive, excludes=excludes, report=report)
+        total = sum(s.stat.st_size for s in plan if s.stat is not None)
         with env.progress(total or None, "upload") as bar:
-            vault.upload(plan, tags=tag or [], report=report, progress=bar, stdin=sys.stdin.buffer)
+            vault.upload(
+                plan,
+                tags=tag or [],
+                report=report,
+                progress=bar,
+                stdin=sys.stdin.buffer,
+                jobs=jobs,
+                index_content=index_content,
+            )
         if len(report.items) <= 20:  # a few files: say what happened to each
             for item in report.items:
-                if item.status != "failed":
-                    env.say(f"{item.status:>12}  {item.path}  ({human_size(item.size)})")
+                if item.status not in ("failed", "skipped"):
+                    env.say(f"{item.status:>10}  {item.path}  ({human_size(item.size)})")
     finish_batch(env, report, "upload")
-
-
-def _size(local: str) -> int:
-    if local == "-":
-        return 0
-    try:
-        return Path(local).stat().st_size
-    except OSError:
-        return 0
 
 
 def download(
@@ -70,38 +90,42 @@ def download(
         str | None, typer.Option("--output", "-o", help="File or folder to write; '-' writes to stdout.")
     ] = None,
     version: Annotated[int | None, typer.Option("--version", "-V", help="Version number (1 is the oldest).")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="The tree as it was at this time (ISO date/time, local time).")
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Only the newest set (sub-folder of REF) having the --tag tags.")
+    ] = False,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only files with this tag (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that exist already.")] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decrypt files from the vault; every byte is authenticated first.
+    """Decrypt files from the vault; every byte is authenticated before it is written.
 
-    Example: livedata download photos/ -o restore/
+    Example: livedata download ci/ --latest --tag branch=main -o dist/
     """
     env = setup(json_, quiet)
     from livedata_cli.errors import UsageError
-    from livedata_cli.vault import BatchReport, ItemResult, clean_vault_path
+    from livedata_cli.vault import BatchReport, ItemResult
 
+    when = parse_when(at, "--at") if at else None
     with open_vault(env) as vault:
         report = BatchReport()
-        if version is None and vault.is_folder(ref) and not vault.index.versions_of(clean_vault_path(ref)):
-            prefix = clean_vault_path(ref, folder=True)
-            files = vault.files_under(prefix)
-            if not files:
-                vault.sync()
-                files = vault.files_under(prefix)
+        selection = vault.select_tree(ref, version=version, at=when, latest=latest, tags=tag or [])
+        if selection is not None:
+            prefix, versions = selection
             if output == "-":
                 raise UsageError("a folder cannot be written to stdout: give -o DIR")
             root = Path(output) if output else Path(prefix.rstrip("/").split("/")[-1] or ".")
-            with env.progress(sum(v.size for v in files), "download") as bar:
-                vault.download_tree(files, prefix, root, overwrite=overwrite, report=report, progress=bar)
+            with env.progress(sum(v.size for v in versions), "download") as bar:
+                vault.download_tree(versions, prefix, root, overwrite=overwrite, report=report, progress=bar)
             finish_batch(env, report, "download")
             return
-        v = vault.resolve(ref, version=version)
+        v = vault.resolve(ref, version=version, at=when)
         if output == "-":
             n = vault.read_version(v, sys.stdout.buffer)
             sys.stdout.buffer.flush()
-            report.items.append(ItemResult(v.path, "-", "downloaded", n, v.vid))
             if env.json:
                 env.warn("livedata: --json ignored: the file went to stdout")
             return
@@ -121,6 +145,7 @@ def ls(
     prefix: Annotated[str, typer.Argument(help="Only paths under this prefix.")] = "",
     long: Annotated[bool, typer.Option("--long", "-l", help="Size, versions, tags and upload time too.")] = False,
     trash: Annotated[bool, typer.Option("--trash", help="List removed files instead.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Folders too (they are stored for their modes and times).")] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -133,13 +158,17 @@ def ls(
 
     with open_vault(env) as vault:
         rows = vault.index.latest(clean_vault_path(prefix) if prefix else "", trash=trash)
+    rows = [(v, n) for v, n in rows if all_ or v.kind != "dir"]
     if env.json:
         env.emit([{**v.to_json(), "versions": n} for v, n in rows])
         return
     for v, n in rows:
         if long:
             tags = ",".join(v.tags) or "-"
-            env.out(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {v.path}")
+            name = v.path + ("/" if v.kind == "dir" else f" -> {v.target}" if v.kind == "symlink" else "")
+            note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
+            name += f"  # {note}" if note else ""  # the note's first line
+            env.out(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {name}")
         else:
             env.out(v.path)
 
@@ -169,6 +198,8 @@ def info(
             value = oct(value)
         elif key == "tags":
             value = ", ".join(value) or "-"
+        elif key == "notes":
+            value = value.strip().replace("\n", "\n" + " " * 15)  # a note's lines stay aligned
         env.out(f"{key:>13}: {value if value not in (None, '') else '-'}")
     env.out("     versions:")
     for x in versions:
@@ -232,6 +263,40 @@ def tag(
         env.say(f"{v.path}: {', '.join(v.tags) or 'no tags'}")
 
 
+def prune(
+    prefix: Annotated[str, typer.Argument(help="Only paths under this prefix.")] = "",
+    keep_last: Annotated[int, typer.Option("--keep-last", help="Keep the newest N versions of each file.")] = 0,
+    keep_daily: Annotated[int, typer.Option("--keep-daily", help="Keep the newest version of each of the last N days.")] = 0,
+    keep_weekly: Annotated[int, typer.Option("--keep-weekly", help="Keep the newest version of each of the last N weeks.")] = 0,
+    keep_monthly: Annotated[int, typer.Option("--keep-monthly", help="Keep the newest version of each of the last N months.")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would go, change nothing.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Exit 7 at once if the vault lock is held.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Forget old versions by a retention policy and delete data nothing refers to.
+    The newest version of every file is always kept.
+
+    Example: livedata prune backups/ --keep-last 5 --keep-daily 7 --keep-weekly 4 --dry-run
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.retention import Policy
+
+    policy = Policy(last=keep_last, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
+    with open_vault(env) as vault, vault.lock(wait=not no_wait):
+        result = vault.prune(prefix, policy, dry_run=dry_run)
+    if env.json:
+        env.emit(result)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in result["removed"]:
+        env.out(f"{verb}: {r['path']} version {r['version']} ({human_time(r['created'])})")
+    env.say(
+        f"prune: {len(result['removed'])} version(s) {verb}, {result['kept']} kept"
+        + ("" if dry_run else f", {human_size(result['bytes_freed'])} freed")
+    )
+
+
 def register(app: typer.Typer) -> None:
-    for fn in (upload, download, ls, info, rm, restore, tag):
+    for fn in (upload, download, ls, info, rm, restore, tag, prune):
         app.command()(fn)

@@ -12,20 +12,39 @@ from livedata_cli.cli.common import ENV, JsonOpt, QuietOpt, open_vault, setup
 def init(
     store: Annotated[
         str | None,
-        typer.Option("--store", help="Folder for the encrypted store (default: inside LIVEDATA_HOME)."),
+        typer.Option(
+            "--store",
+            help="Folder or s3://BUCKET/PREFIX for the encrypted store (default: a folder inside LIVEDATA_HOME).",
+        ),
     ] = None,
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key",
+            help="KMS key (id, ARN or alias/NAME) that holds the vault key: no passphrase, access is IAM on the key.",
+        ),
+    ] = None,
+    kms_per_object: Annotated[
+        bool,
+        typer.Option(
+            "--kms-per-object",
+            help="With --kms-key: also wrap each file's data key with KMS GenerateDataKey (one KMS record per object).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Create a vault, or attach to the vault already in --store and rebuild the index.
 
-    Example: livedata init --store /media/usb/vault
+    Example: livedata init --store s3://team-bucket/vault --kms-key alias/livedata
     """
     env = setup(json_, quiet)
     from livedata_cli import config
     from livedata_cli.vault import Vault
 
-    vault, created = Vault.init(store, env.unlocker(), env.new_secret)
+    vault, created = Vault.init(
+        store, env.unlocker(), env.new_secret, kms_key=kms_key, kms_per_object=kms_per_object
+    )
     try:
         count = vault.index.count()
         data = {
@@ -34,7 +53,8 @@ def init(
             "created": created,
             "versions": count,
             "home": str(config.home()),
-            "key_cached": vault.unlocker.cache.enabled,
+            "key_cached": vault.unlocker.cache.enabled and not vault.cfg.kms_key_id,
+            "kms_key": vault.cfg.kms_key_id,
         }
     finally:
         vault.close()
@@ -76,8 +96,16 @@ def sync(
     env = setup(json_, quiet)
     with open_vault(env) as vault:
         result = vault.sync(rebuild=rebuild)
+        aborted = vault.abort_abandoned_uploads()  # S3: multipart uploads no one will resume
     if env.json:
-        env.emit({"journals": result.journals, "records": result.records, "versions": result.versions})
+        env.emit(
+            {
+                "journals": result.journals,
+                "records": result.records,
+                "versions": result.versions,
+                "abandoned_uploads_aborted": aborted,
+            }
+        )
     else:
         env.say(f"synced: {result.journals} journal(s), {result.records} record(s); {result.versions} version(s) indexed")
 

@@ -8,6 +8,7 @@ object id and key id: a wrapped key moved to another record does not open.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -41,6 +42,7 @@ def open_sealed(kek: bytes, blob: bytes, aad: bytes) -> bytes:
     return AESGCM(kek).decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
 
 
+@functools.lru_cache(maxsize=8)
 def key_id(master_key: bytes, vault_id: str) -> str:
     """A short public name for a master key, so records say which key wrapped them."""
     return hkdf(master_key, vault_id.encode(), b"livedata/v1/key-id", 8).hex()

@@ -48,9 +48,18 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def flush(self) -> None:
+        """Make every object written so far durable (called before a journal
+        that refers to them is written)."""
+        ...
+
 
 def open_store(url: str) -> ObjectStore:
-    """Open a store from its URL: a folder path (or ``file://``)."""
+    """Open a store from its URL: a folder path (or ``file://``), or ``s3://BUCKET/PREFIX``."""
+    if url.startswith("s3://"):
+        from livedata_cli.stores.s3 import S3Store
+
+        return S3Store(url)
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}: this version stores to a folder")
     from livedata_cli.stores.local import LocalStore

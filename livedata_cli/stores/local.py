@@ -25,7 +25,10 @@ class LocalStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
+        self.remote = False  # a local disk: no latency to hide with parallel transfers
         self.url = str(self.root)
+        self._made: set[Path] = set()  # folders known to exist
+        self._tmp_dir: Path | None = None
 
     # -- paths -------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -36,12 +39,14 @@ class LocalStore:
         return self.root / key
 
     def _tmp(self) -> Path:
-        tmp = self.root / "tmp"
-        try:
-            tmp.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreUnreachable(f"cannot write to store {self.root}: {e.strerror}") from None
-        return tmp / secrets.token_hex(8)
+        if self._tmp_dir is None:
+            tmp = self.root / "tmp"
+            try:
+                tmp.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreUnreachable(f"cannot write to store {self.root}: {e.strerror}") from None
+            self._tmp_dir = tmp
+        return self._tmp_dir / secrets.token_hex(8)
 
     def _commit(self, tmp: Path, key: str, *, exclusive: bool) -> None:
         dest = self._path(key)
@@ -78,16 +83,24 @@ class LocalStore:
 
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
+        """Data objects are renamed into place without an fsync each: ``flush()``
+        makes a whole batch durable with one ``syncfs`` before its journal is
+        written (10,000 small files would otherwise cost 20,000 fsyncs)."""
         tmp = self._tmp()
         try:
             with open(tmp, "wb") as f:
                 yield f
-                f.flush()
-                os.fsync(f.fileno())
-            self._commit(tmp, key, exclusive=False)
+            dest = self._path(key)
+            if dest.parent not in self._made:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self._made.add(dest.parent)
+            os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def flush(self) -> None:
+        _syncfs(self.root)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -128,6 +141,23 @@ def _listdir(folder: Path) -> list[str]:
         return []
     except NotADirectoryError:
         return []
+
+
+def _syncfs(folder: Path) -> None:
+    """Flush the file system holding ``folder`` (Linux ``syncfs``), else everything."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,146 @@
+"""Search speed on a 100,000-file index: whole `livedata search` processes.
+
+Builds a throw-away home whose index holds N synthetic files (3 tags each),
+written straight through ``Index.apply`` with synthetic put records (no
+upload, no store, no key: search needs none of them), then times whole
+``livedata search ...`` processes, interpreter start-up included, and
+``livedata --version`` for comparison.  Prints the median of RUNS runs of each.
+
+    python bench/search_bench.py            # or: make bench-search
+    BENCH_SEARCH_FILES=1000000 BENCH_SEARCH_RUNS=9 python bench/search_bench.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FILES = int(os.environ.get("BENCH_SEARCH_FILES", "100000"))
+RUNS = max(7, int(os.environ.get("BENCH_SEARCH_RUNS", "9")))
+BAR_SEARCH_MS = 150
+BAR_VERSION_MS = 100
+
+KINDS = [
+    "invoice", "report", "contract", "receipt", "statement", "letter", "minutes", "budget",
+    "photo", "scan", "draft", "slides", "notes", "plan", "summary", "memo", "offer", "order",
+    "payslip", "manual",
+]  # fmt: skip
+TOPS = ["finance", "work", "home", "projects", "archive", "clients", "travel", "health"]
+TAGS = [f"t{i:02d}" for i in range(37)] + ["finance", "family", "urgent"]  # 40 tags
+EXTS = {"pdf": "application/pdf", "jpg": "image/jpeg", "txt": "text/plain", "docx": "application/zip"}
+
+QUERIES: list[tuple[str, list[str]]] = [
+    ("word query", ["search", "invoice"]),
+    ("prefix query", ["search", "contr*"]),
+    ("tag filter", ["search", "--tag", "finance"]),
+    ("word + filters", ["search", "report 2024", "--type", "pdf", "--larger-than", "100KB"]),
+    ("--version", ["--version"]),
+]
+
+
+def livedata_exe() -> str:
+    here = Path(sys.executable).parent / "livedata"
+    return str(here) if here.exists() else shutil.which("livedata") or "livedata"
+
+
+def records(n: int, rng: random.Random) -> list[dict[str, object]]:
+    out = []
+    now = time.time()
+    for i in range(n):
+        kind = rng.choice(KINDS)
+        ext = rng.choice(list(EXTS))
+        path = f"{rng.choice(TOPS)}/{rng.randint(2015, 2026)}/{kind}-{rng.choice(KINDS)}-{i:06d}.{ext}"
+        out.append(
+            {
+                "t": "put",
+                "vid": f"{rng.getrandbits(128):032x}",
+                "path": path,
+                "object": f"{rng.getrandbits(128):032x}",
+                "offset": 0,
+                "length": 1000,
+                "size": rng.randint(100, 5_000_000),
+                "mtime": now - rng.randint(0, 10**8),
+                "mode": 0o644,
+                "mime": EXTS[ext],
+                "hash": f"{rng.getrandbits(256):064x}",
+                "header_hash": f"{rng.getrandbits(256):064x}",
+                "wrapped_key": "00" * 60,
+                "key_id": "bench",
+                "created": now - rng.randint(0, 10**8),
+                "tags": rng.sample(TAGS, 3),
+                "notes": "signed copy, original with the bank" if i % 50 == 0 else "",
+            }
+        )
+    return out
+
+
+def build(home: Path) -> float:
+    os.environ["LIVEDATA_HOME"] = str(home)
+    from livedata_cli import config
+    from livedata_cli.index import Index
+
+    config.VaultSettings(store=str(home / "store"), vault_id="0" * 32).save()
+    rng = random.Random(5)
+    t0 = time.perf_counter()
+    index = Index(home / config.INDEX_FILE)
+    batch = 10_000
+    for start in range(0, FILES, batch):
+        index.apply(f"journal/bench-{start:08d}", records(min(batch, FILES - start), rng))
+    index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    index.close()
+    return time.perf_counter() - t0
+
+
+def time_runs(args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    exe = livedata_exe()
+    subprocess.run([exe, *args], env=env, capture_output=True, check=True)  # warm the page cache
+    times = []
+    lines = 0
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        p = subprocess.run([exe, *args], env=env, capture_output=True, check=True)
+        times.append((time.perf_counter() - t0) * 1000)
+        lines = len(p.stdout.splitlines())
+    return statistics.median(times), lines
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="ldsearch-"))
+    try:
+        home = work / "home"
+        built = build(home)
+        size = (home / "index.sqlite").stat().st_size
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
+        env["LIVEDATA_HOME"] = str(home)
+        print(f"index: {FILES:,} files, 3 tags each; built in {built:.1f}s; {size / 2**20:.0f} MiB")
+        print(f"median of {RUNS} runs of the whole process (start-up included), this machine:")
+        print(f"{'case':<16} {'command':<58} {'ms':>7} {'lines':>6}  bar")
+        failed = False
+        results = {}
+        for label, args in QUERIES:
+            ms, lines = time_runs(args, env)
+            bar = BAR_VERSION_MS if args == ["--version"] else BAR_SEARCH_MS
+            ok = ms < bar
+            failed |= not ok
+            results[label] = round(ms, 1)
+            shown = "livedata " + " ".join(a if " " not in a else repr(a) for a in args)
+            print(f"{label:<16} {shown:<58} {ms:>7.1f} {lines:>6}  <{bar} {'ok' if ok else 'OVER'}")
+        out = Path(__file__).parent / "out"
+        out.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        (out / f"search-{stamp}.json").write_text(json.dumps({"files": FILES, "runs": RUNS, "ms": results}) + "\n")
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,877 @@
+"""The audit trail: who did what, when, from where, and whether it worked.
+
+Every command that reads, writes, deletes, unlocks (or fails to), or changes
+keys leaves events: action, path, object id, result (``ok``, ``denied`` or
+``error`` with the exit code), time, host, OS user, livedata version, and a
+slot for a server's request id.  A command collects its events in a
+:class:`Recorder` (``vault.events``); the CLI's ``main()`` hands them to
+:func:`finish` when the command ends, which writes them all in one SQLite
+transaction and mirrors them to the store as one object.
+
+Tamper evidence
+    The events of one machine (one home) form a chain: event ``n`` carries
+    ``HMAC-SHA256(K, canonical JSON of its fields, including n, the chain id
+    and the MAC of event n-1)``, with ``K = subkey(master, vault id,
+    "audit")``.  So an edited, forged, deleted, inserted or reordered event
+    breaks the MAC check, the sequence check or the chain check.  The chain
+    head also lives outside the index: in the store, as encrypted objects
+    ``audit/<chain>/<first seq>-<last seq>`` (the journal format, whose
+    authenticated encryption binds each object to its name), and in the OS
+    keyring when one is usable.  A truncated tail shows as an index that ends
+    before the store, a store that ends before what the index says it
+    mirrored, or both ending before the head the keyring remembers.
+
+Several machines
+    Each home appends to its own chain; ``livedata audit`` imports the other
+    chains from the store, verifies each separately and shows them
+    interleaved by time.
+
+Failed unlocks
+    When a command ends without the vault key (a wrong passphrase, or a
+    command that never needed the key) its events cannot be MACed yet: they
+    wait, unchained, in ``audit_pending`` and are chained, in order, by the
+    next command that has the key.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+import json
+import os
+import re
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from livedata_cli import __version__, config, journal
+from livedata_cli.crypto.wrap import KeyedHash, subkey
+from livedata_cli.errors import ExitCode, LivedataError
+from livedata_cli.index import Index
+
+if TYPE_CHECKING:
+    from livedata_cli.keys import KeyCache
+    from livedata_cli.stores import ObjectStore
+    from livedata_cli.vault import Vault
+
+PREFIX = "audit/"
+FORMAT = 1
+ZERO_MAC = "0" * 64
+# Bursts of refused unlocks, and mass deletions, are flagged in listings.
+BURST_FAILURES, BURST_WINDOW = 5, 600.0
+MASS_DELETES, MASS_WINDOW = 100, 3600.0
+DELETE_ACTIONS = ("rm", "purge")
+# Fields covered by an event's MAC, besides vault, chain, seq and prev.
+FIELDS = (
+    "time", "action", "path", "object", "result", "code",
+    "host", "user", "version", "request_id", "command", "detail",
+)
+# How far a moved event is looked for when its MAC fails where it stands.
+_MOVE_WINDOW = 64
+_NAME_RE = re.compile(r"^(\d+)-(\d+)(?:-[0-9a-f]+)?$")
+
+
+# -- one event ---------------------------------------------------------------
+def _host() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return str(os.getuid())
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def result_of(code: int) -> str:
+    """``ok``, ``denied`` (authentication or a limit) or ``error``, from an exit code."""
+    if code == 0:
+        return "ok"
+    if code in (ExitCode.AUTH, ExitCode.REFUSED):
+        return "denied"
+    return "error"
+
+
+def iso_time(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _canonical(ev: dict[str, Any]) -> bytes:
+    body = {k: ev[k] for k in ("vault", "chain", "seq", "prev", *FIELDS)}
+    body["v"] = FORMAT
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# -- what one command did ------------------------------------------------------
+class Recorder:
+    """The events of the running command, collected in memory until it ends."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.vault: Vault | None = None
+        self.command = secrets.token_hex(8)
+        self.name = ""  # the command (``keys passwd``), when the CLI knows it
+        self.target = ""  # what the command was pointed at (REF or paths)
+        self.reads = True  # False while verifying: reading to check is not a download
+
+    def add(
+        self,
+        action: str,
+        path: str = "",
+        *,
+        object: str = "",
+        result: str = "ok",
+        code: int = 0,
+        detail: str = "",
+        at: int | None = None,
+    ) -> None:
+        self.events.append(self.event(action, path, object=object, result=result, code=code, detail=detail, at=at))
+
+    def event(
+        self,
+        action: str,
+        path: str = "",
+        *,
+        object: str = "",
+        result: str = "ok",
+        code: int = 0,
+        detail: str = "",
+        at: int | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "time": now_us() if at is None else at,
+            "action": action,
+            "path": path,
+            "object": object,
+            "result": result,
+            "code": int(code),
+            "host": _HOST,
+            "user": _USER,
+            "version": __version__,
+            "request_id": "",
+            "command": self.command,
+            "detail": detail,
+        }
+
+    def read(self, path: str, obj: str) -> None:
+        """Plaintext of a stored version was released."""
+        if self.reads:
+            self.add("download", path, object=obj)
+
+    def failed(self, action: str, path: str, error: BaseException, obj: str = "") -> None:
+        code = int(error.exit_code) if isinstance(error, LivedataError) else int(ExitCode.UNEXPECTED)
+        message = error.message if isinstance(error, LivedataError) else str(error)
+        self.add(action, path, object=obj, result=result_of(code), code=code, detail=message[:200])
+
+    def journal(self, records: Iterable[dict[str, Any]], index: Index) -> None:
+        """Events for the metadata records a command is about to write."""
+        for rec in records:
+            kind = str(rec.get("t", ""))
+            if kind == "put":
+                self.add("upload", str(rec.get("path", "")), object=str(rec.get("object") or ""))
+            elif kind in ("rm", "restore"):
+                self.add(kind, str(rec.get("path", "")))
+            elif kind == "purge":
+                seen: set[tuple[str, str]] = set()
+                for vid in rec.get("vids", []):
+                    row = index.db.execute("SELECT path, object FROM versions WHERE vid = ?", (vid,)).fetchone()
+                    where = (str(row[0]), str(row[1] or "")) if row else ("", "")
+                    if where not in seen:
+                        seen.add(where)
+                        self.add("purge", where[0], object=where[1])
+            elif kind in ("tag", "note"):
+                row = index.db.execute(
+                    "SELECT path, object FROM versions WHERE vid = ?", (rec.get("vid"),)
+                ).fetchone()
+                detail = ""
+                if kind == "tag":
+                    detail = " ".join([*(f"+{t}" for t in rec.get("add", [])), *(f"-{t}" for t in rec.get("remove", []))])
+                self.add(kind, str(row[0]) if row else "", object=str(row[1] or "") if row else "", detail=detail)
+            else:
+                self.add(kind or "record")
+
+
+_HOST = _host()
+_USER = _user()
+_current = Recorder()
+
+
+def attach(vault: Vault) -> Recorder:
+    """The running command's recorder, now knowing the vault it works on."""
+    _current.vault = vault
+    return _current
+
+
+def current() -> Recorder:
+    return _current
+
+
+def _take() -> Recorder:
+    global _current
+    rec, _current = _current, Recorder()
+    return rec
+
+
+# -- the end of a command ------------------------------------------------------
+def finish(command: str, code: int, *, audited: bool, vault_less: bool = False) -> None:
+    """Record what the command that just ended did.
+
+    ``audited`` is False for commands that only look (``ls``, ``audit``):
+    they leave no event of their own, but failed unlocks are kept all the
+    same.  A command that never opened the vault (``lock``) records its event
+    pending, when ``vault_less``.
+    """
+    rec = _take()
+    vault = rec.vault
+    events: list[dict[str, Any]] = []
+    if vault is not None:
+        for reason in vault.unlocker.failures:
+            events.append(rec.event("unlock", result="denied", code=int(ExitCode.AUTH), detail=reason))
+    if audited:
+        events += rec.events
+        explained = code in (0, int(ExitCode.PARTIAL)) or any(e["code"] == code for e in rec.events)
+        if not rec.events or not explained:
+            events.append(rec.event(command, rec.target, result=result_of(code), code=code))
+    if not events:
+        return
+    if vault is None:
+        if not vault_less or not config.VaultSettings.exists():
+            return
+        vault_id = config.VaultSettings.load().vault_id
+        index = Index(config.home() / config.INDEX_FILE)
+        try:
+            add_pending(index, vault_id, events)
+        finally:
+            index.close()
+        return
+    index = Index(config.home() / config.INDEX_FILE)
+    try:
+        master = vault._master
+        if master is None:
+            add_pending(index, vault.vault_id, events)
+            return
+        Trail(index, vault.store, vault.vault_id, master, vault.unlocker.cache).append(events)
+    finally:
+        index.close()
+
+
+def add_pending(index: Index, vault_id: str, events: list[dict[str, Any]]) -> None:
+    """Keep events that cannot be MACed yet (no key) until the next unlock."""
+    with index.write() as db:
+        db.executemany(
+            "INSERT INTO audit_pending (vault, event) VALUES (?, ?)",
+            [(vault_id, json.dumps(e, sort_keys=True)) for e in events],
+        )
+
+
+# -- verification results ------------------------------------------------------
+@dataclass
+class Problem:
+    """The first thing wrong in one place, and which check caught it."""
+
+    chain: str
+    seq: int | None
+    check: str
+    where: str  # "index", "store" or "index and store"
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chain": self.chain, "seq": self.seq, "check": self.check, "where": self.where, "message": self.message}
+
+
+@dataclass
+class ChainReport:
+    chain: str
+    this_machine: bool
+    events: int = 0
+    head_seq: int = 0
+    head_mac: str = ""
+    host: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain": self.chain,
+            "this_machine": self.this_machine,
+            "host": self.host,
+            "events": self.events,
+            "head": {"seq": self.head_seq, "mac": self.head_mac},
+            "intact": not self.problems,
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+@dataclass
+class _Walk:
+    count: int = 0
+    head_seq: int = 0
+    head_mac: str = ZERO_MAC
+    problem: Problem | None = None
+
+
+# -- the trail of one vault -------------------------------------------------------
+class Trail:
+    """The audit events of one vault in this index, and their mirror in the store."""
+
+    def __init__(
+        self, index: Index, store: ObjectStore, vault_id: str, master: bytes, cache: KeyCache | None = None
+    ) -> None:
+        self.index = index
+        self.store = store
+        self.vault_id = vault_id
+        self.master = master
+        self.cache = cache
+        self._key = subkey(master, vault_id, "audit")
+
+    @staticmethod
+    def of(vault: Vault) -> Trail:
+        """The trail of an opened vault (unlocking it)."""
+        return Trail(vault.index, vault.store, vault.vault_id, vault.master_key, vault.unlocker.cache)
+
+    # -- chain identity ------------------------------------------------------------
+    def own_chain(self, *, create: bool = False) -> str | None:
+        key = f"audit_chain:{self.vault_id}"
+        chain = self.index.get_meta(key)
+        if chain is None and create:
+            chain = secrets.token_hex(8)
+            self.index.set_meta(key, chain)
+        return chain
+
+    def mac(self, ev: dict[str, Any]) -> str:
+        h = KeyedHash(self._key)
+        h.update(b"livedata/v1/audit\x00" + _canonical(ev))
+        return h.hexdigest()
+
+    def _mac_ok(self, ev: dict[str, Any]) -> bool:
+        try:
+            return hmac.compare_digest(self.mac(ev), str(ev["mac"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    # -- appending ---------------------------------------------------------------
+    def append(self, new: list[dict[str, Any]]) -> None:
+        """Chain the pending events and these, in one transaction; then mirror them."""
+        chain = self.own_chain(create=True)
+        assert chain is not None
+        head: tuple[int, str] | None = None
+        with self.index.write() as db:
+            pending = db.execute(
+                "SELECT id, event FROM audit_pending WHERE vault = ? ORDER BY id", (self.vault_id,)
+            ).fetchall()
+            todo = [json.loads(r[1]) for r in pending] + new
+            if todo:
+                row = db.execute(
+                    "SELECT seq, mac FROM audit_events WHERE vault = ? AND chain = ? ORDER BY seq DESC LIMIT 1",
+                    (self.vault_id, chain),
+                ).fetchone()
+                seq, prev = (int(row[0]), str(row[1])) if row else (0, ZERO_MAC)
+                rows = []
+                for e in todo:
+                    seq += 1
+                    ev = {**{k: e.get(k, "") for k in FIELDS}, "vault": self.vault_id, "chain": chain, "seq": seq, "prev": prev}
+                    ev["code"], ev["time"] = int(ev["code"] or 0), int(ev["time"] or 0)
+                    ev["mac"] = prev = self.mac(ev)
+                    rows.append(ev)
+                db.executemany(
+                    f"INSERT INTO audit_events (vault, chain, seq, prev, mac, {', '.join(FIELDS)}) "
+                    f"VALUES (:vault, :chain, :seq, :prev, :mac, {', '.join(':' + f for f in FIELDS)})",
+                    rows,
+                )
+                if pending:
+                    db.execute(
+                        "DELETE FROM audit_pending WHERE vault = ? AND id <= ?", (self.vault_id, pending[-1][0])
+                    )
+                head = (seq, prev)
+        if head is not None:
+            self._remember_head(chain, *head)
+        self.mirror()
+
+    def mirror(self) -> None:
+        """Write this machine's events the store lacks as one encrypted object."""
+        chain = self.own_chain()
+        if chain is None:
+            return
+        with self.index.write() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_events WHERE vault = ? AND chain = ? AND mirrored = 0 ORDER BY seq",
+                (self.vault_id, chain),
+            ).fetchall()
+            if not rows:
+                return
+            first, last = int(rows[0]["seq"]), int(rows[-1]["seq"])
+            name = f"{PREFIX}{chain}/{first:012d}-{last:012d}"
+            events = [_row_event(r) for r in rows]
+            try:
+                self.store.put_bytes(name, journal.encode(self.master, self.vault_id, name, events), exclusive=True)
+            except FileExistsError:
+                # The same range exists: another process mirrored it first, or the
+                # index was rolled back.  Keep both: verify tells them apart.
+                name = f"{name}-{secrets.token_hex(4)}"
+                self.store.put_bytes(name, journal.encode(self.master, self.vault_id, name, events), exclusive=True)
+            db.execute(
+                "UPDATE audit_events SET mirrored = 1 WHERE vault = ? AND chain = ? AND seq BETWEEN ? AND ?",
+                (self.vault_id, chain, first, last),
+            )
+            db.execute("INSERT OR IGNORE INTO audit_objects (name) VALUES (?)", (name,))
+
+    def _remember_head(self, chain: str, seq: int, mac: str) -> None:
+        if self.cache is not None and self.cache.enabled:
+            self.cache.put(self._head_account(chain), seq.to_bytes(8, "big") + bytes.fromhex(mac))
+
+    def _keyring_head(self, chain: str) -> tuple[int, str] | None:
+        if self.cache is None or not self.cache.enabled:
+            return None
+        raw = self.cache.get(self._head_account(chain))
+        if raw is None or len(raw) != 40:
+            return None
+        return int.from_bytes(raw[:8], "big"), raw[8:].hex()
+
+    def _head_account(self, chain: str) -> str:
+        return f"{self.vault_id}/audit/{chain}"
+
+    # -- other machines -------------------------------------------------------------
+    def store_objects(self) -> dict[str, list[str]]:
+        """The store's audit objects by chain, each list in sequence order."""
+        out: dict[str, list[str]] = {}
+        for name in self.store.list(PREFIX):
+            parts = name.split("/")
+            if len(parts) == 3:
+                out.setdefault(parts[1], []).append(name)
+            elif len(parts) == 2:  # a folder-like listing: one level per call
+                out.setdefault(parts[1], []).extend(self.store.list(name + "/"))
+        return {c: sorted(names, key=_name_order) for c, names in out.items()}
+
+    def import_chains(self) -> int:
+        """Copy other machines' events from the store into this index; returns how many."""
+        own = self.own_chain()
+        done = {r[0] for r in self.index.db.execute("SELECT name FROM audit_objects")}
+        added = 0
+        for chain, names in self.store_objects().items():
+            if chain == own:
+                continue
+            for name in names:
+                if name in done:
+                    continue
+                try:
+                    events = journal.decode(self.master, self.vault_id, name, self.store.get_bytes(name))
+                except (LivedataError, OSError):
+                    continue  # 'audit verify' says what is wrong with it
+                good = [e for e in events if e.get("chain") == chain and e.get("vault") == self.vault_id and self._mac_ok(e)]
+                with self.index.write() as db:
+                    before = db.total_changes
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO audit_events (vault, chain, seq, prev, mac, mirrored, {', '.join(FIELDS)}) "
+                        f"VALUES (:vault, :chain, :seq, :prev, :mac, 1, {', '.join(':' + f for f in FIELDS)})",
+                        [{**{k: e.get(k, "") for k in FIELDS}, **{k: e[k] for k in ("vault", "chain", "seq", "prev", "mac")}} for e in good],
+                    )
+                    added += db.total_changes - before
+                    db.execute("INSERT OR IGNORE INTO audit_objects (name) VALUES (?)", (name,))
+        return added
+
+    # -- reading -------------------------------------------------------------------
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        actions: list[str] | None = None,
+        path: str | None = None,
+        result: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Events of every chain (and unchained ones), filtered, with their flags."""
+        where, args = ["vault = ?"], [self.vault_id]
+        if since is not None:
+            where.append("time >= ?")
+            args.append(int(since * 1e6))  # type: ignore[arg-type]
+        if until is not None:
+            where.append("time <= ?")
+            args.append(int(until * 1e6))  # type: ignore[arg-type]
+        if actions:
+            where.append(f"action IN ({','.join('?' * len(actions))})")
+            args += actions
+        if path is not None:
+            where.append("path GLOB ?")
+            args.append(path)
+        if result is not None:
+            where.append("result = ?")
+            args.append(result)
+        rows = self.index.db.execute(
+            f"SELECT * FROM audit_events WHERE {' AND '.join(where)}", args
+        ).fetchall()
+        out = [_row_event(r) for r in rows]
+        for r in self.index.db.execute("SELECT id, event FROM audit_pending WHERE vault = ?", (self.vault_id,)):
+            e = json.loads(r[1])
+            e.update(vault=self.vault_id, chain="", seq=None, prev="", mac="")
+            if _matches(e, since, until, actions, path, result):
+                out.append(e)
+        flags = self.flags()
+        for e in out:
+            e["flags"] = sorted(flags.get((e["chain"], e["seq"]), ()))
+        out.sort(key=lambda e: (e["time"], e["chain"], e["seq"] or 0), reverse=newest_first)
+        return out[:limit] if limit else out
+
+    def flags(self) -> dict[tuple[str, int | None], set[str]]:
+        """``failure-burst``: at least BURST_FAILURES refused unlocks within BURST_WINDOW;
+        ``mass-delete``: at least MASS_DELETES removals in one command or within MASS_WINDOW."""
+        out: dict[tuple[str, int | None], set[str]] = {}
+        fails = self.index.db.execute(
+            "SELECT chain, seq, time FROM audit_events WHERE vault = ? AND action = 'unlock' AND result = 'denied'",
+            (self.vault_id,),
+        ).fetchall()
+        fails_pending = [
+            ("", None, e["time"])
+            for e in (json.loads(r[0]) for r in self.index.db.execute(
+                "SELECT event FROM audit_pending WHERE vault = ?", (self.vault_id,)))
+            if e.get("action") == "unlock" and e.get("result") == "denied"
+        ]
+        _mark_windows(out, [(r[0], r[1], r[2]) for r in fails] + fails_pending, BURST_FAILURES, BURST_WINDOW, "failure-burst")
+        dels = self.index.db.execute(
+            f"SELECT chain, seq, time, command FROM audit_events WHERE vault = ? AND result = 'ok' "
+            f"AND action IN ({','.join('?' * len(DELETE_ACTIONS))})",
+            (self.vault_id, *DELETE_ACTIONS),
+        ).fetchall()
+        _mark_windows(out, [(r[0], r[1], r[2]) for r in dels], MASS_DELETES, MASS_WINDOW, "mass-delete")
+        by_command: dict[str, list[tuple[str, int]]] = {}
+        for r in dels:
+            by_command.setdefault(r[3], []).append((r[0], r[1]))
+        for keys in by_command.values():
+            if len(keys) >= MASS_DELETES:
+                for k in keys:
+                    out.setdefault(k, set()).add("mass-delete")
+        return out
+
+    def pending_count(self) -> int:
+        row = self.index.db.execute("SELECT COUNT(*) FROM audit_pending WHERE vault = ?", (self.vault_id,)).fetchone()
+        return int(row[0])
+
+    # -- verifying -----------------------------------------------------------------
+    def verify(self) -> dict[str, Any]:
+        """Check every chain in the index and in the store; see the module docstring."""
+        own = self.own_chain()
+        # The store is read before the index: whatever a listing shows was
+        # committed to its index first, so a concurrent command cannot make the
+        # store look ahead of the index.
+        objects = self.store_objects()
+        store_side = {c: self._load_store_chain(c, names) for c, names in objects.items()}
+        self.index.db.execute("BEGIN")
+        try:
+            chains = [
+                r[0] for r in self.index.db.execute(
+                    "SELECT DISTINCT chain FROM audit_events WHERE vault = ?", (self.vault_id,))
+            ]
+            index_side = {
+                c: [
+                    _row_event(r) | {"mirrored": int(r["mirrored"])}
+                    for r in self.index.db.execute(
+                        "SELECT * FROM audit_events WHERE vault = ? AND chain = ? ORDER BY seq", (self.vault_id, c))
+                ]
+                for c in chains
+            }
+        finally:
+            self.index.db.execute("COMMIT")
+        reports = []
+        for chain in sorted(set(index_side) | set(store_side), key=lambda c: (c != own, c)):
+            reports.append(self._verify_chain(chain, chain == own, index_side.get(chain, []), store_side.get(chain)))
+        problems = sorted((p for r in reports for p in r.problems), key=lambda p: (p.chain != own, p.chain))
+
+        own_report = next((r for r in reports if r.this_machine), None)
+        return {
+            "intact": not problems,
+            "events": sum(r.events for r in reports),
+            "chains": [r.to_json() for r in reports],
+            "head": own_report.head_mac if own_report else "",
+            "pending": self.pending_count(),
+            "problems": [p.to_json() for p in problems],
+        }
+
+    def _load_store_chain(self, chain: str, names: list[str]) -> tuple[dict[int, dict[str, Any]], list[Problem]]:
+        by_seq: dict[int, dict[str, Any]] = {}
+        problems: list[Problem] = []
+        for name in names:
+            first = _name_first(name)
+            try:
+                events = journal.decode(self.master, self.vault_id, name, self.store.get_bytes(name))
+            except (LivedataError, OSError):
+                moved = self._decodes_as(name, names)
+                if moved:
+                    msg = (f"store object {name} holds the events of {moved}: "
+                           "objects were copied, renamed or reordered")
+                else:
+                    msg = f"store object {name} fails authentication: edited, forged or inserted"
+                problems.append(Problem(chain, first, "store authentication check", "store", msg))
+                continue
+            lo, hi = _name_range(name)
+            for e in events:
+                seq = e.get("seq")
+                if e.get("chain") != chain or not isinstance(seq, int) or not lo <= seq <= hi:
+                    problems.append(Problem(chain, first, "store authentication check", "store",
+                                            f"store object {name} holds events that do not belong under its name"))
+                    break
+                other = by_seq.get(seq)
+                if other is not None and other.get("mac") != e.get("mac"):
+                    problems.append(Problem(chain, seq, "sequence check", "store",
+                                            "the store holds two different versions of it: the chain forked "
+                                            "(the index was rolled back, or events were forged)"))
+                by_seq.setdefault(seq, e)
+        return by_seq, problems
+
+    def _decodes_as(self, name: str, names: list[str]) -> str | None:
+        """The other name an object opens under, if it was moved or copied."""
+        try:
+            blob = self.store.get_bytes(name)
+        except (LivedataError, OSError):
+            return None
+        for other in names[:200]:
+            if other == name:
+                continue
+            try:
+                journal.decode(self.master, self.vault_id, other, blob)
+                return other
+            except LivedataError:
+                continue
+        return None
+
+    def _walk(self, chain: str, events: list[dict[str, Any]], where: str) -> _Walk:
+        """The MAC, sequence and chain checks over events sorted by seq."""
+        w = _Walk()
+        expected, prev = 1, ZERO_MAC
+        for e in events:
+            seq = e.get("seq")
+            if not self._mac_ok(e):
+                moved = self._mac_fits_elsewhere(e)
+                if moved is not None:
+                    msg = (f"it is event #{moved} moved or copied here (its MAC fits position #{moved}): "
+                           "events were reordered, renumbered or duplicated")
+                else:
+                    msg = "its MAC does not match its content: edited or forged"
+                w.problem = Problem(chain, _as_int(seq), "MAC check", where, msg)
+                return w
+            assert isinstance(seq, int)
+            if seq != expected:
+                if seq > expected:
+                    more = f" (and up to #{seq - 1})" if seq > expected + 1 else ""
+                    w.problem = Problem(chain, expected, "sequence check", where,
+                                        f"missing from the {where}{more}: deleted")
+                else:
+                    w.problem = Problem(chain, seq, "sequence check", where, "it appears twice: inserted")
+                return w
+            if e.get("prev") != prev:
+                w.problem = Problem(chain, seq, "chain check", where,
+                                    f"it does not follow event #{seq - 1}: "
+                                    "an event before it was inserted, deleted or reordered")
+                return w
+            expected, prev = seq + 1, str(e["mac"])
+            w.count, w.head_seq, w.head_mac = w.count + 1, seq, prev
+        return w
+
+    def _mac_fits_elsewhere(self, e: dict[str, Any]) -> int | None:
+        seq = _as_int(e.get("seq"))
+        if seq is None:
+            return None
+        for other in range(max(1, seq - _MOVE_WINDOW), seq + _MOVE_WINDOW + 1):
+            if other != seq and self._mac_ok({**e, "seq": other}):
+                return other
+        return None
+
+    def _verify_chain(
+        self,
+        chain: str,
+        this_machine: bool,
+        idx: list[dict[str, Any]],
+        store: tuple[dict[int, dict[str, Any]], list[Problem]] | None,
+    ) -> ChainReport:
+        report = ChainReport(chain, this_machine, host=str(idx[-1]["host"]) if idx else "")
+        st_by_seq, st_problems = store if store is not None else ({}, [])
+        st_events = [st_by_seq[s] for s in sorted(st_by_seq)]
+        if st_events and not report.host:
+            report.host = str(st_events[-1].get("host", ""))
+        iw = self._walk(chain, idx, "index")
+        sw = self._walk(chain, st_events, "store")
+        problems = st_problems + [p for p in (iw.problem, sw.problem) if p]
+        # Both copies must agree wherever both hold an event.
+        idx_by_seq = {e["seq"]: e for e in idx if isinstance(e.get("seq"), int)}
+        for seq in sorted(set(idx_by_seq) & set(st_by_seq)):
+            if idx_by_seq[seq]["mac"] != st_by_seq[seq].get("mac"):
+                problems.append(Problem(chain, seq, "cross check", "index and store",
+                                        "it differs between the index and the store: "
+                                        "one was edited, or the chain forked"))
+                break
+        i_head = iw.head_seq if iw.problem is None else None
+        s_head = max(st_by_seq, default=0)
+        if i_head is not None and sw.problem is None and not st_problems:
+            if s_head > i_head and this_machine:
+                problems.append(Problem(chain, i_head + 1, "head check", "index",
+                                        f"the index ends before it (at #{i_head}) but the store holds events "
+                                        f"up to #{s_head}: the index's tail was truncated"))
+            if i_head > s_head:
+                mirrored = max((e["seq"] for e in idx if e.get("mirrored")), default=0)
+                if mirrored > s_head and self._store_lacks(chain, s_head):
+                    problems.append(Problem(chain, s_head + 1, "head check", "store",
+                                            f"the store's copy ends before it (at #{s_head}) but the index says "
+                                            f"events up to #{mirrored} were mirrored: the store's tail was truncated"))
+        if this_machine:
+            remembered = self._keyring_head(chain)
+            top = max(i_head or 0, s_head)
+            if remembered is not None:
+                k_seq, k_mac = remembered
+                if k_seq > top:
+                    problems.append(Problem(chain, top + 1, "keyring head check", "index and store",
+                                            f"the keyring remembers head #{k_seq}, but the index and the store end "
+                                            f"at #{top}: the tail was truncated in both"))
+                else:
+                    held = idx_by_seq.get(k_seq) or st_by_seq.get(k_seq)
+                    if held is not None and held.get("mac") != k_mac:
+                        problems.append(Problem(chain, k_seq, "keyring head check", "index and store",
+                                                "it differs from the head the keyring remembers"))
+        report.problems = sorted(problems, key=_problem_order)
+        best = iw if iw.count >= sw.count else sw
+        report.events = max(iw.count, sw.count, len(idx_by_seq.keys() | st_by_seq.keys()))
+        report.head_seq, report.head_mac = best.head_seq, best.head_mac if best.count else ""
+        for p in report.problems:
+            p.message = f"{self.describe(chain, p.seq, idx_by_seq, st_by_seq)}: {p.message}"
+        return report
+
+    def _store_lacks(self, chain: str, s_head: int) -> bool:
+        """Whether the store still ends at ``s_head`` on a fresh listing (an object
+        mirrored while verify ran is not a truncation)."""
+        names = self.store_objects().get(chain, [])
+        return max((_name_range(n)[1] for n in names), default=0) <= s_head
+
+    def describe(
+        self, chain: str, seq: int | None, idx: dict[int, dict[str, Any]], st: dict[int, dict[str, Any]]
+    ) -> str:
+        """``event #57 of chain 1a2b… (2026-11-25 17:05:53 upload a.txt)``."""
+        if seq is None:
+            return f"chain {chain}"
+        e = idx.get(seq) or st.get(seq)
+        if e is None:
+            return f"event #{seq} of chain {chain}"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((_as_int(e.get("time")) or 0) / 1e6))
+        what = " ".join(str(x) for x in (e.get("action"), e.get("path")) if x)
+        return f"event #{seq} of chain {chain} ({when} {what})"
+
+
+# -- helpers -------------------------------------------------------------------
+_CHECKS = (
+    "store authentication check", "MAC check", "sequence check", "chain check",
+    "head check", "keyring head check", "cross check",
+)
+
+
+def _problem_order(p: Problem) -> tuple[int, int]:
+    """Lowest event first; at one event, the check that says most about it."""
+    rank = _CHECKS.index(p.check) if p.check in _CHECKS else len(_CHECKS)
+    return (p.seq if p.seq is not None else 0, rank)
+
+
+def _row_event(r: sqlite3.Row) -> dict[str, Any]:
+    ev = {k: r[k] for k in ("vault", "chain", "seq", "prev", "mac", *FIELDS)}
+    return ev
+
+
+def _as_int(v: Any, default: int | None = None) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _name_range(name: str) -> tuple[int, int]:
+    m = _NAME_RE.match(name.rsplit("/", 1)[-1])
+    return (int(m.group(1)), int(m.group(2))) if m else (0, -1)
+
+
+def _name_first(name: str) -> int | None:
+    lo, hi = _name_range(name)
+    return lo if hi >= 0 else None
+
+
+def _name_order(name: str) -> tuple[int, str]:
+    return (_name_range(name)[0], name)
+
+
+def _matches(
+    e: dict[str, Any], since: float | None, until: float | None,
+    actions: list[str] | None, path: str | None, result: str | None,
+) -> bool:
+    import fnmatch
+
+    t = e.get("time", 0) / 1e6
+    return (
+        (since is None or t >= since)
+        and (until is None or t <= until)
+        and (not actions or e.get("action") in actions)
+        and (path is None or fnmatch.fnmatchcase(str(e.get("path", "")), path))
+        and (result is None or e.get("result") == result)
+    )
+
+
+def _mark_windows(
+    out: dict[tuple[str, int | None], set[str]],
+    items: list[tuple[str, int | None, int]],
+    threshold: int,
+    window: float,
+    flag: str,
+) -> None:
+    """Flag every item inside some time window of ``window`` seconds holding ``threshold`` items."""
+    items = sorted(items, key=lambda x: x[2])
+    span = int(window * 1e6)
+    lo = 0
+    marked_to = -1
+    for hi in range(len(items)):
+        while items[hi][2] - items[lo][2] > span:
+            lo += 1
+        if hi - lo + 1 >= threshold:
+            for k in range(max(lo, marked_to + 1), hi + 1):
+                out.setdefault((items[k][0], items[k][1]), set()).add(flag)
+            marked_to = hi
+
+
+def export_row(e: dict[str, Any]) -> dict[str, Any]:
+    """One event as users see it (``--json``, JSON lines and CSV share the fields)."""
+    return {
+        "time": iso_time(int(e["time"])),
+        "action": e["action"],
+        "path": e["path"],
+        "object": e["object"],
+        "result": e["result"],
+        "code": e["code"],
+        "host": e["host"],
+        "user": e["user"],
+        "version": e["version"],
+        "request_id": e["request_id"],
+        "command": e["command"],
+        "detail": e["detail"],
+        "chain": e["chain"],
+        "seq": e["seq"],
+        "flags": list(e.get("flags", [])),
+        "mac": e["mac"],
+    }
+
+
+EXPORT_FIELDS = tuple(export_row({k: 0 if k == "time" else "" for k in ("time", *FIELDS, "chain", "seq", "mac")}))
+
+__all__ = [
+    "EXPORT_FIELDS",
+    "Problem",
+    "Recorder",
+    "Trail",
+    "attach",
+    "current",
+    "export_row",
+    "finish",
+]

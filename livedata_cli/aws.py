@@ -1,0 +1,176 @@
+"""boto3 clients for S3 and KMS, and what their errors mean to livedata.
+
+boto3 is imported only inside these functions: it costs about 150 ms, which
+``livedata --help`` and commands on a folder vault must not pay.
+
+Endpoints: ``AWS_ENDPOINT_URL`` (and boto3's per-service variables such as
+``AWS_ENDPOINT_URL_S3``) win when set; otherwise the endpoint remembered in
+the home's vault settings at ``init``; otherwise AWS itself.  The region comes
+from the usual AWS sources, else the one remembered at ``init``, else
+``us-east-1`` (S3-compatible servers mostly ignore it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from livedata_cli import config
+from livedata_cli.errors import (
+    AuthError,
+    IntegrityError,
+    LivedataError,
+    NotFound,
+    StoreUnreachable,
+)
+
+# Bounded waits, so an endpoint that is down is an exit 6 within seconds:
+# three attempts of at most CONNECT_TIMEOUT each, with standard back-off.
+CONNECT_TIMEOUT = 4
+READ_TIMEOUT = 60
+MAX_ATTEMPTS = 3
+
+_SERVICE_ENDPOINT_VARS = {
+    "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "kms": ("AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"),
+}
+
+_AUTH_CODES = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "DisabledException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncorrectKeyException",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "InvalidToken",
+    "KMS.DisabledException",
+    "KMS.KMSInvalidStateException",
+    "KMS.AccessDeniedException",
+    "KMSInvalidStateException",
+    "KeyUnavailableException",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+    "403",
+}
+_UNREACHABLE_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+}
+
+
+_session: Any = None
+
+
+def env_endpoint(service: str) -> str | None:
+    """The endpoint the environment sets for a service, if any."""
+    for var in _SERVICE_ENDPOINT_VARS.get(service, ("AWS_ENDPOINT_URL",)):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
+def remembered() -> config.VaultSettings | None:
+    """This home's vault settings, when there are any (endpoint and region)."""
+    try:
+        return config.VaultSettings.load() if config.VaultSettings.exists() else None
+    except LivedataError:
+        return None
+
+
+def client(service: str, *, pool: int = 10) -> Any:
+    """A boto3 client with livedata's timeouts, retries and checksum settings."""
+    import boto3
+    from botocore.config import Config
+
+    settings = remembered()
+    endpoint = None if env_endpoint(service) else (settings.endpoint_url if settings else None)
+    global _session
+    if _session is None:
+        _session = boto3.session.Session()  # one per process: S3 and KMS share its loaders
+    session = _session
+    region = session.region_name or (settings.region if settings else None) or "us-east-1"
+    retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = MAX_ATTEMPTS
+    custom = endpoint is not None or env_endpoint(service) is not None
+    cfg = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # S3-compatible servers (MinIO, Ceph, moto) want path-style addressing.
+        s3={"addressing_style": "path" if custom else "auto"},
+        retries=retries,  # type: ignore[arg-type]
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        max_pool_connections=pool,
+    )
+    try:
+        return session.client(service, endpoint_url=endpoint, region_name=region, config=cfg)  # type: ignore[call-overload]
+    except ValueError as e:  # a malformed endpoint URL
+        from livedata_cli.errors import UsageError
+
+        raise UsageError(f"invalid {service} endpoint: {e}") from None
+
+
+def error_code(e: BaseException) -> str:
+    """The service's error code of a botocore ClientError ("" for anything else)."""
+    response = getattr(e, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code
+
+
+def translate(e: BaseException, what: str, *, bucket: str | None = None) -> LivedataError:
+    """Turn a boto3/botocore exception into the livedata error with the right exit code.
+
+    ``what`` names the thing being done or the object concerned, for the message.
+    """
+    from botocore import exceptions as bx
+
+    if isinstance(e, LivedataError):
+        return e
+    if isinstance(e, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return AuthError(
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "or run where an instance role is available"
+        )
+    if isinstance(
+        e,
+        bx.EndpointConnectionError
+        | bx.ConnectTimeoutError
+        | bx.ReadTimeoutError
+        | bx.ConnectionClosedError
+        | bx.ProxyConnectionError
+        | bx.SSLError
+        | bx.HTTPClientError,
+    ):
+        return StoreUnreachable(f"{what}: cannot reach the endpoint after retries ({e})")
+    if isinstance(e, bx.ClientError):
+        code = error_code(e)
+        message = str(e.response.get("Error", {}).get("Message", "") or code)
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code == "NoSuchBucket":
+            return NotFound(f"the bucket {bucket or e.response.get('Error', {}).get('BucketName', '')} does not exist")
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchUpload"):
+            return NotFound(f"{what}: not found")
+        if code == "NotFoundException":
+            return NotFound(f"{what}: {message}")
+        if code in _AUTH_CODES or status == 403:
+            return AuthError(f"{what}: access denied ({code}: {message})")
+        if code == "InvalidCiphertextException":
+            return IntegrityError(f"{what}: KMS refused the ciphertext: altered, or bound to another vault")
+        if code in _UNREACHABLE_CODES or status >= 500:
+            return StoreUnreachable(f"{what}: the service keeps failing after retries ({code})")
+        return LivedataError(f"{what}: {code}: {message}")
+    return LivedataError(f"{what}: {e}")

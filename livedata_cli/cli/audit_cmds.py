@@ -1,0 +1,206 @@
+"""Audit commands: list the trail, verify it, export it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from livedata_cli.cli.common import (
+    Env,
+    JsonOpt,
+    QuietOpt,
+    human_time,
+    open_vault,
+    parse_when,
+    setup,
+)
+
+app = typer.Typer(help="The audit trail: who did what, when, from where, and whether it worked.")
+
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only events at or after this date, date-time or age (7d).")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Only events at or before this date, date-time or age.")
+]
+ActionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--action", "-a", help="Only this action (upload, download, rm, unlock...; repeatable)."),
+]
+PathOpt = Annotated[
+    str | None, typer.Option("--path", help="Only paths matching this glob. Example: --path 'finance/*'")
+]
+ResultOpt = Annotated[str | None, typer.Option("--result", help="Only this result: ok, denied or error.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many events.")]
+
+
+@contextmanager
+def _trail(env: Env) -> Iterator[Any]:
+    """The unlocked trail, with waiting events chained and other machines' imported."""
+    from livedata_cli.audit import Trail
+
+    with open_vault(env) as vault:
+        trail = Trail.of(vault)
+        trail.append([])
+        trail.import_chains()
+        yield trail
+
+
+def _query(
+    trail: Any,
+    since: str | None,
+    until: str | None,
+    action: list[str] | None,
+    path: str | None,
+    result: str | None,
+    limit: int | None,
+    *,
+    newest_first: bool,
+) -> list[dict[str, Any]]:
+    from livedata_cli.errors import UsageError
+
+    if result is not None and result not in ("ok", "denied", "error"):
+        raise UsageError(f"--result must be ok, denied or error, not {result!r}")
+    return trail.events(  # type: ignore[no-any-return]
+        since=parse_when(since, "--since") if since else None,
+        until=parse_when(until, "--until") if until else None,
+        actions=action or None,
+        path=path,
+        result=result,
+        limit=limit,
+        newest_first=newest_first,
+    )
+
+
+@app.callback(invoke_without_command=True)
+def events(
+    ctx: typer.Context,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    action: ActionOpt = None,
+    path: PathOpt = None,
+    result: ResultOpt = None,
+    limit: LimitOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List the audit trail, newest first: time, action, path, result, host, user, flags.
+
+    Example: livedata audit --since 2026-11-01 --action download --path 'finance/*'
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    env = setup(json_, quiet)
+    from livedata_cli.audit import export_row
+
+    with _trail(env) as trail:
+        rows = [export_row(e) for e in _query(trail, since, until, action, path, result, limit, newest_first=True)]
+    if env.json:
+        env.emit(rows)
+        return
+    for e in rows:
+        outcome = e["result"] if e["code"] == 0 else f"{e['result']} ({e['code']})"
+        when = human_time(_epoch(e["time"]))
+        flags = ("  [" + ", ".join(e["flags"]) + "]") if e["flags"] else ""
+        pending = "" if e["seq"] is not None else "  (not chained yet)"
+        env.out(
+            f"{when}  {e['action']:<10}  {e['path'] or '-':<30}  {outcome:<11}  {e['host']}  {e['user']}{flags}{pending}"
+        )
+
+
+@app.command()
+def verify(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Check that no audit event was edited, deleted, inserted, reordered or cut off.
+
+    Exit 5 names the first bad event and the check that caught it.
+    Example: livedata audit verify
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.errors import ExitCode
+
+    with _trail(env) as trail:
+        report = trail.verify()
+    if env.json:
+        env.emit(report)
+        if not report["intact"]:
+            raise typer.Exit(int(ExitCode.INTEGRITY))
+        return
+    problems = report["problems"]
+    if problems:
+        from livedata_cli.errors import IntegrityError
+
+        first = problems[0]
+        more = f"; {len(problems) - 1} more problem(s): --json lists them" if len(problems) > 1 else ""
+        raise IntegrityError(
+            f"audit trail tampered: {first['message']} (caught by the {first['check']} on the {first['where']}){more}"
+        )
+    chains = len(report["chains"])
+    head = report["head"][:8] + "…" if report["head"] else "none"
+    extra = f" in {chains} chains" if chains > 1 else ""
+    waiting = f"; {report['pending']} event(s) wait to be chained" if report["pending"] else ""
+    env.say(f"intact: {report['events']:,} events{extra}, chain head {head}{waiting}")
+
+
+@app.command()
+def export(
+    format_: Annotated[str, typer.Option("--format", "-f", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
+    output: Annotated[str, typer.Option("--output", "-o", help="File to write; '-' (the default) is stdout.")] = "-",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    action: ActionOpt = None,
+    path: PathOpt = None,
+    result: ResultOpt = None,
+    limit: LimitOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the audit trail, oldest first, as JSON lines or CSV (same fields as --json).
+
+    Example: livedata audit export --format csv -o trail.csv
+    """
+    env = setup(json_, quiet)
+    import csv
+    import json
+    import os
+
+    from livedata_cli.audit import EXPORT_FIELDS, export_row
+    from livedata_cli.errors import UsageError
+
+    if format_ not in ("jsonl", "csv"):
+        raise UsageError(f"--format must be jsonl or csv, not {format_!r}")
+    with _trail(env) as trail:
+        rows = [export_row(e) for e in _query(trail, since, until, action, path, result, limit, newest_first=False)]
+    if output == "-":
+        out = sys.stdout
+    else:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # names in the clear
+        out = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    try:
+        if format_ == "jsonl":
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "flags": ";".join(row["flags"]), "seq": "" if row["seq"] is None else row["seq"]})
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    if output != "-":
+        if env.json:
+            env.emit({"events": len(rows), "format": format_, "output": output})
+        else:
+            env.say(f"exported {len(rows):,} event(s) to {output}")
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

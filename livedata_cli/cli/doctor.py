@@ -1,0 +1,47 @@
+"""The doctor command: what works, what does not, and what to do about it."""
+
+from __future__ import annotations
+
+import typer
+
+from livedata_cli.cli.common import JsonOpt, QuietOpt, setup
+
+_MARK = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
+
+
+def doctor(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Check the config file, versions, the OS keyring and passphrase fallbacks, the store and the index.
+
+    Exits 0 when nothing failed (warnings allowed), else with the exit code of
+    the first failing check: 2 config, 3 no vault, 4 no way to unlock,
+    5 index or store damaged, 6 store unreachable.
+    Example: livedata doctor --json
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import health
+
+    checks = health.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
+    code = health.exit_code(checks)
+    if env.json:
+        env.emit(
+            {
+                "ok": code == 0,
+                "exit_code": code,
+                "checks": [c.to_json() for c in checks],
+                "versions": health.versions(),
+            }
+        )
+    elif not env.quiet or code:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            label, colour = _MARK[c.status]
+            env.out(f"{env.paint(f'{label:<4}', colour)}  {c.name:<{width}}  {c.message}")
+            if c.hint:
+                env.out(f"{'':<4}  {'':<{width}}  -> {c.hint}")
+        problems = [c for c in checks if c.status != "ok"]
+        summary = "all good" if not problems else f"{len(problems)} to look at"
+        env.out(env.paint(summary, "red" if code else ("yellow" if problems else "green")))
+    if code:
+        first = next(c for c in checks if c.status == "fail")
+        env.warn(f"livedata: error: doctor: {first.name}: {first.message}")
+        raise typer.Exit(code)

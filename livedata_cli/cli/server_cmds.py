@@ -1,0 +1,157 @@
+"""``livedata server``: run the hosted Live-Data API, migrate its database, rotate its keys, add an admin.
+
+The server package (FastAPI, uvicorn, SQLAlchemy) is imported inside each
+command, so ``livedata --help`` and every other command stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+
+from livedata_cli.cli.common import JsonOpt, QuietOpt, setup
+
+app = typer.Typer(
+    help="Run the hosted Live-Data API (SQLite and a blob folder under LIVEDATA_HOME by default).",
+)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL: sqlite:///PATH (default under LIVEDATA_HOME) or postgresql://USER:PASS@HOST/DB."),
+]
+KeysOpt = Annotated[
+    str | None, typer.Option("--keys", help="Server key file (default LIVEDATA_HOME/server/keys.json).")
+]
+
+
+def _config(**kw: Any) -> Any:
+    from livedata_cli.server.config import ServerConfig
+
+    given = {k: v for k, v in kw.items() if v is not None}
+    if "db_url" not in given and os.environ.get("LIVEDATA_SERVER_DB"):
+        given["db_url"] = os.environ["LIVEDATA_SERVER_DB"]
+    return ServerConfig(**given).resolved()
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks a free one.", min=0, max=65535)] = 8080,
+    db: DbOpt = None,
+    store: Annotated[str | None, typer.Option("--store", help="Blob store (default: a folder under LIVEDATA_HOME).")] = None,
+    keys: KeysOpt = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1, max=64)] = 1,
+    certfile: Annotated[str | None, typer.Option("--certfile", help="TLS certificate (PEM); with --keyfile.")] = None,
+    keyfile: Annotated[str | None, typer.Option("--keyfile", help="TLS private key (PEM); with --certfile.")] = None,
+    redis: Annotated[str | None, typer.Option("--redis", help="redis://HOST URL: rate-limit counts shared by workers.")] = None,
+    public_url: Annotated[str | None, typer.Option("--public-url", help="The URL users reach the server at (in mails).")] = None,
+    quota: Annotated[int | None, typer.Option("--quota", help="Storage quota of new accounts, in bytes (default 5 GiB).", min=0)] = None,
+    smtp_host: Annotated[str | None, typer.Option("--smtp-host", help="SMTP server for password-reset mail.")] = None,
+    smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="SMTP port (default 25).")] = None,
+    smtp_from: Annotated[str | None, typer.Option("--smtp-from", help="Sender address of server mail.")] = None,
+    smtp_starttls: Annotated[bool, typer.Option("--smtp-starttls", help="Use STARTTLS with the SMTP server.")] = False,
+    smtp_user: Annotated[str | None, typer.Option("--smtp-user", help="SMTP login (password in LIVEDATA_SMTP_PASSWORD).")] = None,
+    trust_proxy: Annotated[bool, typer.Option("--trust-proxy", help="Honour X-Forwarded-For/-Proto from a reverse proxy.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Start the server (FastAPI on uvicorn); one JSON log line per request on stderr.
+
+    Example: livedata server --db postgresql://u:p@db/livedata --workers 4 --host 0.0.0.0
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    env = setup(json_, quiet)
+    from livedata_cli.server.run import listening_line
+    from livedata_cli.server.run import serve as run
+
+    config = _config(
+        host=host,
+        port=port,
+        db_url=db,
+        store_url=store,
+        keys_path=keys,
+        workers=workers,
+        certfile=certfile,
+        keyfile=keyfile,
+        redis_url=redis,
+        public_url=public_url,
+        quota_bytes=quota,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_from=smtp_from,
+        smtp_starttls=smtp_starttls or None,
+        smtp_user=smtp_user,
+        trust_proxy=trust_proxy or None,
+    )
+    del env
+    run(config, listening_line)
+
+
+@app.command()
+def migrate(db: DbOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Apply the database migrations not yet applied (safe to run again, and while servers run).
+
+    Example: livedata server migrate --db postgresql://u:p@db/livedata
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import migrate as run
+
+    applied = run(_config(db_url=db))
+    if env.json:
+        env.emit({"applied": applied})
+    else:
+        env.say(f"applied {', '.join(applied)}" if applied else "the database is up to date")
+
+
+@app.command("rotate-key")
+def rotate_key(db: DbOpt = None, keys: KeysOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Add a new server key version, then re-wrap every blob's data key under it (blob data is not rewritten).
+
+    Running servers use the new version for new uploads at once and still read
+    blobs of older versions.
+    Example: livedata server rotate-key
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import rotate_key as run
+
+    result = run(_config(db_url=db, keys_path=keys))
+    if env.json:
+        env.emit({"version": result.version, "rewrapped": result.rewrapped})
+    else:
+        env.say(f"key version {result.version} is current; {result.rewrapped} data keys re-wrapped")
+
+
+@app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Argument(help="The administrator's email address.")],
+    db: DbOpt = None,
+    first_name: Annotated[str, typer.Option("--first-name", help="First name.")] = "",
+    last_name: Annotated[str, typer.Option("--last-name", help="Last name.")] = "",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Create an administrator account (or make an existing one admin).
+
+    The password comes from LIVEDATA_ADMIN_PASSWORD, or is asked twice on a terminal.
+    Example: LIVEDATA_ADMIN_PASSWORD=... livedata server create-admin ops@example.com
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.errors import UsageError
+    from livedata_cli.server.admin import create_admin as run
+
+    password = os.environ.get("LIVEDATA_ADMIN_PASSWORD")
+    if password is None:
+        if not env.can_prompt():
+            raise UsageError("set LIVEDATA_ADMIN_PASSWORD or run on a terminal to be asked")
+        password = env.prompt("Admin password: ")
+        if password != env.prompt("Repeat the password: "):
+            raise UsageError("the two passwords differ; nothing was created")
+    uid = run(_config(db_url=db), email, password, first_name, last_name)
+    if env.json:
+        env.emit({"id": uid, "email": email.lower(), "is_admin": True})
+    else:
+        env.say(f"administrator {email.lower()} ready (id {uid})")

@@ -1,0 +1,112 @@
+"""Operator actions behind ``livedata server migrate | rotate-key | create-admin``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from livedata_cli.errors import StoreUnreachable, UsageError
+from livedata_cli.server import db
+from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.security import Passwords
+
+
+def open_database(config: ServerConfig) -> db.Database:
+    try:
+        return db.Database(config.db_url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        raise UsageError("--db must be a sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB URL") from None
+
+
+def unreachable(e: sa.exc.DBAPIError | sa.exc.OperationalError) -> StoreUnreachable:
+    # The driver's own first line: it names host and port, never the password.
+    first = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(getattr(e, "orig", e)).strip() else ""
+    return StoreUnreachable(f"the database is unreachable: {first or type(e).__name__}")
+
+
+def migrate(config: ServerConfig) -> list[str]:
+    """Apply pending migrations; returns their names (empty when up to date)."""
+    database = open_database(config)
+    try:
+        return database.migrate()
+    except sa.exc.OperationalError as e:
+        raise unreachable(e) from None
+    finally:
+        database.dispose()
+
+
+@dataclass(frozen=True)
+class Rotation:
+    version: int
+    rewrapped: int
+
+
+def rewrap(config: ServerConfig, keys: ServerKeys, batch: int = 500) -> int:
+    """Re-wrap every blob data key under the current key version; rows only, never blob data."""
+    database = open_database(config)
+    current = keys.current_version
+    done = 0
+    t = db.files.c
+    try:
+        while True:
+            with database.read() as conn:
+                rows = conn.execute(
+                    sa.select(t.id, t.blob_key, t.key_version, t.wrapped_key)
+                    .where(t.key_version != current)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return done
+            with database.write() as conn:
+                for row in rows:
+                    blob_id = row.blob_key.removeprefix("data/")
+                    data_key = keys.unwrap(blob_id, row.key_version, row.wrapped_key)
+                    version, wrapped = keys.wrap(blob_id, data_key, current)
+                    done += conn.execute(
+                        db.files.update()
+                        .where(t.id == row.id, t.key_version == row.key_version)
+                        .values(key_version=version, wrapped_key=wrapped)
+                    ).rowcount
+    except sa.exc.OperationalError as e:
+        raise unreachable(e) from None
+    finally:
+        database.dispose()
+
+
+def rotate_key(config: ServerConfig) -> Rotation:
+    """Add a key version (running servers pick it up for new blobs), then re-wrap old data keys."""
+    migrate(config)
+    keys = ServerKeys(config.keys_path)
+    version = keys.rotate()
+    return Rotation(version=version, rewrapped=rewrap(config, keys))
+
+
+def create_admin(config: ServerConfig, email: str, password: str, first_name: str = "", last_name: str = "") -> str:
+    """Create an administrator account, or make an existing account one; returns its id."""
+    import re
+
+    from livedata_cli.server.api import ApiError
+    from livedata_cli.server.app import build_context
+    from livedata_cli.server.auth import EMAIL_PATTERN, create_user
+
+    if not re.match(EMAIL_PATTERN, email):
+        raise UsageError(f"not an email address: {email!r}")
+    if len(password) < 8:
+        raise UsageError("the password needs at least 8 characters")
+    migrate(config)
+    c = build_context(config)
+    try:
+        password_hash = Passwords(1, weaken=config.weaken_kdf).hash(password)
+        with c.db.write() as conn:
+            existing = conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email.lower())).scalar()
+            if existing is not None:
+                conn.execute(db.users.update().where(db.users.c.id == existing).values(is_admin=True))
+                return str(existing)
+            try:
+                return create_user(c, conn, email, password_hash, first_name, last_name, admin=True)
+            except ApiError as e:
+                raise UsageError(e.message) from None
+    finally:
+        c.db.dispose()

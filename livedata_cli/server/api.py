@@ -1,0 +1,160 @@
+"""What every router shares: the app context, errors, the caller, audit records, pages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection
+
+from livedata_cli.server import db
+from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.ratelimit import Limiter
+from livedata_cli.server.security import Passwords, Tokens
+from livedata_cli.stores import ObjectStore
+
+
+class ApiError(Exception):
+    """An expected failure: HTTP status, a stable code and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def not_found(what: str = "file") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+UNAUTHORIZED = ("unauthorized", "missing, invalid or expired access token")
+
+
+@dataclass
+class Context:
+    """The parts a server process composes once, reachable from every request."""
+
+    config: ServerConfig
+    db: db.Database
+    store: ObjectStore
+    keys: ServerKeys
+    passwords: Passwords
+    tokens: Tokens
+    limiter: Limiter
+    mailer: Any
+
+
+def ctx(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+CtxDep = Annotated[Context, Depends(ctx)]
+
+
+@dataclass(frozen=True)
+class Client:
+    ip: str
+    user_agent: str
+    request_id: str
+
+
+def client(request: Request) -> Client:
+    return Client(
+        ip=request.client.host if request.client else "",
+        user_agent=request.headers.get("user-agent", "")[:512],
+        request_id=request.scope.get("state", {}).get("request_id", ""),
+    )
+
+
+ClientDep = Annotated[Client, Depends(client)]
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    session_id: str
+    is_admin: bool
+
+
+_bearer = HTTPBearer(auto_error=False, description="an access token from /auth/login")
+
+
+def current_user(
+    request: Request,
+    c: CtxDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> User:
+    claims = c.tokens.decode(credentials.credentials) if credentials else None
+    if claims is None:
+        raise ApiError(401, *UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    with c.db.read() as conn:
+        row = conn.execute(
+            sa.select(db.users.c.id, db.users.c.email, db.users.c.is_admin, db.sessions.c.revoked_at)
+            .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
+            .where(db.users.c.id == claims.user_id, db.sessions.c.id == claims.session_id)
+        ).first()
+    if row is None or row.revoked_at is not None:
+        raise ApiError(401, *UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    request.scope.setdefault("state", {})["user_id"] = row.id
+    return User(id=row.id, email=row.email, session_id=claims.session_id, is_admin=bool(row.is_admin))
+
+
+UserDep = Annotated[User, Depends(current_user)]
+
+
+def audit(
+    conn: Connection,
+    who: Client,
+    user_id: str | None,
+    action: str,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    status: str = "ok",
+) -> None:
+    """One audit record: who (account, IP, user agent), what, on which object, with which outcome."""
+    conn.execute(
+        db.audit_logs.insert().values(
+            user_id=user_id,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            ip=who.ip[:64],
+            user_agent=who.user_agent,
+            request_id=who.request_id[:64],
+            status=status,
+            created_at=time.time(),
+        )
+    )
+
+
+class Page(BaseModel):
+    page: int
+    per_page: int
+    total: int
+
+
+@dataclass(frozen=True)
+class PageArgs:
+    page: int
+    per_page: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def page_args(
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number")] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200, description="items per page")] = 50,
+) -> PageArgs:
+    return PageArgs(page, per_page)
+
+
+PageDep = Annotated[PageArgs, Depends(page_args)]

@@ -1,0 +1,90 @@
+"""The ASGI application: compose the parts once, mount the routers under ``/api/v1``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from anyio import to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from livedata_cli import __version__
+from livedata_cli.server import auth, conversions, db, files, ops, shares, users
+from livedata_cli.server.api import ApiError, Context
+from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.mail import Mailer
+from livedata_cli.server.middleware import RequestMiddleware
+from livedata_cli.server.ratelimit import Limiter
+from livedata_cli.server.security import Passwords, Tokens
+from livedata_cli.stores import open_store
+
+API = "/api/v1"
+log = logging.getLogger("livedata.server")
+
+
+def build_context(config: ServerConfig) -> Context:
+    keys = ServerKeys(config.keys_path)
+    return Context(
+        config=config,
+        db=db.Database(config.db_url),
+        store=open_store(config.store_url),
+        keys=keys,
+        passwords=Passwords(config.hash_concurrency, weaken=config.weaken_kdf),
+        tokens=Tokens(keys.token_secret, config.access_ttl),
+        limiter=Limiter(config.redis_url),
+        mailer=Mailer(config),
+    )
+
+
+async def _janitor(c: Context) -> None:
+    """Purge files whose time in the trash is over, every ten minutes."""
+    while True:
+        try:
+            await to_thread.run_sync(files.purge_trash, c)
+        except Exception:
+            log.exception("trash purge failed")
+        await asyncio.sleep(600)
+
+
+def create_app(config: ServerConfig | None = None, *, context: Context | None = None) -> FastAPI:
+    config = (config or ServerConfig()).resolved() if context is None else context.config
+    c = context or build_context(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_janitor(c))
+        try:
+            yield
+        finally:
+            task.cancel()
+            c.db.dispose()
+
+    app = FastAPI(
+        title="Live-Data API",
+        version=__version__,
+        description="The hosted store of livedata vaults: accounts, files (client-encrypted), shares, conversions.",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=f"{API}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = c
+    for router in (auth.router, files.router, shares.router, conversions.router, users.router):
+        app.include_router(router, prefix=API)
+    app.include_router(ops.router)
+    app.add_middleware(RequestMiddleware)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": e.message, "code": e.code}, status_code=e.status, headers=e.headers)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn's workers call: the settings come from LIVEDATA_SERVER_CONFIG."""
+    return create_app(ServerConfig.from_env())

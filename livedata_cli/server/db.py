@@ -1,0 +1,266 @@
+"""Schema, named migrations and transactions, on SQLite or PostgreSQL (SQLAlchemy Core).
+
+Migrations are a named, ordered list applied once each and recorded in
+``schema_migrations`` (the same habit as the client index): append new ones
+at the END with a new name, never edit an existing one.  ``migrate`` is
+idempotent and safe when several processes start at once: PostgreSQL takes
+an advisory lock, SQLite a ``BEGIN IMMEDIATE`` write lock.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction
+starts with ``BEGIN IMMEDIATE`` so that two writers queue instead of failing
+with "database is locked" halfway through.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("first_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("last_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("quota_bytes", sa.BigInteger, nullable=False),
+    sa.Column("used_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("mfa_secret", sa.LargeBinary, nullable=True),
+    sa.Column("mfa_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("mfa_last_step", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revoked_reason", sa.String(64), nullable=True),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(32), sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+    sa.Index("ix_refresh_tokens_session", "session_id"),
+)
+
+mfa_challenges = sa.Table(
+    "mfa_challenges",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+recovery_codes = sa.Table(
+    "recovery_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+    sa.Index("ix_recovery_codes_user", "user_id"),
+)
+
+reset_tokens = sa.Table(
+    "reset_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("file_name", sa.String(1024), nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("meta", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("blob_key", sa.String(128), nullable=False),
+    sa.Column("key_version", sa.Integer, nullable=False),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    sa.Index("ix_files_owner_created", "owner_id", "created_at"),
+    sa.Index("ix_files_key_version", "key_version"),
+)
+
+file_tags = sa.Table(
+    "file_tags",
+    metadata,
+    sa.Column("file_id", sa.String(32), sa.ForeignKey("files.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(200), primary_key=True),
+    sa.Index("ix_file_tags_tag", "tag"),
+)
+
+shares = sa.Table(
+    "shares",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("file_id", sa.String(32), sa.ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("owner_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("manifest", sa.Text, nullable=False, server_default=""),
+    sa.Column("password_verifier_hash", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("max_downloads", sa.Integer, nullable=True),
+    sa.Column("downloads", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Index("ix_shares_owner", "owner_id"),
+)
+
+conversions = sa.Table(
+    "conversions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("file_id", sa.String(32), sa.ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("target_format", sa.String(32), nullable=False),
+    sa.Column("options", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("worker", sa.String(200), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("result_file_id", sa.String(32), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_conversions_owner_status", "owner_id", "status"),
+)
+
+audit_logs = sa.Table(
+    "audit_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(32), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(32), nullable=True),
+    sa.Column("object_id", sa.String(64), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(512), nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_audit_logs_user", "user_id", "id"),
+)
+
+migrations_table = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+def _m001_initial(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# (name, function): applied in order, once each.  Append only.
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+class Database:
+    """An engine plus the two kinds of transaction the server uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = sa.engine.make_url(url).get_backend_name()
+        self.engine = _engine(url)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(livedata_write=True)
+            with conn.begin():
+                yield conn
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations this database lacks; return their names."""
+        applied: list[str] = []
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7340711)")
+            migrations_table.create(conn, checkfirst=True)
+            done = set(conn.scalars(sa.select(migrations_table.c.name)))
+            for name, fn in MIGRATIONS:
+                if name in done:
+                    continue
+                fn(conn)
+                conn.execute(migrations_table.insert().values(name=name, applied_at=time.time()))
+                applied.append(name)
+        return applied
+
+    def pending(self) -> list[str]:
+        """Names of migrations not yet applied (``/readyz`` wants none)."""
+        with self.read() as conn:
+            if not sa.inspect(conn).has_table("schema_migrations"):
+                return [n for n, _ in MIGRATIONS]
+            done = set(conn.scalars(sa.select(migrations_table.c.name)))
+        return [n for n, _ in MIGRATIONS if n not in done]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = sa.create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=20, max_overflow=20
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("livedata_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)

@@ -1,0 +1,460 @@
+"""``/api/v1/files``: streamed upload, paginated list, metadata, Range download, trash, tags, search.
+
+Every query names the caller as owner, so another user's file id is a plain
+404, the same answer as an id that never existed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
+from starlette.requests import ClientDisconnect
+
+from livedata_cli.server import db
+from livedata_cli.server.api import (
+    ApiError,
+    ClientDep,
+    Context,
+    CtxDep,
+    Page,
+    PageDep,
+    UserDep,
+    audit,
+    not_found,
+)
+from livedata_cli.server.blobs import LengthMismatch, TooLarge, blob_key, read_range, store_stream
+from livedata_cli.server.security import new_id
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+Tag = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_TAGS = 100
+
+
+class FileOut(BaseModel):
+    id: str
+    file_name: str
+    content_type: str
+    size: int
+    description: str
+    metadata: dict[str, Any]
+    tags: list[str]
+    created_at: float
+    updated_at: float
+    deleted_at: float | None
+
+
+class FileList(Page):
+    items: list[FileOut]
+
+
+class FilePatch(BaseModel):
+    file_name: Annotated[str | None, Field(min_length=1, max_length=1024)] = None
+    content_type: Annotated[str | None, Field(min_length=1, max_length=255)] = None
+    description: Annotated[str | None, Field(max_length=10_000)] = None
+    metadata: dict[str, Any] | None = None
+    tags: Annotated[list[Tag] | None, Field(max_length=MAX_TAGS)] = None
+
+
+class TagChange(BaseModel):
+    add: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
+    remove: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
+
+
+def _tags(conn: Connection, ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        for fid, tag in conn.execute(
+            sa.select(db.file_tags.c.file_id, db.file_tags.c.tag)
+            .where(db.file_tags.c.file_id.in_(ids))
+            .order_by(db.file_tags.c.tag)
+        ):
+            out[fid].append(tag)
+    return out
+
+
+def _out(row: Any, tags: list[str]) -> FileOut:
+    return FileOut(
+        id=row.id,
+        file_name=row.file_name,
+        content_type=row.content_type,
+        size=row.size,
+        description=row.description,
+        metadata=json.loads(row.meta or "{}"),
+        tags=tags,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deleted_at=row.deleted_at,
+    )
+
+
+def owned(conn: Connection, user_id: str, file_id: str, *, deleted: bool | None = False) -> Any:
+    """The caller's file row, or 404 (also for another user's id)."""
+    q = sa.select(db.files).where(db.files.c.id == file_id, db.files.c.owner_id == user_id)
+    if deleted is False:
+        q = q.where(db.files.c.deleted_at.is_(None))
+    elif deleted is True:
+        q = q.where(db.files.c.deleted_at.is_not(None))
+    row = conn.execute(q).first()
+    if row is None:
+        raise not_found()
+    return row
+
+
+def _set_tags(conn: Connection, file_id: str, add: list[str], remove: list[str]) -> None:
+    if remove:
+        conn.execute(db.file_tags.delete().where(db.file_tags.c.file_id == file_id, db.file_tags.c.tag.in_(remove)))
+    have = set(_tags(conn, [file_id])[file_id])
+    new = sorted(set(add) - have)
+    if len(have) + len(new) > MAX_TAGS:
+        raise ApiError(422, "too_many_tags", f"a file holds at most {MAX_TAGS} tags")
+    if new:
+        conn.execute(db.file_tags.insert(), [{"file_id": file_id, "tag": t} for t in new])
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    text = json.dumps(meta, separators=(",", ":"))
+    if len(text) > 64_000:
+        raise ApiError(422, "metadata_too_large", "metadata is limited to 64 kB of JSON")
+    return text
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=FileOut,
+    summary="Upload a file: the raw body is the content (streamed, never held whole)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses={413: {"description": "over the account's storage quota"}},
+)
+async def upload(
+    request: Request,
+    c: CtxDep,
+    who: ClientDep,
+    user: UserDep,
+    file_name: Annotated[str, Query(min_length=1, max_length=1024)] = "upload",
+    content_type: Annotated[str, Query(min_length=1, max_length=255)] = "application/octet-stream",
+    description: Annotated[str, Query(max_length=10_000)] = "",
+    tag: Annotated[list[Tag] | None, Query(max_length=MAX_TAGS, description="a tag; repeat for several")] = None,
+) -> FileOut:
+    declared_text = request.headers.get("content-length")
+    declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    with c.db.read() as conn:
+        quota, used = conn.execute(
+            sa.select(db.users.c.quota_bytes, db.users.c.used_bytes).where(db.users.c.id == user.id)
+        ).one()
+    room = max(0, quota - used)
+    if declared is not None and declared > room:
+        raise _quota_error(declared, used, quota)
+    try:
+        blob = await store_stream(c.store, c.keys, _body(request), limit=room, declared=declared)
+    except TooLarge:
+        raise _quota_error(None, used, quota) from None
+    except LengthMismatch:
+        raise ApiError(
+            400, "length_mismatch", "the body's length differs from its Content-Length; nothing was stored"
+        ) from None
+    except ClientDisconnect:
+        raise ApiError(400, "incomplete_body", "the upload ended early; nothing was stored") from None
+    now = time.time()
+    fid = new_id()
+    try:
+        with c.db.write() as conn:
+            took = conn.execute(
+                db.users.update()
+                .where(db.users.c.id == user.id, db.users.c.used_bytes + blob.size <= db.users.c.quota_bytes)
+                .values(used_bytes=db.users.c.used_bytes + blob.size)
+            )
+            if took.rowcount != 1:  # a concurrent upload took the room first
+                raise _quota_error(blob.size, used, quota)
+            conn.execute(
+                db.files.insert().values(
+                    id=fid,
+                    owner_id=user.id,
+                    file_name=file_name,
+                    content_type=content_type,
+                    size=blob.size,
+                    description=description,
+                    meta="{}",
+                    blob_key=blob_key(blob.blob_id),
+                    key_version=blob.key_version,
+                    wrapped_key=blob.wrapped_key,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            _set_tags(conn, fid, list(tag or []), [])
+            audit(conn, who, user.id, "file.upload", "file", fid)
+            row = owned(conn, user.id, fid)
+            tags = _tags(conn, [fid])[fid]
+    except BaseException:
+        c.store.delete(blob_key(blob.blob_id))
+        raise
+    return _out(row, tags)
+
+
+def _quota_error(size: int | None, used: int, quota: int) -> ApiError:
+    what = f"{size} bytes" if size is not None else "this upload"
+    return ApiError(
+        413,
+        "quota_exceeded",
+        f"{what} would pass the storage quota: {used} of {quota} bytes used, {max(0, quota - used)} free",
+    )
+
+
+def _page(conn: Connection, q: Any, page: PageDep) -> FileList:
+    total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
+    rows = conn.execute(
+        q.order_by(db.files.c.created_at.desc(), db.files.c.id).limit(page.per_page).offset(page.offset)
+    ).all()
+    tags = _tags(conn, [r.id for r in rows])
+    return FileList(
+        page=page.page, per_page=page.per_page, total=total, items=[_out(r, tags[r.id]) for r in rows]
+    )
+
+
+@router.get("", response_model=FileList, summary="List files, newest first")
+def list_files(
+    c: CtxDep,
+    user: UserDep,
+    page: PageDep,
+    trash: Annotated[bool, Query(description="list deleted files instead")] = False,
+) -> FileList:
+    q = sa.select(db.files).where(db.files.c.owner_id == user.id)
+    q = q.where(db.files.c.deleted_at.is_not(None) if trash else db.files.c.deleted_at.is_(None))
+    with c.db.read() as conn:
+        return _page(conn, q, page)
+
+
+def _like(text: str) -> str:
+    return "%" + re.sub(r"([\\%_])", r"\\\1", text.lower()) + "%"
+
+
+@router.get("/search", response_model=FileList, summary="Search the fields the server can see")
+def search(
+    c: CtxDep,
+    user: UserDep,
+    page: PageDep,
+    q: Annotated[str | None, Query(max_length=200, description="text in the name or description")] = None,
+    tag: Annotated[list[Tag] | None, Query(max_length=20, description="has this tag; repeat to require several")] = None,
+    content_type: Annotated[str | None, Query(max_length=255, description="type or prefix such as image/")] = None,
+    min_size: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    max_size: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11, description="created at or after (Unix time)")] = None,
+) -> FileList:
+    f = db.files.c
+    query = sa.select(db.files).where(f.owner_id == user.id, f.deleted_at.is_(None))
+    if q:
+        pattern = _like(q)
+        query = query.where(
+            sa.or_(
+                sa.func.lower(f.file_name).like(pattern, escape="\\"),
+                sa.func.lower(f.description).like(pattern, escape="\\"),
+            )
+        )
+    for t in tag or []:
+        query = query.where(
+            sa.exists().where(db.file_tags.c.file_id == f.id, db.file_tags.c.tag == t)
+        )
+    if content_type:
+        query = query.where(
+            f.content_type.like(_like(content_type)[1:], escape="\\")
+            if content_type.endswith("/")
+            else f.content_type == content_type
+        )
+    if min_size is not None:
+        query = query.where(f.size >= min_size)
+    if max_size is not None:
+        query = query.where(f.size <= max_size)
+    if since is not None:
+        query = query.where(f.created_at >= since)
+    with c.db.read() as conn:
+        return _page(conn, query, page)
+
+
+@router.get("/{file_id}", response_model=FileOut, summary="A file's metadata")
+def get_file(file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+    with c.db.write() as conn:
+        row = owned(conn, user.id, file_id, deleted=None)
+        audit(conn, who, user.id, "file.read", "file", file_id)
+        return _out(row, _tags(conn, [file_id])[file_id])
+
+
+@router.patch("/{file_id}", response_model=FileOut, summary="Change a file's metadata")
+def patch_file(file_id: str, body: FilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+    values: dict[str, Any] = {"updated_at": time.time()}
+    for name in ("file_name", "content_type", "description"):
+        value = getattr(body, name)
+        if value is not None:
+            values[name] = value
+    if body.metadata is not None:
+        values["meta"] = _meta_json(body.metadata)
+    with c.db.write() as conn:
+        owned(conn, user.id, file_id)
+        conn.execute(db.files.update().where(db.files.c.id == file_id).values(**values))
+        if body.tags is not None:
+            conn.execute(db.file_tags.delete().where(db.file_tags.c.file_id == file_id))
+            _set_tags(conn, file_id, body.tags, [])
+        audit(conn, who, user.id, "file.update", "file", file_id)
+        row = owned(conn, user.id, file_id)
+        return _out(row, _tags(conn, [file_id])[file_id])
+
+
+@router.post("/{file_id}/tags", response_model=FileOut, summary="Add and remove tags")
+def tag_file(file_id: str, body: TagChange, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+    with c.db.write() as conn:
+        owned(conn, user.id, file_id)
+        _set_tags(conn, file_id, body.add, body.remove)
+        conn.execute(db.files.update().where(db.files.c.id == file_id).values(updated_at=time.time()))
+        audit(conn, who, user.id, "file.tag", "file", file_id)
+        row = owned(conn, user.id, file_id)
+        return _out(row, _tags(conn, [file_id])[file_id])
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as inclusive ``(start, end)``; None for the whole file.
+
+    Several ranges, or a header we cannot read, get the whole file (RFC 9110
+    lets a server ignore Range); an unsatisfiable one is a 416.
+    """
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise ApiError(416, "range_not_satisfiable", "empty range", {"Content-Range": f"bytes */{size}"})
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        raise ApiError(
+            416, "range_not_satisfiable", f"range outside 0..{size - 1}", {"Content-Range": f"bytes */{size}"}
+        )
+    return start, end
+
+
+def download_response(c: Context, row: Any, range_header: str | None) -> StreamingResponse:
+    """A streamed, Range-aware response of a file's bytes, never cached by the client."""
+    size = row.size
+    wanted = parse_range(range_header, size)
+    start, end = wanted if wanted else (0, size - 1)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(max(0, end - start + 1)),
+        "Content-Disposition": "attachment; filename*=UTF-8''" + urllib.parse.quote(row.file_name, safe=""),
+        "ETag": f'"{row.id}"',
+    }
+    status = 200
+    if wanted:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    body = read_range(c.store, c.keys, row, start, end) if size else iter(())
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+@router.get(
+    "/{file_id}/download",
+    summary="Download a file's bytes (Range supported)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "partial content", "content": {"application/octet-stream": {}}},
+        416: {"description": "range not satisfiable"},
+    },
+)
+def download(request: Request, file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> StreamingResponse:
+    with c.db.write() as conn:
+        row = owned(conn, user.id, file_id)
+        audit(conn, who, user.id, "file.download", "file", file_id)
+    return download_response(c, row, request.headers.get("range"))
+
+
+def purge_file(c: Context, conn: Connection, row: Any) -> None:
+    """Delete a file's row and give its bytes back to the quota; the blob goes after commit."""
+    conn.execute(db.files.delete().where(db.files.c.id == row.id))
+    conn.execute(
+        db.users.update()
+        .where(db.users.c.id == row.owner_id)
+        .values(used_bytes=sa.func.max(db.users.c.used_bytes - row.size, 0) if c.db.dialect == "sqlite"
+                else sa.func.greatest(db.users.c.used_bytes - row.size, 0))
+    )
+
+
+@router.delete("/{file_id}", status_code=204, summary="Move a file to the trash, or purge it for good")
+def delete_file(
+    file_id: str,
+    c: CtxDep,
+    user: UserDep,
+    who: ClientDep,
+    purge: Annotated[bool, Query(description="delete the data now instead of trashing")] = False,
+) -> Response:
+    with c.db.write() as conn:
+        row = owned(conn, user.id, file_id, deleted=None if purge else False)
+        if purge:
+            purge_file(c, conn, row)
+            audit(conn, who, user.id, "file.purge", "file", file_id)
+        else:
+            conn.execute(db.files.update().where(db.files.c.id == file_id).values(deleted_at=time.time()))
+            audit(conn, who, user.id, "file.delete", "file", file_id)
+    if purge:
+        c.store.delete(row.blob_key)
+    return Response(status_code=204)
+
+
+@router.post("/{file_id}/restore", response_model=FileOut, summary="Bring a file back from the trash")
+def restore_file(file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+    with c.db.write() as conn:
+        owned(conn, user.id, file_id, deleted=True)
+        conn.execute(
+            db.files.update().where(db.files.c.id == file_id).values(deleted_at=None, updated_at=time.time())
+        )
+        audit(conn, who, user.id, "file.restore", "file", file_id)
+        row = owned(conn, user.id, file_id)
+        return _out(row, _tags(conn, [file_id])[file_id])
+
+
+def purge_trash(c: Context, now: float | None = None) -> int:
+    """Purge files trashed longer than the retention; returns how many."""
+    cutoff = (time.time() if now is None else now) - c.config.trash_retention
+    with c.db.read() as conn:
+        ids = list(conn.scalars(sa.select(db.files.c.id).where(db.files.c.deleted_at < cutoff).limit(1000)))
+    done = 0
+    for fid in ids:
+        with c.db.write() as conn:
+            row = conn.execute(
+                sa.select(db.files).where(db.files.c.id == fid, db.files.c.deleted_at < cutoff)
+            ).first()
+            if row is None:
+                continue
+            purge_file(c, conn, row)
+        c.store.delete(row.blob_key)
+        done += 1
+    return done

@@ -1,0 +1,92 @@
+"""Start the server: migrate, make sure the key file exists, bind, then hand the socket to uvicorn."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from livedata_cli.errors import UsageError
+from livedata_cli.server.admin import migrate
+from livedata_cli.server.config import ENV_VAR, ServerConfig, default_dir
+from livedata_cli.server.keys import ServerKeys
+
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "livedata_cli.server.middleware.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        "livedata.server": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
+    """Run until interrupted; ``on_listen`` gets the URL once the socket is bound."""
+    import uvicorn
+
+    if bool(config.certfile) != bool(config.keyfile):
+        raise UsageError("--certfile and --keyfile go together")
+    sock = bind(config.host, config.port)
+    port = sock.getsockname()[1]
+    scheme = "https" if config.certfile else "http"
+    host_text = f"[{config.host}]" if ":" in config.host else config.host
+    config = ServerConfig.from_json(config.to_env())  # a copy we may fill
+    from dataclasses import replace
+
+    config = replace(config, port=port).resolved()
+    migrate(config)
+    ServerKeys(config.keys_path)  # created once here, before workers race for it
+    os.environ[ENV_VAR] = config.to_env()
+    metrics_dir = None
+    if config.workers > 1:
+        default_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=default_dir())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    logging.config.dictConfig(LOG_CONFIG)
+    on_listen(f"{scheme}://{host_text}:{port}")
+    try:
+        uvicorn.run(
+            "livedata_cli.server.app:create_app_from_env",
+            factory=True,
+            fd=sock.fileno(),
+            workers=config.workers,
+            ssl_certfile=config.certfile,
+            ssl_keyfile=config.keyfile,
+            proxy_headers=config.trust_proxy,
+            forwarded_allow_ips="*" if config.trust_proxy else "",
+            access_log=False,
+            log_config=LOG_CONFIG,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        sock.close()
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def listening_line(url: str) -> None:
+    sys.stderr.write(json.dumps({"event": "listening", "url": url}) + "\n")
+    sys.stderr.flush()

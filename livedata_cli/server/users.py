@@ -1,0 +1,136 @@
+"""``/api/v1/users/me``: profile, storage, password change, audit logs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from livedata_cli.server import db
+from livedata_cli.server.api import ApiError, ClientDep, CtxDep, Page, PageDep, UserDep, audit
+from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke_sessions
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+class ProfilePatch(BaseModel):
+    first_name: Name | None = None
+    last_name: Name | None = None
+
+
+class Storage(BaseModel):
+    used_bytes: int
+    quota_bytes: int
+    free_bytes: int
+    files: int
+
+
+class PasswordChange(BaseModel):
+    current_password: Annotated[str, Field(max_length=1024)]
+    new_password: Password
+
+
+class AuditEntry(BaseModel):
+    id: int
+    action: str
+    object_type: str | None
+    object_id: str | None
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    status: str
+    created_at: float
+
+
+class AuditList(Page):
+    items: list[AuditEntry]
+
+
+@router.get("/me", response_model=Profile, summary="Your profile")
+def me(c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
+    with c.db.write() as conn:
+        row = conn.execute(sa.select(db.users).where(db.users.c.id == user.id)).one()
+        audit(conn, who, user.id, "account.read", "user", user.id)
+    return profile_of(row)
+
+
+@router.patch("/me", response_model=Profile, summary="Change your name")
+def patch_me(body: ProfilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
+    values: dict[str, object] = {"updated_at": time.time()}
+    if body.first_name is not None:
+        values["first_name"] = body.first_name
+    if body.last_name is not None:
+        values["last_name"] = body.last_name
+    with c.db.write() as conn:
+        conn.execute(db.users.update().where(db.users.c.id == user.id).values(**values))
+        audit(conn, who, user.id, "account.update", "user", user.id)
+        row = conn.execute(sa.select(db.users).where(db.users.c.id == user.id)).one()
+    return profile_of(row)
+
+
+@router.get("/me/storage", response_model=Storage, summary="Quota used and total")
+def storage(c: CtxDep, user: UserDep) -> Storage:
+    with c.db.read() as conn:
+        quota, used = conn.execute(
+            sa.select(db.users.c.quota_bytes, db.users.c.used_bytes).where(db.users.c.id == user.id)
+        ).one()
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(db.files).where(db.files.c.owner_id == user.id)
+        ).scalar_one()
+    return Storage(used_bytes=used, quota_bytes=quota, free_bytes=max(0, quota - used), files=count)
+
+
+@router.post("/me/password", status_code=204, summary="Change your password; other sessions end")
+def change_password(body: PasswordChange, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
+    with c.db.read() as conn:
+        stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
+    if not c.passwords.verify(stored, body.current_password):
+        with c.db.write() as conn:
+            audit(conn, who, user.id, "account.password", "user", user.id, "failed")
+        raise ApiError(401, "invalid_credentials", "the current password is wrong")
+    new_hash = c.passwords.hash(body.new_password)
+    with c.db.write() as conn:
+        conn.execute(
+            db.users.update().where(db.users.c.id == user.id).values(password_hash=new_hash, updated_at=time.time())
+        )
+        revoke_sessions(conn, user.id, "password_change", keep=user.session_id)
+        audit(conn, who, user.id, "account.password", "user", user.id)
+    return Response(status_code=204)
+
+
+@router.get("/me/audit-logs", response_model=AuditList, summary="What happened to your account and files, newest first")
+def audit_logs(
+    c: CtxDep,
+    user: UserDep,
+    page: PageDep,
+    action: Annotated[str | None, Query(max_length=64, description="only this action")] = None,
+) -> AuditList:
+    t = db.audit_logs.c
+    q = sa.select(db.audit_logs).where(t.user_id == user.id)
+    if action:
+        q = q.where(t.action == action)
+    with c.db.read() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
+        rows = conn.execute(q.order_by(t.id.desc()).limit(page.per_page).offset(page.offset)).all()
+    return AuditList(
+        page=page.page,
+        per_page=page.per_page,
+        total=total,
+        items=[
+            AuditEntry(
+                id=r.id,
+                action=r.action,
+                object_type=r.object_type,
+                object_id=r.object_id,
+                ip=r.ip,
+                user_agent=r.user_agent,
+                request_id=r.request_id,
+                status=r.status,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ],
+    )

@@ -1,0 +1,174 @@
+"""The local side of uploads and restores: vault paths, walking a folder
+(files, symlinks, folders; excludes and ignore files), and writing a restored
+entry without ever leaving the target folder."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from livedata_cli.errors import IntegrityError, LivedataError, UsageError
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    """One entry to store: a local path (or ``-`` for stdin), its vault path, its kind."""
+
+    local: str
+    path: str
+    kind: str = "file"  # file, symlink or dir
+    stat: os.stat_result | None = None  # from the walk: lets an unchanged file go unopened
+
+
+Fail = Callable[[str, LivedataError | OSError], None]
+
+
+class Skipped(LivedataError):
+    """Skipped: not something livedata stores (a socket, FIFO or device)."""
+
+
+# -- vault paths ------------------------------------------------------------------
+def clean_vault_path(path: str, *, folder: bool = False) -> str:
+    """Check a user-given vault path: relative, ``/``-separated, no ``..``."""
+    if "\x00" in path or "\\" in path:
+        raise UsageError(f"invalid vault path {path!r}")
+    if path.startswith("/"):
+        raise UsageError(f"vault paths are relative: {path!r} starts with '/'")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UsageError(f"vault paths may not contain '..': {path!r}")
+    cleaned = "/".join(parts)
+    if folder and cleaned:
+        cleaned += "/"
+    return cleaned
+
+
+def safe_target(root: Path, relative: str) -> Path:
+    """Where a vault path lands under ``root``; never outside it, whatever the name
+    and whatever symlinks already sit in the target folder."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(p in ("", ".", "..") or "\x00" in p for p in parts) or relative.startswith("/"):
+        raise IntegrityError(f"refusing to write unsafe path {relative!r} outside {root}")
+    target = root.joinpath(*parts)
+    real_root = os.path.realpath(root)
+    real_parent = os.path.realpath(target.parent)
+    if os.path.commonpath([real_root, real_parent]) != real_root:
+        raise IntegrityError(f"refusing to write {relative!r}: it leads outside {root}")
+    return target
+
+
+# -- planning -----------------------------------------------------------------------
+def read_ignore_file(path: str) -> list[str]:
+    """Patterns from an ignore file: one glob a line, ``#`` comments, blank lines skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read exclude file {path}: {e.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def plan_upload(
+    locals_: list[str], *, as_path: str | None, recursive: bool, excludes: list[str], fail: Fail
+) -> list[UploadSource]:
+    """Turn command-line paths into (local path, vault path) pairs; bad ones go to ``fail``."""
+    if as_path is not None and len(locals_) > 1 and not as_path.endswith("/"):
+        raise UsageError("--as must end with '/' when several paths are uploaded")
+    plan: list[UploadSource] = []
+    for local in locals_:
+        if local == "-":
+            if not as_path or as_path.endswith("/"):
+                raise UsageError("uploading stdin ('-') needs --as VAULT_PATH")
+            plan.append(UploadSource("-", clean_vault_path(as_path)))
+            continue
+        try:
+            st = os.stat(local)
+        except OSError as e:
+            fail(local, e)
+            continue
+        base = Path(local).resolve().name
+        if stat.S_ISDIR(st.st_mode):
+            if not recursive:
+                fail(local, UsageError("is a folder: add --recursive"))
+                continue
+            prefix = clean_vault_path(as_path if as_path is not None else base, folder=True)
+            plan.extend(
+                UploadSource(full, prefix + rel, kind, st)
+                for full, rel, kind, st in walk(local, excludes, fail)
+            )
+        elif stat.S_ISREG(st.st_mode):
+            if as_path is None:
+                target = base
+            elif as_path.endswith("/") or as_path == "":
+                target = clean_vault_path(as_path, folder=True) + base
+            else:
+                target = as_path
+            plan.append(UploadSource(local, clean_vault_path(target), stat=st))
+        else:
+            fail(local, UsageError("is not a regular file or folder"))
+    return plan
+
+
+def walk(
+    root: str, excludes: list[str], fail: Fail
+) -> Iterator[tuple[str, str, str, os.stat_result | None]]:
+    """Entries under ``root`` as (full path, ``/``-relative path, kind, stat of a
+    file), in sorted order.
+
+    Folders come before their contents; symlinks are kept as links, never
+    followed; sockets, FIFOs and devices are reported to ``fail`` and skipped.
+    """
+
+    def excluded(rel: str, name: str) -> bool:
+        return any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in excludes)
+
+    stack = [("", root)]
+    while stack:
+        rel_dir, full_dir = stack.pop()
+        try:
+            entries = sorted(os.scandir(full_dir), key=lambda e: e.name)
+        except OSError as e:
+            fail(full_dir, e)
+            continue
+        subdirs = []
+        for entry in entries:
+            rel = rel_dir + entry.name
+            if excluded(rel, entry.name):
+                continue
+            try:
+                if entry.is_symlink():
+                    yield entry.path, rel, "symlink", None
+                elif entry.is_dir(follow_symlinks=False):
+                    yield entry.path, rel, "dir", None
+                    subdirs.append((rel + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry.path, rel, "file", entry.stat(follow_symlinks=False)
+                else:
+                    fail(entry.path, Skipped("is a special file (socket, FIFO or device): skipped"))
+            except OSError as e:
+                fail(entry.path, e)
+        stack.extend(reversed(subdirs))
+
+
+# -- restoring ------------------------------------------------------------------------
+def make_symlink(target: Path, link_to: str) -> None:
+    """Create (or replace) a symlink atomically; the link itself is never followed."""
+    tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.link"
+    os.symlink(link_to, tmp)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def set_times_and_mode(path: Path, mtime: float | None, mode: int | None) -> None:
+    if mode is not None:
+        os.chmod(path, mode & 0o7777)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
