@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint system-deps bench bench-rss clean bench-server docs bench-s3 bench-search
+.PHONY: install demo test lint system-deps docs bench bench-big bench-small bench-rss bench-search bench-s3 bench-server
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,18 @@ test: install system-deps lint
 	$(PY) -m pytest -q -n 2 --durations=10
 
 
-bench:
+# Every benchmark, each next to its peers in the same run.
+bench: bench-big bench-small bench-search bench-s3
+
+# One 1 GiB file up and down, against cp, age, gpg, restic, borg and rclone crypt.
+bench-big: install
 	bash bench/big.sh
 
-bench-rss:
+# 10,000 small files and one 200 MiB file: first backup and reruns, against restic, borg, rclone.
+bench-small: install
+	bash bench/small.sh
+
+bench-rss: install
 	BENCH_RSS_GIB=5 bash bench/big.sh --rss-only
 
 # livedata search over a 100,000-file index: whole-process wall time, median of 9 runs.

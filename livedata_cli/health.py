@@ -161,8 +161,8 @@ def check_keyring(*, use_keyring: bool, can_prompt: bool, vault_id: str | None) 
         return Check("keyring", "ok", f"OS keyring usable ({details['backend']}){cached}", None, details)
     details["reason"] = reason
     if problem and code:
-        hint = problem if code == int(ExitCode.USAGE) else f"{problem}; {CRON_HINT}"
-        return Check("keyring", "fail", f"{reason}; {problem}", hint, details, code)
+        fix = problem if code == int(ExitCode.USAGE) else f"{problem}; {CRON_HINT}"
+        return Check("keyring", "fail", f"{reason}; {problem}", fix, details, code)
     message = f"{reason}; the vault key will come from {fallback}"
     hint = problem or (None if "LIVEDATA_PASSPHRASE_" in (fallback or "") else CRON_HINT)
     chosen = not use_keyring or config.env_flag("LIVEDATA_NO_KEYRING")

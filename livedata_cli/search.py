@@ -1,8 +1,8 @@
 """Search over the local index: the user's query syntax, filters, and ranking.
 
 Search reads only the local SQLite index (no store, no key), so it needs no
-unlock and starts as fast as ``livedata --version``.  Nothing here imports the
-vault, crypto or keyring modules.
+unlock.  Nothing here imports the vault, crypto or keyring modules: a search
+costs start-up plus the query, however large the vault.
 
 Query syntax (parsed here into a safe FTS5 expression; user text never reaches
 SQLite unquoted):
@@ -62,6 +62,7 @@ _TYPE_ALIASES = {
     "gz": "application/gzip",
 }
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets
+MAX_QUERY = 2000
 QUERY_HINT = 'words, "a phrase", prefix*, a OR b, -word, tag:word'
 
 
@@ -99,6 +100,8 @@ def parse_query(query: str) -> str | None:
 
     Raises :class:`QueryError` (exit 2) with a one-line hint on bad syntax.
     """
+    if len(query) > MAX_QUERY:
+        raise QueryError(f"longer than {MAX_QUERY} characters")
     groups: list[list[_Term]] = []  # AND of ORs
     excluded: list[_Term] = []
     want_or = False  # the previous token was OR
@@ -132,8 +135,6 @@ def parse_query(query: str) -> str | None:
             term = _Term(phrase, phrase=True, prefix=bool(star), negated=bool(neg))
             if fld is not None:
                 term.field = _field(fld)
-        if term is None:
-            continue
         term.negated = term.negated or negate_next
         negate_next = False
         if not _has_word(term.text):
@@ -163,7 +164,7 @@ def parse_query(query: str) -> str | None:
     return expr
 
 
-def _bare_term(token: str) -> _Term | None:
+def _bare_term(token: str) -> _Term:
     negated = token.startswith("-") and len(token) > 1
     if negated:
         token = token[1:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pty
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, assert_one_line_error, write
+from conftest import Cli, assert_one_line_error, livedata_exe, write
 from livedata_cli.search import QueryError, parse_query, parse_size, parse_when
 
 # -- the query language, in-process ------------------------------------------------
@@ -423,3 +424,37 @@ def test_migration_indexes_rows_already_present(vault_cli: Cli, tmp_path: Path) 
 def test_search_cmd_registered_in_help(cli: Cli) -> None:
     out = cli.ok("--help").out
     assert "search" in out and "note" in out
+
+
+def _on_tty(cli: Cli, *args: str) -> str:
+    """Output of livedata run with a pseudo-terminal as stdout."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cli.cwd)
+        exe = livedata_exe()
+        env = {k: v for k, v in cli.env.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+        os.execve(exe[0], [*exe, *args], {**env, "TERM": "xterm-256color"})
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    os.close(fd)
+    return out.decode(errors="replace")
+
+
+def test_terminal_output_highlights_and_is_safe(vault_cli: Cli) -> None:
+    write(vault_cli.cwd / "x\x1b[2Jy.txt", "text")
+    vault_cli.ok("upload", "x\x1b[2Jy.txt", "--tag", "finance")
+    vault_cli.ok("note", "x\x1b[2Jy.txt", "signed copy,\noriginal with the bank")
+    out = _on_tty(vault_cli, "search", "bank")
+    assert "x?[2Jy.txt" in out and "\x1b[2J" not in out  # no terminal control from a name
+    assert "#finance" in out and "original with the" in out
+    assert "\x1b[1;33mbank" in out  # the matched word, highlighted
+    plain = vault_cli.ok("search", "bank").out
+    assert "\x1b[1;33m" not in plain and plain.startswith("x\x1b[2Jy.txt\t")  # a pipe gets the exact path

@@ -264,14 +264,24 @@ def test_passphrase_file_from_a_profile_and_the_environment_wins(cli: Cli) -> No
         ('store = ""\n', 1, "non-empty string"),
     ],
 )
-def test_config_errors_name_the_file_and_line(vault_cli: Cli, text: str, line: int, words: str) -> None:
-    _config(vault_cli).write_text(text)
-    for args in (["ls"], ["config", "list"], ["upload", "--help"]):
+def test_config_errors_name_the_file_and_line(cli: Cli, text: str, line: int, words: str) -> None:
+    _config(cli).parent.mkdir(parents=True)
+    _config(cli).write_text(text)
+    r = cli("ls")
+    assert_one_line_error(r, 2)
+    assert f"{_config(cli)}:{line}: " in r.stderr and words in r.stderr, r.stderr
+
+
+def test_a_broken_config_stops_every_command_but_doctor_reports_it(vault_cli: Cli) -> None:
+    _config(vault_cli).write_text('quiet = true\nstor = "/typo"\n')
+    for args in (["ls"], ["config", "list"], ["upload", "--help"], ["--profile", "x", "config", "set", "quiet", "true"]):
         r = vault_cli(*args)
         assert_one_line_error(r, 2)
-        assert f"{_config(vault_cli)}:{line}: " in r.stderr and words in r.stderr, r.stderr
+        assert f"{_config(vault_cli)}:2: unknown setting 'stor'" in r.stderr, r.stderr
     r = vault_cli("doctor", "--json")
-    assert r.code == 2 and r.json()["checks"][0]["status"] == "fail" and words in r.json()["checks"][0]["message"]
+    assert r.code == 2 and r.json()["checks"][0]["status"] == "fail" and "'stor'" in r.json()["checks"][0]["message"]
+    assert "livedata: error: doctor: config: " in r.stderr
+    vault_cli.ok("--version")
 
 
 def test_config_set_keeps_comments_and_writes_0600(cli: Cli) -> None:

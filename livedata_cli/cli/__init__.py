@@ -14,10 +14,18 @@ from typing import Annotated
 import typer
 
 from livedata_cli import __version__
-from livedata_cli.cli import audit_cmds, config_cmds, files, keys_cmds, search_cmds, server_cmds, vault_cmds
+from livedata_cli.cli import (
+    audit_cmds,
+    config_cmds,
+    files,
+    keys_cmds,
+    search_cmds,
+    server_cmds,
+    vault_cmds,
+)
+from livedata_cli.cli.common import ENV, record_audit
 from livedata_cli.cli.completion import completion
 from livedata_cli.cli.doctor import doctor
-from livedata_cli.cli.common import ENV, record_audit
 from livedata_cli.errors import ExitCode, LivedataError
 
 app = typer.Typer(

@@ -1,8 +1,7 @@
 """Search and note commands.
 
 ``search`` reads only the local index: no store, no key, no unlock, and none
-of the vault, crypto or keyring modules are imported, so it starts as fast as
-``--version``.
+of the vault, crypto or keyring modules are imported.
 """
 
 from __future__ import annotations

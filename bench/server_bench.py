@@ -1,0 +1,151 @@
+"""Load the hosted API: PostgreSQL, 2 workers, a separate load process on 127.0.0.1.
+
+Measures requests/s and p99 latency of authenticated file listing and
+metadata reads at 32 concurrent clients, and MB/s of concurrent 10 MiB
+uploads.  Run with `make bench-server`; prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import pgserver  # noqa: E402
+
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "32"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+UPLOADS = int(os.environ.get("BENCH_UPLOADS", "32"))
+UPLOAD_CLIENTS = int(os.environ.get("BENCH_UPLOAD_CLIENTS", "8"))
+MIB = 1024 * 1024
+
+
+def start_server(home: Path, db_url: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "LIVEDATA_HOME": str(home)}
+    exe = shutil.which("livedata", path=str(Path(sys.executable).parent)) or "livedata"
+    proc = subprocess.Popen(
+        [exe, "server", "--port", "0", "--workers", "2", "--db", db_url],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"listening"' in line:
+            url = json.loads(line)["url"]
+            break
+    else:
+        raise SystemExit("server did not start")
+    # Drain the JSON access log so the pipe never blocks the server.
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return proc, url
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+async def closed_loop(url: str, token: str, paths: list[str]) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits) as c:
+        stop = time.perf_counter() + SECONDS
+
+        async def one() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = await c.get(random.choice(paths))
+                latencies.append(time.perf_counter() - t)
+                errors += r.status_code != 200
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(CLIENTS)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+    }
+
+
+async def uploads(url: str, token: str) -> dict[str, float]:
+    data = os.urandom(10 * MIB)
+    queue = list(range(UPLOADS))
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                r = await c.post("/api/v1/files", params={"file_name": "bench"}, content=data)
+                assert r.status_code == 201, r.text
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(UPLOAD_CLIENTS)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "uploads": UPLOADS,
+        "concurrent": UPLOAD_CLIENTS,
+        "seconds": round(elapsed, 2),
+        "MB_per_s": round(UPLOADS * 10 * MIB / 1e6 / elapsed, 1),
+    }
+
+
+def main() -> None:
+    pg = pgserver.start()
+    home = Path(tempfile.mkdtemp(prefix="livedata-bench-"))
+    proc = None
+    try:
+        proc, url = start_server(home, pg.create_database())
+        with httpx.Client(base_url=url, timeout=60) as c:
+            c.post("/api/v1/auth/register", json={"email": "bench@example.com", "password": "bench password 1"})
+            token = c.post("/api/v1/auth/login", json={"email": "bench@example.com", "password": "bench password 1"}).json()[
+                "access_token"
+            ]
+            auth = {"Authorization": f"Bearer {token}"}
+            ids = [
+                c.post("/api/v1/files", params={"file_name": f"f{i}", "tag": "bench"}, content=os.urandom(1024), headers=auth).json()["id"]
+                for i in range(200)
+            ]
+        result = {
+            "server": "livedata server --workers 2 --db postgresql (PostgreSQL 15)",
+            "cpus": os.cpu_count(),
+            "clients": CLIENTS,
+            "list_files": asyncio.run(closed_loop(url, token, ["/api/v1/files?per_page=50"])),
+            "get_metadata": asyncio.run(closed_loop(url, token, [f"/api/v1/files/{i}" for i in ids])),
+            "upload_10MiB": asyncio.run(uploads(url, token)),
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        pgserver.stop(pg)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
