@@ -341,13 +341,9 @@ class Trail:
         return Trail(vault.index, vault.store, vault.vault_id, vault.master_key, vault.unlocker.cache)
 
     # -- chain identity ------------------------------------------------------------
-    def own_chain(self, *, create: bool = False) -> str | None:
-        key = f"audit_chain:{self.vault_id}"
-        chain = self.index.get_meta(key)
-        if chain is None and create:
-            chain = secrets.token_hex(8)
-            self.index.set_meta(key, chain)
-        return chain
+    def own_chain(self) -> str | None:
+        """This machine's chain id (made by its first event)."""
+        return self.index.get_meta(f"audit_chain:{self.vault_id}")
 
     def mac(self, ev: dict[str, Any]) -> str:
         h = KeyedHash(self._key)
@@ -363,10 +359,14 @@ class Trail:
     # -- appending ---------------------------------------------------------------
     def append(self, new: list[dict[str, Any]]) -> None:
         """Chain the pending events and these, in one transaction; then mirror them."""
-        chain = self.own_chain(create=True)
-        assert chain is not None
         head: tuple[int, str] | None = None
         with self.index.write() as db:
+            # Created under the write lock: two first commands agree on one chain.
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (f"audit_chain:{self.vault_id}", secrets.token_hex(8)),
+            )
+            chain = str(db.execute("SELECT value FROM meta WHERE key = ?", (f"audit_chain:{self.vault_id}",)).fetchone()[0])
             pending = db.execute(
                 "SELECT id, event FROM audit_pending WHERE vault = ? ORDER BY id", (self.vault_id,)
             ).fetchall()

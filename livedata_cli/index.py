@@ -250,7 +250,7 @@ def _version(row: sqlite3.Row) -> Version:
         key_id=row["key_id"],
         created=row["created"],
         derived_from=row["derived_from"],
-        tags=tuple(json.loads(row["tags"])),
+        tags=() if row["tags"] == "[]" else tuple(json.loads(row["tags"])),
         notes=row["notes"],
         deleted=row["deleted"],
         kind=row["kind"],

@@ -21,6 +21,9 @@ from livedata_cli.errors import NotFound, StoreUnreachable
 from livedata_cli.stores import check_key
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 class LocalStore:
     """An :class:`~livedata_cli.stores.ObjectStore` on a local folder."""
 
@@ -29,34 +32,38 @@ class LocalStore:
         self.remote = False  # a local disk: no latency to hide with parallel transfers
         self.url = str(self.root)
         self._made: set[str] = set()  # folders known to exist
-        self._tmp_dir: Path | None = None
+        self._tmp_dir: str | None = None
 
     # -- paths -------------------------------------------------------------
     def _path(self, key: str) -> Path:
-        check_key(key)
-        if key.startswith("data/"):
-            oid = key[5:]
-            return self.root / "data" / oid[:2] / oid
-        return self.root / key
+        return Path(self._spath(key))
 
-    def _tmp(self) -> Path:
+    def _spath(self, key: str) -> str:
+        """The file of a key, as a string (once per stored file: no pathlib here)."""
+        if key.startswith("data/") and len(key) == 37 and _HEX.issuperset(key[5:]):
+            return f"{self.url}/data/{key[5:7]}/{key[5:]}"
+        check_key(key)
+        return f"{self.url}/{key}"
+
+    def _tmp(self) -> str:
         if self._tmp_dir is None:
             tmp = self.root / "tmp"
             try:
                 tmp.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreUnreachable(f"cannot write to store {self.root}: {e.strerror}") from None
-            self._tmp_dir = tmp
-        return self._tmp_dir / secrets.token_hex(8)
+            self._tmp_dir = str(tmp)
+        return f"{self._tmp_dir}/{secrets.token_hex(8)}"
 
-    def _commit(self, tmp: Path, key: str, *, exclusive: bool) -> None:
+    def _commit(self, tmp: str, key: str, *, exclusive: bool) -> None:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if exclusive:
             try:
                 os.link(tmp, dest)  # fails if dest exists: create-only without a race
             finally:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         else:
             os.replace(tmp, dest)
         _fsync_dir(dest.parent)
@@ -73,7 +80,8 @@ class LocalStore:
         except FileExistsError:
             raise
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def get_bytes(self, key: str) -> bytes:
@@ -88,11 +96,11 @@ class LocalStore:
         makes a whole batch durable with one ``syncfs`` before its journal is
         written (10,000 small files would otherwise cost 20,000 fsyncs).
         Plain string paths here: this runs once per stored file."""
-        tmp = str(self._tmp())
+        tmp = self._tmp()
         try:
             with open(tmp, "wb") as f:
                 yield f
-            dest = str(self._path(key))
+            dest = self._spath(key)
             folder = os.path.dirname(dest)
             if folder not in self._made:
                 os.makedirs(folder, exist_ok=True)
