@@ -24,8 +24,8 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnome-keyring dbus >/dev/null)
 	@test -x /usr/lib/postgresql/15/bin/initdb || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
-	@command -v zsh >/dev/null && command -v fish >/dev/null && command -v groff >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish groff-base >/dev/null)
+	@command -v zsh >/dev/null && command -v fish >/dev/null && command -v groff >/dev/null && command -v man >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish groff-base man-db >/dev/null)
 
 # Man pages (man/) and completion scripts (completions/) from the command definitions.
 docs: install

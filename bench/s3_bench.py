@@ -37,15 +37,15 @@ BUCKET = "ldbench"
 BOTO3_JOB = """
 import sys, boto3
 from botocore.config import Config
-op, path = sys.argv[1], sys.argv[2]
+op, path, bucket = sys.argv[1], sys.argv[2], sys.argv[3]
 s3 = boto3.client("s3", config=Config(
     request_checksum_calculation="when_required", response_checksum_validation="when_required",
     s3={"addressing_style": "path"}, retries={"mode": "standard"}))
 if op == "up":
-    s3.upload_file(path, "%s", "plain/big.bin")
+    s3.upload_file(path, bucket, "plain/big.bin")
 else:
-    s3.download_file("%s", "plain/big.bin", path)
-""" % (BUCKET, BUCKET)
+    s3.download_file(bucket, "plain/big.bin", path)
+"""
 
 
 def free_port() -> int:
@@ -107,10 +107,10 @@ def main() -> int:
         subprocess.run([LD, "init", "--store", f"s3://{BUCKET}/vault", "--quiet"], env=env, check=True)
 
         results: dict[str, tuple[float, int]] = {}
-        results["boto3 upload_file"] = timed("boto3 up", [PY, "-c", BOTO3_JOB, "up", str(src)], env)
+        results["boto3 upload_file"] = timed("boto3 up", [PY, "-c", BOTO3_JOB, "up", str(src), BUCKET], env)
         results["livedata upload"] = timed("livedata up", [LD, "upload", str(src), "--quiet"], env)
         out = WORK / "out.bin"
-        results["boto3 download_file"] = timed("boto3 down", [PY, "-c", BOTO3_JOB, "down", str(out)], env)
+        results["boto3 download_file"] = timed("boto3 down", [PY, "-c", BOTO3_JOB, "down", str(out), BUCKET], env)
         out.unlink()
         results["livedata download"] = timed("livedata down", [LD, "download", "big.bin", "-o", str(out), "--quiet"], env)
         same = subprocess.run(["cmp", "-s", str(src), str(out)]).returncode == 0

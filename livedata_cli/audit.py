@@ -396,7 +396,13 @@ class Trail:
                 head = (seq, prev)
         if head is not None:
             self._remember_head(chain, *head)
-        self.mirror()
+        try:
+            self.mirror()
+        except (LivedataError, OSError) as e:
+            detail = e.message if isinstance(e, LivedataError) else str(e)
+            raise LivedataError(
+                f"events kept in the index; their store copy waits for the next command ({detail})"
+            ) from None
 
     def mirror(self) -> None:
         """Write this machine's events the store lacks as one encrypted object."""
@@ -509,8 +515,11 @@ class Trail:
         if result is not None:
             where.append("result = ?")
             args.append(result)
+        order = "DESC" if newest_first else "ASC"
         rows = self.index.db.execute(
-            f"SELECT * FROM audit_events WHERE {' AND '.join(where)}", args
+            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} "
+            f"ORDER BY time {order}, chain {order}, seq {order}" + (f" LIMIT {int(limit)}" if limit else ""),
+            args,
         ).fetchall()
         out = [_row_event(r) for r in rows]
         for r in self.index.db.execute("SELECT id, event FROM audit_pending WHERE vault = ?", (self.vault_id,)):
@@ -742,7 +751,9 @@ class Trail:
         report.events = max(iw.count, sw.count, len(idx_by_seq.keys() | st_by_seq.keys()))
         report.head_seq, report.head_mac = best.head_seq, best.head_mac if best.count else ""
         for p in report.problems:
-            p.message = f"{self.describe(chain, p.seq, idx_by_seq, st_by_seq)}: {p.message}"
+            # Described from the copy that was not caught out, when there is one.
+            copies = (st_by_seq, idx_by_seq) if p.where == "index" else (idx_by_seq, st_by_seq)
+            p.message = f"{self.describe(chain, p.seq, *copies)}: {p.message}"
         return report
 
     def _store_lacks(self, chain: str, s_head: int) -> bool:
@@ -752,12 +763,12 @@ class Trail:
         return max((_name_range(n)[1] for n in names), default=0) <= s_head
 
     def describe(
-        self, chain: str, seq: int | None, idx: dict[int, dict[str, Any]], st: dict[int, dict[str, Any]]
+        self, chain: str, seq: int | None, first: dict[int, dict[str, Any]], second: dict[int, dict[str, Any]]
     ) -> str:
         """``event #57 of chain 1a2b… (2026-11-25 17:05:53 upload a.txt)``."""
         if seq is None:
             return f"chain {chain}"
-        e = idx.get(seq) or st.get(seq)
+        e = first.get(seq) or second.get(seq)
         if e is None:
             return f"event #{seq} of chain {chain}"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((_as_int(e.get("time")) or 0) / 1e6))

@@ -94,3 +94,9 @@ class PartialFailure(LivedataError):
     """Some items failed; the rest succeeded."""
 
     exit_code = ExitCode.PARTIAL
+
+
+class ConversionFailed(LivedataError):
+    """The conversion failed; the source file is unchanged."""
+
+    exit_code = ExitCode.UNEXPECTED

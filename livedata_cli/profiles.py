@@ -77,6 +77,11 @@ SETTINGS: dict[str, Setting] = {
             "passphrase_command", str, "LIVEDATA_PASSPHRASE_COMMAND", None,
             "A shell command printing the passphrase on its first line of output.",
         ),
+        Setting(
+            "server", str, "LIVEDATA_SERVER", "login --server",
+            "The Live-Data server (https://HOST) that register, login, logout, mfa and account talk to.",
+        ),
+        Setting("email", str, "LIVEDATA_EMAIL", "login --email", "The account's email address on that server."),
         Setting("no_keyring", bool, "LIVEDATA_NO_KEYRING", "--no-keyring", "Never use the OS keyring."),
         Setting("json", bool, "LIVEDATA_JSON", "--json", "Print one JSON document on stdout, as --json."),
         Setting("quiet", bool, "LIVEDATA_QUIET", "--quiet", "Print nothing but errors, as --quiet."),

@@ -282,7 +282,7 @@ class Filters:
         return not self.tags and not self.types and all(b is None for b in bounds)
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     """One search result."""
 
@@ -402,7 +402,7 @@ def _all_matches(
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit + 1)
-    rows = [tuple(r) for r in db.execute(sql, args)]
+    rows = _query(db, sql, args)
     return rows[:limit] if limit is not None else rows, limit is not None and len(rows) > limit
 
 
@@ -416,7 +416,7 @@ def _best_ranked(
     ``versions`` (trash, newest version, filters) is what costs.  So matches
     are taken in groups of equal score, best first, until enough pass.
     """
-    scored = db.execute(f"SELECT rowid, {_BM25} FROM search_fts WHERE search_fts MATCH ?", (match,)).fetchall()
+    scored = _query(db, f"SELECT rowid, {_BM25} FROM search_fts WHERE search_fts MATCH ?", [match])
     scored.sort(key=lambda r: -r[1])
     out: list[tuple[Any, ...]] = []
     i = 0
@@ -472,14 +472,18 @@ def _lookup(db: sqlite3.Connection, rowids: list[int], where: str, params: list[
     for k in range(0, len(rowids), 500):
         chunk = rowids[k : k + 500]
         marks = ",".join("?" * len(chunk))
-        out += [
-            tuple(r)
-            for r in db.execute(
-                f"SELECT {_COLUMNS}, NULL, v.rowid FROM versions v WHERE v.rowid IN ({marks}) AND {where}",
-                [*chunk, *params],
-            )
-        ]
+        out += _query(
+            db, f"SELECT {_COLUMNS}, NULL, v.rowid FROM versions v WHERE v.rowid IN ({marks}) AND {where}",
+            [*chunk, *params],
+        )  # fmt: skip
     return out
+
+
+def _query(db: sqlite3.Connection, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples (cheaper than sqlite3.Row when there are thousands)."""
+    cursor = db.cursor()
+    cursor.row_factory = None
+    return cursor.execute(sql, args).fetchall()
 
 
 def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
@@ -510,7 +514,9 @@ def _snippets(db: sqlite3.Connection, expr: str, rowids: list[int]) -> dict[int,
         marks = ",".join("?" * len(chunk))
         for rowid, snippet in db.execute(
             f"SELECT rowid, snippet(search_fts, -1, ?, ?, '…', 12) FROM search_fts "
-            f"WHERE search_fts MATCH ? AND rowid IN ({marks})",
+            # "+rowid": one pass over the matches; a plain "rowid IN" would
+            # run the full-text query again for each row (slow for prefixes).
+            f"WHERE search_fts MATCH ? AND +rowid IN ({marks})",
             [MARK_START, MARK_END, expr, *chunk],
         ):
             out[rowid] = " ".join(str(snippet).split())  # one line, whatever the text held

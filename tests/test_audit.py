@@ -292,22 +292,31 @@ def test_mass_deletion_is_flagged(vault_cli: Cli, open_vault: Any) -> None:
 
 
 # -- several writers ------------------------------------------------------------
-def test_two_processes_at_once_give_one_clean_history(vault_cli: Cli) -> None:
-    for side in ("left", "right"):
-        for i in range(1000):
+def test_processes_at_once_give_one_clean_history(vault_cli: Cli) -> None:
+    """Two uploads of 1,000 files and a download of 200 running together: one
+    chain, every event in it, and it verifies."""
+    for side in ("left", "right", "seed"):
+        for i in range(200 if side == "seed" else 1000):
             write(vault_cli.cwd / side / f"{i}.txt", f"{side} {i}")
-    procs = [
-        vault_cli.popen("upload", side, "--recursive", "-q", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for side in ("left", "right")
+    vault_cli.ok("upload", "seed", "--recursive", "-q")
+    commands = [
+        ("upload", "left", "--recursive", "-q"),
+        ("upload", "right", "--recursive", "-q"),
+        ("download", "seed/", "-o", "restored", "-q"),
     ]
+    procs = [vault_cli.popen(*c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
     for p in procs:
         _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     report = vault_cli.ok("audit", "verify", "--json").json()
     assert report["intact"], report["problems"]
-    assert report["events"] == 2001
+    assert report["events"] == 2401 and len(report["chains"]) == 1
     r = vault_cli.ok("audit", "verify")
-    assert "intact: 2,001 events, chain head " in r.stderr
+    assert "intact: 2,401 events, chain head " in r.stderr
+    counts: dict[str, int] = {}
+    for e in vault_cli.ok("audit", "--json").json():
+        counts[e["action"]] = counts.get(e["action"], 0) + 1
+    assert counts == {"init": 1, "upload": 2200, "download": 200}
 
 
 def test_two_homes_on_one_store_merge_into_one_history(
@@ -392,3 +401,20 @@ def test_tail_cut_from_index_and_store_is_caught_by_the_keyring(
     r = cli("audit", "verify", env=env)
     assert_one_line_error(r, 5)
     assert "event #3 " in r.stderr and "keyring head check" in r.stderr, r.stderr
+
+
+def test_store_copy_that_cannot_be_written_waits_for_the_next_command(
+    vault_cli: Cli, store_dir: Path
+) -> None:
+    write(vault_cli.cwd / "a.txt", "a")
+    vault_cli.ok("upload", "a.txt")
+    shutil.rmtree(store_dir / "tmp", ignore_errors=True)
+    (store_dir / "tmp").write_text("not a folder: every store write fails")
+    r = vault_cli.ok("download", "a.txt", "-o", "-")
+    assert r.stdout == b"a"
+    assert r.stderr.startswith("livedata: warning: audit trail: events kept in the index"), r.stderr
+    (store_dir / "tmp").unlink()
+    vault_cli.ok("download", "a.txt", "-o", "-")
+    report = vault_cli.ok("audit", "verify", "--json").json()
+    assert report["intact"] and report["events"] == 4
+    assert [o.name for o in _objects(store_dir)][-1] == "000000000003-000000000004"

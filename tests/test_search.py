@@ -458,3 +458,39 @@ def test_terminal_output_highlights_and_is_safe(vault_cli: Cli) -> None:
     assert "\x1b[1;33mbank" in out  # the matched word, highlighted
     plain = vault_cli.ok("search", "bank").out
     assert "\x1b[1;33m" not in plain and plain.startswith("x\x1b[2Jy.txt\t")  # a pipe gets the exact path
+
+
+def test_best_first_shortcut_matches_full_ranking(tmp_path: Path) -> None:
+    """Ranking looks up only the leading matches; it must give exactly the
+    order of ranking everything (score, then path), ties, trash and filters included."""
+    import random
+
+    from livedata_cli.index import Index
+    from livedata_cli.search import Filters, search
+
+    rng = random.Random(7)
+    index = Index(tmp_path / "index.sqlite")
+    records: list[dict[str, object]] = []
+    for i in range(8000):  # same-shaped names: thousands of equal scores
+        word = rng.choice(["invoice", "report"])
+        records.append({
+            "t": "put", "vid": f"{i:032x}", "path": f"d{i % 7}/{word}-{rng.choice(['a', 'bb'])}-{i % 2500:05d}.pdf",
+            "object": f"{i:032x}", "length": 1, "size": rng.randint(1, 10_000), "mime": "application/pdf",
+            "hash": "0", "header_hash": "0", "wrapped_key": "00", "key_id": "k", "created": 1000.0 + i,
+            "tags": rng.sample(["x", "y", "z"], 2), "notes": "invoice" if i % 97 == 0 else "",
+        })  # fmt: skip
+    records += [{"t": "rm", "path": "d1/invoice-a-00001.pdf", "time": 1e9}]
+    index.apply("journal/1", records)
+    for query, filters in [
+        ("invoice", Filters()),
+        ("inv* OR report", Filters(tags=["x"])),
+        ("invoice", Filters(larger_than=9000)),
+        ("report", Filters(all_versions=True)),
+        ("invoice", Filters(trash=True)),
+    ]:
+        full = search(index.db, query, filters, limit=None).hits
+        for limit in (1, 50, 700):
+            best = search(index.db, query, filters, limit=limit)
+            assert [h.vid for h in best.hits] == [h.vid for h in full[:limit]], (query, limit)
+            assert best.truncated == (len(full) > limit)
+    index.close()

@@ -299,4 +299,7 @@ def record_audit(args: list[str], code: int) -> None:
     try:
         audit.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
     except Exception as e:  # the command's own outcome stands
-        ENV.warn(f"livedata: warning: the audit trail was not written: {type(e).__name__}: {e}")
+        from livedata_cli.errors import LivedataError
+
+        why = e.message if isinstance(e, LivedataError) else f"not written: {type(e).__name__}: {e}"
+        ENV.warn(f"livedata: warning: audit trail: {why}")

@@ -183,9 +183,16 @@ def _m001_initial(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _m002_files_by_name(conn: Connection) -> None:
+    """Lookups and listings by file name (a vault's store keys), in byte order on PostgreSQL too."""
+    collate = ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_files_owner_name ON files (owner_id, file_name{collate})")
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_files_by_name", _m002_files_by_name),
 ]
 
 

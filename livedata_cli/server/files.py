@@ -157,13 +157,21 @@ async def upload(
     content_type: Annotated[str, Query(min_length=1, max_length=255)] = "application/octet-stream",
     description: Annotated[str, Query(max_length=10_000)] = "",
     tag: Annotated[list[Tag] | None, Query(max_length=MAX_TAGS, description="a tag; repeat for several")] = None,
+    replace: Annotated[
+        bool, Query(description="once stored, purge the caller's other files of the same file_name (an overwrite)")
+    ] = False,
 ) -> FileOut:
     declared_text = request.headers.get("content-length")
     declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    # ``If-None-Match: *``: create only; 412 when a live file of this name exists (checked
+    # before the body is read, and again atomically when the row is written).
+    create_only = request.headers.get("if-none-match", "").strip() == "*"
     with c.db.read() as conn:
         quota, used = conn.execute(
             sa.select(db.users.c.quota_bytes, db.users.c.used_bytes).where(db.users.c.id == user.id)
         ).one()
+        if create_only and _named(conn, user.id, file_name):
+            raise _exists_error()
     room = max(0, quota - used)
     if declared is not None and declared > room:
         raise _quota_error(declared, used, quota)
@@ -179,8 +187,11 @@ async def upload(
         raise ApiError(400, "incomplete_body", "the upload ended early; nothing was stored") from None
     now = time.time()
     fid = new_id()
+    replaced: list[Any] = []
     try:
         with c.db.write() as conn:
+            if create_only and _named(conn, user.id, file_name):
+                raise _exists_error()
             took = conn.execute(
                 db.users.update()
                 .where(db.users.c.id == user.id, db.users.c.used_bytes + blob.size <= db.users.c.quota_bytes)
@@ -206,12 +217,31 @@ async def upload(
             )
             _set_tags(conn, fid, list(tag or []), [])
             audit(conn, who, user.id, "file.upload", "file", fid)
+            if replace:
+                replaced = [r for r in _named(conn, user.id, file_name, deleted=None) if r.id != fid]
+                for old in replaced:
+                    purge_file(c, conn, old)
+                    audit(conn, who, user.id, "file.purge", "file", old.id)
             row = owned(conn, user.id, fid)
             tags = _tags(conn, [fid])[fid]
     except BaseException:
         c.store.delete(blob_key(blob.blob_id))
         raise
+    for old in replaced:
+        c.store.delete(old.blob_key)
     return _out(row, tags)
+
+
+def _named(conn: Connection, user_id: str, file_name: str, *, deleted: bool | None = False) -> list[Any]:
+    """The caller's files called ``file_name`` (live ones unless ``deleted`` says otherwise)."""
+    q = sa.select(db.files).where(db.files.c.owner_id == user_id, db.files.c.file_name == file_name)
+    if deleted is False:
+        q = q.where(db.files.c.deleted_at.is_(None))
+    return list(conn.execute(q).all())
+
+
+def _exists_error() -> ApiError:
+    return ApiError(412, "file_exists", "a file of this name exists (If-None-Match: *)")
 
 
 def _quota_error(size: int | None, used: int, quota: int) -> ApiError:
@@ -234,17 +264,38 @@ def _page(conn: Connection, q: Any, page: PageDep) -> FileList:
     )
 
 
-@router.get("", response_model=FileList, summary="List files, newest first")
+@router.get("", response_model=FileList, summary="List files, newest first (by name with name, prefix or after)")
 def list_files(
     c: CtxDep,
     user: UserDep,
     page: PageDep,
     trash: Annotated[bool, Query(description="list deleted files instead")] = False,
+    name: Annotated[str | None, Query(max_length=1024, description="only files of exactly this file_name")] = None,
+    prefix: Annotated[str | None, Query(max_length=1024, description="only file_names starting with this")] = None,
+    after: Annotated[
+        str | None, Query(max_length=1024, description="only file_names after this one (paging by name)")
+    ] = None,
 ) -> FileList:
     q = sa.select(db.files).where(db.files.c.owner_id == user.id)
     q = q.where(db.files.c.deleted_at.is_not(None) if trash else db.files.c.deleted_at.is_(None))
+    if name is None and prefix is None and after is None:
+        with c.db.read() as conn:
+            return _page(conn, q, page)
+    # By name, in byte order on every database, so that paging with ``after`` never skips.
+    by_name = db.files.c.file_name.collate("C") if c.db.dialect == "postgresql" else db.files.c.file_name
+    if name is not None:
+        q = q.where(db.files.c.file_name == name)
+    if prefix:
+        q = q.where(db.files.c.file_name.startswith(prefix, autoescape=True))
+    if after is not None:
+        q = q.where(by_name > after)
     with c.db.read() as conn:
-        return _page(conn, q, page)
+        total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
+        rows = conn.execute(q.order_by(by_name, db.files.c.id).limit(page.per_page).offset(page.offset)).all()
+        tags = _tags(conn, [r.id for r in rows])
+    return FileList(
+        page=page.page, per_page=page.per_page, total=total, items=[_out(r, tags[r.id]) for r in rows]
+    )
 
 
 def _like(text: str) -> str:

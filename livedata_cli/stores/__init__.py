@@ -55,11 +55,16 @@ class ObjectStore(Protocol):
 
 
 def open_store(url: str) -> ObjectStore:
-    """Open a store from its URL: a folder path (or ``file://``), or ``s3://BUCKET/PREFIX``."""
+    """Open a store from its URL: a folder path (or ``file://``), ``s3://BUCKET/PREFIX``,
+    or a Live-Data server ``https://HOST`` (``http://`` for 127.0.0.1 and localhost)."""
     if url.startswith("s3://"):
         from livedata_cli.stores.s3 import S3Store
 
         return S3Store(url)
+    if url.startswith(("https://", "http://")):
+        from livedata_cli.stores.api import ApiStore
+
+        return ApiStore(url)
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}: this version stores to a folder")
     from livedata_cli.stores.local import LocalStore

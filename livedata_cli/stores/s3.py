@@ -322,7 +322,9 @@ class _PartWriter:
         self._number = 0
         self._etags: dict[int, str] = {}
         self._existing: dict[int, tuple[str, int]] = {}
-        self._inflight = concurrency()
+        # Parts in flight: a few, and fewer when parts are large (stdin's 32 MiB,
+        # files over ~80 GB), so memory stays near 64 MiB of parts.
+        self._inflight = max(2, min(concurrency(), (64 * MIB) // self.part_size))
         self._slots = threading.BoundedSemaphore(self._inflight)
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
@@ -348,8 +350,8 @@ class _PartWriter:
         while mv:
             limit = self.first_size if self._number == 0 else self.part_size
             if len(self._buf) >= limit:
-                self._send(bytes(self._buf))
-                self._buf = bytearray()
+                data, self._buf = self._buf, bytearray()
+                self._send(data)
                 continue
             room = limit - len(self._buf)
             self._buf += mv[:room]
@@ -364,7 +366,7 @@ class _PartWriter:
         up = self.store._call("create_multipart_upload", self.key, Key=self.full, **self.store.sse())
         self.upload_id = str(up["UploadId"])
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytearray) -> None:
         if self._error is not None:
             raise self._error
         if self.upload_id is None:
@@ -386,7 +388,7 @@ class _PartWriter:
             raise self._error
         self._futures.append(self._pool.submit(self._put_part, number, data))
 
-    def _put_part(self, number: int, data: bytes) -> None:
+    def _put_part(self, number: int, data: bytearray) -> None:
         try:
             r = self.store._call(
                 "upload_part",
@@ -421,8 +423,8 @@ class _PartWriter:
             self._done = True
             return
         if self._buf or self._number == 0:
-            self._send(bytes(self._buf))
-            self._buf = bytearray()
+            data, self._buf = self._buf, bytearray()
+            self._send(data)
         self._wait()
         parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
         self.store._call(

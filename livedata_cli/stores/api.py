@@ -1,0 +1,418 @@
+"""A Live-Data API store: ``https://HOST``, the vault lives in the account.
+
+Each store key (``config``, ``keys/<slot>``, ``data/<object-id>``,
+``journal/<name>``, ``audit/<chain>/<range>``) is one file of the account
+whose ``file_name`` is that key and nothing else: no path, name, tag, note or
+type of the user's files ever reaches the server, which sees the same opaque
+names and ciphertext as a folder or a bucket would.  The server's extensions
+used here: ``GET /files?name=`` (lookup), ``?prefix=&after=`` (listing in
+name order), ``POST /files?replace=true`` (overwrite) and ``If-None-Match:
+*`` (create only, 412 when the name exists).
+
+Uploads stream: up to 8 MiB stays in memory and is sent as one request with
+its length; a larger object is spooled to an unlinked temporary file in the
+home (ciphertext only) while a thread streams it to the server as it grows.
+When the connection drops, the object is sent again from the spool: the
+server stores an upload only when its body arrived whole, so a re-send is
+always safe and needs no upload state on the server.  Downloads stream
+(``iter_raw``) and, after a dropped connection, go on from the last byte
+received with ``Range``.  Memory stays at a few chunks either way.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from livedata_cli import config
+from livedata_cli.account import Client, audit_logs, backoff, retries
+from livedata_cli.errors import IntegrityError, LivedataError, NotFound, StoreUnreachable
+from livedata_cli.stores import check_key
+
+MIB = 1024 * 1024
+SPOOL_MEMORY = 8 * MIB  # an object up to this size is one request from memory
+CHUNK = 256 * 1024
+PAGE = 200  # the server's largest page
+CACHE_LIMIT = 50_000  # name → (id, size) entries kept
+
+
+class ApiStore:
+    """An :class:`~livedata_cli.stores.ObjectStore` in a Live-Data account."""
+
+    def __init__(self, url: str) -> None:
+        self.client = Client(url)
+        self.url = self.client.server
+        self.remote = True
+        self._ids: dict[str, tuple[str, int]] = {}
+        self._lock = threading.Lock()
+
+    # -- names ---------------------------------------------------------------------
+    def _what(self, key: str) -> str:
+        return f"{self.url} object {key}"
+
+    def _missing(self, key: str) -> NotFound:
+        return NotFound(f"object {key} is missing from the store {self.url}")
+
+    def _remember(self, key: str, fid: str, size: int) -> None:
+        with self._lock:
+            if len(self._ids) >= CACHE_LIMIT:
+                self._ids.clear()
+            self._ids[key] = (fid, size)
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._ids.pop(key, None)
+
+    def _lookup(self, key: str, *, fresh: bool = False) -> tuple[str, int] | None:
+        """The file id and size of a key (newest file of that name), or None."""
+        check_key(key)
+        if not fresh:
+            with self._lock:
+                hit = self._ids.get(key)
+            if hit is not None:
+                return hit
+        body = self.client.get_json("/files", what=self._what(key), params={"name": key, "per_page": PAGE})
+        items = sorted(body.get("items", []), key=lambda i: float(i.get("created_at", 0)))
+        if not items:
+            self._forget(key)
+            return None
+        newest = items[-1]
+        self._remember(key, str(newest["id"]), int(newest["size"]))
+        return str(newest["id"]), int(newest["size"])
+
+    # -- writing -------------------------------------------------------------------
+    def _post(self, key: str, body: Any, *, exclusive: bool, length: int | None = None) -> None:
+        params: dict[str, Any] = {"file_name": key, "content_type": "application/octet-stream"}
+        headers = {"Content-Type": "application/octet-stream"}
+        if exclusive:
+            headers["If-None-Match"] = "*"
+        else:
+            params["replace"] = "true"
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        resp = self.client.request(
+            "POST", "/files", what=self._what(key), params=params, headers=headers, body=body, ok=(201, 412)
+        )
+        if resp.status_code == 412:
+            raise FileExistsError(key)
+        made = resp.json()
+        self._remember(key, str(made["id"]), int(made["size"]))
+
+    def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        check_key(key)
+        try:
+            self._post(key, lambda: data, exclusive=exclusive, length=len(data))
+        except FileExistsError:
+            # A retried request whose first try was stored after all reads as
+            # "exists": the same bytes there mean it was ours.
+            try:
+                if self.get_bytes(key) == data:
+                    return
+            except NotFound:
+                pass
+            raise
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        check_key(key)
+        up = _Upload(self, key)
+        try:
+            yield up  # type: ignore[misc]
+        except BaseException:
+            up.abort()
+            raise
+        up.finish()
+
+    # -- reading -------------------------------------------------------------------
+    def open(self, key: str) -> BinaryIO:
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        return io.BufferedReader(_Download(self, key, *found), buffer_size=CHUNK)  # type: ignore[return-value]
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def exists(self, key: str) -> bool:
+        return self._lookup(key, fresh=True) is not None
+
+    def size(self, key: str) -> int:
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        return found[1]
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under a folder-like prefix such as ``journal/``, in name order, at every depth."""
+        base = prefix.strip("/")
+        if base:
+            check_key(base)
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"prefix": f"{base}/" if base else "", "per_page": PAGE}
+            if after is not None:
+                params["after"] = after
+            body = self.client.get_json("/files", what=f"{self.url} listing {base or '/'}", params=params)
+            items = body.get("items", [])
+            last_name: str | None = None
+            for item in items:
+                name = str(item["file_name"])
+                self._remember(name, str(item["id"]), int(item["size"]))
+                if name != last_name:  # two files of one name (an overwrite in flight): one key
+                    yield name
+                last_name = name
+            if len(items) < PAGE:
+                return
+            after = str(items[-1]["file_name"])
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        body = self.client.get_json("/files", what=self._what(key), params={"name": key, "per_page": PAGE})
+        for item in body.get("items", []):
+            with contextlib.suppress(NotFound):
+                self.client.request(
+                    "DELETE", f"/files/{item['id']}", what=self._what(key), params={"purge": "true"}, ok=(204,)
+                )
+        self._forget(key)
+
+    def flush(self) -> None:
+        """Nothing to do: the server answered each upload after storing it."""
+
+    # -- the account -----------------------------------------------------------------
+    def server_audit(self, *, since: float | None = None, limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        """The account's audit records kept by the server, newest first."""
+        return audit_logs(self.client, since=since, limit=limit)
+
+
+class _Aborted(Exception):
+    """The writer failed: the upload in flight must not complete."""
+
+
+class _Upload:
+    """The stream handed to the container encryptor; see the module docstring."""
+
+    def __init__(self, store: ApiStore, key: str) -> None:
+        self.store = store
+        self.key = key
+        self._buf = bytearray()
+        self._fd: int | None = None
+        self._size = 0
+        self._done = False
+        self._aborted = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- the stream side ------------------------------------------------------------
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._error is not None:
+            raise self._error
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        if self._fd is None and len(self._buf) + n <= SPOOL_MEMORY:
+            self._buf += mv
+            return n
+        if self._fd is None:
+            self._start_spool()
+        assert self._fd is not None
+        written = 0
+        while written < n:
+            written += os.pwrite(self._fd, mv[written:], self._size + written)
+        with self._cond:
+            self._size += n
+            self._cond.notify_all()
+        return n
+
+    def flush(self) -> None:
+        pass
+
+    # -- spooling --------------------------------------------------------------------
+    def _start_spool(self) -> None:
+        home = config.ensure_home()
+        f = tempfile.TemporaryFile(dir=home, prefix=".upload-")  # noqa: SIM115 - unlinked at once
+        self._fd = os.dup(f.fileno())
+        f.close()
+        os.pwrite(self._fd, bytes(self._buf), 0)
+        self._size = len(self._buf)
+        self._buf = bytearray()
+        self._thread = threading.Thread(target=self._send, name="livedata-api-put", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> Iterator[bytes]:
+        """The spooled bytes from the start, waiting for more until the writer is done."""
+        assert self._fd is not None
+        pos = 0
+        while True:
+            with self._cond:
+                while pos >= self._size and not self._done and not self._aborted:
+                    self._cond.wait()
+                if self._aborted:
+                    raise _Aborted()
+                end, done = self._size, self._done
+            while pos < end:
+                chunk = os.pread(self._fd, min(CHUNK, end - pos), pos)
+                if not chunk:
+                    raise StoreUnreachable(f"the upload spool of {self.key} was cut short")
+                pos += len(chunk)
+                yield chunk
+            if done and pos >= end:
+                return
+
+    def _send(self) -> None:
+        try:
+            self.store._post(self.key, self._follow, exclusive=False)
+        except BaseException as e:
+            self._error = e if isinstance(e, LivedataError | _Aborted) else StoreUnreachable(
+                f"uploading {self.key} to {self.store.url} failed: {type(e).__name__}: {e}"
+            )
+
+    # -- the end -----------------------------------------------------------------------
+    def finish(self) -> None:
+        try:
+            if self._thread is None:
+                data = bytes(self._buf)
+                self._buf = bytearray()
+                self.store._post(self.key, lambda: data, exclusive=False, length=len(data))
+                return
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        finally:
+            self._close()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _Download(io.RawIOBase):
+    """One object, streamed; a dropped connection goes on from the last byte with ``Range``."""
+
+    def __init__(self, store: ApiStore, key: str, fid: str, size: int) -> None:
+        super().__init__()
+        self.store = store
+        self.key = key
+        self.fid = fid
+        self.total = size
+        self._pos = 0
+        self._resp: Any = None
+        self._chunks: Iterator[bytes] | None = None
+        self._chunk = b""
+        self._failures = 0
+        self._relooked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self.total
+        if offset != self._pos:
+            self._drop()
+            self._pos = offset
+        return offset
+
+    def _drop(self) -> None:
+        if self._resp is not None:
+            with contextlib.suppress(Exception):
+                self._resp.close()
+        self._resp, self._chunks, self._chunk = None, None, b""
+
+    def _open(self) -> None:
+        headers = {"Range": f"bytes={self._pos}-"} if self._pos else {}
+        try:
+            resp = self.store.client.request(
+                "GET", f"/files/{self.fid}/download", what=self.store._what(self.key), headers=headers,
+                stream=True, ok=(200, 206),
+            )
+        except NotFound:
+            # Replaced since it was looked up: once more by name, else it is gone.
+            found = None if self._relooked else self.store._lookup(self.key, fresh=True)
+            self._relooked = True
+            if found is None or found[1] != self.total:
+                raise self.store._missing(self.key) from None
+            self.fid = found[0]
+            return self._open()
+        if resp.status_code == 200 and self._pos:
+            skip = self._pos  # a server that ignored Range: drop what we have
+            chunks = resp.iter_raw(CHUNK)
+            while skip > 0:
+                part = next(chunks, b"")
+                if not part:
+                    break
+                if len(part) > skip:
+                    self._chunk = part[skip:]
+                skip -= len(part)
+            self._resp, self._chunks = resp, chunks
+            return
+        self._resp, self._chunks = resp, resp.iter_raw(CHUNK)
+
+    def readinto(self, buf: Any) -> int:
+        import httpx
+
+        out = memoryview(buf).cast("B")
+        while True:
+            if self._pos >= self.total:
+                return 0
+            if self._chunk:
+                n = min(len(out), len(self._chunk))
+                out[:n] = self._chunk[:n]
+                self._chunk = self._chunk[n:]
+                self._pos += n
+                self._failures = 0
+                return n
+            try:
+                if self._chunks is None:
+                    self._open()
+                    continue
+                part = next(self._chunks, b"")
+                if not part:
+                    raise IntegrityError(
+                        f"object {self.key} ended at byte {self._pos} of {self.total} in the store {self.store.url}"
+                    )
+                self._chunk = part
+            except (httpx.TransportError, IntegrityError) as e:
+                self._drop()
+                self._failures += 1
+                if self._failures > retries():
+                    if isinstance(e, IntegrityError):
+                        raise
+                    raise StoreUnreachable(
+                        f"downloading {self.key} from {self.store.url} failed {self._failures} times: {type(e).__name__}"
+                    ) from None
+                time.sleep(backoff(self._failures - 1))
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
