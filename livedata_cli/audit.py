@@ -209,7 +209,14 @@ _current = Recorder()
 
 
 def attach(vault: Vault) -> Recorder:
-    """The running command's recorder, now knowing the vault it works on."""
+    """The running command's recorder, now knowing the vault it works on.
+
+    A command works on one vault; a second vault opened in the same process
+    (library use) starts a fresh recorder, so events never pile up unbounded.
+    """
+    global _current
+    if _current.vault is not None and _current.vault is not vault:
+        _current = Recorder()
     _current.vault = vault
     return _current
 

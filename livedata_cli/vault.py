@@ -307,12 +307,14 @@ class Vault:
         stdin: BinaryIO | None = None,
         jobs: int | None = None,
         index_content: bool = False,
+        derived_from: dict[str, str] | None = None,
     ) -> BatchReport:
         """Store each planned entry as a new version, unless it is unchanged.
 
         Files are read, hashed, encrypted and written by ``jobs`` threads (file
         I/O, hashing and AES-GCM release the GIL); records are collected here,
-        in plan order, and written as journals.
+        in plan order, and written as journals.  ``derived_from`` maps a vault
+        path to the version id it was made from (a conversion's source).
         """
         self.sync()
         batch = _Batch(
@@ -343,6 +345,8 @@ class Vault:
                 result, record = outcome
                 report.items.append(result)
                 report.bytes_read += result.size
+                if record is not None and derived_from and record.get("t") == "put":
+                    record["derived_from"] = derived_from.get(src.path)
                 if record is not None:
                     pending.append(record)
                     pending_bytes += result.stored
@@ -671,6 +675,7 @@ class Vault:
         """Restore entries under ``prefix`` into ``root``: files, symlinks (never
         followed) and folders, keeping going past bad ones.  Folder modes and
         times are set last, deepest first, so a read-only folder can be filled."""
+        self.unlock()  # a wrong passphrase fails the command once, not each file
         root.mkdir(parents=True, exist_ok=True)
         folders: list[tuple[Path, Version]] = []
         for v in sorted(versions, key=lambda x: x.path):

@@ -43,9 +43,15 @@ def test_no_arguments_shows_overview(cli: Cli) -> None:
     assert "Usage" in r.out + r.stderr and "Traceback" not in r.stderr
 
 
-def test_unknown_option_is_usage_error(cli: Cli) -> None:
-    r = cli("upload", "--bogus")
-    assert r.code == 2 and "Traceback" not in r.stderr
+@pytest.mark.parametrize(
+    "args", [["upload", "--bogus"], ["download"], ["bogus-command"], ["upload", "x", "--jobs", "zero"]]
+)
+def test_usage_errors_are_one_line(cli: Cli, args: list[str]) -> None:
+    from conftest import assert_one_line_error
+
+    r = cli(*args)
+    assert_one_line_error(r, 2)
+    assert "--help" in r.stderr
 
 
 def test_python_dash_m(cli: Cli) -> None:

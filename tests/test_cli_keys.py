@@ -141,3 +141,12 @@ def test_lock_without_keyring_says_nothing_cached(vault_cli: Cli) -> None:
 def test_home_files_are_not_world_readable(vault_cli: Cli, tmp_path: Path) -> None:
     index = tmp_path / "home" / "index.sqlite"
     assert not index.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+
+
+def test_wrong_passphrase_on_a_folder_download_fails_once(vault_cli: Cli) -> None:
+    for i in range(5):
+        write(vault_cli.cwd / "d" / f"{i}.txt", str(i))
+    vault_cli.ok("upload", "d", "-r")
+    r = vault_cli("download", "d/", "-o", "out", env={"LIVEDATA_PASSPHRASE": "wrong"})
+    assert_one_line_error(r, 4)
+    assert not (vault_cli.cwd / "out").exists() or not any((vault_cli.cwd / "out").iterdir())

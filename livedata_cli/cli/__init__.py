@@ -15,8 +15,10 @@ import typer
 
 from livedata_cli import __version__
 from livedata_cli.cli import (
+    account_cmds,
     audit_cmds,
     config_cmds,
+    convert_cmds,
     files,
     keys_cmds,
     search_cmds,
@@ -87,6 +89,8 @@ app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(config_cmds.app, name="config")
 app.add_typer(server_cmds.app, name="server")
+app.add_typer(convert_cmds.app, name="convert")
+account_cmds.register_commands(app)
 app.command()(doctor)
 app.command()(completion)
 
@@ -133,7 +137,10 @@ def _dispatch(args: list[str]) -> int:
         from typer._click.exceptions import ClickException
 
         if isinstance(e, ClickException):
-            e.show()
+            # One line, as for every other error, with where to look next.
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _error(e.format_message() + hint)
             return int(e.exit_code)
         if ENV.debug:
             import traceback

@@ -19,7 +19,7 @@ from livedata_cli.cli.common import (
     setup,
 )
 
-app = typer.Typer(help="The audit trail: who did what, when, from where, and whether it worked.")
+app = typer.Typer()
 
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help="Only events at or after this date, date-time or age (7d).")
@@ -88,8 +88,10 @@ def events(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """List the audit trail, newest first: time, action, path, result, host, user, flags.
+    """The audit trail: who did what, when, from where, and whether it worked.
 
+    With no command, list events newest first: time, action, path, result,
+    host, user and flags (failure-burst, mass-delete).
     Example: livedata audit --since 2026-11-01 --action download --path 'finance/*'
     """
     if ctx.invoked_subcommand is not None:

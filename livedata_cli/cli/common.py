@@ -255,7 +255,7 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
 # Commands that only look leave no event of their own (failed unlocks still do).
 NOT_AUDITED = (
     "", "ls", "info", "search", "audit", "doctor", "keys ls", "share ls",
-    "convert status", "convert formats", "server", "login", "logout", "register", "mfa",
+    "convert status", "convert formats", "server", "login", "logout", "register", "mfa", "account",
 )
 # Commands that change something without opening the vault.
 VAULT_LESS = ("lock",)

@@ -187,6 +187,7 @@ def info(
     with open_vault(env) as vault:
         v = vault.resolve(ref, version=version)
         versions = vault.index.versions_of(v.path, trash=v.deleted is not None)
+        source = vault.index.version_by_id(v.derived_from) if v.derived_from else None
     data = {**v.to_json(), "versions": [x.to_json() for x in versions]}
     if env.json:
         env.emit(data)
@@ -198,6 +199,8 @@ def info(
             value = oct(value)
         elif key == "tags":
             value = ", ".join(value) or "-"
+        elif key == "derived_from" and value:  # a conversion's result
+            key, value = "converted from", f"{source.path} version {source.number} ({value})" if source else value
         elif key == "notes":
             value = value.strip().replace("\n", "\n" + " " * 15)  # a note's lines stay aligned
         env.out(f"{key:>13}: {value if value not in (None, '') else '-'}")

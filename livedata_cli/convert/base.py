@@ -62,6 +62,7 @@ class Request:
     timeout: float = DEFAULT_TIMEOUT
     quality: int | None = None
     keep_metadata: bool = False
+    title: str = ""  # the result's name without extension, for formats that carry one
     progress: Progress = field(default=_noop)
 
 

@@ -51,7 +51,7 @@ DEFAULT_CONCURRENCY = 4
 # Downloads: the first ranged GET is small (a header check reads 102 bytes),
 # the next ones are large and several run ahead of the reader.
 FIRST_RANGE = 256 * 1024
-RANGE_SIZE = 8 * MIB
+RANGE_SIZE = 16 * MIB
 SEALED_SEGMENT = (1 << DEFAULT_LOG2_SEGMENT) + TAG_LEN
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
