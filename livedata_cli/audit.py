@@ -878,7 +878,55 @@ def export_row(e: dict[str, Any]) -> dict[str, Any]:
         "seq": e["seq"],
         "flags": list(e.get("flags", [])),
         "mac": e["mac"],
+        "source": e.get("source", "local"),
     }
+
+
+# -- the hosted account's own records ----------------------------------------------------
+def _server_result(status: str) -> str:
+    if status in ("ok", "mfa_ok", "mfa_required"):
+        return "ok"
+    return "denied" if status in ("failed", "revoked") else "error"
+
+
+def with_server_events(
+    trail: Trail,
+    events: list[dict[str, Any]],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    actions: list[str] | None = None,
+    path: str | None = None,
+    result: str | None = None,
+    limit: int | None = None,
+    newest_first: bool = True,
+) -> list[dict[str, Any]]:
+    """``events`` merged with the server's audit log of the account, when the store
+    is a Live-Data server (``source: server``; local events are ``source: local``).
+
+    The server's records (every login, upload, download and delete it saw,
+    with IP, user agent and request id) have no MAC: ``audit verify`` does not
+    cover them.  They name opaque object ids, never a path, so a ``--path``
+    filter leaves them out.
+    """
+    fetch = getattr(trail.store, "server_audit", None)
+    if fetch is None or path is not None:
+        return events
+    merged = list(events)
+    for r in fetch(since=since, limit=None if (since or until or actions or result) else limit):
+        status = str(r.get("status") or "ok")
+        ev: dict[str, Any] = {
+            "vault": trail.vault_id, "chain": "server", "seq": r.get("id"), "prev": "", "mac": "",
+            "time": int(float(r.get("created_at", 0)) * 1e6), "action": str(r.get("action", "")),
+            "path": "", "object": str(r.get("object_id") or ""), "result": _server_result(status),
+            "code": 0, "host": str(r.get("ip") or ""), "user": str(r.get("user_agent") or ""),
+            "version": "", "request_id": str(r.get("request_id") or ""), "command": "",
+            "detail": f"{r.get('object_type') or ''} {status}".strip(), "flags": [], "source": "server",
+        }
+        if _matches(ev, since, until, actions, None, result):
+            merged.append(ev)
+    merged.sort(key=lambda e: (e["time"], e["chain"], e["seq"] or 0), reverse=newest_first)
+    return merged[:limit] if limit else merged
 
 
 EXPORT_FIELDS = tuple(export_row({k: 0 if k == "time" else "" for k in ("time", *FIELDS, "chain", "seq", "mac")}))

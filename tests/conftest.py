@@ -69,9 +69,8 @@ class Cli:
         return r
 
     def popen(self, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [*livedata_exe(), *args], env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, **kw
-        )
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen([*livedata_exe(), *args], env=self.env, cwd=self.cwd, **kw)
 
 
 def assert_one_line_error(r: Result, code: int) -> None:

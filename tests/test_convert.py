@@ -61,6 +61,16 @@ def _ffprobe(data: bytes, tmp: Path) -> dict[str, Any]:
     return json.loads(out)  # type: ignore[no-any-return]
 
 
+def _command_lines() -> list[str]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            out.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return out
+
+
 def _make_video(path: Path, seconds: int, size: str = "320x240") -> Path:
     subprocess.run(
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
@@ -197,8 +207,7 @@ def test_a_hanging_engine_is_stopped_and_nothing_is_left(conv: Cli) -> None:
     assert "ffmpeg took longer than 1 s and was stopped" in r.stderr
     assert _leftovers(conv) == []
     assert "long.webm" not in conv.ok("ls").out
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert conv.env["TMPDIR"] not in ps  # the engine died with its folder
+    assert not [c for c in _command_lines() if conv.env["TMPDIR"] in c]  # the engine died with its folder
     assert _info(conv, "long.mp4")["id"] == before["id"]
 
 
@@ -224,7 +233,7 @@ def test_engine_failure_is_one_line_and_the_source_untouched(conv: Cli) -> None:
         (["missing.png", "--to", "jpg"], 3, "no such file"),
         (["nothing/*.png", "--to", "jpg"], 3, "no file in the vault matches"),
         (["a.png", "--to", "jpg", "--no-store"], 2, "--no-store needs -o"),
-        (["a.png", "--to", "png"], 2, "already png"),
+        (["a.png", "--to", "png"], 2, "replace its own source"),
         (["a.png", "--to", "jpg", "--engine", "nope"], 2, "unknown engine"),
         (["a.png", "--to", "jpg", "--engine", "cloudconvert"], 2, "LIVEDATA_CLOUDCONVERT_KEY"),
         (["a.png", "--to", "jpg", "--as", "a.png"], 2, "replace its own source"),
@@ -260,7 +269,7 @@ def test_queued_jobs_worker_and_status(conv: Cli) -> None:
     assert "done" in listing and "failed" in listing and "a.png -> a.gif" in listing
     assert_one_line_error(conv("convert", "status", "ffffffffffff"), 3)
     events = conv.ok("audit", "--action", "convert", "--json").json()
-    assert any(e["path"] == "a.gif" and e["result"] == "ok" for e in events["events"])
+    assert any(e["path"] == "a.gif" and e["result"] == "ok" for e in events)
 
 
 def test_a_worker_killed_mid_job_is_retried_once_by_another(conv: Cli) -> None:

@@ -94,3 +94,16 @@ def test_concurrent_uploads_of_same_path_keep_every_version(vault_cli: Cli, stor
     info = vault_cli.ok("info", "same.txt", "--json").json()
     assert len(info["versions"]) == 4
     assert len(data_objects(store_dir)) == 4
+
+
+def test_ctrl_c_exits_130_with_one_line_and_stores_nothing(vault_cli: Cli) -> None:
+    p = vault_cli.popen("upload", "-", "--as", "x.bin", stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdin is not None and p.stderr is not None
+    p.stdin.write(b"partial data")
+    p.stdin.flush()
+    time.sleep(1.5)  # started and blocked reading stdin
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130
+    assert err.decode().strip().splitlines() == ["livedata: error: interrupted"]
+    assert vault_cli.ok("ls", "--json").json() == []

@@ -116,6 +116,8 @@ def _dispatch(args: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="livedata", standalone_mode=False)
+        if result == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent return of 130
+            _error("interrupted")
         return int(result) if isinstance(result, int) else 0
     except LivedataError as e:
         _error(e.message)

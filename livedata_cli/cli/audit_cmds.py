@@ -65,15 +65,19 @@ def _query(
 
     if result is not None and result not in ("ok", "denied", "error"):
         raise UsageError(f"--result must be ok, denied or error, not {result!r}")
-    return trail.events(  # type: ignore[no-any-return]
-        since=parse_when(since, "--since") if since else None,
-        until=parse_when(until, "--until") if until else None,
-        actions=action or None,
-        path=path,
-        result=result,
-        limit=limit,
-        newest_first=newest_first,
-    )
+    from livedata_cli.audit import with_server_events
+
+    window: dict[str, Any] = {
+        "since": parse_when(since, "--since") if since else None,
+        "until": parse_when(until, "--until") if until else None,
+        "actions": action or None,
+        "path": path,
+        "result": result,
+        "limit": limit,
+        "newest_first": newest_first,
+    }
+    # A vault on a Live-Data server: the server's own records of the account join in.
+    return with_server_events(trail, trail.events(**window), **window)
 
 
 @app.callback(invoke_without_command=True)

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, human_time, open_vault, setup
+from livedata_cli.cli.common import (
+    Env,
+    JsonOpt,
+    QuietOpt,
+    human_size,
+    human_time,
+    open_vault,
+    setup,
+)
 from livedata_cli.errors import ExitCode, UsageError
 
 
@@ -203,9 +211,9 @@ def formats(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         conversions: dict[str, list[str]] = entry["conversions"]  # type: ignore[assignment]
         for src, dsts in conversions.items():  # sources that reach the same set (themselves aside)
             groups.setdefault(tuple(sorted({*dsts, src})), []).append(src)
-        for dsts, srcs in sorted(groups.items(), key=lambda g: g[1]):
+        for reach, srcs in sorted(groups.items(), key=lambda g: g[1]):
             env.out(f"  {' '.join(srcs)}")
-            env.out(f"      -> {' '.join(dsts)}")
+            env.out(f"      -> {' '.join(reach)}")
     if not table:
         env.say("no conversion engine found on this machine")
     if missing:

@@ -13,6 +13,7 @@ service keeps no copy longer than it must.  The file is sent as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -98,10 +99,8 @@ class CloudConvert(Engine):
                         raise ConversionFailed("cloudconvert: the job finished without a file to download")
                     _download(str(files[0]["url"]), req, deadline)
                 finally:
-                    try:
+                    with contextlib.suppress(httpx.HTTPError):
                         api.delete(f"/v2/jobs/{job['id']}")  # their copy, gone now
-                    except httpx.HTTPError:
-                        pass
         except httpx.TimeoutException:
             raise ConversionFailed(f"cloudconvert took longer than {req.timeout:g} s (--timeout)") from None
         except httpx.HTTPError as e:

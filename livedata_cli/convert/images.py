@@ -86,7 +86,7 @@ def _formats() -> tuple[list[str], list[str]] | None:
 
 def _register_heif() -> None:
     try:
-        from pillow_heif import register_heif_opener
+        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
     except ImportError:
         return
     register_heif_opener()

@@ -275,7 +275,11 @@ def _produce(
     n: int,
 ) -> Path:
     folder.mkdir(mode=0o700)
-    report = (lambda f: progress(n, f)) if progress else (lambda f: None)
+
+    def report(fraction: float) -> None:
+        if progress is not None:
+            progress(n, fraction)
+
     src = folder / f"source.{steps[0].src}"
     with open(src, "wb") as f:
         vault.read_version(v, f)
@@ -286,6 +290,10 @@ def _produce(
         dst = folder / f"result{i}.{step.dst}"
         share = 0.9 / len(steps)
         start = 0.05 + i * share
+
+        def step_progress(fraction: float, start: float = start, share: float = share) -> None:
+            report(start + share * fraction)
+
         step.engine.convert(
             Request(
                 src=current,
@@ -297,7 +305,7 @@ def _produce(
                 quality=opts.quality,
                 keep_metadata=opts.keep_metadata,
                 title=title,
-                progress=lambda f, start=start, share=share: report(start + share * f),  # type: ignore[misc]
+                progress=step_progress,
             )
         )
         if not dst.exists():
