@@ -389,7 +389,7 @@ class Client:
                 raise LoginRequired(
                     f"the session with {self.server} has ended: run 'livedata login --server {self.server}' again"
                 )
-            resp = self._send("POST", "/auth/refresh-token", json_body={"refresh_token": cur.refresh_token})
+            resp = self._send("POST", "/auth/refresh-token", json_body={"refresh_token": cur.refresh_token}, once=True)
             if resp.status_code in (400, 401, 403):
                 self.tokens.delete(self.server)
                 self._set_current(None)
@@ -424,9 +424,17 @@ class Client:
         stream: bool = False,
         token: str | None = None,
         attempts: int | None = None,
+        once: bool = False,
     ) -> httpx.Response:
-        """One request, retried on connection failures, 429 and 5xx; the last answer is returned."""
+        """One request, retried on connection failures, 429 and 5xx; the last answer is returned.
+
+        ``once``: the request must not reach the server twice (a refresh token
+        presented again ends the session), so only failures before anything
+        was sent are retried.
+        """
         import httpx
+
+        unsent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
         last = retries() if attempts is None else attempts
         hdrs = dict(headers or {})
@@ -438,7 +446,7 @@ class Client:
                 req = self.http.build_request(method, path, params=params, json=json_body, content=content, headers=hdrs)
                 resp = self.http.send(req, stream=stream)
             except httpx.TransportError as e:
-                if attempt >= last:
+                if attempt >= last or (once and not isinstance(e, unsent)):
                     raise StoreUnreachable(
                         f"cannot reach {self.server} after {last + 1} attempt(s): {_reason(e)}"
                     ) from None

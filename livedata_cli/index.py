@@ -149,6 +149,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE audit_objects (name TEXT PRIMARY KEY)
         """,
     ),
+    (
+        # Share links this vault made (livedata_cli/sharing.py), from "share"
+        # and "unshare" journal records; never their secrets or keys.
+        "0006_shares",
+        """
+        CREATE TABLE shares (
+            id TEXT PRIMARY KEY,
+            vid TEXT NOT NULL,
+            path TEXT NOT NULL,
+            object TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL,
+            max_downloads INTEGER,
+            password INTEGER NOT NULL DEFAULT 0,
+            location TEXT NOT NULL DEFAULT '',
+            revoked REAL
+        )
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.
@@ -497,6 +517,18 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
     elif kind == "note":
         db.execute("UPDATE versions SET notes = ? WHERE vid = ?", (rec["text"], rec["vid"]))
         _fts_refresh(db, rec["vid"])
+    elif kind == "share":
+        db.execute(
+            "INSERT OR IGNORE INTO shares (id, vid, path, object, kind, created, expires, max_downloads, password, location) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec["id"], rec["vid"], rec["path"], rec.get("object", ""), rec.get("kind", "file"),
+                float(rec["created"]), rec.get("expires"), rec.get("max_downloads"),
+                int(bool(rec.get("password"))), rec.get("location", ""),
+            ),
+        )
+    elif kind == "unshare":
+        db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))
     # Unknown kinds come from a newer livedata: skip them rather than fail.
 
 

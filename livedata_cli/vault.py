@@ -141,26 +141,46 @@ class SyncResult:
 class Vault:
     """An opened vault: its store, its config, the local index, and the key."""
 
-    def __init__(self, store: ObjectStore, cfg: StoreConfig, index: Index, unlocker: Unlocker) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        cfg: StoreConfig | None,
+        index: Index,
+        unlocker: Unlocker,
+        *,
+        vault_id: str | None = None,
+    ) -> None:
         self.store = store
-        self.cfg = cfg
+        self._cfg = cfg
+        self._vault_id = cfg.vault_id if cfg is not None else str(vault_id)
         self.index = index
         self.unlocker = unlocker
         self._master: bytes | None = None
         self.events = audit.attach(self)  # this command's audit events (audit.finish writes them)
-        _configure_store(store, cfg)
+        if cfg is not None:
+            _configure_store(store, cfg)
 
     # -- opening ---------------------------------------------------------------
     @staticmethod
     def open(unlocker: Unlocker) -> Vault:
+        """This home's vault.  The store is not touched until something needs it,
+        so ``ls`` and ``info`` read the local index alone (no network, no credentials)."""
         settings = config.VaultSettings.load()
         store = open_store(settings.store)
-        cfg = _read_config(store)
-        if cfg.vault_id != settings.vault_id:
-            raise IntegrityError(
-                f"the store {store.url} holds vault {cfg.vault_id}, not {settings.vault_id} as this machine expects"
-            )
-        return Vault(store, cfg, Index(config.home() / config.INDEX_FILE), unlocker)
+        return Vault(store, None, Index(config.home() / config.INDEX_FILE), unlocker, vault_id=settings.vault_id)
+
+    @property
+    def cfg(self) -> StoreConfig:
+        """The store's config, read (and checked against this machine's) on first use."""
+        if self._cfg is None:
+            cfg = _read_config(self.store)
+            if cfg.vault_id != self._vault_id:
+                raise IntegrityError(
+                    f"the store {self.store.url} holds vault {cfg.vault_id}, not {self._vault_id} as this machine expects"
+                )
+            _configure_store(self.store, cfg)
+            self._cfg = cfg
+        return self._cfg
 
     @staticmethod
     def init(
@@ -244,7 +264,7 @@ class Vault:
 
     @property
     def vault_id(self) -> str:
-        return self.cfg.vault_id
+        return self._vault_id
 
     # -- sync ----------------------------------------------------------------
     def sync(self, *, rebuild: bool = False) -> SyncResult:

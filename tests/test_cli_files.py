@@ -217,3 +217,15 @@ def test_passphrase_is_never_printed(vault_cli: Cli) -> None:
     for args in (["upload", "a.txt", "--json"], ["info", "a.txt", "--json"], ["--debug", "ls"]):
         r = vault_cli.ok(*args)
         assert PASSPHRASE not in r.out and PASSPHRASE not in r.stderr
+
+
+def test_ls_and_info_work_without_the_store(vault_cli: Cli, store_dir: Path) -> None:
+    """The index is a local cache: listing needs neither the store nor the key."""
+    write(vault_cli.cwd / "a.txt", "a")
+    vault_cli.ok("upload", "a.txt")
+    store_dir.rename(store_dir.with_name("store-unplugged"))
+    no_key = {"LIVEDATA_PASSPHRASE": None}
+    assert [x["path"] for x in vault_cli.ok("ls", "--json", env=no_key).json()] == ["a.txt"]
+    assert vault_cli.ok("info", "a.txt", "--json", env=no_key).json()["path"] == "a.txt"
+    r = vault_cli("download", "a.txt", "-o", "-")
+    assert r.code == 3 and "Traceback" not in r.stderr

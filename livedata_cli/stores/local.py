@@ -20,7 +20,6 @@ from typing import BinaryIO
 from livedata_cli.errors import NotFound, StoreUnreachable
 from livedata_cli.stores import check_key
 
-
 _HEX = frozenset("0123456789abcdef")
 
 
