@@ -21,8 +21,10 @@ from livedata_cli.cli import (
     convert_cmds,
     files,
     keys_cmds,
+    password_cmds,
     search_cmds,
     server_cmds,
+    share_cmds,
     vault_cmds,
 )
 from livedata_cli.cli.common import ENV, record_audit
@@ -90,9 +92,45 @@ app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(config_cmds.app, name="config")
 app.add_typer(server_cmds.app, name="server")
 app.add_typer(convert_cmds.app, name="convert")
+app.add_typer(share_cmds.app, name="share")
+app.add_typer(password_cmds.app, name="password")
 account_cmds.register_commands(app)
 app.command()(doctor)
 app.command()(completion)
+
+
+def _only(args: list[str]) -> typer.Typer | None:
+    """The app with just the command being run (and the global options).
+
+    Building Click's tree for every command costs ~25 ms per start; a run needs
+    one branch.  Help, completion and unknown names get the whole tree.
+    """
+    if "_LIVEDATA_COMPLETE" in os.environ or any(a in ("-h", "--help") for a in args):
+        return None
+    takes_value = {"--profile", "-P"}
+    name, skip = None, False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in takes_value:
+            skip = True
+        elif not a.startswith("-"):
+            name = a
+            break
+    if name is None:
+        return None
+    commands = [c for c in app.registered_commands if typer.main.get_command_name(
+        c.name or c.callback.__name__) == name]  # type: ignore[union-attr]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return None
+    small = typer.Typer(**{k: getattr(app.info, k) for k in ("name", "help", "no_args_is_help")},
+                        add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                        context_settings={"help_option_names": ["-h", "--help"]})
+    small.registered_callback = app.registered_callback
+    small.registered_commands = commands
+    small.registered_groups = groups
+    return small
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +151,7 @@ def _dispatch(args: list[str]) -> int:
 
         register_shells()
     ENV.debug = "--debug" in args
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_only(args) or app)
     try:
         result = command.main(args=args, prog_name="livedata", standalone_mode=False)
         if result == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent return of 130
