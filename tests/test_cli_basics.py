@@ -126,3 +126,15 @@ def test_no_progress_or_colour_when_not_a_terminal(vault_cli: Cli) -> None:
     (vault_cli.cwd / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
     r = vault_cli.ok("upload", "big.bin")
     assert "\x1b[" not in r.stderr and "\r" not in r.stderr
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(vault_cli: Cli) -> None:
+    for i in range(300):
+        (vault_cli.cwd / f"file-with-a-longish-name-{i:04d}.txt").write_text(str(i))
+    vault_cli.ok("upload", *[f"file-with-a-longish-name-{i:04d}.txt" for i in range(300)])
+    r = subprocess.run(
+        f"{' '.join(livedata_exe())} ls --long | head -n 1; echo ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, env=vault_cli.env, cwd=vault_cli.cwd,
+    )
+    assert r.stdout.splitlines()[-1] == "0", r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr

@@ -154,6 +154,7 @@ def _dispatch(args: list[str]) -> int:
     command = typer.main.get_command(_only(args) or app)
     try:
         result = command.main(args=args, prog_name="livedata", standalone_mode=False)
+        sys.stdout.flush()  # here, so a reader gone away (| head) is caught below, not at exit
         if result == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent return of 130
             _error("interrupted")
         return int(result) if isinstance(result, int) else 0
@@ -169,10 +170,13 @@ def _dispatch(args: list[str]) -> int:
         _error("interrupted")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (| head): not an error of ours.  Point stdout at
-        # /dev/null so the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _reader_gone()
+    except SystemExit as e:
+        from typer._click.utils import PacifyFlushWrapper
+
+        if isinstance(sys.stdout, PacifyFlushWrapper):  # Typer's own EPIPE handling exits 1
+            return _reader_gone()
+        raise
     except Exception as e:
         from typer._click.exceptions import ClickException
 
@@ -188,6 +192,13 @@ def _dispatch(args: list[str]) -> int:
             traceback.print_exc()
         _error(f"unexpected error: {type(e).__name__}: {e} (run with --debug for details)")
         return int(ExitCode.UNEXPECTED)
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (``| head``): not an error of ours.  Point
+    stdout at /dev/null so the interpreter's final flush does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    return 0
 
 
 def _error(message: str) -> None:
