@@ -18,15 +18,20 @@ install: $(VENV)/.installed
 demo: install
 	bash scripts/demo.sh $(BIN)/livedata
 
-# Debian packages the tests use: a real Secret Service (gnome-keyring on D-Bus), and the
-# conversion engines (pandoc, LibreOffice Writer without its GUI, ffmpeg).
+# Debian packages the tests use: a real Secret Service (gnome-keyring on D-Bus), PostgreSQL and
+# Redis for the server, Node and Chromium for the share page's script, and the conversion
+# engines (pandoc, LibreOffice Writer without its GUI, ffmpeg).
 system-deps:
 	@command -v gnome-keyring-daemon >/dev/null && command -v dbus-daemon >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnome-keyring dbus >/dev/null)
 	@test -x /usr/lib/postgresql/15/bin/initdb || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@command -v redis-server >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null)
 	@command -v zsh >/dev/null && command -v fish >/dev/null && command -v groff >/dev/null && command -v man >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish groff-base man-db >/dev/null)
+	@command -v node >/dev/null && test -x /usr/bin/chromium || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs chromium >/dev/null)
 	@command -v pandoc >/dev/null && command -v soffice >/dev/null && command -v ffmpeg >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    pandoc libreoffice-writer-nogui ffmpeg >/dev/null)

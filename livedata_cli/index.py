@@ -169,6 +169,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        # Versions whose data key also needs a file password (crypto/filepass.py).
+        "0007_file_passwords",
+        """
+        ALTER TABLE versions ADD COLUMN protected INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.
@@ -218,6 +225,7 @@ class Version:
     kind: str = "file"  # file, symlink or dir (dir and symlink have no data object)
     target: str | None = None  # a symlink's target
     number: int = 0  # 1 for the oldest version of its path
+    protected: bool = False  # the data key also needs a file password
 
     def to_json(self) -> dict[str, Any]:
         """The fields a user may see (no wrapped key)."""
@@ -240,12 +248,13 @@ class Version:
             "deleted": self.deleted,
             "kind": self.kind,
             **({"target": self.target} if self.kind == "symlink" else {}),
+            "password": self.protected,
         }
 
 
 _COLUMNS = (
     "vid, path, object, \"offset\", length, size, mtime, mode, mime, hash, header_hash, "
-    "wrapped_key, key_id, created, derived_from, tags, notes, deleted, kind, target"
+    "wrapped_key, key_id, created, derived_from, tags, notes, deleted, kind, target, protected"
 )
 _NUMBERED = (
     f"SELECT {_COLUMNS}, ROW_NUMBER() OVER (PARTITION BY path ORDER BY created, vid) AS number "
@@ -275,6 +284,7 @@ def _version(row: sqlite3.Row) -> Version:
         deleted=row["deleted"],
         kind=row["kind"],
         target=row["target"],
+        protected=bool(row["protected"]),
         number=row["number"] if "number" in row.keys() else 0,  # noqa: SIM118 (Row "in" tests values)
     )
 
@@ -405,7 +415,7 @@ class Index:
         """A stored version with this content (any path), for deduplication; thread-safe."""
         with self._lock:
             row = self.db.execute(
-                f"SELECT {_COLUMNS} FROM versions WHERE hash = ? AND kind = 'file' ORDER BY created LIMIT 1",
+                f"SELECT {_COLUMNS} FROM versions WHERE hash = ? AND kind = 'file' AND NOT protected ORDER BY created LIMIT 1",
                 (hash_,),
             ).fetchone()
         return None if row is None else _version(row)
@@ -456,7 +466,7 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
     if kind == "put":
         db.execute(
             f"INSERT OR IGNORE INTO versions ({_COLUMNS}, journal) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
             (
                 rec["vid"],
                 rec["path"],
@@ -477,6 +487,7 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
                 rec.get("notes", ""),
                 rec.get("kind", "file"),
                 rec.get("target"),
+                int(bool(rec.get("protected"))),
                 journal,
             ),
         )
@@ -526,6 +537,12 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
                 float(rec["created"]), rec.get("expires"), rec.get("max_downloads"),
                 int(bool(rec.get("password"))), rec.get("location", ""),
             ),
+        )
+    elif kind == "file-password":
+        # A version's data key rewrapped: a password set, changed or removed.
+        db.execute(
+            "UPDATE versions SET wrapped_key = ?, protected = ? WHERE vid = ?",
+            (bytes.fromhex(rec["wrapped_key"]), int(bool(rec.get("protected"))), rec["vid"]),
         )
     elif kind == "unshare":
         db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))

@@ -489,19 +489,9 @@ def _query(db: sqlite3.Connection, sql: str, args: list[Any]) -> list[tuple[Any,
 def _hits(rows: list[tuple[Any, ...]]) -> list[Hit]:
     # One JSON document for every row's tags: much faster than one parse each.
     tags = json.loads("[" + ",".join(r[6] for r in rows) + "]")
+    # Positional: the columns are in Hit's field order (vid ... deleted, score).
     return [
-        Hit(
-            vid=r[0],
-            path=r[1],
-            size=r[2],
-            mime=r[3],
-            created=r[4],
-            mtime=r[5],
-            tags=t,
-            notes=r[7],
-            deleted=r[8],
-            score=None if r[9] is None else float(f"{r[9]:.4g}"),
-        )
+        Hit(r[0], r[1], r[2], r[3], r[4], r[5], t, r[7], r[8], None if r[9] is None else float(f"{r[9]:.4g}"))
         for r, t in zip(rows, tags, strict=True)
     ]
 

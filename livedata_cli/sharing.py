@@ -38,7 +38,6 @@ from livedata_cli.crypto import share as sc
 from livedata_cli.errors import (
     AuthError,
     IntegrityError,
-    LivedataError,
     NotFound,
     Refused,
     StoreUnreachable,
@@ -102,10 +101,13 @@ class Share:
     location: str
     revoked: float | None
     downloads: int | None = None  # counted only where a server counts them
+    server_state: str | None = None  # what the server says (used_up, locked, ...)
 
     def state(self, at: float) -> str:
         if self.revoked is not None:
             return "revoked"
+        if self.server_state:
+            return self.server_state
         if self.expires is not None and at >= self.expires:
             return "expired"
         return "active"
@@ -115,14 +117,14 @@ class Share:
             "id": self.id,
             "path": self.path,
             "store": self.kind,
-            "created": _iso(self.created),
-            "expires": _iso(self.expires) if self.expires is not None else None,
+            "created": self.created,
+            "expires": self.expires,
             "downloads": self.downloads,
             "max_downloads": self.max_downloads,
             "password": self.password,
             "location": self.location,
             "state": self.state(at),
-            "revoked": _iso(self.revoked) if self.revoked is not None else None,
+            "revoked": self.revoked,
         }
 
 
@@ -155,8 +157,8 @@ def create(
         )
     if kind == "s3" and expires_in > S3_MAX_EXPIRY:
         raise UsageError("--expires: an S3 share link lasts at most 7 days (S3's limit for presigned URLs)")
-    if kind == "api":
-        raise UsageError("share links from a vault on a Live-Data API store are not available in this version")
+    if kind != "file" and out is not None:
+        raise UsageError("--out writes a share file, which only a vault on a folder store makes; this one prints a link")
     if kind == "file" and out is not None and out.exists():
         raise UsageError(f"{out} exists: remove it or give another --out")
     vault.sync()
@@ -185,7 +187,24 @@ def create(
             raise UsageError(f"{target} exists: remove it or give another --out")
         envelope = sc.seal_manifest(secret, share_id, manifest, password)
         _write_share_file(vault, v, envelope, target)
-        location, link = str(target), f"{target}#{key}"
+        location, link = str(target.absolute()), f"{target}#{key}"
+    elif kind == "api":
+        import base64
+
+        envelope = sc.seal_manifest(secret, share_id, manifest, password)
+        verifier = None
+        if password is not None:
+            hint = sc.password_hint(envelope)
+            verifier = sc.check_from_hint(secret, hint, password).hex()
+            key = f"{key}.{hint}"
+        location = vault.store.create_share(
+            f"data/{v.object}",
+            manifest=base64.b64encode(envelope).decode(),
+            expires_in=expires_in,
+            max_downloads=max_downloads,
+            verifier=verifier,
+        )
+        link = f"{vault.store.url}/s/{location}#{key}"
     else:
         store = vault.store
         manifest["data"] = store.presign_get(f"data/{v.object}", expires_in)
@@ -248,13 +267,21 @@ def _journal(vault: Any, record: dict[str, Any]) -> None:
 def list_shares(vault: Any) -> list[Share]:
     vault.sync()
     rows = vault.index.db.execute("SELECT * FROM shares ORDER BY created, id").fetchall()
-    return [
-        Share(
-            r["id"], r["path"], r["kind"], r["created"], r["expires"], r["max_downloads"],
-            bool(r["password"]), r["location"], r["revoked"],
+    server: dict[str, dict[str, Any]] = {}
+    if any(r["kind"] == "api" for r in rows) and store_kind(vault.store) == "api":
+        server = vault.store.shares()
+    out = []
+    for r in rows:
+        seen = server.get(r["location"]) if r["kind"] == "api" else None
+        out.append(
+            Share(
+                r["id"], r["path"], r["kind"], r["created"], r["expires"], r["max_downloads"],
+                bool(r["password"]), r["location"], r["revoked"],
+                downloads=int(seen["downloads"]) if seen else None,
+                server_state=str(seen["state"]) if seen and seen.get("state") != "active" else None,
+            )
         )
-        for r in rows
-    ]
+    return out
 
 
 def revoke(vault: Any, share_id: str) -> Share:
@@ -266,6 +293,8 @@ def revoke(vault: Any, share_id: str) -> Share:
         raise UsageError(f"share {share_id} is already revoked")
     if found.kind == "s3":
         vault.store.delete(found.location)
+    elif found.kind == "api":
+        vault.store.revoke_share(found.location)
     at = now()
     _journal(vault, {"t": "unshare", "id": share_id, "time": at})
     vault.events.add("share-revoke", found.path, detail=f"share {share_id} ({found.kind})")
@@ -278,7 +307,7 @@ def revoke(vault: Any, share_id: str) -> Share:
 # -- the recipient's side -------------------------------------------------------
 @dataclass(frozen=True)
 class ShareRef:
-    kind: str  # "file" or "url"
+    kind: str  # "file", "url" (S3 presigned) or "api" (https://HOST/s/ID)
     where: str  # path of the share file, or the URL without its fragment
     key: str | None  # from the fragment
 
@@ -287,8 +316,10 @@ def parse_ref(ref: str) -> ShareRef | None:
     """A share file (``x.ldshare``, ``x.ldshare#KEY``) or link (``https://…#KEY``), else None."""
     where, hashmark, fragment = ref.partition("#")
     if where.startswith(("https://", "http://")):
+        if re.search(r"/s/[A-Za-z0-9_-]+/?$", where):
+            return ShareRef("api", where.rstrip("/"), fragment or None)
         return ShareRef("url", where, fragment or None) if hashmark or "/s/" in where or "/shares/" in where else None
-    if where.endswith(SUFFIX):
+    if where.endswith(SUFFIX) and (hashmark or os.path.isfile(where)):
         return ShareRef("file", where, fragment or None)
     return None
 
@@ -299,6 +330,7 @@ class Opened:
 
     ref: ShareRef
     manifest: dict[str, Any]
+    verifier: str | None = None
 
     @property
     def name(self) -> str:
@@ -315,7 +347,7 @@ class Opened:
             "name": self.name,
             "size": self.size,
             "mime": self.manifest.get("mime"),
-            "expires": _iso(float(self.manifest["expires"])) if self.manifest.get("expires") else None,
+            "expires": self.manifest.get("expires"),
         }
 
     def write(self, dst: BinaryIO, progress: Callable[[int], None] | None = None) -> int:
@@ -346,7 +378,7 @@ class Opened:
         return n
 
     @contextmanager
-    def _data(self) -> Iterator[BinaryIO]:
+    def _data(self) -> Iterator[Any]:
         if self.ref.kind == "file":
             with open(self.ref.where, "rb") as f:
                 f.seek(len(FILE_MAGIC) + 4 + int.from_bytes(_read_head(f)[1], "big"))
@@ -356,6 +388,16 @@ class Opened:
             return
         import httpx
 
+        if self.ref.kind == "api":
+            try:
+                with httpx.stream("GET", _api_url(self.ref, "download"), headers=_vheaders(self.verifier), timeout=60) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        _api_status(r)
+                    yield _Limited(_HttpReader(r.iter_raw()), int(self.manifest["length"]))
+            except httpx.HTTPError as e:
+                raise StoreUnreachable(f"cannot fetch the shared data: {e}") from None
+            return
         headers: dict[str, str] = {}
         offset = int(self.manifest.get("offset", 0))
         if offset:
@@ -390,9 +432,23 @@ def open_share(ref: ShareRef, key: str | None, password: Callable[[], str | None
     text = ref.key or key or os.environ.get(KEY_ENV)
     if not text:
         raise AuthError(f"this share needs its key: add '#KEY' to it, give --key KEY or set {KEY_ENV}")
+    text, _dot, hint = text.partition(".")
     secret = sc.decode_secret(text)
-    envelope = _fetch_envelope(ref)
-    pw = password() if sc.needs_password(envelope) else None
+    verifier: str | None = None
+    pw: str | None = None
+    if ref.kind == "api":
+        if hint:
+            pw = password()
+            if pw is None:
+                raise sc.ShareKeyError(
+                    f"this share is protected by a password: set {PASSWORD_ENV} or run on a terminal to be asked"
+                )
+            verifier = sc.check_from_hint(secret, hint, pw).hex()
+        envelope = _fetch_api_envelope(ref, verifier)
+    else:
+        envelope = _fetch_envelope(ref)
+    if pw is None and sc.needs_password(envelope):
+        pw = password()
     manifest = sc.open_manifest(secret, envelope, pw)
     expires = manifest.get("expires")
     if expires is not None and now() >= float(expires):
@@ -400,7 +456,50 @@ def open_share(ref: ShareRef, key: str | None, password: Callable[[], str | None
     for field in ("size", "key", "header_hash", "length"):
         if field not in manifest:
             raise IntegrityError(f"the share's manifest lacks its {field}")
-    return Opened(ref, manifest)
+    return Opened(ref, manifest, verifier)
+
+
+def _api_url(ref: ShareRef, what: str) -> str:
+    base, _s, share_id = ref.where.rpartition("/s/")
+    return f"{base}/api/v1/shares/{share_id}/{what}"
+
+
+def _vheaders(verifier: str | None) -> dict[str, str]:
+    return {"X-Share-Verifier": verifier} if verifier else {}
+
+
+def _api_status(r: Any) -> None:
+    """A share endpoint's refusal as the livedata error of its exit code."""
+    try:
+        message = str(r.json().get("detail") or r.json().get("message") or "")
+    except ValueError:
+        message = ""
+    if r.status_code == 401:
+        raise sc.ShareKeyError("the password does not open this share (the server counts failed attempts)")
+    if r.status_code == 404:
+        raise NotFound("no such share on this server (the link is wrong, or the file was deleted)")
+    if r.status_code in (410, 429):
+        raise Refused(message or "this share is expired, used up, locked or revoked")
+    if r.status_code >= 400:
+        raise StoreUnreachable(f"the server answered HTTP {r.status_code}")
+
+
+def _fetch_api_envelope(ref: ShareRef, verifier: str | None) -> bytes:
+    import base64
+    import binascii
+
+    import httpx
+
+    try:
+        r = httpx.get(_api_url(ref, "public"), headers=_vheaders(verifier), timeout=30)
+    except httpx.HTTPError as e:
+        raise StoreUnreachable(f"cannot fetch the share: {e}") from None
+    if r.status_code != 200:
+        _api_status(r)
+    try:
+        return base64.b64decode(str(r.json()["manifest"]), validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise IntegrityError("the server's answer for this share is not a livedata share") from None
 
 
 def _fetch_envelope(ref: ShareRef) -> bytes:
@@ -468,7 +567,6 @@ class _HttpReader:
 
 __all__ = [
     "Created",
-    "LivedataError",
     "Opened",
     "Share",
     "ShareRef",

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from livedata_cli import audit, config, journal, locking, retention, tree
-from livedata_cli.crypto import container
+from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import KeyedHash, key_id, subkey, unwrap_data_key, wrap_data_key
 from livedata_cli.errors import (
+    AuthError,
     IntegrityError,
     LivedataError,
     NotFound,
@@ -156,6 +157,11 @@ class Vault:
         self.index = index
         self.unlocker = unlocker
         self._master: bytes | None = None
+        # File passwords: asked through this (the CLI sets a prompt), cached by salt once they open.
+        self.ask_file_password: Callable[[str], str | None] = _file_password_from_env
+        self._file_keys: dict[tuple[str, bytes, str], tuple[filepass.PasswordKey, filepass.PasswordKey]] = {}
+        self._file_passwords: list[str] = []
+        self._file_lock = threading.Lock()
         self.events = audit.attach(self)  # this command's audit events (audit.finish writes them)
         if cfg is not None:
             _configure_store(store, cfg)
@@ -328,6 +334,8 @@ class Vault:
         jobs: int | None = None,
         index_content: bool = False,
         derived_from: dict[str, str] | None = None,
+        password: str | None = None,
+        no_password: bool = False,
     ) -> BatchReport:
         """Store each planned entry as a new version, unless it is unchanged.
 
@@ -335,8 +343,13 @@ class Vault:
         I/O, hashing and AES-GCM release the GIL); records are collected here,
         in plan order, and written as journals.  ``derived_from`` maps a vault
         path to the version id it was made from (a conversion's source).
+        With ``password`` every file stored gets that file password; without
+        it a new version of a protected path (or the conversion of a protected
+        file) keeps the password of what it came from, unless ``no_password``.
         """
         self.sync()
+        if password is not None and no_password:
+            raise UsageError("--password and --no-password exclude each other")
         batch = _Batch(
             hash_key=subkey(self.master_key, self.vault_id, "plaintext-hash"),
             tags=sorted(set(tags)),
@@ -344,6 +357,9 @@ class Vault:
             progress=progress,
             stdin=stdin,
             index_content=index_content,
+            password_key=filepass.PasswordKey.derive(password) if password is not None else None,
+            no_password=no_password,
+            derived_from=derived_from or {},
         )
         pending: list[dict[str, Any]] = []
         pending_bytes = 0
@@ -414,6 +430,7 @@ class Vault:
             newest.kind == "file"
             and (newest.size, newest.mtime, newest.mode) == (st.st_size, st.st_mtime, stat.S_IMODE(st.st_mode))
             and not self._wants_text(newest, batch)
+            and newest.protected == batch.protects(newest)
         )
 
     def _store_file(
@@ -425,9 +442,12 @@ class Vault:
         mtime: float | None,
         mode: int | None,
     ) -> tuple[ItemResult, dict[str, Any] | None]:
+        protect = self._protection(src.path, batch, newest)
         # Small files are read whole (bounded by SMALL_FILE), so their content
         # is known before anything is written: a duplicate never reaches the store.
         head = f.read(SMALL_FILE + 1)
+        if protect is not None:  # never deduplicated, either way: its object and key are its own
+            return self._encrypt_new(src, f, batch, newest, mtime, mode, head, None, protect)
         small = len(head) <= SMALL_FILE
         known: str | None = None
         claim: threading.Event | None = None
@@ -455,10 +475,14 @@ class Vault:
         mode: int | None,
         head: bytes,
         known: str | None,
+        protect: filepass.PasswordKey | None = None,
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         small = known is not None
-        new = self._new_object(src, f, resumable=not small)
+        new = self._new_object(src, f, resumable=not small and protect is None)
         oid, data_key = new.oid, new.data_key
+        wrapped = new.wrapped_key
+        if protect is not None:
+            wrapped = self._seal_for(protect, oid, data_key)
         hasher = KeyedHash(batch.hash_key)
         source = io.BytesIO(head) if small else cast(BinaryIO, _Prefixed(head, f))
         with new.writer as out:
@@ -471,20 +495,23 @@ class Vault:
                 on_progress=batch.progress,
             )
         digest = known if known is not None else hasher.hexdigest()
-        if not small:
+        if not small and protect is None:
             skip = self._skip_if_known(src, batch, newest, digest, size, mtime, mode, head)
             if skip is not None:
                 self.store.delete(f"data/{oid}")  # hashed while written: drop the copy
                 return skip
         record = self._put_record(src, newest, batch.tags, size, mtime, mode, head, digest)
-        self._add_text(record, head, batch)
         record.update(
             object=oid,
             length=length,
             header_hash=container.header_hash(header),
-            wrapped_key=new.wrapped_key.hex(),
+            wrapped_key=wrapped.hex(),
         )
-        batch.by_hash.setdefault(digest, record)
+        if protect is None:
+            self._add_text(record, head, batch)
+            batch.by_hash.setdefault(digest, record)
+        else:  # no content hash or words: the vault key alone must not confirm a guess
+            record.update(hash="", protected=True)
         status = "changed" if newest is not None else "new"
         return ItemResult(src.local, src.path, status, size, record["vid"], stored=length), record
 
@@ -505,6 +532,7 @@ class Vault:
             and newest.kind == "file"
             and newest.hash == digest
             and not self._wants_text(newest, batch)
+            and not newest.protected  # reached with --no-password: the new version drops it
         ):
             return _unchanged(src, newest, batch.tags)
         same = batch.by_hash.get(digest)
@@ -842,7 +870,11 @@ class Vault:
                 continue
             checked.add(v.object)
             try:
-                if data:
+                if v.protected:  # its key needs the file password: the size is what can be checked
+                    size = self.store.size(f"data/{v.object}")
+                    if size != v.offset + v.length:
+                        raise IntegrityError(f"object {v.object} is {size} bytes, the record says {v.length}")
+                elif data:
                     with open(os.devnull, "wb") as sink:
                         self.read_version(v, sink, progress)
                 else:
@@ -871,7 +903,138 @@ class Vault:
 
         if kms.is_per_object(wrapped):
             return kms.open_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid, wrapped)
-        return unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+        key = unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+        if filepass.is_envelope(key):  # the vault key found a password envelope, not the data key
+            return self._open_protected(oid, key)[0]
+        return key
+
+    def _open_protected(self, oid: str, envelope: bytes) -> tuple[bytes, filepass.PasswordKey]:
+        """The data key inside a file password envelope, and the password key that opened it.
+
+        Keys that opened an envelope are cached by salt, and passwords that
+        worked are tried first, so a batch asks once per password, not per file.
+        On an API store the envelope also needs the release secret of its
+        server lock, which the server gives only for the right verifier and
+        refuses (exit 7) after a few wrong ones.
+        """
+        from livedata_cli.stores import file_locks
+
+        params, salt, lock = filepass.envelope_params(envelope)
+        ident = (*filepass.key_ident(params, salt), lock or "")
+        with self._file_lock:
+            cached = self._file_keys.get(ident)
+            if cached is not None:
+                data_key = filepass.open_envelope(cached[0], self.vault_id, oid, envelope)
+                if data_key is not None:
+                    return data_key, cached[1]
+            found = self.index.version_by_object(oid)
+            path = found.path if found is not None else oid
+            tried: set[str] = set()
+            for known in [*self._file_passwords, None]:
+                password = known if known is not None else self.ask_file_password(path)
+                if password is None:
+                    raise AuthError(
+                        f"{path} is password-protected: set LIVEDATA_FILE_PASSWORD, or run on a terminal to be asked"
+                    )
+                if password in tried:  # tried already: never spend a server attempt on it twice
+                    break
+                tried.add(password)
+                key = filepass.PasswordKey.derive(password, params, salt)
+                opener: filepass.PasswordKey | None = key
+                if lock is not None:
+                    try:
+                        opener = key.gated(file_locks.release(self.store, lock, key.verifier(), path))
+                    except file_locks.WrongFilePassword:
+                        opener = None
+                data_key = filepass.open_envelope(opener, self.vault_id, oid, envelope) if opener else None
+                if data_key is not None and opener is not None:
+                    if known is None:
+                        self._file_passwords.append(password)
+                    self._file_keys[ident] = (opener, key)
+                    return data_key, key
+            self.events.add("file-password", path, object=oid, result="denied", code=4, detail="wrong file password")
+            raise AuthError(f"wrong file password for {path}")
+
+    def _seal_for(self, key: filepass.PasswordKey, oid: str, data_key: bytes) -> bytes:
+        """A data key's record form under a file password (and, on an API store, a new server lock)."""
+        from livedata_cli.stores import file_locks
+
+        lock, sealer = None, key
+        if file_locks.supported(self.store):
+            lock, secret = file_locks.create(self.store, key.verifier())
+            sealer = key.gated(secret)
+        envelope = filepass.seal_data_key(sealer, self.vault_id, oid, data_key, lock=lock)
+        return wrap_data_key(self.master_key, self.vault_id, oid, envelope)
+
+    def _protection(self, path: str, batch: _Batch, newest: Version | None) -> filepass.PasswordKey | None:
+        """The password key a new version of ``path`` is stored under, or None."""
+        if batch.no_password:
+            return None
+        if batch.password_key is not None:
+            return batch.password_key
+        source = self.index.version_by_id(batch.derived_from[path]) if path in batch.derived_from else None
+        for v in (newest, source):
+            if v is not None and v.protected:
+                envelope = unwrap_data_key(self.master_key, self.vault_id, v.object, v.wrapped_key)
+                return self._open_protected(v.object, envelope)[1]
+        return None
+
+    def check_file_password(self, v: Version) -> None:
+        """Ask for a protected version's password now (AuthError if it is missing or wrong)."""
+        if v.protected:
+            self._data_key(v.object, v.wrapped_key)
+
+    def set_file_password(self, ref: str, action: str, new_password: str | None) -> list[Version]:
+        """Set, change or remove the file password of every version of a file.
+
+        Only the data keys are rewrapped (one ``file-password`` journal record
+        per version); the data objects are never rewritten.  ``change`` and
+        ``remove`` need the current password (asked through ``ask_file_password``).
+        """
+        self.sync()
+        v = self.resolve(ref)
+        if v.kind != "file":
+            raise UsageError(f"{v.path} is a {v.kind}: only files have passwords")
+        versions = [
+            x for x in self.index.versions_of(v.path) + self.index.versions_of(v.path, trash=True) if x.kind == "file"
+        ]
+        protected = any(x.protected for x in versions)
+        if action == "set" and protected:
+            raise UsageError(f"{v.path} already has a file password: use 'livedata password change'")
+        if action != "set" and not protected:
+            raise UsageError(f"{v.path} has no file password: use 'livedata password set'")
+        keys = [(x, self._data_key(x.object, x.wrapped_key)) for x in versions]  # every key opens before any change
+        new_key = filepass.PasswordKey.derive(new_password) if new_password is not None else None
+        old_locks = {lock for x in versions if x.protected for lock in [self._lock_of(x)] if lock}
+        records: list[dict[str, Any]] = []
+        for x, data_key in keys:
+            if new_key is None:
+                wrapped = wrap_data_key(self.master_key, self.vault_id, x.object, data_key)
+            else:
+                wrapped = self._seal_for(new_key, x.object, data_key)
+            records.append(
+                {"t": "file-password", "vid": x.vid, "wrapped_key": wrapped.hex(), "protected": new_key is not None, "time": time.time()}
+            )
+        self._write_journal(records)
+        if old_locks:
+            from livedata_cli.stores import file_locks
+
+            for lock in sorted(old_locks):  # after the journal: a crash before leaves a lock unused, not a file shut
+                file_locks.delete(self.store, lock)
+        return [self.index.version_by_id(x.vid) or x for x in versions]
+
+    def _lock_of(self, v: Version) -> str | None:
+        """The server lock of a protected version's envelope, if it has one."""
+        inner = unwrap_data_key(self.master_key, self.vault_id, v.object, v.wrapped_key)
+        return filepass.envelope_params(inner)[2] if filepass.is_envelope(inner) else None
+
+    def unprotected_copies(self, versions: list[Version]) -> list[str]:
+        """Other paths whose versions share a data object with these and have no password."""
+        objects = {v.object for v in versions}
+        vids = {v.vid for v in versions}
+        return sorted(
+            {x.path for x in self.index.all_versions() if x.object in objects and x.vid not in vids and not x.protected}
+        )
 
     def _new_data_key(self, oid: str) -> tuple[bytes, bytes]:
         """A fresh data key and its wrapped form for the record."""
@@ -1023,6 +1186,9 @@ class _Batch:
     stdin: BinaryIO | None
     by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)  # this batch's content, not yet indexed
     index_content: bool = False  # keep the text of text-like files for search
+    password_key: filepass.PasswordKey | None = None  # --password: every file stored gets it
+    no_password: bool = False  # --no-password: new versions of protected paths get none
+    derived_from: dict[str, str] = field(default_factory=dict)  # conversions: path -> source version id
     _claims: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -1037,11 +1203,20 @@ class _Batch:
         event.wait()
         return threading.Event()
 
+    def protects(self, newest: Version) -> bool:
+        """Whether a new version of this path would have a file password."""
+        return not self.no_password and (self.password_key is not None or newest.protected)
+
     def flushed(self) -> None:
         """The pending records are in the index now."""
         with self._lock:
             self.by_hash.clear()
             self._claims = {d: e for d, e in self._claims.items() if not e.is_set()}
+
+
+def _file_password_from_env(_path: str) -> str | None:
+    """The file password for scripts; the CLI asks on a terminal instead, when there is one."""
+    return os.environ.get("LIVEDATA_FILE_PASSWORD") or None
 
 
 def _configure_store(store: ObjectStore, cfg: StoreConfig) -> None:

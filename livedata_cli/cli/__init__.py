@@ -171,7 +171,7 @@ def _dispatch(args: list[str]) -> int:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return _reader_gone()
-    except SystemExit as e:
+    except SystemExit:
         from typer._click.utils import PacifyFlushWrapper
 
         if isinstance(sys.stdout, PacifyFlushWrapper):  # Typer's own EPIPE handling exits 1

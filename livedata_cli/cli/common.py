@@ -100,6 +100,28 @@ class Env:
             raise UsageError(f"an empty {what} is not allowed")
         return secret
 
+    def ask_file_password(self, path: str) -> str | None:
+        """A file's password: LIVEDATA_FILE_PASSWORD in scripts, else asked on a terminal."""
+        found = os.environ.get("LIVEDATA_FILE_PASSWORD")
+        if found:
+            return found
+        return self.prompt(f"File password for {path}: ") if self.can_prompt() else None
+
+    def new_file_password(self, variable: str = "LIVEDATA_FILE_PASSWORD") -> str:
+        """A new file password: from ``variable`` in scripts, asked twice on a terminal."""
+        from livedata_cli.errors import AuthError
+
+        secret = os.environ.get(variable)
+        if not secret:
+            if not self.can_prompt():
+                raise AuthError(f"a file password is needed: set {variable}, or run on a terminal to be asked")
+            secret = self.prompt("New file password: ")
+            if secret != self.prompt("Repeat the file password: "):
+                raise UsageError("the two file passwords differ; nothing was changed")
+        if not secret:
+            raise UsageError("an empty file password is not allowed")
+        return secret
+
     def unlocker(self) -> Any:
         from livedata_cli.keys import Unlocker
 
@@ -210,6 +232,7 @@ def open_vault(env: Env) -> Iterator[Any]:
     from livedata_cli.vault import Vault
 
     vault = Vault.open(env.unlocker())
+    vault.ask_file_password = env.ask_file_password
     vault.events.name, vault.events.target = _audit_target()
     try:
         yield vault

@@ -48,6 +48,15 @@ def upload(
             "--index-content", help="Make the words of text files searchable (their first 64 KiB, kept encrypted)."
         ),
     ] = False,
+    password: Annotated[
+        bool,
+        typer.Option(
+            "--password", help="Protect the files with a file password (asked twice, or LIVEDATA_FILE_PASSWORD)."
+        ),
+    ] = False,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="Store new versions of password-protected files without one.")
+    ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -63,6 +72,11 @@ def upload(
     excludes = list(exclude or [])
     for path in exclude_file or []:
         excludes += read_ignore_file(path)
+    if password and no_password:
+        from livedata_cli.errors import UsageError
+
+        raise UsageError("--password and --no-password exclude each other")
+    secret = env.new_file_password() if password else None
     with open_vault(env) as vault, vault.lock(wait=not no_wait):
         report = BatchReport()
         plan = vault.plan_upload(paths, as_path=as_, recursive=recursive, excludes=excludes, report=report)
@@ -76,6 +90,8 @@ def upload(
                 stdin=sys.stdin.buffer,
                 jobs=jobs,
                 index_content=index_content,
+                password=secret,
+                no_password=no_password,
             )
         if len(report.items) <= 20:  # a few files: say what happened to each
             for item in report.items:
@@ -98,14 +114,24 @@ def download(
     ] = False,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only files with this tag (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that exist already.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="A share's key, when REF is a share file or link without '#KEY'.")
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decrypt files from the vault; every byte is authenticated before it is written.
+    """Decrypt files from the vault, or a share; every byte is authenticated before it is written.
 
     Example: livedata download ci/ --latest --tag branch=main -o dist/
     """
     env = setup(json_, quiet)
+    from livedata_cli.sharing import parse_ref
+
+    if parse_ref(ref) is not None:  # a share file or link: no vault needed
+        from livedata_cli.cli.share_cmds import download_share
+
+        download_share(env, ref, key=key, output=output, overwrite=overwrite)
+        return
     from livedata_cli.errors import UsageError
     from livedata_cli.vault import BatchReport, ItemResult
 
@@ -167,6 +193,7 @@ def ls(
             tags = ",".join(v.tags) or "-"
             name = v.path + ("/" if v.kind == "dir" else f" -> {v.target}" if v.kind == "symlink" else "")
             note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
+            name += "  [password]" if v.protected else ""
             name += f"  # {note}" if note else ""  # the note's first line
             env.out(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {name}")
         else:

@@ -86,6 +86,11 @@ def search(
         raise UsageError("give words to find or a filter (--tag, --type, --since, --larger-than...)")
     if limit is None:
         limit = DEFAULT_LIMIT if has_words else 0
+    import gc
+
+    # A listing makes thousands of short-lived objects and no cycles, and the
+    # process ends right after: the cyclic collector would be pure cost.
+    gc.disable()
     results = core.search(core.open_index(), text, filters, limit=limit or None)
     if env.json:
         env.emit(

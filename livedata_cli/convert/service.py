@@ -206,6 +206,8 @@ def targets(sources: list[Version], to: str, as_path: str | None) -> list[str]:
 
 def plan(vault: Vault, refs: list[str], opts: Options, as_path: str | None) -> list[tuple[Version, str]]:
     sources = select(vault, refs)
+    for v in sources:
+        vault.check_file_password(v)  # a protected source: its password first, before any work
     return list(zip(sources, targets(sources, opts.to, as_path), strict=True))
 
 

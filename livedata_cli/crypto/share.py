@@ -22,15 +22,16 @@ The check value tells a wrong key or password (exit 4) from a tampered
 manifest (exit 5).  It needs the 256-bit secret to compute, so a store that
 holds it cannot test passwords; a link holder could test passwords offline
 against the sealed manifest anyway.  A server that limits password attempts
-keeps ``SHA-256(check)`` as its verifier: a client proves it knows the
-password by sending ``check``, which reveals neither the password nor the
-secret (HKDF is one-way).
+keeps only an Argon2id hash of ``check`` as its verifier: a client proves it
+knows the password by sending ``check``, which reveals neither the password
+nor the secret (HKDF is one-way).  Since the server hands out the envelope
+only after that proof, a password link carries the public salt and Argon2id
+parameters after the secret (:func:`password_hint`).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
@@ -124,16 +125,27 @@ def needs_password(blob: bytes) -> bool:
     return _parse(blob)[0].get("kdf") is not None
 
 
-def check_value(secret: bytes, blob: bytes, password: str | None) -> bytes:
-    """What a client sends a server to prove it holds the key (and password)."""
-    public, _pub, _check, _body = _parse(blob)
-    params = Argon2Params.from_json(public["kdf"]) if public.get("kdf") else None
-    return _keys(secret, str(public["id"]), bytes.fromhex(public["salt"]), password if params else None, params)[1]
+def password_hint(blob: bytes) -> str:
+    """What a recipient needs, besides secret and password, to compute the check
+    value before a server hands over the envelope: ``ID.SALT.M.T.P`` (no secret)."""
+    public = _parse(blob)[0]
+    kdf = public["kdf"]
+    return f"{public['id']}.{public['salt']}.{kdf['m']}.{kdf['t']}.{kdf['p']}"
 
 
-def verifier(check: bytes) -> str:
-    """What a server keeps to test a client's check value: never the value itself."""
-    return hashlib.sha256(b"livedata/v1/share-verifier\x00" + check).hexdigest()
+def check_from_hint(secret: bytes, hint: str, password: str) -> bytes:
+    """The check value of a password-protected share, from a :func:`password_hint`.
+
+    A client proves to a server that it knows the password by sending this
+    value (as hex): the server keeps only an Argon2id hash of it, and the
+    value itself reveals neither the password nor the secret."""
+    try:
+        share_id, salt, m, t, p = hint.split(".")
+        params = Argon2Params.from_json({"alg": "argon2id", "m": m, "t": t, "p": p})
+        salt_bytes = bytes.fromhex(salt)
+    except ValueError:
+        raise ShareKeyError("this share key is damaged: its password part is unreadable") from None
+    return _keys(secret, share_id, salt_bytes, password, params)[1]
 
 
 def open_manifest(secret: bytes, blob: bytes, password: str | None) -> dict[str, Any]:

@@ -12,13 +12,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from livedata_cli import __version__
-from livedata_cli.server import auth, conversions, db, files, ops, shares, users
+from livedata_cli.server import (
+    auth,
+    conversions,
+    db,
+    filelocks,
+    files,
+    ops,
+    share_page,
+    shares,
+    users,
+)
 from livedata_cli.server.api import ApiError, Context
 from livedata_cli.server.config import ServerConfig
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.mail import Mailer
 from livedata_cli.server.middleware import RequestMiddleware
-from livedata_cli.server.ratelimit import Limiter
+from livedata_cli.server.ratelimit import Limiter, LimiterUnavailable
 from livedata_cli.server.security import Passwords, Tokens
 from livedata_cli.stores import open_store
 
@@ -73,14 +83,24 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
         lifespan=lifespan,
     )
     app.state.ctx = c
-    for router in (auth.router, files.router, shares.router, conversions.router, users.router):
+    for router in (auth.router, files.router, shares.router, conversions.router, users.router, filelocks.router):
         app.include_router(router, prefix=API)
     app.include_router(ops.router)
+    app.include_router(share_page.router)  # /s/<id>: a share link opened in a browser
     app.add_middleware(RequestMiddleware)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
         return JSONResponse({"detail": e.message, "code": e.code}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(LimiterUnavailable)
+    async def _limiter_down(_request: Request, e: LimiterUnavailable) -> JSONResponse:
+        log.error("rate-limit counts unreachable", extra={"fields": {"event": "redis_unreachable", "error": str(e)}})
+        return JSONResponse(
+            {"detail": "the rate-limit counts cannot be reached; try again later", "code": "unavailable"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     return app
 

@@ -18,6 +18,7 @@ from anyio import to_thread
 
 from livedata_cli.crypto.container import HEADER_LEN, KEY_LEN, TAG_LEN, Decryptor, Encryptor
 from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.scan import Scan
 from livedata_cli.stores import ObjectStore
 
 # 256 KiB segments: Range reads and memory per connection stay small, tag overhead 0.006 %.
@@ -51,8 +52,13 @@ async def store_stream(
     *,
     limit: int,
     declared: int | None,
+    scan: Scan | None = None,
 ) -> StoredBlob:
-    """Encrypt ``body`` into a new blob; nothing is left behind when anything fails."""
+    """Encrypt ``body`` into a new blob; nothing is left behind when anything fails.
+
+    With ``scan``, each chunk also goes to the scanner as it arrives, and its
+    verdict is awaited before the blob is committed to the store.
+    """
     blob_id = secrets.token_hex(16)
     data_key = secrets.token_bytes(KEY_LEN)
     enc = Encryptor(data_key, log2_segment_size=LOG2_SEGMENT)
@@ -73,6 +79,8 @@ async def store_stream(
                 raise TooLarge()
             if declared is not None and received > declared:
                 raise LengthMismatch()
+            if scan is not None:
+                await scan.feed(chunk)
             buf += chunk
             while len(buf) > seg:  # keep at least one byte: the final segment is never empty after data
                 piece = bytes(buf[:seg])
@@ -81,6 +89,8 @@ async def store_stream(
         if declared is not None and received != declared:
             raise LengthMismatch()
         await to_thread.run_sync(seal_write, bytes(buf), True)
+        if scan is not None:
+            await scan.finish()
     except BaseException as e:
         await to_thread.run_sync(writer.__exit__, type(e), e, e.__traceback__)
         raise

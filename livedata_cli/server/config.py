@@ -45,6 +45,8 @@ class ServerConfig:
     certfile: str | None = None
     keyfile: str | None = None
     redis_url: str | None = None
+    scan_command: str | None = None
+    scan_timeout: float = 60.0
     public_url: str = ""
     quota_bytes: int = 5 * GIB
     access_ttl: int = 15 * 60

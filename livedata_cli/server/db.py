@@ -189,10 +189,18 @@ def _m002_files_by_name(conn: Connection) -> None:
     conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_files_owner_name ON files (owner_id, file_name{collate})")
 
 
+def _m003_file_locks(conn: Connection) -> None:
+    """File passwords' server half: verifier locks and their failure counts."""
+    from livedata_cli.server import filelocks
+
+    filelocks.create_tables(conn)
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_files_by_name", _m002_files_by_name),
+    ("003_file_locks", _m003_file_locks),
 ]
 
 

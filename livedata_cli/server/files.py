@@ -6,8 +6,11 @@ Every query names the caller as owner, so another user's file id is a plain
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+import shlex
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -33,9 +36,11 @@ from livedata_cli.server.api import (
     not_found,
 )
 from livedata_cli.server.blobs import LengthMismatch, TooLarge, blob_key, read_range, store_stream
+from livedata_cli.server.scan import Infected, ScanFailed, scanning
 from livedata_cli.server.security import new_id
 
 router = APIRouter(prefix="/files", tags=["files"])
+log = logging.getLogger("livedata.server")
 
 Tag = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_TAGS = 100
@@ -146,7 +151,11 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
-    responses={413: {"description": "over the account's storage quota"}},
+    responses={
+        413: {"description": "over the account's storage quota"},
+        422: {"description": "flagged by the malware scan (with --scan-command)"},
+        503: {"description": "the malware scan could not give a verdict"},
+    },
 )
 async def upload(
     request: Request,
@@ -176,7 +185,25 @@ async def upload(
     if declared is not None and declared > room:
         raise _quota_error(declared, used, quota)
     try:
-        blob = await store_stream(c.store, c.keys, _body(request), limit=room, declared=declared)
+        async with contextlib.AsyncExitStack() as stack:
+            scan = None
+            if c.config.scan_command:
+                scan = await stack.enter_async_context(
+                    scanning(shlex.split(c.config.scan_command), c.config.scan_timeout)
+                )
+            blob = await store_stream(c.store, c.keys, _body(request), limit=room, declared=declared, scan=scan)
+    except Infected as e:
+        log.warning("scan", extra={"fields": {"event": "upload_infected", "user_id": user.id, "report": e.report}})
+        with c.db.write() as conn:
+            audit(conn, who, user.id, "file.upload", "file", None, status="infected")
+        raise ApiError(
+            422, "infected", f"the malware scan flagged this upload ({e.report}); nothing was stored"
+        ) from None
+    except ScanFailed as e:
+        log.error("scan", extra={"fields": {"event": "upload_scan_failed", "user_id": user.id, "error": str(e)}})
+        raise ApiError(
+            503, "scan_failed", "the malware scan could not check this upload; nothing was stored; try again later"
+        ) from None
     except TooLarge:
         raise _quota_error(None, used, quota) from None
     except LengthMismatch:

@@ -19,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database reachable and migrated, blob store writable")
+@router.get("/readyz", summary="Readiness: database reachable and migrated, blob store writable, Redis answering")
 def readyz(c: CtxDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -36,6 +36,8 @@ def readyz(c: CtxDep) -> JSONResponse:
         checks["store"] = "ok"
     except Exception as e:
         checks["store"] = f"unwritable: {type(e).__name__}"
+    if c.limiter.redis_url:
+        checks["redis"] = "ok" if c.limiter.check() else "unreachable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
 

@@ -6,6 +6,7 @@ import json
 import logging
 import logging.config
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -13,10 +14,13 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from livedata_cli.errors import UsageError
+from livedata_cli.errors import StoreUnreachable, UsageError
 from livedata_cli.server.admin import migrate
 from livedata_cli.server.config import ENV_VAR, ServerConfig, default_dir
 from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.ratelimit import Limiter, redacted
+from livedata_cli.server.scan import scan_argv
+from livedata_cli.stores import open_store
 
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -42,12 +46,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_store(url: str) -> None:
+    """Write and delete a probe, so that a missing bucket or a read-only folder stops the start."""
+    store = open_store(url)
+    probe = f"tmp/start-{secrets.token_hex(4)}"
+    store.put_bytes(probe, b"")
+    store.delete(probe)
+
+
 def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
     """Run until interrupted; ``on_listen`` gets the URL once the socket is bound."""
     import uvicorn
 
     if bool(config.certfile) != bool(config.keyfile):
         raise UsageError("--certfile and --keyfile go together")
+    if config.scan_command is not None:
+        scan_argv(config.scan_command)
+    if config.redis_url and not Limiter(config.redis_url).check():
+        raise StoreUnreachable(f"cannot reach Redis at {redacted(config.redis_url)}")
     sock = bind(config.host, config.port)
     port = sock.getsockname()[1]
     scheme = "https" if config.certfile else "http"
@@ -57,6 +73,7 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
 
     config = replace(config, port=port).resolved()
     migrate(config)
+    check_store(config.store_url)
     ServerKeys(config.keys_path)  # created once here, before workers race for it
     os.environ[ENV_VAR] = config.to_env()
     metrics_dir = None

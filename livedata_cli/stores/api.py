@@ -186,6 +186,37 @@ class ApiStore:
     def flush(self) -> None:
         """Nothing to do: the server answered each upload after storing it."""
 
+    # -- share links (livedata_cli/sharing.py) ------------------------------------------
+    def create_share(
+        self, key: str, *, manifest: str, expires_in: int, max_downloads: int | None, verifier: str | None
+    ) -> str:
+        """A server share of one object: the server keeps the sealed manifest, the
+        expiry, the download limit and an Argon2id hash of the password verifier."""
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        body = {
+            "file_id": found[0], "manifest": manifest, "expires_in": expires_in,
+            "max_downloads": max_downloads, "password_verifier": verifier,
+        }
+        return str(self.client.request("POST", "/shares", what=f"{self.url} shares", json_body=body).json()["id"])
+
+    def shares(self) -> dict[str, dict[str, Any]]:
+        """This account's shares by id: downloads and the server's state."""
+        out: dict[str, dict[str, Any]] = {}
+        page = 1
+        while True:
+            body = self.client.get_json("/shares", what=f"{self.url} shares", params={"page": page, "per_page": PAGE})
+            for item in body.get("items", []):
+                out[str(item["id"])] = item
+            if page * PAGE >= int(body.get("total", 0)):
+                return out
+            page += 1
+
+    def revoke_share(self, share_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.client.request("DELETE", f"/shares/{share_id}", what=f"{self.url} share {share_id}", ok=(204,))
+
     # -- the account -----------------------------------------------------------------
     def server_audit(self, *, since: float | None = None, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         """The account's audit records kept by the server, newest first."""

@@ -257,6 +257,25 @@ class S3Store:
     def flush(self) -> None:
         """Nothing to do: an S3 object is durable once its PUT or Complete returned."""
 
+    def presign_get(self, key: str, expires_in: int) -> str:
+        """A URL that GETs one object without credentials for ``expires_in`` seconds
+        (share links; S3 allows at most 7 days).  Signed with SigV4, whose
+        expiry S3 enforces, whatever the client signs requests with."""
+        from botocore.config import Config
+
+        meta = self.client.meta
+        presigner = aws._session.client(  # type: ignore[union-attr]
+            "s3",
+            endpoint_url=meta.endpoint_url,
+            region_name=meta.region_name,
+            config=meta.config.merge(Config(signature_version="s3v4")),
+        )
+        return str(
+            presigner.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=int(expires_in)
+            )
+        )
+
     # -- multipart uploads ----------------------------------------------------
     def list_uploads(self, prefix: str = "data/") -> Iterator[tuple[str, str, float]]:
         """Multipart uploads in progress under a prefix: ``(key, upload id, started)``."""

@@ -1,0 +1,206 @@
+"""``livedata share``: share one file by a link whose key only the recipient holds.
+
+``livedata share REF`` is ``livedata share create REF``: the group runs
+``create`` whenever its first word is not one of its commands.  Opening a
+share is ``livedata download LINK`` (:func:`download_share`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from livedata_cli.cli.common import (
+    Env,
+    JsonOpt,
+    QuietOpt,
+    human_size,
+    human_time,
+    open_vault,
+    setup,
+)
+from livedata_cli.errors import UsageError
+
+
+class _CreateByDefault(TyperGroup):
+    """A group whose first word, when it is not a command, starts ``create``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["create", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_CreateByDefault,
+    no_args_is_help=True,
+    help="Share a file by a link (or share file) that opens with a key printed once.\n\n"
+    "'livedata share REF' is short for 'livedata share create REF'.",
+)
+
+
+def _new_password(env: Env) -> str:
+    from livedata_cli.sharing import PASSWORD_ENV
+
+    found = os.environ.get(PASSWORD_ENV)
+    if found is not None:
+        secret = found
+    elif env.can_prompt():
+        secret = env.prompt("Share password: ")
+        if secret != env.prompt("Repeat the share password: "):
+            raise UsageError("the two passwords differ; nothing was shared")
+    else:
+        from livedata_cli.errors import AuthError
+
+        raise AuthError(f"--password needs {PASSWORD_ENV} or a terminal to ask on")
+    if not secret:
+        raise UsageError("an empty share password is not allowed")
+    return secret
+
+
+@app.command()
+def create(
+    ref: Annotated[str, typer.Argument(help="Vault path (newest version) or version id of the file to share.")],
+    expires: Annotated[
+        str, typer.Option("--expires", "-e", help="How long the share opens: 30m, 1h, 7d (default), 2w.")
+    ] = "7d",
+    max_downloads: Annotated[
+        int | None,
+        typer.Option("--max-downloads", help="Downloads allowed (needs a vault on a Live-Data API store)."),
+    ] = None,
+    password: Annotated[
+        bool,
+        typer.Option(
+            "--password", help="Also require a password (asked twice, or LIVEDATA_SHARE_PASSWORD)."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Share file to write (folder stores; default: NAME.ldshare here)."),
+    ] = None,
+    version: Annotated[int | None, typer.Option("--version", "-V", help="Version number (1 is the oldest).")] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Share one file: prints the link (or writes the share file) and its key, once.
+
+    Example: livedata share report.pdf --expires 1h --password --out report.ldshare
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import sharing
+
+    seconds = sharing.parse_duration(expires)
+    secret = _new_password(env) if password else None
+    with open_vault(env) as vault:
+        made = sharing.create(
+            vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
+        )
+    at = sharing.now()
+    if env.json:
+        env.emit({**made.share.to_json(at), "key": made.key, "link": made.link, "size": made.size})
+        return
+    s = made.share
+    if s.kind == "file":
+        env.say(f"wrote {s.location} ({human_size(made.size)}): {s.path}, until {human_time(s.expires)}")
+        env.say("the key below is shown once; send it apart from the file. The recipient runs:")
+        env.say(f"  livedata download '{made.link}'")
+    else:
+        env.say(f"shared {s.path} ({human_size(made.size)}) until {human_time(s.expires)}; id {s.id}")
+        env.say("the link below holds the key and is shown once:")
+    env.out(made.link if s.kind != "file" else made.key)
+
+
+@app.command("ls")
+def ls(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List the shares this vault made: id, file, created, expires, downloads, state.
+
+    Example: livedata share ls
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import sharing
+
+    with open_vault(env) as vault:
+        shares = sharing.list_shares(vault)
+    at = sharing.now()
+    if env.json:
+        env.emit({"shares": [s.to_json(at) for s in shares]})
+        return
+    if not shares:
+        env.say("no shares ('livedata share FILE' makes one)")
+        return
+    for s in shares:
+        used = "-" if s.downloads is None else str(s.downloads)
+        allowed = "" if s.max_downloads is None else f"/{s.max_downloads}"
+        env.out(
+            f"{s.id}  {s.path}  {human_time(s.created)}  {human_time(s.expires)}  "
+            f"{used}{allowed}  {s.state(at)}{'  password' if s.password else ''}"
+        )
+
+
+@app.command("revoke")
+def revoke(
+    share_id: Annotated[str, typer.Argument(metavar="ID", help="The share's id, as 'livedata share ls' shows it.")],
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Revoke a share: its link stops opening (a share file already sent is only marked).
+
+    Example: livedata share revoke 3f2a9c0d1e4b5a67
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import sharing
+
+    with open_vault(env) as vault:
+        s = sharing.revoke(vault, share_id)
+    if env.json:
+        env.emit(s.to_json(sharing.now()))
+        return
+    if s.kind == "file":
+        env.say(
+            f"share {s.id} of {s.path} is marked revoked; a share file already handed out "
+            "still opens with its key until it expires"
+        )
+    else:
+        env.say(f"share {s.id} of {s.path} revoked: its link no longer opens")
+
+
+def download_share(
+    env: Env, ref: str, *, key: str | None, output: str | None, overwrite: bool
+) -> None:
+    """``livedata download`` of a share file or link: no vault, account or keyring needed."""
+    from livedata_cli import sharing
+
+    parsed = sharing.parse_ref(ref)
+    assert parsed is not None
+
+    def password() -> str | None:
+        found = os.environ.get(sharing.PASSWORD_ENV)
+        if found is not None:
+            return found
+        if env.can_prompt():
+            return env.prompt("Share password: ")
+        return None
+
+    opened = sharing.open_share(parsed, key, password)
+    if output == "-":
+        opened.write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        if env.json:
+            env.warn("livedata: --json ignored: the file went to stdout")
+        return
+    target = Path(output) if output else Path(opened.name)
+    if target.is_dir():
+        target = target / opened.name
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+    with env.progress(opened.size, "download") as bar:
+        n = opened.download_to(target, bar)
+    if env.json:
+        env.emit({**opened.to_json(), "output": str(target), "bytes": n})
+        return
+    env.say(f"downloaded {opened.name} ({human_size(n)}) to {target}")
