@@ -191,7 +191,7 @@ class Recorder:
                     if where not in seen:
                         seen.add(where)
                         self.add("purge", where[0], object=where[1])
-            elif kind in ("tag", "note"):
+            elif kind in ("tag", "note", "file-password"):
                 row = index.db.execute(
                     "SELECT path, object FROM versions WHERE vid = ?", (rec.get("vid"),)
                 ).fetchone()

@@ -176,6 +176,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE versions ADD COLUMN protected INTEGER NOT NULL DEFAULT 0
         """,
     ),
+    (
+        # Other accounts' X25519 public keys, pinned on first use by
+        # 'share --to' (livedata_cli/sharing.py): a later change is refused.
+        "0008_pinned_keys",
+        """
+        CREATE TABLE pinned_keys (
+            server TEXT NOT NULL,
+            email TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (server, email)
+        )
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.

@@ -81,6 +81,20 @@ def test_vault_key_alone_cannot_produce_the_data_key(vault_cli: Cli, open_vault:
     assert out.getvalue() == content
 
 
+def test_on_a_terminal_asks_twice_then_once(vault_cli: Cli) -> None:
+    from test_cli_basics import _run_on_tty
+
+    write(vault_cli.cwd / "will.pdf", "typed at a terminal")
+    code, out = _run_on_tty(["upload", "will.pdf", "--password"], vault_cli.env, vault_cli.cwd, ["pw one", "pw two"])
+    assert code == 2 and "differ" in out  # a mismatch stores nothing
+    assert vault_cli.ok("ls", "--json").json() == []
+    code, out = _run_on_tty(["upload", "will.pdf", "--password"], vault_cli.env, vault_cli.cwd, ["typed pw", "typed pw"])
+    assert code == 0 and out.count("file password") == 2, out
+    code, out = _run_on_tty(["download", "will.pdf", "-o", "out.pdf"], vault_cli.env, vault_cli.cwd, ["typed pw"])
+    assert code == 0 and "File password for will.pdf" in out, out
+    assert (vault_cli.cwd / "out.pdf").read_text() == "typed at a terminal"
+
+
 def test_wrong_password_exits_4_and_is_audited(vault_cli: Cli) -> None:
     _protected_vault(vault_cli)
     r = vault_cli("download", "will.pdf", "-o", "out.pdf", env=OTHER)
@@ -282,15 +296,29 @@ def test_api_store_limits_guesses_and_the_limit_ends_after_its_delay(api_vault: 
 
 
 def test_api_store_change_and_remove_replace_the_server_lock(api_vault: Any) -> None:
-    cli, _clock, _home = api_vault
+    import sqlite3
+
+    cli, _clock, home = api_vault
+
+    def locks() -> list[str]:
+        with sqlite3.connect(home / "server" / "server.sqlite") as db:
+            return [r[0] for r in db.execute("SELECT id FROM file_locks")]
+
     content = _protected_vault(cli)
+    first = locks()
+    assert len(first) == 1
     new = {**PW, "LIVEDATA_NEW_FILE_PASSWORD": "a new one"}
     cli.ok("password", "change", "will.pdf", env=new)
+    assert len(locks()) == 1 and locks() != first  # a new lock; the old one is gone
     assert_one_line_error(cli("download", "will.pdf", "-o", "-", env=PW), 4)
     got = cli.ok("download", "will.pdf", "-o", "-", env={"LIVEDATA_FILE_PASSWORD": "a new one"})
     assert got.stdout == content
+    write(cli.cwd / "will.pdf", "a second version, same password")
+    cli.ok("upload", "will.pdf", env={"LIVEDATA_FILE_PASSWORD": "a new one"})  # stays protected: a lock of its own
+    assert len(locks()) == 2
     cli.ok("password", "remove", "will.pdf", env={"LIVEDATA_FILE_PASSWORD": "a new one"})
-    assert cli.ok("download", "will.pdf", "-o", "-").stdout == content
+    assert locks() == []
+    assert cli.ok("download", "will.pdf", "-o", "-", "--version", "1").stdout == content
 
 
 def test_api_store_counts_failures_per_account_too(api_vault: Any) -> None:

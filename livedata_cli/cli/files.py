@@ -101,7 +101,13 @@ def upload(
 
 
 def download(
-    ref: Annotated[str, typer.Argument(help="Vault path (newest version), folder prefix ending in '/', or version id.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Vault path (newest version), folder prefix ending in '/', version id, "
+            "share link or file, or the id of a share to you."
+        ),
+    ],
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="File or folder to write; '-' writes to stdout.")
     ] = None,
@@ -132,7 +138,7 @@ def download(
 
         download_share(env, ref, key=key, output=output, overwrite=overwrite)
         return
-    from livedata_cli.errors import UsageError
+    from livedata_cli.errors import NotFound, UsageError
     from livedata_cli.vault import BatchReport, ItemResult
 
     when = parse_when(at, "--at") if at else None
@@ -148,7 +154,16 @@ def download(
                 vault.download_tree(versions, prefix, root, overwrite=overwrite, report=report, progress=bar)
             finish_batch(env, report, "download")
             return
-        v = vault.resolve(ref, version=version, at=when)
+        try:
+            v = vault.resolve(ref, version=version, at=when)
+        except NotFound:  # perhaps the id of a share addressed to this account
+            from livedata_cli.cli.share_cmds import download_incoming_by_id
+
+            if version is None and when is None and download_incoming_by_id(
+                env, vault, ref, output=output, overwrite=overwrite
+            ):
+                return
+            raise
         if output == "-":
             n = vault.read_version(v, sys.stdout.buffer)
             sys.stdout.buffer.flush()

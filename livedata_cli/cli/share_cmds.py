@@ -24,7 +24,7 @@ from livedata_cli.cli.common import (
     open_vault,
     setup,
 )
-from livedata_cli.errors import UsageError
+from livedata_cli.errors import LivedataError, UsageError
 
 
 class _CreateByDefault(TyperGroup):
@@ -84,6 +84,10 @@ def create(
         typer.Option("--out", "-o", help="Share file to write (folder stores; default: NAME.ldshare here)."),
     ] = None,
     version: Annotated[int | None, typer.Option("--version", "-V", help="Version number (1 is the oldest).")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Share with this account on the same server, sealed to her public key (no link key)."),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -95,6 +99,9 @@ def create(
     from livedata_cli import sharing
 
     seconds = sharing.parse_duration(expires)
+    if to is not None:
+        _create_to(env, ref, to, seconds, max_downloads, version, password, out)
+        return
     secret = _new_password(env) if password else None
     with open_vault(env) as vault:
         made = sharing.create(
@@ -115,14 +122,68 @@ def create(
     env.out(made.link if s.kind != "file" else made.key)
 
 
-@app.command("ls")
-def ls(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """List the shares this vault made: id, file, created, expires, downloads, state.
+def _create_to(
+    env: Env, ref: str, to: str, seconds: int, max_downloads: int | None, version: int | None,
+    password: bool, out: Path | None,
+) -> None:
+    """``share REF --to EMAIL``: sealed to her pinned public key; she opens it with her vault."""
+    from livedata_cli import share_to, sharing
 
-    Example: livedata share ls
+    if password or out is not None:
+        raise UsageError("--to shares are opened by her own vault: --password and --out do not apply")
+    with open_vault(env) as vault:
+        sent = share_to.create(vault, ref, to, expires_in=seconds, max_downloads=max_downloads, version=version)
+    made, s = sent.created, sent.created.share
+    if env.json:
+        env.emit({
+            **s.to_json(sharing.now()), "to": sent.to, "fingerprint": sent.pin.fingerprint,
+            "first_use": sent.pin.first_use, "link": made.link, "size": made.size,
+        })
+        return
+    if sent.pin.first_use:
+        env.say(f"{sent.to}'s public key, seen for the first time: {sent.pin.fingerprint}")
+        env.say("  pinned here; compare it with her ('livedata share key' on her side shows hers)")
+    env.say(f"shared {s.path} ({human_size(made.size)}) with {sent.to} until {human_time(s.expires)}; id {s.id}")
+    env.say(f"she finds it in 'livedata share ls --incoming' and runs: livedata download {made.link}")
+    env.out(made.link)
+
+
+@app.command("key")
+def key(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Show this account's public key fingerprint (made and published on first use), for others to compare.
+
+    Example: livedata share key
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import share_to
+    from livedata_cli.crypto import box
+
+    with open_vault(env) as vault:
+        _private, public = share_to.key_pair(vault)
+    if env.json:
+        env.emit({"public_key": public.hex(), "fingerprint": box.fingerprint(public)})
+        return
+    env.out(box.fingerprint(public))
+
+
+@app.command("ls")
+def ls(
+    incoming: Annotated[
+        bool, typer.Option("--incoming", help="Shares other accounts addressed to you (API stores).")
+    ] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List the shares this vault made (id, file, created, expires, downloads, state), or with --incoming those addressed to you.
+
+    Example: livedata share ls --incoming
     """
     env = setup(json_, quiet)
     from livedata_cli import sharing
+
+    if incoming:
+        _ls_incoming(env)
+        return
 
     with open_vault(env) as vault:
         shares = sharing.list_shares(vault)
@@ -139,6 +200,24 @@ def ls(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         env.out(
             f"{s.id}  {s.path}  {human_time(s.created)}  {human_time(s.expires)}  "
             f"{used}{allowed}  {s.state(at)}{'  password' if s.password else ''}"
+        )
+
+
+def _ls_incoming(env: Env) -> None:
+    from livedata_cli import share_to
+
+    with open_vault(env) as vault:
+        found = share_to.incoming(vault)
+    if env.json:
+        env.emit({"shares": [i.to_json() for i in found]})
+        return
+    if not found:
+        env.say("no shares addressed to you")
+        return
+    for i in found:
+        env.out(
+            f"{i.id}  {i.name}  {human_size(i.size)}  from {i.sender}  {human_time(i.created)}  "
+            f"{human_time(i.expires)}  {i.state}"
         )
 
 
@@ -177,6 +256,9 @@ def download_share(
 
     parsed = sharing.parse_ref(ref)
     assert parsed is not None
+    if parsed.kind == "api" and not (parsed.key or key or os.environ.get(sharing.KEY_ENV)) and _vault_on(parsed.where):
+        _download_incoming(env, ref, output=output, overwrite=overwrite)  # a share to this account
+        return
 
     def password() -> str | None:
         found = os.environ.get(sharing.PASSWORD_ENV)
@@ -204,3 +286,63 @@ def download_share(
         env.emit({**opened.to_json(), "output": str(target), "bytes": n})
         return
     env.say(f"downloaded {opened.name} ({human_size(n)}) to {target}")
+
+
+def _vault_on(link: str) -> bool:
+    """Whether this home's vault lives on the server of a link (``https://HOST/s/ID``)."""
+    from livedata_cli import config
+
+    if not config.VaultSettings.exists():
+        return False
+    try:
+        store = config.VaultSettings.load().store
+    except LivedataError:
+        return False
+    return store.rstrip("/").lower() == link.rpartition("/s/")[0].rstrip("/").lower()
+
+
+def _download_incoming(env: Env, ref: str, *, output: str | None, overwrite: bool) -> None:
+    """``livedata download https://HOST/s/ID`` of a share addressed to this account: opened by her vault."""
+    with open_vault(env) as vault:
+        _write_incoming(env, vault, ref, output=output, overwrite=overwrite)
+
+
+def download_incoming_by_id(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> bool:
+    """``livedata download ID`` where ID is no file of the vault but a share addressed to this account."""
+    import re
+
+    from livedata_cli import sharing
+    from livedata_cli.errors import NotFound
+
+    if not re.fullmatch(r"[0-9a-f]{32}", ref) or sharing.store_kind(vault.store) != "api":
+        return False
+    if ref not in {str(i["id"]) for i in vault.store.incoming_shares()}:
+        return False
+    try:
+        _write_incoming(env, vault, ref, output=output, overwrite=overwrite)
+    except NotFound:
+        return False
+    return True
+
+
+def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> None:
+    from livedata_cli import share_to
+
+    opened, sender = share_to.open_incoming(vault, ref)
+    if output == "-":
+        opened.write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        share_to.received(vault, opened, sender, "stdout")
+        return
+    target = Path(output) if output else Path(opened.name)
+    if target.is_dir():
+        target = target / opened.name
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+    with env.progress(opened.size, "download") as bar:
+        n = opened.download_to(target, bar)
+    share_to.received(vault, opened, sender, str(target))
+    if env.json:
+        env.emit({**opened.to_json(), "from": sender, "output": str(target), "bytes": n})
+        return
+    env.say(f"downloaded {opened.name} ({human_size(n)}) from {sender} to {target}")

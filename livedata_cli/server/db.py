@@ -196,11 +196,19 @@ def _m003_file_locks(conn: Connection) -> None:
     filelocks.create_tables(conn)
 
 
+def _m004_public_keys(conn: Connection) -> None:
+    """Accounts' X25519 public keys and shares addressed to one account (``share --to``)."""
+    from livedata_cli.server import users
+
+    users.create_tables(conn)
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_files_by_name", _m002_files_by_name),
     ("003_file_locks", _m003_file_locks),
+    ("004_public_keys", _m004_public_keys),
 ]
 
 

@@ -38,6 +38,17 @@ from livedata_cli.server.security import new_id
 
 router = APIRouter(prefix="/shares", tags=["shares"])
 
+# A share addressed to one account (``livedata share --to``): its manifest is
+# sealed to her public key, only she lists and fetches it (``/shares/incoming``)
+# and the public link endpoints answer 404 for it.  Created by 004_public_keys.
+recipients_metadata = sa.MetaData()
+share_recipients = sa.Table(
+    "share_recipients",
+    recipients_metadata,
+    sa.Column("share_id", sa.String(32), primary_key=True),
+    sa.Column("recipient_id", sa.String(32), nullable=False, index=True),
+)
+
 
 class ShareCreate(BaseModel):
     file_id: Annotated[str, Field(max_length=64)]
@@ -45,6 +56,9 @@ class ShareCreate(BaseModel):
     max_downloads: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     password_verifier: Annotated[str | None, Field(min_length=16, max_length=512)] = None
     manifest: Annotated[str, Field(max_length=65_536, description="opaque, client-encrypted")] = ""
+    recipient_email: Annotated[
+        str | None, Field(max_length=320, description="only this account may list and fetch the share")
+    ] = None
 
 
 class ShareOut(BaseModel):
@@ -60,6 +74,20 @@ class ShareOut(BaseModel):
 
 class ShareList(Page):
     items: list[ShareOut]
+
+
+class IncomingShare(BaseModel):
+    id: str
+    owner_email: str
+    size: int
+    created_at: float
+    expires_at: float | None
+    state: str
+    manifest: str
+
+
+class IncomingList(Page):
+    items: list[IncomingShare]
 
 
 class SharePublic(BaseModel):
@@ -112,6 +140,13 @@ def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) ->
     sid = new_id()
     with c.db.write() as conn:
         owned(conn, user.id, body.file_id)
+        if body.recipient_email is not None:
+            recipient = conn.execute(
+                sa.select(db.users.c.id).where(db.users.c.email == body.recipient_email.strip().lower())
+            ).scalar()
+            if recipient is None:
+                raise not_found("recipient")
+            conn.execute(share_recipients.insert().values(share_id=sid, recipient_id=recipient))
         conn.execute(
             db.shares.insert().values(
                 id=sid,
@@ -137,6 +172,61 @@ def list_shares(c: CtxDep, user: UserDep, page: PageDep) -> ShareList:
             q.order_by(db.shares.c.created_at.desc(), db.shares.c.id).limit(page.per_page).offset(page.offset)
         ).all()
     return ShareList(page=page.page, per_page=page.per_page, total=total, items=[_out(r, c) for r in rows])
+
+
+def _incoming_query(user_id: str) -> Any:
+    return (
+        sa.select(db.shares, db.files.c.size, db.users.c.email.label("owner_email"))
+        .join(share_recipients, share_recipients.c.share_id == db.shares.c.id)
+        .join(db.files, db.files.c.id == db.shares.c.file_id)
+        .join(db.users, db.users.c.id == db.shares.c.owner_id)
+        .where(share_recipients.c.recipient_id == user_id, db.files.c.deleted_at.is_(None))
+    )
+
+
+@router.get("/incoming", response_model=IncomingList, summary="Shares addressed to you, newest first")
+def incoming_shares(c: CtxDep, user: UserDep, page: PageDep) -> IncomingList:
+    with c.db.read() as conn:
+        q = _incoming_query(user.id)
+        total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
+        rows = conn.execute(
+            q.order_by(db.shares.c.created_at.desc(), db.shares.c.id).limit(page.per_page).offset(page.offset)
+        ).all()
+    now = time.time()
+    items = [
+        IncomingShare(
+            id=r.id, owner_email=r.owner_email, size=r.size, created_at=r.created_at,
+            expires_at=r.expires_at, state=_state(r, c, now), manifest=r.manifest,
+        )
+        for r in rows
+    ]
+    return IncomingList(page=page.page, per_page=page.per_page, total=total, items=items)
+
+
+@router.get(
+    "/incoming/{share_id}/download",
+    summary="Download a share addressed to you (client-encrypted bytes); counts against the limit",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 410: {"description": "expired, used up, revoked"}},
+)
+def incoming_download(request: Request, share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> StreamingResponse:
+    with c.db.read() as conn:
+        row = conn.execute(_incoming_query(user.id).where(db.shares.c.id == share_id)).first()
+    if row is None:
+        raise not_found("share")
+    state = _state(row, c, time.time())
+    if state != "active":
+        raise ApiError(410, f"share_{state}", f"this share is {state.replace('_', ' ')}")
+    with c.db.write() as conn:
+        q = db.shares.update().where(db.shares.c.id == share_id, db.shares.c.revoked_at.is_(None))
+        if row.max_downloads is not None:
+            q = q.where(db.shares.c.downloads < db.shares.c.max_downloads)
+        if conn.execute(q.values(downloads=db.shares.c.downloads + 1)).rowcount != 1:
+            raise ApiError(410, "share_used_up", "this share is used up")
+        file_row = conn.execute(sa.select(db.files).where(db.files.c.id == row.file_id)).one()
+        audit(conn, who, user.id, "share.receive", "share", share_id)
+        audit(conn, who, row.owner_id, "share.download", "share", share_id)
+    return download_response(c, file_row, request.headers.get("range"))
 
 
 @router.get("/{share_id}", response_model=ShareOut, summary="One of your shares")
@@ -170,6 +260,12 @@ def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> Any:
             .where(db.shares.c.id == share_id)
         ).first()
     if row is None or row.file_deleted is not None:
+        raise not_found("share")
+    with c.db.read() as conn:
+        addressed = conn.execute(
+            sa.select(share_recipients.c.share_id).where(share_recipients.c.share_id == share_id)
+        ).first()
+    if addressed is not None:  # only its recipient fetches it, signed in (/incoming)
         raise not_found("share")
     state = _state(row, c, now)
     if state != "active":

@@ -8,12 +8,33 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
-from livedata_cli.server.api import ApiError, ClientDep, CtxDep, Page, PageDep, UserDep, audit
+from livedata_cli.server.api import (
+    ApiError,
+    ClientDep,
+    CtxDep,
+    Page,
+    PageDep,
+    UserDep,
+    audit,
+    not_found,
+)
 from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke_sessions
 
 router = APIRouter(prefix="/users", tags=["users"])
+
+# Each account's X25519 public key (``livedata share --to``); the private key
+# never reaches the server.  Created by the 004_public_keys migration.
+keys_metadata = sa.MetaData()
+public_keys = sa.Table(
+    "public_keys",
+    keys_metadata,
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
 
 
 class ProfilePatch(BaseModel):
@@ -134,3 +155,50 @@ def audit_logs(
             for r in rows
         ],
     )
+
+
+class PublicKeyIn(BaseModel):
+    public_key: Annotated[str, Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$", description="X25519, hex")]
+
+
+class PublicKeyOut(BaseModel):
+    email: str
+    public_key: str
+
+
+@router.put("/me/public-key", status_code=204, summary="Publish your X25519 public key (for shares to you)")
+def put_public_key(body: PublicKeyIn, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
+    with c.db.write() as conn:
+        known = conn.execute(sa.select(public_keys.c.public_key).where(public_keys.c.user_id == user.id)).scalar()
+        if known == body.public_key:  # published again by a client: nothing changes
+            return Response(status_code=204)
+        values = {"public_key": body.public_key, "updated_at": time.time()}
+        if known is None:
+            conn.execute(public_keys.insert().values(user_id=user.id, **values))
+        else:
+            conn.execute(public_keys.update().where(public_keys.c.user_id == user.id).values(**values))
+        audit(conn, who, user.id, "account.public_key", "user", user.id)
+    return Response(status_code=204)
+
+
+@router.get("/public-key", response_model=PublicKeyOut, summary="Another account's public key, by email")
+def get_public_key(
+    c: CtxDep, user: UserDep, email: Annotated[str, Query(max_length=320, description="the account's email")]
+) -> PublicKeyOut:
+    with c.db.read() as conn:
+        row = conn.execute(
+            sa.select(db.users.c.email, public_keys.c.public_key)
+            .join(public_keys, public_keys.c.user_id == db.users.c.id)
+            .where(sa.func.lower(db.users.c.email) == email.strip().lower())
+        ).first()
+    if row is None:
+        raise not_found("public key")
+    return PublicKeyOut(email=row.email, public_key=row.public_key)
+
+
+def create_tables(conn: Connection) -> None:
+    """The migration that adds the public keys and share recipients."""
+    from livedata_cli.server import shares
+
+    keys_metadata.create_all(conn)
+    shares.recipients_metadata.create_all(conn)

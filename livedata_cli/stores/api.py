@@ -188,7 +188,8 @@ class ApiStore:
 
     # -- share links (livedata_cli/sharing.py) ------------------------------------------
     def create_share(
-        self, key: str, *, manifest: str, expires_in: int, max_downloads: int | None, verifier: str | None
+        self, key: str, *, manifest: str, expires_in: int, max_downloads: int | None, verifier: str | None,
+        recipient: str | None = None,
     ) -> str:
         """A server share of one object: the server keeps the sealed manifest, the
         expiry, the download limit and an Argon2id hash of the password verifier."""
@@ -199,6 +200,8 @@ class ApiStore:
             "file_id": found[0], "manifest": manifest, "expires_in": expires_in,
             "max_downloads": max_downloads, "password_verifier": verifier,
         }
+        if recipient is not None:
+            body["recipient_email"] = recipient
         return str(self.client.request("POST", "/shares", what=f"{self.url} shares", json_body=body).json()["id"])
 
     def shares(self) -> dict[str, dict[str, Any]]:
@@ -216,6 +219,41 @@ class ApiStore:
     def revoke_share(self, share_id: str) -> None:
         with contextlib.suppress(NotFound):
             self.client.request("DELETE", f"/shares/{share_id}", what=f"{self.url} share {share_id}", ok=(204,))
+
+    # -- shares to an account (livedata share --to) -------------------------------------
+    def publish_public_key(self, public_hex: str) -> None:
+        self.client.request(
+            "PUT", "/users/me/public-key", what=f"{self.url} public key", json_body={"public_key": public_hex}, ok=(204,)
+        )
+
+    def public_key_of(self, email: str) -> str | None:
+        """Another account's X25519 public key (hex) as the server says it is, or None."""
+        try:
+            body = self.client.get_json("/users/public-key", what=f"{self.url} public key of {email}",
+                                        params={"email": email})
+        except NotFound:
+            return None
+        return str(body["public_key"])
+
+    def incoming_shares(self) -> builtins.list[dict[str, Any]]:
+        """Shares addressed to this account, newest first."""
+        out: builtins.list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.client.get_json(
+                "/shares/incoming", what=f"{self.url} incoming shares", params={"page": page, "per_page": PAGE}
+            )
+            out.extend(body.get("items", []))
+            if page * PAGE >= int(body.get("total", 0)):
+                return out
+            page += 1
+
+    def open_incoming(self, share_id: str) -> Any:
+        """The streamed response of a share addressed to this account (close it after)."""
+        return self.client.request(
+            "GET", f"/shares/incoming/{share_id}/download", what=f"{self.url} share {share_id}", stream=True,
+            ok=(200, 410),
+        )
 
     # -- the account -----------------------------------------------------------------
     def server_audit(self, *, since: float | None = None, limit: int | None = None) -> builtins.list[dict[str, Any]]:

@@ -1,0 +1,251 @@
+"""Shares to another account on the same Live-Data server (``livedata share --to``).
+
+Every account has an X25519 key pair (livedata_cli/crypto/box.py): the
+private key is the store object ``x25519/private``, sealed under a subkey of
+the vault key (so each machine of the vault has it); the public key is
+published to the server.  Sharing to an account seals the share manifest
+(data key, name, size, type) to her public key; the server keeps that box
+and lets only her list and fetch the share.  She opens it with her own vault:
+no link secret travels.
+
+Her public key is pinned in the local index on first use (its fingerprint is
+shown then), so a server that later hands out another key is refused (exit 5)
+instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from livedata_cli import sharing
+from livedata_cli.crypto import box
+from livedata_cli.crypto import share as sc
+from livedata_cli.errors import IntegrityError, NotFound, Refused, UsageError
+
+PRIVATE_KEY = "x25519/private"
+CONTEXT = b"livedata/v1/share-to"
+
+
+def _api_store(vault: Any, what: str) -> Any:
+    if sharing.store_kind(vault.store) != "api":
+        raise UsageError(f"{what} needs a vault on a Live-Data API store (https://HOST): accounts live on a server")
+    return vault.store
+
+
+def key_pair(vault: Any) -> tuple[bytes, bytes]:
+    """This vault's (private, public) key pair, made and published on first need."""
+    store = _api_store(vault, "a share to an account")
+    try:
+        private = box.unwrap_private(vault.master_key, vault.vault_id, store.get_bytes(PRIVATE_KEY))
+    except NotFound:
+        private, _public = box.generate()
+        try:
+            store.put_bytes(PRIVATE_KEY, box.wrap_private(vault.master_key, vault.vault_id, private), exclusive=True)
+        except FileExistsError:  # another machine of this vault made one first: use it
+            private = box.unwrap_private(vault.master_key, vault.vault_id, store.get_bytes(PRIVATE_KEY))
+        vault.events.add("share-key", "", detail=f"X25519 key pair made, fingerprint {box.fingerprint(box.public_of(private))}")
+    public = box.public_of(private)
+    store.publish_public_key(public.hex())
+    return private, public
+
+
+@dataclass(frozen=True)
+class Pin:
+    fingerprint: str
+    first_use: bool
+
+
+def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
+    """Her public key as the server says it, checked against (or pinned as) the one seen first."""
+    store = vault.store
+    email = email.strip().lower()
+    said = store.public_key_of(email)
+    if said is None:
+        raise NotFound(
+            f"{email} has no account with a public key on {store.url} (she runs 'livedata share ls --incoming' once)"
+        )
+    try:
+        public = box.check_public(bytes.fromhex(said))
+    except ValueError:
+        raise IntegrityError(f"the server's public key of {email} is not hex") from None
+    db = vault.index.db
+    row = db.execute("SELECT public_key FROM pinned_keys WHERE server = ? AND email = ?", (store.url, email)).fetchone()
+    if row is not None:
+        if row[0] != public.hex():
+            raise IntegrityError(
+                f"public key of {email} changed (pinned {box.fingerprint(bytes.fromhex(row[0]))}, "
+                f"server now says {box.fingerprint(public)}): nothing was shared"
+            )
+        return public, Pin(box.fingerprint(public), False)
+    db.execute(
+        "INSERT INTO pinned_keys (server, email, public_key, first_seen) VALUES (?, ?, ?, ?)",
+        (store.url, email, public.hex(), sharing.now()),
+    )
+    return public, Pin(box.fingerprint(public), True)
+
+
+@dataclass(frozen=True)
+class SentTo:
+    created: sharing.Created
+    to: str
+    pin: Pin
+
+
+def create(
+    vault: Any, ref: str, to: str, *, expires_in: int, max_downloads: int | None, version: int | None = None
+) -> SentTo:
+    """Share one file version with another account, sealed to her pinned public key."""
+    store = _api_store(vault, "--to")
+    if max_downloads is not None and max_downloads < 1:
+        raise UsageError("--max-downloads must be at least 1")
+    to = to.strip().lower()
+    if "@" not in to:
+        raise UsageError(f"--to: {to!r} is not an email address")
+    key_pair(vault)
+    public, pin = pinned_key(vault, to)
+    vault.sync()
+    v = vault.resolve(ref, version=version)
+    if v.kind != "file":
+        raise UsageError(f"{v.path} is a {v.kind}: only files can be shared")
+    data_key = vault._data_key(v.object, v.wrapped_key)
+    share_id = sc.new_share_id()
+    created = sharing.now()
+    expires = created + expires_in
+    manifest = {
+        "id": share_id,
+        "to": to,
+        "name": v.path.rsplit("/", 1)[-1],
+        "size": v.size,
+        "mime": v.mime or "application/octet-stream",
+        "key": data_key.hex(),
+        "header_hash": v.header_hash,
+        "length": v.length,
+        "created": created,
+        "expires": expires,
+    }
+    sealed = box.seal_to(public, json.dumps(manifest, sort_keys=True).encode(), CONTEXT)
+    location = store.create_share(
+        f"data/{v.object}",
+        manifest=base64.b64encode(sealed).decode(),
+        expires_in=expires_in,
+        max_downloads=max_downloads,
+        verifier=None,
+        recipient=to,
+    )
+    record = {
+        "t": "share", "id": share_id, "vid": v.vid, "path": v.path, "object": v.object, "kind": "api",
+        "created": created, "expires": expires, "max_downloads": max_downloads, "password": False,
+        "location": location,
+    }
+    sharing._journal(vault, record)
+    vault.events.add(
+        "share", v.path, object=v.object,
+        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {sharing._iso(expires)}",
+    )
+    share = sharing.Share(share_id, v.path, "api", created, expires, max_downloads, False, location, None)
+    link = f"{store.url}/s/{location}"
+    return SentTo(sharing.Created(share, "", link, v.size), to, pin)
+
+
+# -- her side ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Incoming:
+    id: str
+    sender: str
+    name: str
+    size: int
+    created: float
+    expires: float | None
+    state: str
+    link: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "from": self.sender, "name": self.name, "size": self.size,
+            "created": self.created, "expires": self.expires, "state": self.state, "link": self.link,
+        }
+
+
+def _open_manifest(private: bytes, item: dict[str, Any]) -> dict[str, Any]:
+    try:
+        blob = base64.b64decode(str(item["manifest"]), validate=True)
+    except (ValueError, KeyError, binascii.Error):
+        raise IntegrityError(f"share {item.get('id')}: the server's manifest is not a sealed box") from None
+    try:
+        manifest = json.loads(box.open_box(private, blob, CONTEXT))
+    except ValueError:
+        raise IntegrityError(f"share {item.get('id')}: its manifest is authenticated but unreadable") from None
+    if not isinstance(manifest, dict):
+        raise IntegrityError(f"share {item.get('id')}: its manifest is unreadable")
+    for field in ("size", "key", "header_hash", "length"):
+        if field not in manifest:
+            raise IntegrityError(f"share {item.get('id')}: its manifest lacks its {field}")
+    return manifest
+
+
+def incoming(vault: Any) -> list[Incoming]:
+    """Shares addressed to this account, with the names only this vault can read."""
+    store = _api_store(vault, "--incoming")
+    private, _public = key_pair(vault)
+    out = []
+    for item in store.incoming_shares():
+        try:
+            name = str(_open_manifest(private, item).get("name", ""))
+        except IntegrityError:
+            name = "(unreadable: not sealed to this vault's key)"
+        out.append(
+            Incoming(
+                str(item["id"]), str(item["owner_email"]), name, int(item["size"]), float(item["created_at"]),
+                item.get("expires_at"), str(item["state"]), f"{store.url}/s/{item['id']}",
+            )
+        )
+    return out
+
+
+class IncomingOpened(sharing.Opened):
+    """A share addressed to this account: its data comes through her signed-in session."""
+
+    store: Any = None
+
+    @contextmanager
+    def _data(self) -> Iterator[Any]:
+        resp = self.store.open_incoming(self.manifest["server_id"])
+        try:
+            if resp.status_code == 410:
+                resp.read()
+                raise Refused(f"share {self.manifest['server_id']} is expired, used up or revoked")
+            yield sharing._Limited(sharing._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
+        finally:
+            resp.close()
+
+
+def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str]:
+    """A share addressed to this account, by its id or link; returns it and its sender."""
+    store = _api_store(vault, "a share to your account")
+    share_id = ref.partition("#")[0].rstrip("/").rsplit("/", 1)[-1]
+    private, _public = key_pair(vault)
+    item = next((i for i in store.incoming_shares() if str(i["id"]) == share_id), None)
+    if item is None:
+        raise NotFound(f"no share {share_id} addressed to you on {store.url} ('livedata share ls --incoming' lists them)")
+    if item["state"] != "active":
+        raise Refused(f"share {share_id} is {str(item['state']).replace('_', ' ')}")
+    manifest = _open_manifest(private, item)
+    expires = manifest.get("expires")
+    if expires is not None and sharing.now() >= float(expires):
+        raise Refused(f"this share expired at {sharing._iso(float(expires))}")
+    manifest["server_id"] = share_id
+    opened = IncomingOpened(sharing.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
+    opened.store = store
+    return opened, str(item["owner_email"])
+
+
+def received(vault: Any, opened: IncomingOpened, sender: str, target: str) -> None:
+    vault.events.add(
+        "share-receive", opened.name, detail=f"share {opened.manifest['server_id']} from {sender} to {target}"
+    )
