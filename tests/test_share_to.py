@@ -95,6 +95,14 @@ def test_share_to_an_account_opens_only_with_her_vault(cli: Cli, server: Any) ->
                          headers={"Authorization": f"Bearer {token_of(who)}"}).json()
             assert sid in [e["object_id"] for e in logs["items"]], action
 
+    # Bob revokes his second share: Alice sees it revoked and cannot fetch it (exit 7).
+    second = next(s for s in bob.ok("share", "ls", "--json").json()["shares"] if s["location"] != sid)
+    bob.ok("share", "revoke", second["id"])
+    states = {s["id"]: s["state"] for s in alice.ok("share", "ls", "--incoming", "--json").json()["shares"]}
+    assert states == {sid: "active", second["location"]: "revoked"}
+    assert_one_line_error(alice("download", second["location"], "-o", "revoked.csv"), 7)
+    assert not (alice.cwd / "revoked.csv").exists()
+
     # The server swaps Alice's public key: Bob's pinned key catches it, nothing is shared.
     db = server_db(srv)
     with sqlite3.connect(db, timeout=30) as con:
