@@ -247,9 +247,12 @@ def api_shared(cli: Cli, tmp_path: Path, livedata_env: dict[str, str]) -> Iterat
     from pgserver import ServerProcess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
-    env.update(livedata_env, LIVEDATA_HOME=str(tmp_path / "srv"))
+    clock = tmp_path / "server-clock"
+    clock.write_text(str(time.time()))
+    env.update(livedata_env, LIVEDATA_HOME=str(tmp_path / "srv"), LIVEDATA_TESTONLY_CLOCK_FILE=str(clock))
     srv = ServerProcess([], env)
     srv.home = tmp_path / "srv"  # type: ignore[attr-defined]
+    srv.clock = clock  # type: ignore[attr-defined]
     try:
         account = {"LIVEDATA_PASSWORD": "a long account password"}
         cli.ok("register", "--server", srv.url, "--email", "ada@example.com", env=account)
@@ -296,6 +299,21 @@ def test_api_link_limit_revoke_and_the_server_never_sees_keys(api_shared: tuple[
     needles = secrets_of(key, envelope)
     assert_nowhere(needles, [p.read_bytes() for p in Path(srv.home).rglob("*") if p.is_file()])
     assert_nowhere(needles, [srv.log().encode()])
+
+
+def test_api_server_enforces_expiry_on_its_own_clock(api_shared: tuple[Cli, Any], tmp_path: Path) -> None:
+    """Not the client's check: the recipient's clock is untouched, the server's moves."""
+    cli, srv = api_shared
+    made = cli.ok("share", "report.pdf", "--expires", "1h", "--json").json()
+    other = stranger(cli, tmp_path)
+    srv.clock.write_text(str(float(srv.clock.read_text()) + 1800))
+    other.ok("download", made["link"], "-o", "early.pdf")
+    srv.clock.write_text(str(float(srv.clock.read_text()) + 3600))
+    r = other("download", made["link"], "-o", "late.pdf")
+    assert_one_line_error(r, 7)
+    assert "expired" in r.stderr
+    assert not (other.cwd / "late.pdf").exists()
+    assert cli.ok("share", "ls", "--json").json()["shares"][0]["state"] == "expired"
 
 
 def _public_manifest(cli: Cli, made: dict[str, Any]) -> str:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 import secrets
-import time
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -30,6 +28,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
+from livedata_cli.server.clock import now
 
 router = APIRouter(prefix="/file-locks", tags=["file passwords"])
 
@@ -65,14 +64,6 @@ file_lock_accounts = sa.Table(
 def create_tables(conn: Connection) -> None:
     """The migration that adds these tables."""
     metadata.create_all(conn)
-
-
-def now() -> float:
-    path = os.environ.get("LIVEDATA_TESTONLY_CLOCK_FILE")
-    if path:
-        with open(path) as f:
-            return float(f.read().strip())
-    return time.time()
 
 
 def delay(failures: int, free: int) -> float:

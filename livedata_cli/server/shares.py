@@ -12,7 +12,6 @@ endpoints (``/public``, ``/download``) are what a link holder uses.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -20,7 +19,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from livedata_cli.server import db
+from livedata_cli.server import clock, db
 from livedata_cli.server.api import (
     ApiError,
     ClientDep,
@@ -120,7 +119,7 @@ def _out(row: Any, c: Context) -> ShareOut:
         max_downloads=row.max_downloads,
         downloads=row.downloads,
         password_protected=bool(row.password_verifier_hash),
-        state=_state(row, c, time.time()),
+        state=_state(row, c, clock.now()),
     )
 
 
@@ -136,7 +135,7 @@ def _owned(conn: Any, user_id: str, share_id: str) -> Any:
 @router.post("", status_code=201, response_model=ShareOut, summary="Share one of your files")
 def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
     verifier_hash = c.passwords.hash(body.password_verifier) if body.password_verifier else None
-    now = time.time()
+    now = clock.now()
     sid = new_id()
     with c.db.write() as conn:
         owned(conn, user.id, body.file_id)
@@ -192,7 +191,7 @@ def incoming_shares(c: CtxDep, user: UserDep, page: PageDep) -> IncomingList:
         rows = conn.execute(
             q.order_by(db.shares.c.created_at.desc(), db.shares.c.id).limit(page.per_page).offset(page.offset)
         ).all()
-    now = time.time()
+    now = clock.now()
     items = [
         IncomingShare(
             id=r.id, owner_email=r.owner_email, size=r.size, created_at=r.created_at,
@@ -214,7 +213,7 @@ def incoming_download(request: Request, share_id: str, c: CtxDep, user: UserDep,
         row = conn.execute(_incoming_query(user.id).where(db.shares.c.id == share_id)).first()
     if row is None:
         raise not_found("share")
-    state = _state(row, c, time.time())
+    state = _state(row, c, clock.now())
     if state != "active":
         raise ApiError(410, f"share_{state}", f"this share is {state.replace('_', ' ')}")
     with c.db.write() as conn:
@@ -244,7 +243,7 @@ def revoke_share(share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> Res
         conn.execute(
             db.shares.update()
             .where(db.shares.c.id == share_id, db.shares.c.revoked_at.is_(None))
-            .values(revoked_at=time.time())
+            .values(revoked_at=clock.now())
         )
         audit(conn, who, user.id, "share.revoke", "share", share_id)
     return Response(status_code=204)
@@ -252,7 +251,7 @@ def revoke_share(share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> Res
 
 def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> Any:
     """The share and its file if the link may be used now; the right error otherwise."""
-    now = time.time()
+    now = clock.now()
     with c.db.read() as conn:
         row = conn.execute(
             sa.select(db.shares, db.files.c.size, db.files.c.deleted_at.label("file_deleted"))
