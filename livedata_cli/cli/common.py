@@ -326,3 +326,17 @@ def record_audit(args: list[str], code: int) -> None:
 
         why = e.message if isinstance(e, LivedataError) else f"not written: {type(e).__name__}: {e}"
         ENV.warn(f"livedata: warning: audit trail: {why}")
+
+
+def group_with_default(default: str) -> type[Any]:
+    """A command group whose first word, when it is not one of its commands, starts
+    ``default``: ``livedata share REF`` is ``livedata share create REF``."""
+    from typer.core import TyperGroup
+
+    class _WithDefault(TyperGroup):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+                args = [default, *args]
+            return super().parse_args(ctx, args)
+
+    return _WithDefault

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from livedata_cli.cli.common import (
     Env,
     JsonOpt,
     QuietOpt,
+    group_with_default,
     human_size,
     human_time,
     open_vault,
@@ -25,18 +25,8 @@ from livedata_cli.cli.common import (
 )
 from livedata_cli.errors import ExitCode, UsageError
 
-
-class _RunByDefault(TyperGroup):
-    """A group whose first word, when it is not a command, starts ``run``."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
 app = typer.Typer(
-    cls=_RunByDefault,
+    cls=group_with_default("run"),
     no_args_is_help=True,
     help="Convert vault files to other formats, on this machine (or, when asked, with CloudConvert).\n\n"
     "'livedata convert REF --to FMT' is short for 'livedata convert run REF --to FMT'.",

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from livedata_cli.cli.common import (
     Env,
     JsonOpt,
     QuietOpt,
+    group_with_default,
     human_size,
     human_time,
     open_vault,
@@ -26,18 +26,8 @@ from livedata_cli.cli.common import (
 )
 from livedata_cli.errors import LivedataError, UsageError
 
-
-class _CreateByDefault(TyperGroup):
-    """A group whose first word, when it is not a command, starts ``create``."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            args = ["create", *args]
-        return super().parse_args(ctx, args)
-
-
 app = typer.Typer(
-    cls=_CreateByDefault,
+    cls=group_with_default("create"),
     no_args_is_help=True,
     help="Share a file by a link (or share file) that opens with a key printed once.\n\n"
     "'livedata share REF' is short for 'livedata share create REF'.",

@@ -35,7 +35,7 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.blobs import LengthMismatch, TooLarge, blob_key, read_range, store_stream
+from livedata_cli.server.blobs import LengthMismatch, StoredBlob, TooLarge, blob_key, read_range, store_stream
 from livedata_cli.server.scan import Infected, ScanFailed, scanning
 from livedata_cli.server.security import new_id
 
@@ -185,13 +185,28 @@ async def upload(
     if declared is not None and declared > room:
         raise _quota_error(declared, used, quota)
     try:
+        blob = await store_body(c, who, user, _body(request), room=room, declared=declared, used=used, quota=quota)
+    except ClientDisconnect:
+        raise ApiError(400, "incomplete_body", "the upload ended early; nothing was stored") from None
+    return commit(
+        c, who, user, blob, file_name=file_name, content_type=content_type, description=description,
+        tags=list(tag or []), replace=replace, create_only=create_only, used=used, quota=quota,
+    )
+
+
+async def store_body(
+    c: Context, who: Any, user: Any, body: AsyncIterator[bytes], *, room: int, declared: int | None, used: int,
+    quota: int,
+) -> StoredBlob:
+    """``body`` through the scan and the server's encryption into a new blob (API errors for the failures)."""
+    try:
         async with contextlib.AsyncExitStack() as stack:
             scan = None
             if c.config.scan_command:
                 scan = await stack.enter_async_context(
                     scanning(shlex.split(c.config.scan_command), c.config.scan_timeout)
                 )
-            blob = await store_stream(c.store, c.keys, _body(request), limit=room, declared=declared, scan=scan)
+            return await store_stream(c.store, c.keys, body, limit=room, declared=declared, scan=scan)
     except Infected as e:
         log.warning("scan", extra={"fields": {"event": "upload_infected", "user_id": user.id, "report": e.report}})
         with c.db.write() as conn:
@@ -210,8 +225,13 @@ async def upload(
         raise ApiError(
             400, "length_mismatch", "the body's length differs from its Content-Length; nothing was stored"
         ) from None
-    except ClientDisconnect:
-        raise ApiError(400, "incomplete_body", "the upload ended early; nothing was stored") from None
+
+
+def commit(
+    c: Context, who: Any, user: Any, blob: StoredBlob, *, file_name: str, content_type: str, description: str,
+    tags: list[str], replace: bool, create_only: bool, used: int, quota: int,
+) -> FileOut:
+    """A stored blob becomes the caller's file (quota taken, audited, same-named files purged with ``replace``)."""
     now = time.time()
     fid = new_id()
     replaced: list[Any] = []
@@ -242,7 +262,7 @@ async def upload(
                     updated_at=now,
                 )
             )
-            _set_tags(conn, fid, list(tag or []), [])
+            _set_tags(conn, fid, tags, [])
             audit(conn, who, user.id, "file.upload", "file", fid)
             if replace:
                 replaced = [r for r in _named(conn, user.id, file_name, deleted=None) if r.id != fid]
@@ -250,13 +270,13 @@ async def upload(
                     purge_file(c, conn, old)
                     audit(conn, who, user.id, "file.purge", "file", old.id)
             row = owned(conn, user.id, fid)
-            tags = _tags(conn, [fid])[fid]
+            got = _tags(conn, [fid])[fid]
     except BaseException:
         c.store.delete(blob_key(blob.blob_id))
         raise
     for old in replaced:
         c.store.delete(old.blob_key)
-    return _out(row, tags)
+    return _out(row, got)
 
 
 def _named(conn: Connection, user_id: str, file_name: str, *, deleted: bool | None = False) -> list[Any]:
