@@ -246,6 +246,19 @@ def _refresh_lock() -> Iterator[None]:
         os.close(fd)
 
 
+# -- logging in again -------------------------------------------------------------------
+# ``(server, email)`` → the password and a way to get the TOTP code, or None: set by
+# the CLI when it can ask someone at a terminal, so that an ended session logs in again.
+Relogin = Callable[[str, str], "tuple[str, Callable[[], str | None]] | None"]
+_relogin: Relogin | None = None
+
+
+def set_relogin(ask: Relogin | None) -> None:
+    """How to log in again when a session has ended (None: exit 4, ``livedata login``)."""
+    global _relogin
+    _relogin = ask
+
+
 # -- HTTP -------------------------------------------------------------------------------
 def retries() -> int:
     text = os.environ.get("LIVEDATA_API_RETRIES", "").strip()
@@ -386,17 +399,19 @@ class Client:
             if cur is None or not cur.refresh_token:
                 if cur is not None and cur.source == "environment":
                     raise LoginRequired(f"{TOKEN_VAR} was refused by {self.server} (expired or revoked)")
-                raise LoginRequired(
+                self._log_in_again(cur, LoginRequired(
                     f"the session with {self.server} has ended: run 'livedata login --server {self.server}' again"
-                )
+                ))
+                return
             resp = self._send("POST", "/auth/refresh-token", json_body={"refresh_token": cur.refresh_token}, once=True)
             if resp.status_code in (400, 401, 403):
                 self.tokens.delete(self.server)
                 self._set_current(None)
-                raise LoginRequired(
+                self._log_in_again(cur, LoginRequired(
                     f"the session with {self.server} has ended ({detail(resp)}): "
                     f"run 'livedata login --server {self.server}' again"
-                )
+                ))
+                return
             if resp.status_code != 200:
                 raise error_for(resp, "refreshing the login")
             body = resp.json()
@@ -406,6 +421,18 @@ class Client:
             )
             self.tokens.save(new)
             self._set_current(new)
+
+    def _log_in_again(self, cur: Tokens | None, ended: LoginRequired) -> None:
+        """The session has ended: log in again through the relogin callback (a terminal), else ``ended``."""
+        ask = _relogin
+        if ask is None or cur is None or not cur.email or cur.source == "environment":
+            raise ended
+        answer = ask(self.server, cur.email)
+        if answer is None:
+            raise ended
+        password, code = answer
+        login(self.server, cur.email, password, code)
+        self._set_current(self.tokens.load(self.server))
 
     def _set_current(self, tokens: Tokens | None) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ class Proxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.cuts = 0
         self.answered = 0
+        self.bytes = {"up": 0, "down": 0}  # bytes passed on in each direction
         self._answers: list[tuple[int, int]] = []
         self._armed: tuple[str, int] | None = None
         self._lock = threading.Lock()
@@ -99,9 +100,11 @@ class Proxy:
                 if allowed is not None:
                     if allowed:
                         dst.sendall(data[:allowed])
+                        self.bytes[direction] += allowed
                     pair.reset()
                     return
                 dst.sendall(data)
+                self.bytes[direction] += len(data)
         except OSError:
             pass
         finally:

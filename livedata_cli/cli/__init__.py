@@ -34,7 +34,7 @@ from livedata_cli.errors import ExitCode, LivedataError
 
 app = typer.Typer(
     name="livedata",
-    help="A secure vault: files are encrypted on this machine, then stored in a folder.",
+    help="A secure vault: files are encrypted on this machine, then stored in a folder, an S3 bucket or on a Live-Data server.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -21,6 +21,7 @@ from livedata_cli.server import (
     ops,
     share_page,
     shares,
+    uploads,
     users,
 )
 from livedata_cli.server.api import ApiError, Context
@@ -57,6 +58,10 @@ async def _janitor(c: Context) -> None:
             await to_thread.run_sync(files.purge_trash, c)
         except Exception:
             log.exception("trash purge failed")
+        try:
+            await to_thread.run_sync(uploads.expire, c)
+        except Exception:
+            log.exception("expiring unfinished uploads failed")
         await asyncio.sleep(600)
 
 
@@ -83,7 +88,9 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
         lifespan=lifespan,
     )
     app.state.ctx = c
-    for router in (auth.router, files.router, shares.router, conversions.router, users.router, filelocks.router):
+    for router in (
+        auth.router, uploads.router, files.router, shares.router, conversions.router, users.router, filelocks.router
+    ):
         app.include_router(router, prefix=API)
     app.include_router(ops.router)
     app.include_router(share_page.router)  # /s/<id>: a share link opened in a browser

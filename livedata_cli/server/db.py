@@ -203,12 +203,20 @@ def _m004_public_keys(conn: Connection) -> None:
     users.create_tables(conn)
 
 
+def _m005_resumable_uploads(conn: Connection) -> None:
+    """Uploads sent in parts (``/files/uploads``) while they are unfinished."""
+    from livedata_cli.server import uploads
+
+    uploads.create_tables(conn)
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_files_by_name", _m002_files_by_name),
     ("003_file_locks", _m003_file_locks),
     ("004_public_keys", _m004_public_keys),
+    ("005_resumable_uploads", _m005_resumable_uploads),
 ]
 
 

@@ -35,7 +35,14 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.blobs import LengthMismatch, StoredBlob, TooLarge, blob_key, read_range, store_stream
+from livedata_cli.server.blobs import (
+    LengthMismatch,
+    StoredBlob,
+    TooLarge,
+    blob_key,
+    read_range,
+    store_stream,
+)
 from livedata_cli.server.scan import Infected, ScanFailed, scanning
 from livedata_cli.server.security import new_id
 

@@ -11,10 +11,11 @@ name order), ``POST /files?replace=true`` (overwrite) and ``If-None-Match:
 
 Uploads stream: up to 8 MiB stays in memory and is sent as one request with
 its length; a larger object is spooled to an unlinked temporary file in the
-home (ciphertext only) while a thread streams it to the server as it grows.
-When the connection drops, the object is sent again from the spool: the
-server stores an upload only when its body arrived whole, so a re-send is
-always safe and needs no upload state on the server.  Downloads stream
+home (ciphertext only) while a thread sends it as a resumable upload
+(``/files/uploads``) in parts of 8 MiB as it grows.  When the connection
+drops, or the server answers 5xx, the thread asks the server how many bytes
+it holds and goes on from there, reading them again from the spool; the
+server makes the parts a file only on the final commit.  Downloads stream
 (``iter_raw``) and, after a dropped connection, go on from the last byte
 received with ``Range``.  Memory stays at a few chunks either way.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -32,12 +34,13 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from livedata_cli import config
-from livedata_cli.account import Client, audit_logs, backoff, retries
+from livedata_cli.account import Client, QuotaFull, audit_logs, backoff, retries
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, StoreUnreachable
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024
 SPOOL_MEMORY = 8 * MIB  # an object up to this size is one request from memory
+PART = 8 * MIB  # a larger one goes up as a resumable upload in parts of this size
 CHUNK = 256 * 1024
 PAGE = 200  # the server's largest page
 CACHE_LIMIT = 50_000  # name → (id, size) entries kept
@@ -279,6 +282,7 @@ class _Upload:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._upload_id: str | None = None
 
     # -- the stream side ------------------------------------------------------------
     def writable(self) -> bool:
@@ -318,30 +322,85 @@ class _Upload:
         self._thread = threading.Thread(target=self._send, name="livedata-api-put", daemon=True)
         self._thread.start()
 
-    def _follow(self) -> Iterator[bytes]:
-        """The spooled bytes from the start, waiting for more until the writer is done."""
+    def _wait_for(self, pos: int) -> tuple[int, bool]:
+        """Wait until the spool holds a whole part past ``pos`` or the writer is done: (size, done)."""
+        with self._cond:
+            while self._size < pos + PART and not self._done and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise _Aborted()
+            return self._size, self._done
+
+    def _spooled(self, start: int, stop: int) -> Iterator[bytes]:
         assert self._fd is not None
-        pos = 0
+        pos = start
+        while pos < stop:
+            chunk = os.pread(self._fd, min(CHUNK, stop - pos), pos)
+            if not chunk:
+                raise StoreUnreachable(f"the upload spool of {self.key} was cut short")
+            pos += len(chunk)
+            yield chunk
+
+    def _send_parts(self) -> None:
+        """A resumable upload: parts of the spool as it grows; after a failure, on from the server's offset."""
+        from livedata_cli.errors import Refused
+
+        client, what = self.store.client, self.store._what(self.key)
+        params = {"file_name": self.key, "content_type": "application/octet-stream", "replace": "true"}
+        self._upload_id = upload_id = str(
+            client.request("POST", "/files/uploads", what=what, params=params, ok=(201,)).json()["id"]
+        )
+        path = f"/files/uploads/{upload_id}"
+        pos, failures = 0, 0
         while True:
-            with self._cond:
-                while pos >= self._size and not self._done and not self._aborted:
-                    self._cond.wait()
-                if self._aborted:
-                    raise _Aborted()
-                end, done = self._size, self._done
-            while pos < end:
-                chunk = os.pread(self._fd, min(CHUNK, end - pos), pos)
-                if not chunk:
-                    raise StoreUnreachable(f"the upload spool of {self.key} was cut short")
-                pos += len(chunk)
-                yield chunk
-            if done and pos >= end:
-                return
+            size, done = self._wait_for(pos)
+            if done and pos >= size:
+                break
+            stop = min(size, pos + PART)
+            total = str(size) if done else "*"
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"bytes {pos}-{stop - 1}/{total}",
+                "Content-Length": str(stop - pos),
+            }
+            try:
+                resp = client.request(
+                    "PUT", path, what=what, headers=headers, body=functools.partial(self._spooled, pos, stop),
+                    ok=(200, 409), attempts=0,
+                )
+                if resp.status_code == 200:
+                    pos, failures = int(resp.json()["received"]), 0
+                    continue
+            except QuotaFull:
+                raise
+            except (StoreUnreachable, Refused):
+                failures += 1
+                if failures > retries():
+                    raise
+                time.sleep(backoff(failures - 1))
+            # A dropped connection, an overloaded server or a part out of step: ask where it stands.
+            pos = int(client.get_json(path, what=what)["received"])
+        try:
+            made = client.request("POST", f"{path}/complete", what=what, ok=(201,)).json()
+        except NotFound:
+            # A retried commit whose first try was stored: the file is there.
+            found = self.store._lookup(self.key, fresh=True)
+            if found is None or found[1] != pos:
+                raise
+            made = {"id": found[0], "size": found[1]}
+        self._upload_id = None
+        self.store._remember(self.key, str(made["id"]), int(made["size"]))
 
     def _send(self) -> None:
         try:
-            self.store._post(self.key, self._follow, exclusive=False)
+            self._send_parts()
         except BaseException as e:
+            if self._upload_id is not None:
+                with contextlib.suppress(Exception):
+                    self.store.client.request(
+                        "DELETE", f"/files/uploads/{self._upload_id}", what=self.store._what(self.key), ok=(204,),
+                        attempts=0,
+                    )
             self._error = e if isinstance(e, LivedataError | _Aborted) else StoreUnreachable(
                 f"uploading {self.key} to {self.store.url} failed: {type(e).__name__}: {e}"
             )
