@@ -338,6 +338,7 @@ class Client:
         self._refreshing = threading.Lock()
         self._current: Tokens | None = None
         self._loaded = False
+        self.relogin = True  # an ended session may log in again through set_relogin's callback
 
     @property
     def http(self) -> httpx.Client:
@@ -424,7 +425,7 @@ class Client:
 
     def _log_in_again(self, cur: Tokens | None, ended: LoginRequired) -> None:
         """The session has ended: log in again through the relogin callback (a terminal), else ``ended``."""
-        ask = _relogin
+        ask = _relogin if self.relogin else None
         if ask is None or cur is None or not cur.email or cur.source == "environment":
             raise ended
         answer = ask(self.server, cur.email)
@@ -598,6 +599,7 @@ def login(
 def logout(server: str) -> tuple[bool, bool]:
     """End the session on the server and forget the tokens: (revoked on the server, had tokens)."""
     c = Client(server)
+    c.relogin = False  # no password asked just to end a session that has ended
     try:
         had = c.logged_in()
         if had is None:

@@ -1,16 +1,32 @@
-"""Resumable uploads to a Live-Data server: a cut connection goes on from the server's offset."""
+"""A Live-Data server: resumable uploads, and logging in again on a terminal when the session ends."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
-from test_api_store import account, other_home, proxies, server, tokens_file  # noqa: F401
+import pyotp
+import pytest
+from test_api_store import (  # noqa: F401
+    PASSWORD,
+    account,
+    other_home,
+    proxies,
+    server,
+    steps_with_room,
+    tokens_file,
+)
+from test_cli_basics import _run_on_tty
 
-from conftest import Cli, write
+from conftest import Cli, assert_one_line_error, write
+from pgserver import ServerProcess
 
 MIB = 1024 * 1024
 
@@ -33,10 +49,16 @@ def test_a_cut_upload_resumes_from_the_servers_offset(cli: Cli, server: Any, pro
     assert cli.ok("upload", "big.bin", "--json").json()["counts"] == {"new": 1}
     assert proxy.cuts == 1
     sent = proxy.bytes["up"] - before
-    # Resumed from the server's offset: the object once, plus what the cut lost in socket
-    # buffers, headers and the vault's small records; sending the object again would add
-    # 15.5 MiB, sending the cut part again 7.5 MiB.
-    assert len(data) < sent < len(data) + 6 * MIB < 2 * len(data)
+    parts = [json.loads(line) for line in srv.lines if '"upload_part"' in line]
+    assert len({p["upload_id"] for p in parts}) == 1  # one upload, resumed: not a second one
+    stored = sum(p["received"] - p["first"] for p in parts)
+    # The server took each byte once (the object's ciphertext is a little larger than the
+    # object) and the part after the cut began where the server stood, not at a part's start.
+    assert len(data) < stored == parts[-1]["received"] < len(data) + MIB
+    assert [p["first"] for p in parts][1:] == [p["received"] for p in parts][:-1]
+    assert any(p["first"] % (8 * MIB) for p in parts)
+    # On the wire: what the cut lost in flight was sent again, never the whole object.
+    assert len(data) < sent < 2 * len(data)
 
     out = cli.cwd / "back.bin"
     cli.ok("download", "big.bin", "-o", str(out))
@@ -45,8 +67,22 @@ def test_a_cut_upload_resumes_from_the_servers_offset(cli: Cli, server: Any, pro
     assert not list((srv.home / "server" / "uploads").glob("*.part"))
 
 
-def test_an_upload_is_its_owners_alone_and_checks_its_offsets(cli: Cli, server: Any) -> None:  # noqa: F811
-    srv = server()
+@pytest.fixture
+def clocked(tmp_path: Path, livedata_env: dict[str, str]) -> Iterator[Any]:
+    """A server whose clock is a file the test moves."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
+    clock = tmp_path / "server-clock"
+    clock.write_text(str(time.time()))
+    env.update(livedata_env, LIVEDATA_HOME=str(tmp_path / "srv"), LIVEDATA_TESTONLY_CLOCK_FILE=str(clock))
+    srv = ServerProcess([], env)
+    srv.home = tmp_path / "srv"  # type: ignore[attr-defined]
+    srv.clock = clock  # type: ignore[attr-defined]
+    yield srv
+    srv.stop()
+
+
+def test_an_upload_is_its_owners_alone_and_checks_its_offsets(cli: Cli, clocked: Any) -> None:
+    srv = clocked
     account(cli, srv.url, "own@example.com")
     mallory = other_home(cli, "mallory")
     account(mallory, srv.url, "mallory@example.com")
@@ -80,3 +116,62 @@ def test_an_upload_is_its_owners_alone_and_checks_its_offsets(cli: Cli, server: 
         # Over the quota from the start: refused before a byte is sent.
         huge = c.post("/files/uploads", params={"file_name": "data/z", "size": 2**50}, headers=own)
         assert huge.status_code == 413
+        # One left unfinished for a day is dropped, its spool too.
+        up3 = c.post("/files/uploads", params={"file_name": "data/w"}, headers=own).json()["id"]
+        spool = srv.home / "server" / "uploads" / f"{up3}.part"
+        assert spool.exists()
+        srv.clock.write_text(str(float(srv.clock.read_text()) + 86_401))
+        c.post("/files/uploads", params={"file_name": "data/v"}, headers=own)  # expiry runs here too
+        assert c.get(f"/files/uploads/{up3}", headers=own).status_code == 404
+        assert not spool.exists()
+
+
+def _end_session(cli: Cli, srv: Any) -> None:
+    """Expire the refresh tokens on the server and spoil the access token, as if a day had passed."""
+    db = sqlite3.connect(srv.home / "server" / "server.sqlite")
+    db.execute("UPDATE refresh_tokens SET expires_at = 0")
+    db.commit()
+    db.close()
+    data = json.loads(tokens_file(cli).read_text())
+    for t in data.values():
+        t["access_token"] = "not-a-valid-token"
+    tokens_file(cli).write_text(json.dumps(data))
+
+
+def test_an_ended_session_asks_to_log_in_again_on_a_terminal(cli: Cli, server: Any) -> None:  # noqa: F811
+    srv = server()
+    account(cli, srv.url, "tty@example.com")
+    cli.ok("init", "--store", srv.url)
+    write(cli.cwd / "first.txt", "one\n")
+    cli.ok("upload", "first.txt")
+    env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSWORD"}
+    # On a terminal: the password is asked and the command goes on.
+    _end_session(cli, srv)
+    code, out = _run_on_tty(["sync"], env, cli.cwd, [PASSWORD], timeout=30)
+    assert code == 0, out
+    assert "log in again" in out
+    assert cli.ok("account", "--json").json()["email"] == "tty@example.com"  # the new tokens were kept
+    _end_session(cli, srv)
+    write(cli.cwd / "second.txt", "two\n")
+    code, out = _run_on_tty(["upload", "second.txt"], env, cli.cwd, [PASSWORD], timeout=30)
+    assert code == 0, out
+    assert cli.ok("download", "second.txt", "-o", "-").stdout == b"two\n"
+    # A wrong password on the terminal: exit 4, nothing else.
+    _end_session(cli, srv)
+    code, out = _run_on_tty(["sync"], env, cli.cwd, ["not the password"], timeout=30)
+    assert code == 4 and "Traceback" not in out, out
+    # Not a terminal: exit 4 with the way out.
+    cli.ok("login", "--server", srv.url, "--email", "tty@example.com", env={"LIVEDATA_PASSWORD": PASSWORD})
+    _end_session(cli, srv)
+    r = cli("sync")
+    assert_one_line_error(r, 4)
+    assert "livedata login" in r.stderr
+    # With MFA on, the terminal is asked the code too.
+    cli.ok("login", "--server", srv.url, "--email", "tty@example.com", env={"LIVEDATA_PASSWORD": PASSWORD})
+    totp = pyotp.TOTP(cli.ok("mfa", "setup", "--json", "--server", srv.url).json()["secret"])
+    step = steps_with_room()
+    cli.ok("mfa", "verify", totp.at((step - 1) * 30), "--server", srv.url)
+    _end_session(cli, srv)
+    code, out = _run_on_tty(["sync"], env, cli.cwd, [PASSWORD, totp.at(step * 30)], timeout=30)
+    assert code == 0, out
+    assert "authenticator" in out

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -131,6 +131,15 @@ class Env:
             notice=self.warn,
         )
 
+    def relogin(self, server: str, email: str) -> tuple[str, Callable[[], str | None]] | None:
+        """Asked when the session with a server has ended: the password (and the TOTP code
+        when the account asks for one) from the terminal, or None to end with exit 4."""
+        if not self.can_prompt():
+            return None
+        self.warn(f"The session with {server} has ended: log in again as {email}.")
+        password = self.prompt("Password: ")
+        return password, lambda: self.prompt("Code from your authenticator app: ").strip() or None
+
     # -- progress ----------------------------------------------------------
     @contextmanager
     def progress(self, total: int | None, label: str) -> Iterator[Any]:
@@ -192,6 +201,10 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
     """Merge a command's own --json/--quiet into the global environment."""
     ENV.json = ENV.json or json_
     ENV.quiet = ENV.quiet or quiet
+    if ENV.can_prompt():  # an ended session asks to log in again instead of exit 4
+        from livedata_cli import account
+
+        account.set_relogin(ENV.relogin)
     return ENV
 
 

@@ -16,9 +16,9 @@ plain 404.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,12 +30,13 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
-from livedata_cli.server import db, files
+from livedata_cli.server import clock, db, files
 from livedata_cli.server.api import ApiError, ClientDep, Context, CtxDep, UserDep, audit, not_found
 from livedata_cli.server.config import default_dir
 from livedata_cli.server.security import new_id
 
 router = APIRouter(prefix="/files/uploads", tags=["files"])
+log = logging.getLogger("livedata.server")
 
 EXPIRY = 24 * 3600.0
 READ = 256 * 1024
@@ -96,7 +97,7 @@ def _drop(conn: Connection, upload_id: str) -> None:
 
 def expire(c: Context, now: float | None = None) -> int:
     """Drop the uploads left unfinished for a day; how many."""
-    cutoff = (time.time() if now is None else now) - EXPIRY
+    cutoff = (clock.now() if now is None else now) - EXPIRY
     with c.db.write() as conn:
         ids = list(conn.scalars(sa.select(uploads.c.id).where(uploads.c.created_at < cutoff)))
         for upload_id in ids:
@@ -126,7 +127,7 @@ def open_upload(
 ) -> UploadOut:
     create_only = request.headers.get("if-none-match", "").strip() == "*"
     expire(c)
-    now = time.time()
+    now = clock.now()
     upload_id = new_id()
     with c.db.write() as conn:
         quota, used = _room(conn, user.id)
@@ -217,6 +218,9 @@ async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -
                 )
             )
             row = _owned(conn, user.id, upload_id)
+    log.info("upload", extra={"fields": {
+        "event": "upload_part", "user_id": user.id, "upload_id": upload_id, "first": first, "received": pos,
+    }})
     return _out(row)
 
 
