@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,3 +177,36 @@ def write(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
+
+
+def run_on_tty(
+    args: list[str], env: dict[str, str], cwd: Path, answers: Sequence[str] = (), timeout: float = 30
+) -> tuple[int, str]:
+    """Run livedata with a pseudo-terminal as its controlling terminal, answering prompts."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cwd)
+        exe = livedata_exe()
+        os.execve(exe[0], [*exe, *args], env)
+    output = b""
+    deadline = time.monotonic() + timeout
+    pending = list(answers)
+    answered = 0  # prompts are looked for only in output after the last answer
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and output[answered:].rstrip().endswith(b":"):
+                os.write(fd, pending.pop(0).encode() + b"\n")
+                answered = len(output)
+    if time.monotonic() >= deadline:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")

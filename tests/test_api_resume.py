@@ -23,9 +23,8 @@ from test_api_store import (  # noqa: F401
     steps_with_room,
     tokens_file,
 )
-from test_cli_basics import _run_on_tty
 
-from conftest import Cli, assert_one_line_error, write
+from conftest import Cli, assert_one_line_error, run_on_tty, write
 from pgserver import ServerProcess
 
 MIB = 1024 * 1024
@@ -147,18 +146,18 @@ def test_an_ended_session_asks_to_log_in_again_on_a_terminal(cli: Cli, server: A
     env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSWORD"}
     # On a terminal: the password is asked and the command goes on.
     _end_session(cli, srv)
-    code, out = _run_on_tty(["sync"], env, cli.cwd, [PASSWORD], timeout=30)
+    code, out = run_on_tty(["sync"], env, cli.cwd, [PASSWORD], timeout=30)
     assert code == 0, out
     assert "log in again" in out
     assert cli.ok("account", "--json").json()["email"] == "tty@example.com"  # the new tokens were kept
     _end_session(cli, srv)
     write(cli.cwd / "second.txt", "two\n")
-    code, out = _run_on_tty(["upload", "second.txt"], env, cli.cwd, [PASSWORD], timeout=30)
+    code, out = run_on_tty(["upload", "second.txt"], env, cli.cwd, [PASSWORD], timeout=30)
     assert code == 0, out
     assert cli.ok("download", "second.txt", "-o", "-").stdout == b"two\n"
     # A wrong password on the terminal: exit 4, nothing else.
     _end_session(cli, srv)
-    code, out = _run_on_tty(["sync"], env, cli.cwd, ["not the password"], timeout=30)
+    code, out = run_on_tty(["sync"], env, cli.cwd, ["not the password"], timeout=30)
     assert code == 4 and "Traceback" not in out, out
     # Not a terminal: exit 4 with the way out.
     cli.ok("login", "--server", srv.url, "--email", "tty@example.com", env={"LIVEDATA_PASSWORD": PASSWORD})
@@ -172,6 +171,6 @@ def test_an_ended_session_asks_to_log_in_again_on_a_terminal(cli: Cli, server: A
     step = steps_with_room()
     cli.ok("mfa", "verify", totp.at((step - 1) * 30), "--server", srv.url)
     _end_session(cli, srv)
-    code, out = _run_on_tty(["sync"], env, cli.cwd, [PASSWORD, totp.at(step * 30)], timeout=30)
+    code, out = run_on_tty(["sync"], env, cli.cwd, [PASSWORD, totp.at(step * 30)], timeout=30)
     assert code == 0, out
     assert "authenticator" in out

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import typer
 
-from conftest import Cli, livedata_exe
+from conftest import Cli, livedata_exe, run_on_tty
 from livedata_cli.cli import app
 
 
@@ -72,52 +69,21 @@ def test_start_up_imports_nothing_heavy(vault_cli: Cli) -> None:
         assert not {m for m in loaded if m.startswith(heavy)}, (args, sorted(m for m in loaded if m.startswith(heavy)))
 
 
-def _run_on_tty(args: list[str], env: dict[str, str], cwd: Path, answers: list[str], timeout: float = 8) -> tuple[int, str]:
-    """Run livedata with a pseudo-terminal as its controlling terminal, answering prompts."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.chdir(cwd)
-        exe = livedata_exe()
-        os.execve(exe[0], [*exe, *args], env)
-    output = b""
-    deadline = time.monotonic() + timeout
-    pending = list(answers)
-    answered = 0  # prompts are looked for only in output after the last answer
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-            if pending and output[answered:].rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0).encode() + b"\n")
-                answered = len(output)
-    if time.monotonic() >= deadline:
-        os.kill(pid, 9)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
-
-
 def test_init_on_a_terminal_asks_twice(cli: Cli) -> None:
     env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSPHRASE"}
-    code, out = _run_on_tty(["init"], env, cli.cwd, ["tty secret", "tty secret"])
+    code, out = run_on_tty(["init"], env, cli.cwd, ["tty secret", "tty secret"])
     assert code == 0, out
     assert out.count("passphrase") >= 2
     (cli.cwd / "f.txt").write_text("typed")
-    code, out = _run_on_tty(["upload", "f.txt"], env, cli.cwd, ["tty secret"])
+    code, out = run_on_tty(["upload", "f.txt"], env, cli.cwd, ["tty secret"])
     assert code == 0, out
-    code, out = _run_on_tty(["upload", "f.txt"], env, cli.cwd, ["wrong"])
+    code, out = run_on_tty(["upload", "f.txt"], env, cli.cwd, ["wrong"])
     assert code == 4 and "Traceback" not in out
 
 
 def test_init_on_a_terminal_mismatch_changes_nothing(cli: Cli, tmp_path: Path) -> None:
     env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSPHRASE"}
-    code, out = _run_on_tty(["init"], env, cli.cwd, ["one", "two"])
+    code, out = run_on_tty(["init"], env, cli.cwd, ["one", "two"])
     assert code == 2, out
     assert not (tmp_path / "home" / "store" / "config").exists()
 

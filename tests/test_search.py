@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import pty
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, assert_one_line_error, livedata_exe, write
+from conftest import Cli, assert_one_line_error, run_on_tty, write
 from livedata_cli.search import QueryError, parse_query, parse_size, parse_when
 
 # -- the query language, in-process ------------------------------------------------
@@ -428,24 +427,8 @@ def test_search_cmd_registered_in_help(cli: Cli) -> None:
 
 def _on_tty(cli: Cli, *args: str) -> str:
     """Output of livedata run with a pseudo-terminal as stdout."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.chdir(cli.cwd)
-        exe = livedata_exe()
-        env = {k: v for k, v in cli.env.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-        os.execve(exe[0], [*exe, *args], {**env, "TERM": "xterm-256color"})
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.waitpid(pid, 0)
-    os.close(fd)
-    return out.decode(errors="replace")
+    env = {k: v for k, v in cli.env.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    return run_on_tty(list(args), {**env, "TERM": "xterm-256color"}, cli.cwd)[1]
 
 
 def test_terminal_output_highlights_and_is_safe(vault_cli: Cli) -> None:

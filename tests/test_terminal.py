@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import typer
 
-from conftest import PASSPHRASE, Cli, assert_one_line_error, write
+from conftest import PASSPHRASE, Cli, assert_one_line_error, run_on_tty, write
 from livedata_cli.cli import app
 from livedata_cli.errors import ExitCode
 
@@ -379,22 +379,7 @@ def test_doctor_exit_codes_for_what_is_wrong(cli: Cli) -> None:
 
 # -- output conventions ------------------------------------------------------------
 def _on_tty(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.chdir(cwd)
-        os.execve(f"{BIN}/livedata", ["livedata", *args], env)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.waitpid(pid, 0)
-    os.close(fd)
-    return out.decode(errors="replace")
+    return run_on_tty(args, env, cwd)[1]
 
 
 def test_colours_only_on_a_terminal_and_never_with_no_color(vault_cli: Cli) -> None:
