@@ -82,15 +82,15 @@ def test_vault_key_alone_cannot_produce_the_data_key(vault_cli: Cli, open_vault:
 
 
 def test_on_a_terminal_asks_twice_then_once(vault_cli: Cli) -> None:
-    from test_cli_basics import _run_on_tty
+    from conftest import run_on_tty
 
     write(vault_cli.cwd / "will.pdf", "typed at a terminal")
-    code, out = _run_on_tty(["upload", "will.pdf", "--password"], vault_cli.env, vault_cli.cwd, ["pw one", "pw two"])
+    code, out = run_on_tty(["upload", "will.pdf", "--password"], vault_cli.env, vault_cli.cwd, ["pw one", "pw two"])
     assert code == 2 and "differ" in out  # a mismatch stores nothing
     assert vault_cli.ok("ls", "--json").json() == []
-    code, out = _run_on_tty(["upload", "will.pdf", "--password"], vault_cli.env, vault_cli.cwd, ["typed pw", "typed pw"])
+    code, out = run_on_tty(["upload", "will.pdf", "--password"], vault_cli.env, vault_cli.cwd, ["typed pw", "typed pw"])
     assert code == 0 and out.count("file password") == 2, out
-    code, out = _run_on_tty(["download", "will.pdf", "-o", "out.pdf"], vault_cli.env, vault_cli.cwd, ["typed pw"])
+    code, out = run_on_tty(["download", "will.pdf", "-o", "out.pdf"], vault_cli.env, vault_cli.cwd, ["typed pw"])
     assert code == 0 and "File password for will.pdf" in out, out
     assert (vault_cli.cwd / "out.pdf").read_text() == "typed at a terminal"
 
