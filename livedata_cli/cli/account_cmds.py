@@ -31,6 +31,9 @@ PASSWORD_VAR = "LIVEDATA_PASSWORD"
 TOTP_VAR = "LIVEDATA_TOTP"
 
 mfa_app = typer.Typer(help="Two-factor login with a TOTP app: set up, confirm, turn off.", no_args_is_help=True)
+account_app = typer.Typer(
+    help="Your account on the server: 'livedata account' shows it; the subcommands manage it.",
+)
 
 
 # -- where, who, which secret -------------------------------------------------------------
@@ -182,11 +185,16 @@ def logout(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = F
         env.say(f"logged out of {url}" + ("" if revoked else " (the session had ended already)"))
 
 
-def account_cmd(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+@account_app.callback(invoke_without_command=True)
+def account_cmd(
+    ctx: typer.Context, server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False
+) -> None:
     """Show the account: profile, storage used of the quota, and whether MFA is on.
 
     Example: livedata account --server https://vault.example.com
     """
+    if ctx.invoked_subcommand is not None:
+        return
     env = setup(json_, quiet)
     from livedata_cli import account
 
@@ -322,5 +330,5 @@ def register_commands(app: typer.Typer) -> None:
     app.command("register")(register)
     app.command("login")(login)
     app.command("logout")(logout)
-    app.command("account")(account_cmd)
+    app.add_typer(account_app, name="account")
     app.add_typer(mfa_app, name="mfa")
