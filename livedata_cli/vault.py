@@ -34,7 +34,7 @@ from livedata_cli.errors import (
     StoreUnreachable,
     UsageError,
 )
-from livedata_cli.index import Index, Version
+from livedata_cli.index import Index, Seen, Version
 from livedata_cli.keys import StoreConfig, Unlocker, make_slot
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
 from livedata_cli.stores import ObjectStore, open_store
@@ -350,10 +350,13 @@ class Vault:
         self.sync()
         if password is not None and no_password:
             raise UsageError("--password and --no-password exclude each other")
+        # The walk's stat decides most files of a rerun: those only need the few
+        # fields of Seen; the others get their full newest Version.
+        seen = self.index.newest_seen(s.path for s in plan)
         batch = _Batch(
-            hash_key=subkey(self.master_key, self.vault_id, "plaintext-hash"),
+            hash_key_of=lambda: subkey(self.master_key, self.vault_id, "plaintext-hash"),
             tags=sorted(set(tags)),
-            newest=self.index.newest_live(s.path for s in plan),
+            newest={},
             progress=progress,
             stdin=stdin,
             index_content=index_content,
@@ -361,6 +364,13 @@ class Vault:
             no_password=no_password,
             derived_from=derived_from or {},
         )
+        for src in plan:
+            old = seen.get(src.path)
+            if old is not None and src.kind == "file" and src.stat is not None and self._unchanged_stat(src.stat, old, batch):
+                batch.unchanged[src.path] = old
+        batch.newest = self.index.newest_live(p for p in seen if p not in batch.unchanged)
+        if any(s.kind == "file" and s.path not in batch.unchanged for s in plan):
+            batch.hash_key  # noqa: B018 (unlock here, once, on this thread, not in a worker)
         pending: list[dict[str, Any]] = []
         pending_bytes = 0
         last_flush = time.monotonic()
@@ -375,6 +385,8 @@ class Vault:
             jobs = REMOTE_JOBS if getattr(self.store, "remote", True) else 1
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             for src, outcome in zip(plan, map(run, plan) if jobs == 1 else pool.map(run, plan), strict=True):
+                if isinstance(outcome, AuthError):  # the vault key, not this file: the command fails
+                    raise outcome
                 if isinstance(outcome, Exception):
                     report.fail(src.local, src.path, outcome)  # type: ignore[arg-type]
                     continue
@@ -401,6 +413,10 @@ class Vault:
 
     def _upload_one(self, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:
         """Store one entry; returns its result and the journal record to write (if any)."""
+        old = batch.unchanged.get(src.path)
+        if old is not None:
+            batch.progress(old.size)  # the walk's stat says unchanged: not even opened
+            return _unchanged(src, old, batch.tags)
         newest = batch.newest.get(src.path)
         if src.kind != "file":
             return self._upload_link_or_dir(src, batch, newest)
@@ -408,9 +424,6 @@ class Vault:
             f: BinaryIO = batch.stdin if batch.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
             mtime, mode = time.time(), None
         else:
-            if newest is not None and src.stat is not None and self._unchanged_stat(src.stat, newest, batch):
-                batch.progress(src.stat.st_size)  # the walk's stat says unchanged: not even opened
-                return _unchanged(src, newest, batch.tags)
             f = open(src.local, "rb")  # noqa: SIM115
             st = os.fstat(f.fileno())
             mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
@@ -424,7 +437,7 @@ class Vault:
             if src.local != "-":
                 f.close()
 
-    def _unchanged_stat(self, st: os.stat_result, newest: Version, batch: _Batch) -> bool:
+    def _unchanged_stat(self, st: os.stat_result, newest: Version | Seen, batch: _Batch) -> bool:
         """Same size, mtime and mode as the newest version: not read again (as restic)."""
         return (
             newest.kind == "file"
@@ -558,7 +571,7 @@ class Vault:
             # "" when the start is not text after all: indexed, with no words.
             record["text"] = extract_text(head[:TEXT_LIMIT]) or ""
 
-    def _wants_text(self, newest: Version, batch: _Batch) -> bool:
+    def _wants_text(self, newest: Version | Seen, batch: _Batch) -> bool:
         """An unchanged text file stored without --index-content gets a new
         version (same data object) that carries its text."""
         return batch.index_content and is_text(newest.mime) and not self.index.has_text(newest.vid)
@@ -1130,7 +1143,7 @@ class Vault:
 
 
 def _unchanged(
-    src: UploadSource, newest: Version, tags: list[str]
+    src: UploadSource, newest: Version | Seen, tags: list[str]
 ) -> tuple[ItemResult, dict[str, Any] | None]:
     """An unchanged entry stores nothing; new tags still reach its newest version."""
     extra = sorted(set(tags) - set(newest.tags))
@@ -1179,11 +1192,12 @@ class _NewObject:
 class _Batch:
     """What every file of one upload command shares."""
 
-    hash_key: bytes
+    hash_key_of: Callable[[], bytes]  # unlocks the vault: not called when nothing changed
     tags: list[str]
-    newest: dict[str, Version]
+    newest: dict[str, Version]  # the newest live version of each path that may have changed
     progress: Progress
     stdin: BinaryIO | None
+    unchanged: dict[str, Seen] = field(default_factory=dict)  # paths the walk's stat found unchanged
     by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)  # this batch's content, not yet indexed
     index_content: bool = False  # keep the text of text-like files for search
     password_key: filepass.PasswordKey | None = None  # --password: every file stored gets it
@@ -1191,6 +1205,23 @@ class _Batch:
     derived_from: dict[str, str] = field(default_factory=dict)  # conversions: path -> source version id
     _claims: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _hash_key: bytes | AuthError | None = None
+
+    @property
+    def hash_key(self) -> bytes:
+        """The plaintext-hash key, derived (and the vault unlocked) on first use, so
+        a rerun over an unchanged tree needs no passphrase stretch at all.  A
+        failed unlock is kept: it is asked for once, not once per file."""
+        if self._hash_key is None:
+            with self._lock:
+                if self._hash_key is None:
+                    try:
+                        self._hash_key = self.hash_key_of()
+                    except AuthError as e:
+                        self._hash_key = e
+        if isinstance(self._hash_key, AuthError):
+            raise self._hash_key
+        return self._hash_key
 
     def claim(self, digest: str) -> threading.Event:
         """First caller for a content hash gets a fresh event to set when its record
@@ -1203,7 +1234,7 @@ class _Batch:
         event.wait()
         return threading.Event()
 
-    def protects(self, newest: Version) -> bool:
+    def protects(self, newest: Version | Seen) -> bool:
         """Whether a new version of this path would have a file password."""
         return not self.no_password and (self.password_key is not None or newest.protected)
 
