@@ -211,14 +211,6 @@ _RESTATE = """
     ) WHERE path = ?
 """
 
-# The FTS row of one version, from its versions row (the name is the last part
-# of the path; the tags are words, not JSON).
-_FTS_SOURCE = (
-    "SELECT rowid, vid, path, substr(path, length(rtrim(path, replace(path, '/', ''))) + 1), "
-    "(SELECT group_concat(value, ' ') FROM json_each(versions.tags)), notes, mime, ? "
-    "FROM versions WHERE vid = ?"
-)
-
 
 class IndexError_(LivedataError):
     """The local index cannot be used: run 'livedata sync --rebuild'."""
@@ -264,6 +256,9 @@ class Version:
             "path": self.path,
             "version": self.number,
             "object": self.object,
+            "pack": self.pack,
+            "offset": self.offset,
+            "length": self.length,
             "size": self.size,
             "mtime": self.mtime,
             "mode": self.mode,
@@ -325,6 +320,7 @@ class Index:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
             # Names and tags are plaintext here: the file is for this user only.
@@ -494,8 +490,15 @@ class Index:
             ).fetchone()
         return bool(row and row[0])
 
-    def object_refs(self, obj: str) -> int:
-        row = self.db.execute("SELECT COUNT(*) FROM versions WHERE object = ?", (obj,)).fetchone()
+    def store_refs(self, key: str) -> int:
+        """Versions whose container is in this store object (``data/<id>``): a
+        pack's members, or the versions sharing an object of their own."""
+        oid = key.removeprefix("data/")
+        row = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM versions WHERE pack = ?) "
+            "+ (SELECT COUNT(*) FROM versions WHERE object = ? AND pack IS NULL)",
+            (oid, oid),
+        ).fetchone()
         return int(row[0])
 
     def all_versions(self) -> Iterator[Version]:
@@ -616,9 +619,22 @@ def _apply_puts(db: sqlite3.Connection, journal: str, puts: list[dict[str, Any]]
     if db.total_changes - before != len(puts):  # some were replays: keep the rows this journal added
         mine = {r[0] for r in db.execute("SELECT vid FROM versions WHERE journal = ?", (journal,))}
         new = [rec for rec in puts if rec["vid"] in mine]
+    # Search rows: the name is the last part of the path, the tags are words.
     db.executemany(
-        "INSERT INTO search_fts (rowid, vid, path, name, tags, notes, mime, text) " + _FTS_SOURCE,
-        [(rec.get("text"), rec["vid"]) for rec in new],
+        "INSERT INTO search_fts (rowid, vid, path, name, tags, notes, mime, text) "
+        "VALUES ((SELECT rowid FROM versions WHERE vid = ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        [
+            (
+                rec["vid"],
+                rec["path"],
+                rec["path"].rsplit("/", 1)[-1],
+                " ".join(sorted(set(tags))) if (tags := rec.get("tags")) else None,
+                rec.get("notes", ""),
+                rec.get("mime"),
+                rec.get("text"),
+            )
+            for rec in new
+        ],
     )
     counts: dict[str, int] = {}
     for rec in new:

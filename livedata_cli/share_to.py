@@ -131,7 +131,7 @@ def create(
     }
     sealed = box.seal_to(public, json.dumps(manifest, sort_keys=True).encode(), CONTEXT)
     location = store.create_share(
-        f"data/{v.object}",
+        v.store_key,
         manifest=base64.b64encode(sealed).decode(),
         expires_in=expires_in,
         max_downloads=max_downloads,

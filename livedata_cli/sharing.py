@@ -198,7 +198,7 @@ def create(
             verifier = sc.check_from_hint(secret, hint, password).hex()
             key = f"{key}.{hint}"
         location = vault.store.create_share(
-            f"data/{v.object}",
+            v.store_key,
             manifest=base64.b64encode(envelope).decode(),
             expires_in=expires_in,
             max_downloads=max_downloads,
@@ -207,7 +207,7 @@ def create(
         link = f"{vault.store.url}/s/{location}#{key}"
     else:
         store = vault.store
-        manifest["data"] = store.presign_get(f"data/{v.object}", expires_in)
+        manifest["data"] = store.presign_get(v.store_key, expires_in)
         manifest["offset"] = v.offset
         envelope = sc.seal_manifest(secret, share_id, manifest, password)
         location = f"shares/{share_id}"
@@ -239,7 +239,7 @@ def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None
     tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out, vault.store.open(f"data/{v.object}") as src:
+        with os.fdopen(fd, "wb") as out, vault.store.open(v.store_key) as src:
             out.write(FILE_MAGIC + len(envelope).to_bytes(4, "big") + envelope)
             if v.offset:
                 src.seek(v.offset)

@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ from livedata_cli.errors import (
 from livedata_cli.index import Index, Seen, Version
 from livedata_cli.keys import StoreConfig, Unlocker, make_slot
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
+from livedata_cli.packs import PackWriter, packs_small_files
 from livedata_cli.stores import ObjectStore, open_store
 from livedata_cli.tree import UploadSource, clean_vault_path, safe_target
 
@@ -57,7 +58,7 @@ SMALL_FILE = 1024 * 1024
 # is fastest with one (threads only add contention for the GIL there).
 REMOTE_JOBS = 4
 # The fields of a record that name its data object (shared by deduplicated versions).
-_OBJECT_FIELDS = ("object", "offset", "length", "header_hash", "wrapped_key", "key_id")
+_OBJECT_FIELDS = ("object", "pack", "offset", "length", "header_hash", "wrapped_key", "key_id")
 
 
 def _noop(_n: int) -> None:
@@ -288,14 +289,15 @@ class Vault:
                 n_records += len(records)
         return SyncResult(n_journals, n_records, self.index.count())
 
-    def _write_journal(self, records: list[dict[str, Any]]) -> None:
+    def _write_journal(self, records: list[dict[str, Any]], index: Index | None = None) -> None:
         if not records:
             return
+        index = index or self.index
         name = journal.new_name()
         self.store.flush()  # the data a journal refers to is durable before the journal
         self.store.put_bytes(name, journal.encode(self.master_key, self.vault_id, name, records))
-        self.events.journal(records, self.index)  # before apply: a purge's paths are still known
-        self.index.apply(name, records)
+        self.events.journal(records, index)  # before apply: a purge's paths are still known
+        index.apply(name, records)
 
     # -- upload ----------------------------------------------------------------
     def lock(self, *, wait: bool = True) -> AbstractContextManager[None]:
@@ -363,6 +365,7 @@ class Vault:
             password_key=filepass.PasswordKey.derive(password) if password is not None else None,
             no_password=no_password,
             derived_from=derived_from or {},
+            packer=PackWriter(self.store) if packs_small_files(self.store) else None,
         )
         for src in plan:
             old = seen.get(src.path)
@@ -371,6 +374,20 @@ class Vault:
         batch.newest = self.index.newest_live(p for p in seen if p not in batch.unchanged)
         if any(s.kind == "file" and s.path not in batch.unchanged for s in plan):
             batch.hash_key  # noqa: B018 (unlock here, once, on this thread, not in a worker)
+        if jobs is None:
+            jobs = REMOTE_JOBS if getattr(self.store, "remote", True) else 1
+        try:
+            self._upload_all(plan, batch, max(1, jobs), report)
+        except BaseException as e:
+            if batch.packer is not None:
+                batch.packer.discard(e)  # no journal names it
+            raise
+        report.duration = time.monotonic() - report.started
+        return report
+
+    def _upload_all(self, plan: list[UploadSource], batch: _Batch, jobs: int, report: BatchReport) -> None:
+        """Run the plan on ``jobs`` threads, collecting records in plan order into
+        journals, which are written on a thread of their own meanwhile."""
         pending: list[dict[str, Any]] = []
         pending_bytes = 0
         last_flush = time.monotonic()
@@ -381,9 +398,7 @@ class Vault:
             except (LivedataError, OSError) as e:
                 return e
 
-        if jobs is None:
-            jobs = REMOTE_JOBS if getattr(self.store, "remote", True) else 1
-        with ThreadPoolExecutor(max(1, jobs)) as pool:
+        with ThreadPoolExecutor(jobs) as pool, _JournalWriter(self, batch) as journals:
             for src, outcome in zip(plan, map(run, plan) if jobs == 1 else pool.map(run, plan), strict=True):
                 if isinstance(outcome, AuthError):  # the vault key, not this file: the command fails
                     raise outcome
@@ -393,8 +408,8 @@ class Vault:
                 result, record = outcome
                 report.items.append(result)
                 report.bytes_read += result.size
-                if record is not None and derived_from and record.get("t") == "put":
-                    record["derived_from"] = derived_from.get(src.path)
+                if record is not None and batch.derived_from and record.get("t") == "put":
+                    record["derived_from"] = batch.derived_from.get(src.path)
                 if record is not None:
                     pending.append(record)
                     pending_bytes += result.stored
@@ -404,12 +419,9 @@ class Vault:
                     or pending_bytes >= FLUSH_BYTES
                     or time.monotonic() - last_flush >= FLUSH_SECONDS
                 ):
-                    self._write_journal(pending)
+                    journals.submit(pending)
                     pending, pending_bytes, last_flush = [], 0, time.monotonic()
-                    batch.flushed()
-            self._write_journal(pending)
-        report.duration = time.monotonic() - report.started
-        return report
+            journals.submit(pending)
 
     def _upload_one(self, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:
         """Store one entry; returns its result and the journal record to write (if any)."""
@@ -491,6 +503,8 @@ class Vault:
         protect: filepass.PasswordKey | None = None,
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         small = known is not None
+        if batch.packer is not None and len(head) <= SMALL_FILE:
+            return self._pack_new(src, batch, newest, mtime, mode, head, known, protect)
         new = self._new_object(src, f, resumable=not small and protect is None)
         oid, data_key = new.oid, new.data_key
         wrapped = new.wrapped_key
@@ -520,13 +534,57 @@ class Vault:
             header_hash=container.header_hash(header),
             wrapped_key=wrapped.hex(),
         )
+        return self._finish_new(src, batch, newest, record, head, protect)
+
+    def _pack_new(
+        self,
+        src: UploadSource,
+        batch: _Batch,
+        newest: Version | None,
+        mtime: float | None,
+        mode: int | None,
+        head: bytes,
+        known: str | None,
+        protect: filepass.PasswordKey | None,
+    ) -> tuple[ItemResult, dict[str, Any] | None]:
+        """A small file (read whole already) as a member of the upload's pack."""
+        assert batch.packer is not None
+        oid = secrets.token_hex(16)
+        data_key, wrapped = self._new_data_key(oid)
+        enc = container.Encryptor(data_key)
+        sealed = enc.header + enc.encrypt_segment(head, final=True)
+        pack, offset = batch.packer.add(sealed)
+        batch.progress(len(head))
+        if protect is not None:
+            wrapped = self._seal_for(protect, oid, data_key)
+        digest = known if known is not None else ""
+        record = self._put_record(src, newest, batch.tags, len(head), mtime, mode, head, digest)
+        record.update(
+            object=oid,
+            pack=pack,
+            offset=offset,
+            length=len(sealed),
+            header_hash=container.header_hash(enc.header),
+            wrapped_key=wrapped.hex(),
+        )
+        return self._finish_new(src, batch, newest, record, head, protect)
+
+    def _finish_new(
+        self,
+        src: UploadSource,
+        batch: _Batch,
+        newest: Version | None,
+        record: dict[str, Any],
+        head: bytes,
+        protect: filepass.PasswordKey | None,
+    ) -> tuple[ItemResult, dict[str, Any] | None]:
         if protect is None:
             self._add_text(record, head, batch)
-            batch.by_hash.setdefault(digest, record)
+            batch.by_hash.setdefault(record["hash"], record)
         else:  # no content hash or words: the vault key alone must not confirm a guess
             record.update(hash="", protected=True)
         status = "changed" if newest is not None else "new"
-        return ItemResult(src.local, src.path, status, size, record["vid"], stored=length), record
+        return ItemResult(src.local, src.path, status, record["size"], record["vid"], stored=record["length"]), record
 
     def _skip_if_known(
         self,
@@ -551,7 +609,7 @@ class Vault:
         same = batch.by_hash.get(digest)
         fields: dict[str, Any] | None = None
         if same is not None:
-            fields = {k: same[k] for k in _OBJECT_FIELDS}
+            fields = {k: same.get(k) for k in _OBJECT_FIELDS}
         else:
             found = self.index.find_by_hash(digest)
             if found is not None:
@@ -689,11 +747,15 @@ class Vault:
     def read_version(self, v: Version, dst: BinaryIO, progress: Progress = _noop) -> int:
         """Authenticate and decrypt one version into a stream."""
         data_key = self._data_key(v.object, v.wrapped_key)
-        with self.store.open(f"data/{v.object}") as src:
+        with self.store.open(v.store_key) as src:
             if v.offset:
                 src.seek(v.offset)
             n = container.decrypt_stream(
-                data_key, src, dst, expected_header_hash=v.header_hash, on_progress=progress
+                data_key,
+                cast(BinaryIO, _Slice(src, v.length)) if v.pack else src,
+                dst,
+                expected_header_hash=v.header_hash,
+                on_progress=progress,
             )
         if n != v.size:
             raise IntegrityError(f"{v.path}: {n} bytes decrypted where the record says {v.size}")
@@ -800,10 +862,7 @@ class Vault:
         freed = 0
         if drop and not dry_run:
             self._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
-            for obj in {v.object for v in drop if v.object}:
-                if self.index.object_refs(obj) == 0:
-                    freed += self.store.size(f"data/{obj}") if self.store.exists(f"data/{obj}") else 0
-                    self.store.delete(f"data/{obj}")
+            freed = self._delete_unreferenced(drop)
         return {
             "dry_run": dry_run,
             "kept": kept,
@@ -830,10 +889,18 @@ class Vault:
             return live
         victims = live + trashed
         self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
-        for obj in {v.object for v in victims}:
-            if self.index.object_refs(obj) == 0:
-                self.store.delete(f"data/{obj}")
+        self._delete_unreferenced(victims)
         return victims
+
+    def _delete_unreferenced(self, gone: list[Version]) -> int:
+        """Delete the store objects that no version refers to any more (a pack
+        when none of its members is left); returns the bytes freed."""
+        freed = 0
+        for key in sorted({v.store_key for v in gone if v.object}):
+            if self.index.store_refs(key) == 0 and self.store.exists(key):
+                freed += self.store.size(key)
+                self.store.delete(key)
+        return freed
 
     def restore(self, ref: str) -> list[Version]:
         """Bring a removed file back from the trash."""
@@ -876,6 +943,7 @@ class Vault:
         self.sync()
         problems: list[dict[str, str]] = []
         checked: set[str] = set()
+        sizes: dict[str, int] = {}  # per store object: a pack is looked at once
         n_versions = 0
         for v in self.index.all_versions():
             n_versions += 1
@@ -883,22 +951,22 @@ class Vault:
                 continue
             checked.add(v.object)
             try:
+                if v.store_key not in sizes:
+                    sizes[v.store_key] = self.store.size(v.store_key)
+                size, end = sizes[v.store_key], v.offset + v.length
+                if size < end or (size != end and not v.pack):
+                    raise IntegrityError(f"object {v.object} is {size} bytes, the record says {end}")
                 if v.protected:  # its key needs the file password: the size is what can be checked
-                    size = self.store.size(f"data/{v.object}")
-                    if size != v.offset + v.length:
-                        raise IntegrityError(f"object {v.object} is {size} bytes, the record says {v.length}")
-                elif data:
+                    continue
+                if data:
                     with open(os.devnull, "wb") as sink:
                         self.read_version(v, sink, progress)
                 else:
                     data_key = self._data_key(v.object, v.wrapped_key)
-                    with self.store.open(f"data/{v.object}") as src:
+                    with self.store.open(v.store_key) as src:
                         src.seek(v.offset)
                         header = src.read(container.HEADER_LEN)
                     container.verify_header(data_key, header, v.header_hash)
-                    size = self.store.size(f"data/{v.object}")
-                    if size != v.offset + v.length:
-                        raise IntegrityError(f"object {v.object} is {size} bytes, the record says {v.length}")
             except (LivedataError, OSError) as e:
                 problems.append({"path": v.path, "object": v.object, "error": str(e)})
         return {
@@ -1157,6 +1225,23 @@ def _keyed_hash(key: bytes, data: bytes) -> str:
     return h.hexdigest()
 
 
+class _Slice(io.RawIOBase):
+    """The next ``length`` bytes of a stream: one member of a pack."""
+
+    def __init__(self, src: BinaryIO, length: int) -> None:
+        self._src = src
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf)[: self._left]
+        n = self._src.readinto(view) if view.nbytes else 0  # type: ignore[attr-defined]
+        self._left -= n
+        return int(n)
+
+
 class _Prefixed(io.RawIOBase):
     """A file whose first bytes were already read: replays them, then reads on."""
 
@@ -1203,6 +1288,7 @@ class _Batch:
     password_key: filepass.PasswordKey | None = None  # --password: every file stored gets it
     no_password: bool = False  # --no-password: new versions of protected paths get none
     derived_from: dict[str, str] = field(default_factory=dict)  # conversions: path -> source version id
+    packer: PackWriter | None = None  # small files go into packs (folder stores)
     _claims: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _hash_key: bytes | AuthError | None = None
@@ -1238,11 +1324,58 @@ class _Batch:
         """Whether a new version of this path would have a file password."""
         return not self.no_password and (self.password_key is not None or newest.protected)
 
-    def flushed(self) -> None:
-        """The pending records are in the index now."""
+    def indexed(self, records: list[dict[str, Any]]) -> None:
+        """These records are in the index now: lookups find them there."""
         with self._lock:
-            self.by_hash.clear()
+            for rec in records:
+                if self.by_hash.get(rec.get("hash", "")) is rec:
+                    del self.by_hash[rec["hash"]]
             self._claims = {d: e for d, e in self._claims.items() if not e.is_set()}
+
+
+class _JournalWriter:
+    """Writes an upload's journals one at a time on a thread of its own, so the
+    next files are read and encrypted while SQLite, zlib and the disk flush
+    work (they release the GIL).  It has its own index connection: the
+    batch's ``by_hash`` answers for records until their journal is in."""
+
+    def __init__(self, vault: Vault, batch: _Batch) -> None:
+        self._vault = vault
+        self._batch = batch
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="livedata-journal")
+        self._index: Index | None = None
+        self._inflight: Future[None] | None = None
+
+    def submit(self, records: list[dict[str, Any]]) -> None:
+        """Seal the open pack, wait for the journal before, and start this one."""
+        if self._batch.packer is not None:
+            self._batch.packer.seal()
+        self.wait()
+        if records:
+            self._vault.unlock()  # here, on the command's thread, where a prompt belongs
+            self._inflight = self._thread.submit(self._write, records)
+
+    def wait(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        if self._index is None:
+            self._index = Index(self._vault.index.path)
+        self._vault._write_journal(records, self._index)
+        self._batch.indexed(records)
+
+    def __enter__(self) -> _JournalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.wait()  # a journal already started is finished, whatever else happened
+        finally:
+            self._thread.shutdown()
+            if self._index is not None:
+                self._index.close()
 
 
 def _file_password_from_env(_path: str) -> str | None:

@@ -77,6 +77,9 @@ def test_init_on_a_terminal_asks_twice(cli: Cli) -> None:
     (cli.cwd / "f.txt").write_text("typed")
     code, out = run_on_tty(["upload", "f.txt"], env, cli.cwd, ["tty secret"])
     assert code == 0, out
+    code, out = run_on_tty(["upload", "f.txt"], env, cli.cwd, [])
+    assert code == 0 and "passphrase" not in out.lower(), out  # unchanged: nothing to unlock, nothing asked
+    (cli.cwd / "f.txt").write_text("typed again")
     code, out = run_on_tty(["upload", "f.txt"], env, cli.cwd, ["wrong"])
     assert code == 4 and "Traceback" not in out
 

@@ -28,7 +28,7 @@ def two_files(vault_cli: Cli, store_dir: Path) -> dict[str, Any]:
     objs = {}
     for name in ids:
         info = vault_cli.ok("info", name, "--json").json()
-        objs[name] = next(p for p in data_objects(store_dir) if p.name == info["object"])
+        objs[name] = next(p for p in data_objects(store_dir) if p.name == (info["pack"] or info["object"]))
     return {"big": big, "small": small, "objs": objs}
 
 
@@ -132,9 +132,16 @@ def test_prefix_download_goes_past_a_damaged_file(vault_cli: Cli, store_dir: Pat
     for name in ("a", "b", "c"):
         write(vault_cli.cwd / "t" / name, name * 100)
     vault_cli.ok("upload", "t", "-r")
-    obj = vault_cli.ok("info", "t/b", "--json").json()["object"]
-    victim = next(p for p in data_objects(store_dir) if p.name == obj)
-    _mutate(victim, lambda d: d[:-1])
+    info = vault_cli.ok("info", "t/b", "--json").json()
+    assert info["pack"], "small files share a pack"
+    victim = next(p for p in data_objects(store_dir) if p.name == info["pack"])
+    end = info["offset"] + info["length"]  # b ends with its final tag
+
+    def flip(d: bytearray) -> bytearray:
+        d[end - 1] ^= 1
+        return d
+
+    _mutate(victim, flip)
     r = vault_cli("download", "t/", "-o", "restore", "--json")
     assert r.code == 8
     failed = [i for i in r.json()["items"] if i["status"] == "failed"]

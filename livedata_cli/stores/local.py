@@ -29,6 +29,7 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.remote = False  # a local disk: no latency to hide with parallel transfers
+        self.packs = True  # small files share pack objects (livedata_cli/packs.py)
         self.url = str(self.root)
         self._made: set[str] = set()  # folders known to exist
         self._tmp_dir: str | None = None
@@ -39,10 +40,7 @@ class LocalStore:
 
     def _spath(self, key: str) -> str:
         """The file of a key, as a string (once per stored file: no pathlib here)."""
-        if key.startswith("data/") and len(key) == 37 and _HEX.issuperset(key[5:]):
-            return f"{self.url}/data/{key[5:7]}/{key[5:]}"
-        check_key(key)
-        return f"{self.url}/{key}"
+        return f"{self.url}/{key_path(key)}"
 
     def _tmp(self) -> str:
         if self._tmp_dir is None:
@@ -143,6 +141,13 @@ class LocalStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+
+def key_path(key: str) -> str:
+    """Where a key lives under a folder store's root (also the layout of ``account export``)."""
+    if key.startswith("data/") and len(key) == 37 and _HEX.issuperset(key[5:]):
+        return f"data/{key[5:7]}/{key[5:]}"
+    return check_key(key)
 
 
 def _listdir(folder: Path) -> list[str]:

@@ -1,0 +1,126 @@
+"""Small files share pack objects on a folder store: fewer store objects, the
+same guarantees (each member authenticated on its own, a damaged member
+fails alone, a pack goes when its last member does)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Cli, assert_one_line_error, data_objects, write
+
+pytestmark = pytest.mark.subprocess
+
+
+def _small_tree(root: Path, n: int = 40) -> dict[str, bytes]:
+    files = {f"d{i % 4}/f{i:03d}.bin": os.urandom(100 + 37 * i) for i in range(n)}
+    for rel, data in files.items():
+        write(root / rel, data)
+    return files
+
+
+def _entries(cli: Cli) -> dict[str, dict[str, Any]]:
+    return {e["path"]: e for e in cli.ok("ls", "--json").json()}
+
+
+def test_small_files_go_into_one_pack_and_come_back(vault_cli: Cli, store_dir: Path, tmp_path: Path) -> None:
+    files = _small_tree(vault_cli.cwd / "src")
+    big = os.urandom(2 * 1024 * 1024 + 3)
+    write(vault_cli.cwd / "src" / "big.bin", big)
+    vault_cli.ok("upload", "src", "-r", "--as", "t/")
+    entries = _entries(vault_cli)
+    packs = {e["pack"] for p, e in entries.items() if p != "t/big.bin"}
+    assert len(packs) == 1 and None not in packs, "the 40 small files share one pack"
+    assert entries["t/big.bin"]["pack"] is None, "a file over one segment is an object of its own"
+    assert len(data_objects(store_dir)) == 2
+    spans = sorted((e["offset"], e["offset"] + e["length"]) for p, e in entries.items() if p != "t/big.bin")
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), "members lie end to end"
+    assert len({e["object"] for e in entries.values()}) == len(entries), "each member keeps its own id and key"
+    vault_cli.ok("verify", "--data")
+    vault_cli.ok("download", "t/", "-o", "out")
+    for rel, data in files.items():
+        assert (vault_cli.cwd / "out" / rel).read_bytes() == data
+    assert (vault_cli.cwd / "out" / "big.bin").read_bytes() == big
+    # Another machine attaching to the store reads the packed files the same way.
+    other = {"LIVEDATA_HOME": str(tmp_path / "other-home")}
+    vault_cli.ok("init", "--store", str(store_dir), env=other)
+    assert vault_cli.ok("download", "t/d1/f001.bin", "-o", "-", env=other).stdout == files["d1/f001.bin"]
+
+
+def test_a_damaged_member_fails_alone(vault_cli: Cli, store_dir: Path) -> None:
+    files = _small_tree(vault_cli.cwd / "src", 9)
+    vault_cli.ok("upload", "src", "-r", "--as", "t/")
+    victim = _entries(vault_cli)["t/d1/f005.bin"]
+    pack = next(p for p in data_objects(store_dir) if p.name == victim["pack"])
+    data = bytearray(pack.read_bytes())
+    data[victim["offset"] + victim["length"] // 2] ^= 0x40
+    pack.write_bytes(bytes(data))
+    r = vault_cli("download", "t/", "-o", "out", "--json")
+    assert r.code == 8
+    failed = [(i["source"], i["exit_code"]) for i in r.json()["items"] if i["status"] == "failed"]
+    assert failed == [("t/d1/f005.bin", 5)]
+    for rel, content in files.items():
+        if rel != "d1/f005.bin":
+            assert (vault_cli.cwd / "out" / rel).read_bytes() == content
+    r = vault_cli("verify", "--data", "--json")
+    assert r.code == 5
+    assert [p["path"] for p in r.json()["problems"]] == ["t/d1/f005.bin"]
+    vault_cli.ok("verify")  # headers alone: the damage is in the payload
+
+
+def test_a_truncated_pack_is_caught_by_verify(vault_cli: Cli, store_dir: Path) -> None:
+    _small_tree(vault_cli.cwd / "src", 6)
+    vault_cli.ok("upload", "src", "-r", "--as", "t/")
+    entries = _entries(vault_cli)
+    last = max(entries.values(), key=lambda e: e["offset"])
+    pack = next(p for p in data_objects(store_dir) if p.name == last["pack"])
+    pack.write_bytes(pack.read_bytes()[:-1])
+    r = vault_cli("verify", "--json")
+    assert r.code == 5
+    assert [p["path"] for p in r.json()["problems"]] == [last["path"]]
+    assert_one_line_error(vault_cli("download", last["path"], "-o", "x.bin"), 5)
+    assert not (vault_cli.cwd / "x.bin").exists()
+
+
+def test_a_record_pointed_at_another_member_does_not_open(vault_cli: Cli) -> None:
+    """The record's header hash binds it to its own container, wherever the offset points."""
+    _small_tree(vault_cli.cwd / "src", 3)
+    vault_cli.ok("upload", "src", "-r", "--as", "t/")
+    a, b = sorted(_entries(vault_cli).values(), key=lambda e: e["offset"])[:2]
+    index = sqlite3.connect(Path(vault_cli.env["LIVEDATA_HOME"]) / "index.sqlite")
+    with index:
+        index.execute('UPDATE versions SET "offset" = ?, length = ? WHERE vid = ?', (b["offset"], b["length"], a["id"]))
+    index.close()
+    r = vault_cli("download", a["path"], "-o", "a.bin")
+    assert_one_line_error(r, 5)
+    assert not (vault_cli.cwd / "a.bin").exists()
+
+
+def test_a_pack_goes_with_its_last_member(vault_cli: Cli, store_dir: Path) -> None:
+    files = _small_tree(vault_cli.cwd / "src", 4)
+    vault_cli.ok("upload", "src", "-r", "--as", "t/")
+    names = sorted(_entries(vault_cli))
+    assert len(data_objects(store_dir)) == 1
+    for path in names[:-1]:
+        vault_cli.ok("rm", "--purge", path)
+    assert len(data_objects(store_dir)) == 1, "one member is left: the pack stays"
+    keep = names[-1]
+    assert vault_cli.ok("download", keep, "-o", "-").stdout == files[keep.removeprefix("t/")]
+    vault_cli.ok("rm", "--purge", keep)
+    assert data_objects(store_dir) == []
+
+
+def test_packs_are_sealed_at_their_size(vault_cli: Cli, store_dir: Path) -> None:
+    """Members up to one segment each; a pack is closed once it passes 16 MiB."""
+    for i in range(20):
+        write(vault_cli.cwd / "src" / f"m{i:02d}.bin", os.urandom(1024 * 1024))  # exactly one segment
+    vault_cli.ok("upload", "src", "-r", "--as", "m/")
+    sizes = sorted(p.stat().st_size for p in data_objects(store_dir))
+    assert len(sizes) == 2 and sum(sizes) == 20 * (1024 * 1024 + 102 + 16)
+    assert max(sizes) <= 16 * 1024 * 1024 + 1024 * 1024 + 118
+    vault_cli.ok("verify", "--data")
