@@ -200,6 +200,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX versions_pack ON versions(pack) WHERE pack IS NOT NULL
         """,
     ),
+    (
+        # The audit events not yet mirrored to the store: each command finds its
+        # own few, not every event of the chain.
+        "0010_audit_unmirrored",
+        """
+        CREATE INDEX audit_unmirrored ON audit_events(vault, chain, seq) WHERE mirrored = 0
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +22,8 @@ from livedata_cli.errors import NotFound, StoreUnreachable
 from livedata_cli.stores import check_key
 
 _HEX = frozenset("0123456789abcdef")
+# Up to this many objects written since the last flush are fsynced one by one.
+FSYNC_EACH_MAX = 64
 
 
 class LocalStore:
@@ -33,6 +36,8 @@ class LocalStore:
         self.url = str(self.root)
         self._made: set[str] = set()  # folders known to exist
         self._tmp_dir: str | None = None
+        self._unsynced: list[str] = []  # objects renamed into place since the last flush()
+        self._lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -90,9 +95,8 @@ class LocalStore:
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
         """Data objects are renamed into place without an fsync each: ``flush()``
-        makes a whole batch durable with one ``syncfs`` before its journal is
-        written (10,000 small files would otherwise cost 20,000 fsyncs).
-        Plain string paths here: this runs once per stored file."""
+        makes a whole batch durable before its journal is written.  Plain
+        string paths here: this may run once per stored file."""
         tmp = self._tmp()
         try:
             with open(tmp, "wb") as f:
@@ -103,13 +107,33 @@ class LocalStore:
                 os.makedirs(folder, exist_ok=True)
                 self._made.add(folder)
             os.replace(tmp, dest)
+            with self._lock:
+                self._unsynced.append(dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
 
     def flush(self) -> None:
-        _syncfs(self.root)
+        """A few objects (packs, large files) are fsynced each, with their
+        folders; many are flushed with one ``syncfs``, which also writes out
+        whatever else the file system holds dirty (other programs' data)."""
+        with self._lock:
+            written, self._unsynced = self._unsynced, []
+        if len(written) > FSYNC_EACH_MAX:
+            _syncfs(self.root)
+            return
+        for path in written:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # deleted since (a duplicate found while written)
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for folder in sorted({os.path.dirname(p) for p in written}):
+            _fsync_dir(Path(folder))
 
     def open(self, key: str) -> BinaryIO:
         try:
