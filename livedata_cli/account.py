@@ -11,6 +11,11 @@ Tokens
     home instead, created mode 0600.  ``LIVEDATA_TOKEN`` (an access token)
     overrides both, for CI jobs that log in elsewhere.
 
+    The device's name (``login --device-name``, default the host name) and
+    its device-trust secret (``livedata account trust``) are kept the same
+    way (service ``livedata-device``, else ``device.json``, 0600), apart from
+    the tokens: logging out keeps a device trusted.
+
     A request answered 401 refreshes the tokens once and is sent again.
     Refresh tokens rotate and a reused one ends the whole session, so a
     refresh happens under a lock file in the home, and re-reads the stored
@@ -56,7 +61,8 @@ API = "/api/v1"
 TOKEN_SERVICE = "livedata-token"
 TOKEN_FILE = "tokens.json"
 TOKEN_VAR = "LIVEDATA_TOKEN"
-USER_AGENT = f"livedata/{__version__}"
+DEVICE_SERVICE = "livedata-device"
+DEVICE_FILE = "device.json"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0
@@ -136,8 +142,16 @@ def _account(server: str) -> str:
     return f"{server} profile={profile}" if profile else server
 
 
+def user_agent() -> str:
+    """``livedata/<version> (<platform>)``: what the account's device list shows."""
+    import platform
+
+    return f"livedata/{__version__} ({platform.system()} {platform.machine()})".replace("  ", " ")
+
+
 class TokenStore:
-    """The tokens of each server: the OS keyring, else a 0600 file in the home."""
+    """The tokens of each server: the OS keyring, else a 0600 file in the home.
+    The device record (name, trust secret) beside them, stored apart."""
 
     def __init__(self) -> None:
         from livedata_cli.keys import KeyCache
@@ -151,8 +165,8 @@ class TokenStore:
     def uses_keyring(self) -> bool:
         return self._cache.backend() is not None
 
-    def path(self) -> Any:
-        return config.home() / TOKEN_FILE
+    def path(self, name: str = TOKEN_FILE) -> Any:
+        return config.home() / name
 
     def load(self, server: str) -> Tokens | None:
         """``LIVEDATA_TOKEN``, else the keyring, else the file."""
@@ -200,20 +214,47 @@ class TokenStore:
                 pass
         return removed
 
+    def load_device(self, server: str) -> dict[str, Any]:
+        """This device's record for a server: ``name`` and, once trusted, ``trust``."""
+        kr = self._cache.backend()
+        if kr is not None:
+            try:
+                text = kr.get_password(DEVICE_SERVICE, _account(server))
+            except Exception:
+                text = None
+            if text:
+                with contextlib.suppress(ValueError):
+                    found = json.loads(text)
+                    return found if isinstance(found, dict) else {}
+        found = self._read_file(DEVICE_FILE).get(_account(server))
+        return found if isinstance(found, dict) else {}
+
+    def save_device(self, server: str, record: dict[str, Any]) -> None:
+        kr = self._cache.backend()
+        if kr is not None:
+            try:
+                kr.set_password(DEVICE_SERVICE, _account(server), json.dumps(record))
+                return
+            except Exception as e:
+                self._cache.reason = f"the OS keyring refused to store the device record ({type(e).__name__})"
+        data = self._read_file(DEVICE_FILE)
+        data[_account(server)] = record
+        self._write_file(data, DEVICE_FILE)
+
     def servers(self) -> list[str]:
         """Servers this home holds file tokens for (the keyring cannot be listed)."""
         return sorted({str(v.get("server")) for v in self._read_file().values() if isinstance(v, dict)})
 
     # -- the fallback file ------------------------------------------------------
-    def _read_file(self) -> dict[str, Any]:
+    def _read_file(self, name: str = TOKEN_FILE) -> dict[str, Any]:
         try:
-            data = json.loads(self.path().read_text())
+            data = json.loads(self.path(name).read_text())
         except (FileNotFoundError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _write_file(self, data: dict[str, Any]) -> None:
-        path = self.path()
+    def _write_file(self, data: dict[str, Any], name: str = TOKEN_FILE) -> None:
+        path = self.path(name)
         config.ensure_home()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -349,7 +390,7 @@ class Client:
                 self._http = httpx.Client(
                     base_url=self.server + API,
                     timeout=httpx.Timeout(60.0, connect=10.0),
-                    headers={"User-Agent": USER_AGENT},
+                    headers={"User-Agent": user_agent()},
                     limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
                     follow_redirects=False,
                 )
@@ -410,7 +451,7 @@ class Client:
                 self._set_current(None)
                 self._log_in_again(cur, LoginRequired(
                     f"the session with {self.server} has ended ({detail(resp)}): "
-                    f"run 'livedata login --server {self.server}' again"
+                    f"log in again with 'livedata login --server {self.server}'"
                 ))
                 return
             if resp.status_code != 200:
@@ -565,16 +606,25 @@ def login(
     code: Callable[[], str | None],
     *,
     recovery_code: str | None = None,
+    device_name: str | None = None,
 ) -> LoginResult:
-    """Log in and store the tokens.  ``code`` is asked only when the account has MFA on."""
+    """Log in and store the tokens.  ``code`` is asked only when the account has MFA on,
+    and not on a device the server trusts (``livedata account trust``)."""
+    import socket
+
     c = Client(server)
     try:
+        record = c.tokens.load_device(c.server)
+        name = device_name or str(record.get("name") or "") or socket.gethostname()
+        device: dict[str, Any] = {"device_name": name[:200]}
+        if record.get("trust"):
+            device["device_trust"] = str(record["trust"])
         resp = c.request("POST", "/auth/login", what="login", auth=False, ok=(200,),
-                         json_body={"email": email, "password": password})
+                         json_body={"email": email, "password": password, **device})
         body = resp.json()
         mfa = bool(body.get("mfa_required"))
         if mfa:
-            answer: dict[str, Any] = {"mfa_token": body["mfa_token"]}
+            answer: dict[str, Any] = {"mfa_token": body["mfa_token"], **device}
             if recovery_code:
                 answer["recovery_code"] = recovery_code
             else:
@@ -591,6 +641,8 @@ def login(
             time.time() + float(body.get("expires_in", 900)),
         )
         where = c.set_tokens(tokens)
+        if record.get("name") != name:
+            c.tokens.save_device(c.server, {**record, "name": name})
         return LoginResult(c.server, tokens.email, where, mfa)
     finally:
         c.close()
@@ -644,6 +696,32 @@ def account_info(server: str) -> dict[str, Any]:
             "storage": storage,
             "tokens": c.current().source,
         }
+    finally:
+        c.close()
+
+
+def devices(server: str) -> list[dict[str, Any]]:
+    """The account's signed-in (or still trusted) devices; ``current`` marks this one."""
+    return list(_call(server, "GET", "/users/me/devices", "devices").get("items", []))
+
+
+def revoke_device(server: str, device_id: str) -> None:
+    """Sign a device out: its tokens stop working at once, and its trust ends."""
+    _call(server, "DELETE", f"/users/me/devices/{urllib.parse.quote(device_id, safe='')}", f"device {device_id}")
+
+
+def revoke_other_devices(server: str) -> int:
+    """Sign out every device but this one; returns how many."""
+    return int(_call(server, "POST", "/users/me/devices/revoke-others", "devices").get("revoked", 0))
+
+
+def trust_device(server: str) -> dict[str, Any]:
+    """Have the server trust this device, and keep its secret with the device record."""
+    c = Client(server)
+    try:
+        body = c.request("POST", "/users/me/devices/current/trust", what="trust").json()
+        c.tokens.save_device(c.server, {**c.tokens.load_device(c.server), "trust": body["device_trust"]})
+        return {"id": body["id"], "trusted_until": body["trusted_until"]}
     finally:
         c.close()
 

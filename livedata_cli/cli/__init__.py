@@ -16,6 +16,7 @@ import typer
 from livedata_cli import __version__
 from livedata_cli.cli import (
     account_cmds,
+    account_data_cmds,
     audit_cmds,
     config_cmds,
     convert_cmds,
@@ -95,6 +96,7 @@ app.add_typer(convert_cmds.app, name="convert")
 app.add_typer(share_cmds.app, name="share")
 app.add_typer(password_cmds.app, name="password")
 account_cmds.register_commands(app)
+account_data_cmds.register(account_cmds.account_app)
 app.command()(doctor)
 app.command()(completion)
 

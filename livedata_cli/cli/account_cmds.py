@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, setup
+from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, human_time, setup
 
 ServerOpt = Annotated[
     str | None,
@@ -33,6 +33,9 @@ TOTP_VAR = "LIVEDATA_TOTP"
 mfa_app = typer.Typer(help="Two-factor login with a TOTP app: set up, confirm, turn off.", no_args_is_help=True)
 account_app = typer.Typer(
     help="Your account on the server: 'livedata account' shows it; the subcommands manage it.",
+)
+devices_app = typer.Typer(
+    help="The devices signed in to your account: 'livedata account devices' lists them; 'revoke' signs them out.",
 )
 
 
@@ -146,6 +149,10 @@ def login(
     recovery_code: Annotated[
         str | None, typer.Option("--recovery-code", help="A single-use recovery code instead of the TOTP code.")
     ] = None,
+    device_name: Annotated[
+        str | None,
+        typer.Option("--device-name", help="This device's name in 'account devices' (default: the host name; kept)."),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -159,7 +166,9 @@ def login(
 
     url = _server(server)
     address = _email(env, email)
-    result = account.login(url, address, _password(env), lambda: _code(env, code), recovery_code=recovery_code)
+    result = account.login(
+        url, address, _password(env), lambda: _code(env, code), recovery_code=recovery_code, device_name=device_name
+    )
     if env.json:
         env.emit({"server": result.server, "email": result.email, "mfa": result.mfa, "tokens": result.stored_in})
         return
@@ -223,6 +232,104 @@ def account_cmd(
     env.out(f"account  {data['email']}" + (f" ({name})" if name else ""))
     env.out(f"storage  {human_size(used)} of {human_size(quota)} used{pct}, {data['files']} object(s)")
     env.out(f"MFA      {'on' if data['mfa_enabled'] else 'off: livedata mfa setup'}")
+
+
+# -- devices ----------------------------------------------------------------------------
+DEVICE_KEYS = ("id", "name", "created_at", "last_seen_at", "ip", "last_ip", "user_agent", "signed_in", "trusted",
+               "trusted_until", "current")
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices_cmd(
+    ctx: typer.Context, server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False
+) -> None:
+    """List the devices signed in to your account (one per login); '*' marks this one.
+
+    A device signed out but still trusted ('livedata account trust') is listed too, as "signed out".
+    Example: livedata account devices
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    env = setup(json_, quiet)
+    from livedata_cli import account
+
+    url = _server(server)
+    items = [{k: d.get(k) for k in DEVICE_KEYS} for d in account.devices(url)]
+    if env.json:
+        env.emit({"server": url, "devices": items})
+        return
+    rows = [("", "ID", "NAME", "FIRST SEEN", "LAST SEEN", "IP", "TRUSTED", "USER AGENT")]
+    for d in items:
+        trusted = f"until {human_time(d['trusted_until'])[:10]}" if d["trusted"] else "no"
+        rows.append((
+            "*" if d["current"] else "",
+            str(d["id"]),
+            _cell(d["name"]) + ("" if d["signed_in"] else " (signed out)"),
+            human_time(d["created_at"]),
+            human_time(d["last_seen_at"]),
+            _cell(d["last_ip"] or d["ip"]),
+            trusted,
+            _cell(d["user_agent"]),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        env.out("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1])
+
+
+def _cell(value: object) -> str:
+    """Text the server stored for a client, safe for a terminal."""
+    text = "" if value is None else str(value)
+    return "".join(ch if ch.isprintable() else "?" for ch in text) or "-"
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    device_id: Annotated[str | None, typer.Argument(metavar="ID", help="The device to sign out (from 'account devices').")] = None,
+    others: Annotated[bool, typer.Option("--others", help="Sign out every device but this one.")] = False,
+    server: ServerOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Sign a device out (or all but this one with --others): its tokens stop working at once, its trust ends.
+
+    Example: livedata account devices revoke 3f9c2a7e0b1d4c6e8a5f2b7d9e1c3a5b
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import account
+    from livedata_cli.errors import UsageError
+
+    if (device_id is None) == (not others):
+        raise UsageError("give exactly one of: a device ID, or --others")
+    url = _server(server)
+    if device_id is not None:
+        account.revoke_device(url, device_id)
+        count, text = 1, f"device {device_id} signed out"
+    else:
+        count = account.revoke_other_devices(url)
+        text = f"{count} other device(s) signed out"
+    if env.json:
+        env.emit({"server": url, "revoked": count})
+    else:
+        env.say(text)
+
+
+@account_app.command("trust")
+def trust(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Trust this device: later logins from it skip the MFA code (unless the server asks for it always).
+
+    The trust lasts as long as the server allows (30 days by default) and ends
+    when the device is revoked, the password changes or MFA is turned off.
+    Example: livedata account trust
+    """
+    env = setup(json_, quiet)
+    from livedata_cli import account
+
+    url = _server(server)
+    got = account.trust_device(url)
+    if env.json:
+        env.emit({"server": url, "id": got["id"], "trusted_until": got["trusted_until"]})
+    else:
+        env.say(f"this device is trusted by {url} until {human_time(got['trusted_until'])}")
 
 
 # -- mfa --------------------------------------------------------------------------------
@@ -330,5 +437,6 @@ def register_commands(app: typer.Typer) -> None:
     app.command("register")(register)
     app.command("login")(login)
     app.command("logout")(logout)
+    account_app.add_typer(devices_app, name="devices")
     app.add_typer(account_app, name="account")
     app.add_typer(mfa_app, name="mfa")

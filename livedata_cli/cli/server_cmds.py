@@ -21,6 +21,10 @@ DbOpt = Annotated[
     str | None,
     typer.Option("--db", help="Database URL: sqlite:///PATH (default under LIVEDATA_HOME) or postgresql://USER:PASS@HOST/DB."),
 ]
+IpDaysOpt = Annotated[
+    int | None,
+    typer.Option("--ip-retention-days", help="Days IP addresses stay in audit records and sessions (default 30).", min=0),
+]
 KeysOpt = Annotated[
     str | None, typer.Option("--keys", help="Server key file (default LIVEDATA_HOME/server/keys.json).")
 ]
@@ -57,12 +61,23 @@ def serve(
     ] = None,
     public_url: Annotated[str | None, typer.Option("--public-url", help="The URL users reach the server at (in mails).")] = None,
     quota: Annotated[int | None, typer.Option("--quota", help="Storage quota of new accounts, in bytes (default 5 GiB).", min=0)] = None,
-    smtp_host: Annotated[str | None, typer.Option("--smtp-host", help="SMTP server for password-reset mail.")] = None,
+    smtp_host: Annotated[str | None, typer.Option("--smtp-host", help="SMTP server for password-reset and notification mail.")] = None,
     smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="SMTP port (default 25).")] = None,
     smtp_from: Annotated[str | None, typer.Option("--smtp-from", help="Sender address of server mail.")] = None,
     smtp_starttls: Annotated[bool, typer.Option("--smtp-starttls", help="Use STARTTLS with the SMTP server.")] = False,
     smtp_user: Annotated[str | None, typer.Option("--smtp-user", help="SMTP login (password in LIVEDATA_SMTP_PASSWORD).")] = None,
     trust_proxy: Annotated[bool, typer.Option("--trust-proxy", help="Honour X-Forwarded-For/-Proto from a reverse proxy.")] = False,
+    mfa_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--mfa-policy",
+            help="When MFA accounts give a code: 'untrusted' (default: not on trusted devices) or 'always'.",
+        ),
+    ] = None,
+    device_trust_days: Annotated[
+        int | None, typer.Option("--device-trust-days", help="How long 'account trust' lasts (default 30).", min=1)
+    ] = None,
+    ip_retention_days: IpDaysOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -73,6 +88,10 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
+    if mfa_policy not in (None, "untrusted", "always"):
+        from livedata_cli.errors import UsageError
+
+        raise UsageError(f"--mfa-policy must be 'untrusted' or 'always', not {mfa_policy!r}")
     from livedata_cli.server.run import listening_line
     from livedata_cli.server.run import serve as run
 
@@ -96,21 +115,28 @@ def serve(
         smtp_starttls=smtp_starttls or None,
         smtp_user=smtp_user,
         trust_proxy=trust_proxy or None,
+        mfa_policy=mfa_policy,
+        device_trust_days=device_trust_days,
+        ip_retention_days=ip_retention_days,
     )
     del env
     run(config, listening_line)
 
 
 @app.command()
-def migrate(db: DbOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def migrate(
+    db: DbOpt = None, ip_retention_days: IpDaysOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False
+) -> None:
     """Apply the database migrations not yet applied (safe to run again, and while servers run).
+
+    Also erases IP addresses older than the retention (as every server start does).
 
     Example: livedata server migrate --db postgresql://u:p@db/livedata
     """
     env = setup(json_, quiet)
     from livedata_cli.server.admin import migrate as run
 
-    applied = run(_config(db_url=db))
+    applied = run(_config(db_url=db, ip_retention_days=ip_retention_days))
     if env.json:
         env.emit({"applied": applied})
     else:
@@ -165,3 +191,74 @@ def create_admin(
         env.emit({"id": uid, "email": email.lower(), "is_admin": True})
     else:
         env.say(f"administrator {email.lower()} ready (id {uid})")
+
+
+users_app = typer.Typer(
+    help="Accounts on this server's database: list, disable, enable (operators; like 'server migrate').",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+
+
+def _user_line(u: dict[str, Any]) -> str:
+    from livedata_cli.cli.common import human_size
+
+    state = "disabled" if u["disabled"] else "active"
+    return f"{u['email']:<32} {u['role']:<5} {state:<8} {u['files']:>7} file(s) {human_size(int(u['used_bytes'])):>9}  {u['id']}"
+
+
+@users_app.command("list")
+def users_list(db: DbOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List every account: email, role, state, file count, storage used, id.
+
+    Example: livedata server users list --db postgresql://u:p@db/livedata --json
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import list_users
+
+    found = list_users(_config(db_url=db))
+    if env.json:
+        env.emit(found)
+        return
+    for u in found:
+        env.out(_user_line(u))
+    env.say(f"{len(found)} account(s)")
+
+
+def _set_disabled(email: str, db: str | None, disabled: bool, json_: bool, quiet: bool) -> None:
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import set_user_disabled
+
+    u = set_user_disabled(_config(db_url=db), email, disabled)
+    if env.json:
+        env.emit(u)
+    else:
+        env.say(f"{u['email']} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
+
+
+@users_app.command("disable")
+def users_disable(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Disable an account: its sessions end at once and it cannot log in until enabled.
+
+    Example: livedata server users disable ada@example.com
+    """
+    _set_disabled(email, db, True, json_, quiet)
+
+
+@users_app.command("enable")
+def users_enable(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Enable a disabled account again (it logs in anew).
+
+    Example: livedata server users enable ada@example.com
+    """
+    _set_disabled(email, db, False, json_, quiet)

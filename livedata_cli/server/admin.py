@@ -27,10 +27,14 @@ def unreachable(e: sa.exc.DBAPIError | sa.exc.OperationalError) -> StoreUnreacha
 
 
 def migrate(config: ServerConfig) -> list[str]:
-    """Apply pending migrations; returns their names (empty when up to date)."""
+    """Apply pending migrations, then erase IPs older than the retention; returns the migrations' names."""
+    from livedata_cli.server.retention import purge_ips
+
     database = open_database(config)
     try:
-        return database.migrate()
+        applied = database.migrate()
+        purge_ips(database, config.ip_retention_days)
+        return applied
     except sa.exc.OperationalError as e:
         raise unreachable(e) from None
     finally:
@@ -110,3 +114,39 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
                 raise UsageError(e.message) from None
     finally:
         c.db.dispose()
+
+
+def list_users(config: ServerConfig) -> list[dict[str, object]]:
+    """Every account, by email, as the admin API lists them (``livedata server users list``)."""
+    from livedata_cli.server.admin_api import list_users as listing
+
+    migrate(config)
+    database = open_database(config)
+    try:
+        with database.read() as conn:
+            return [u.model_dump() for u in listing(conn)]
+    finally:
+        database.dispose()
+
+
+def set_user_disabled(config: ServerConfig, email: str, disabled: bool) -> dict[str, object]:
+    """Disable an account (its sessions end at once) or enable it again, by email."""
+    from livedata_cli.errors import NotFound
+    from livedata_cli.server.admin_api import find_user, set_disabled
+    from livedata_cli.server.api import Client, audit
+
+    migrate(config)
+    database = open_database(config)
+    try:
+        with database.write() as conn:
+            found = find_user(conn, email=email)
+            if found is None:
+                raise NotFound(f"no account with the email {email.strip().lower()!r}")
+            set_disabled(conn, found.id, disabled)
+            operator = Client(ip="", user_agent="livedata server users", request_id="")
+            audit(conn, operator, None, "admin.user_disable" if disabled else "admin.user_enable", "user", found.id)
+            changed = find_user(conn, user_id=found.id)
+        assert changed is not None
+        return changed.model_dump()
+    finally:
+        database.dispose()

@@ -96,12 +96,20 @@ def current_user(
         raise ApiError(401, *UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     with c.db.read() as conn:
         row = conn.execute(
-            sa.select(db.users.c.id, db.users.c.email, db.users.c.is_admin, db.sessions.c.revoked_at)
+            sa.select(
+                db.users.c.id, db.users.c.email, db.users.c.is_admin, db.sessions.c.revoked_at, db.sessions.c.last_seen_at
+            )
             .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
             .where(db.users.c.id == claims.user_id, db.sessions.c.id == claims.session_id)
         ).first()
     if row is None or row.revoked_at is not None:
         raise ApiError(401, *UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    from livedata_cli.server import devices  # it builds on this module
+
+    now = time.time()
+    if row.last_seen_at is None or row.last_seen_at < now - devices.SEEN_EVERY:  # a write once a minute, not per request
+        with c.db.write() as conn:
+            devices.touch(conn, claims.session_id, client(request).ip, now)
     request.scope.setdefault("state", {})["user_id"] = row.id
     return User(id=row.id, email=row.email, session_id=claims.session_id, is_admin=bool(row.is_admin))
 

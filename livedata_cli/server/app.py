@@ -13,12 +13,16 @@ from fastapi.responses import JSONResponse
 
 from livedata_cli import __version__
 from livedata_cli.server import (
+    account_data,
+    admin_api,
     auth,
     conversions,
     db,
+    devices,
     filelocks,
     files,
     ops,
+    retention,
     share_page,
     shares,
     uploads,
@@ -52,7 +56,7 @@ def build_context(config: ServerConfig) -> Context:
 
 
 async def _janitor(c: Context) -> None:
-    """Purge files whose time in the trash is over, every ten minutes."""
+    """Purge files whose time in the trash is over, and IPs past their retention, every ten minutes."""
     while True:
         try:
             await to_thread.run_sync(files.purge_trash, c)
@@ -62,6 +66,10 @@ async def _janitor(c: Context) -> None:
             await to_thread.run_sync(uploads.expire, c)
         except Exception:
             log.exception("expiring unfinished uploads failed")
+        try:
+            await to_thread.run_sync(retention.purge_ips, c.db, c.config.ip_retention_days)
+        except Exception:
+            log.exception("erasing old IP addresses failed")
         await asyncio.sleep(600)
 
 
@@ -89,9 +97,12 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
     )
     app.state.ctx = c
     for router in (
-        auth.router, uploads.router, files.router, shares.router, conversions.router, users.router, filelocks.router
+        auth.router, uploads.router, files.router, shares.router, conversions.router, users.router, filelocks.router,
+        devices.router,
     ):
         app.include_router(router, prefix=API)
+    app.include_router(account_data.router, prefix=API)
+    app.include_router(admin_api.router, prefix=API)
     app.include_router(ops.router)
     app.include_router(share_page.router)  # /s/<id>: a share link opened in a browser
     app.add_middleware(RequestMiddleware)

@@ -13,12 +13,12 @@ import time
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db
-from livedata_cli.server.api import ApiError, ClientDep, Context, CtxDep, UserDep, audit
+from livedata_cli.server import db, devices
+from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import (
     new_id,
@@ -57,7 +57,7 @@ class Profile(BaseModel):
     created_at: float
 
 
-class LoginBody(BaseModel):
+class LoginBody(devices.DeviceFields):
     email: Annotated[str, Field(max_length=320)]
     password: Annotated[str, Field(max_length=1024)]
 
@@ -95,7 +95,9 @@ class RecoveryCodes(BaseModel):
     recovery_codes: list[str]
 
 
-class ChallengeBody(BaseModel):
+class ChallengeBody(devices.DeviceFields):
+    """The device fields again, as sent with the login."""
+
     mfa_token: Annotated[str, Field(max_length=200)]
     code: Annotated[str | None, Field(max_length=16)] = None
     recovery_code: Annotated[str | None, Field(max_length=64)] = None
@@ -159,12 +161,19 @@ def create_user(
     return uid
 
 
+def new_session(conn: Connection, user_id: str, device: devices.Device | None = None) -> str:
+    session_id = new_id()
+    now = time.time()
+    columns = device.columns(now) if device else {}
+    conn.execute(db.sessions.insert().values(id=session_id, user_id=user_id, created_at=now, **columns))
+    return session_id
+
+
 def issue_tokens(c: Context, conn: Connection, user_id: str, session_id: str | None = None) -> TokenResponse:
     """A new session (unless continuing one) and its first refresh token."""
     now = time.time()
     if session_id is None:
-        session_id = new_id()
-        conn.execute(db.sessions.insert().values(id=session_id, user_id=user_id, created_at=now))
+        session_id = new_session(conn, user_id)
     refresh = opaque_token()
     conn.execute(
         db.refresh_tokens.insert().values(
@@ -181,7 +190,25 @@ def issue_tokens(c: Context, conn: Connection, user_id: str, session_id: str | N
     )
 
 
+def sign_in(
+    c: Context, conn: Connection, who: Client, tasks: BackgroundTasks, user_id: str, body: devices.DeviceFields
+) -> TokenResponse:
+    """A completed login: a new session for the device, its trust carried over, mail when the device is new."""
+    device = devices.device_of(who, body.device_name)
+    trusted = devices.trusted_session(conn, user_id, body.device_trust)
+    new = trusted is None and devices.is_new(conn, user_id, device)
+    session_id = new_session(conn, user_id, device)
+    if trusted is not None:
+        devices.move_trust(conn, trusted, session_id)
+    if new:
+        email = conn.execute(sa.select(db.users.c.email).where(db.users.c.id == user_id)).scalar_one()
+        devices.notify(c, tasks, email, "New sign-in from a device not seen before", device)
+    return issue_tokens(c, conn, user_id, session_id)
+
+
 def revoke_sessions(conn: Connection, user_id: str, reason: str, *, keep: str | None = None) -> None:
+    """End the account's sessions (but ``keep``), and drop every device's trust."""
+    devices.drop_trust(conn, user_id)
     q = db.sessions.update().where(db.sessions.c.user_id == user_id, db.sessions.c.revoked_at.is_(None))
     if keep is not None:
         q = q.where(db.sessions.c.id != keep)
@@ -204,7 +231,7 @@ def register(body: RegisterBody, c: CtxDep, who: ClientDep) -> Profile:
     summary="Log in; with MFA on, returns a challenge to answer at /auth/mfa/challenge",
     responses={401: {"description": "wrong email or password"}, 429: {"description": "rate limited"}},
 )
-def login(body: LoginBody, c: CtxDep, who: ClientDep) -> TokenResponse | MfaChallenge:
+def login(body: LoginBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse | MfaChallenge:
     email = body.email.strip().lower()
     limits = c.config.rate_limits
     try:
@@ -223,8 +250,12 @@ def login(body: LoginBody, c: CtxDep, who: ClientDep) -> TokenResponse | MfaChal
         with c.db.write() as conn:
             audit(conn, who, uid, "auth.login", "user", uid, "failed")
         raise ApiError(401, "invalid_credentials", "wrong email or password")
+    from livedata_cli.server.admin_api import refuse_disabled  # it builds on this module
+
+    refuse_disabled(c, who, row.id, "auth.login")
     with c.db.write() as conn:
-        if row.mfa_enabled:
+        trusted = c.config.mfa_policy != "always" and devices.trusted_session(conn, row.id, body.device_trust)
+        if row.mfa_enabled and not trusted:
             challenge = opaque_token()
             conn.execute(
                 db.mfa_challenges.insert().values(
@@ -235,8 +266,8 @@ def login(body: LoginBody, c: CtxDep, who: ClientDep) -> TokenResponse | MfaChal
             )
             audit(conn, who, row.id, "auth.login", "user", row.id, "mfa_required")
             return MfaChallenge(mfa_token=challenge, expires_in=c.config.mfa_challenge_ttl)
-        audit(conn, who, row.id, "auth.login", "user", row.id)
-        return issue_tokens(c, conn, row.id)
+        audit(conn, who, row.id, "auth.login", "user", row.id, "trusted_device" if row.mfa_enabled else "ok")
+        return sign_in(c, conn, who, tasks, row.id, body)
 
 
 @router.post("/refresh-token", response_model=TokenResponse, summary="Trade a refresh token for new tokens")
@@ -257,12 +288,15 @@ def refresh_token(body: RefreshBody, c: CtxDep, who: ClientDep) -> TokenResponse
             conn.execute(
                 db.sessions.update()
                 .where(db.sessions.c.id == row.session_id, db.sessions.c.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason="refresh_reuse")
+                .values(revoked_at=now, revoked_reason="refresh_reuse", trust_hash=None, trusted_until=None)
             )
             audit(conn, who, row.user_id, "auth.refresh_reuse", "session", row.session_id, "revoked")
             reused = True
     if reused:
         raise ApiError(401, "invalid_grant", "refresh token already used: the session is revoked")
+    from livedata_cli.server.admin_api import refuse_disabled  # it builds on this module
+
+    refuse_disabled(c, who, row.user_id, "auth.refresh")
     with c.db.write() as conn:
         if row.revoked_at is not None or row.expires_at < now:
             raise ApiError(401, "invalid_grant", "refresh token expired or revoked")
@@ -274,6 +308,7 @@ def refresh_token(body: RefreshBody, c: CtxDep, who: ClientDep) -> TokenResponse
         if claimed.rowcount != 1:
             raise ApiError(401, "invalid_grant", "refresh token already used")
         audit(conn, who, row.user_id, "auth.refresh", "session", row.session_id)
+        devices.touch(conn, row.session_id, who.ip, now)
         return issue_tokens(c, conn, row.user_id, row.session_id)
 
 
@@ -333,7 +368,7 @@ def _mfa_limit(c: Context, key: str, ip: str) -> None:
 
 
 @router.post("/mfa/verify", response_model=RecoveryCodes, summary="Confirm TOTP setup with a code; returns recovery codes")
-def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep) -> RecoveryCodes:
+def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> RecoveryCodes:
     _mfa_limit(c, user.id, who.ip)
     with c.db.write() as conn:
         enabled = conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == user.id)).scalar_one()
@@ -353,6 +388,8 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep) -> Reco
         )
         conn.execute(db.users.update().where(db.users.c.id == user.id).values(mfa_enabled=True))
         audit(conn, who, user.id, "mfa.enable", "user", user.id)
+        device = devices.of_session(conn, user.session_id, who)
+    devices.notify(c, tasks, user.email, "Two-factor login (MFA) was turned on", device)
     return RecoveryCodes(mfa_enabled=True, recovery_codes=codes)
 
 
@@ -361,7 +398,7 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep) -> Reco
     response_model=TokenResponse,
     summary="Answer a login's MFA challenge with a TOTP code or a recovery code",
 )
-def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep) -> TokenResponse:
+def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse:
     h = token_hash(body.mfa_token)
     _mfa_limit(c, h, who.ip)
     now = time.time()
@@ -389,14 +426,17 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep) -> TokenRespon
             audit(conn, who, row.user_id, "auth.mfa", "user", row.user_id, "failed")
     if not ok:
         raise ApiError(401, "invalid_code", "wrong or already used code")
+    from livedata_cli.server.admin_api import refuse_disabled  # it builds on this module
+
+    refuse_disabled(c, who, row.user_id, "auth.mfa")
     with c.db.write() as conn:
         conn.execute(db.mfa_challenges.update().where(db.mfa_challenges.c.token_hash == h).values(used_at=now))
         audit(conn, who, row.user_id, "auth.login", "user", row.user_id, "mfa_ok")
-        return issue_tokens(c, conn, row.user_id)
+        return sign_in(c, conn, who, tasks, row.user_id, body)
 
 
 @router.post("/mfa/disable", status_code=204, summary="Turn MFA off (password and a current code)")
-def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep) -> Response:
+def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> Response:
     _mfa_limit(c, user.id, who.ip)
     with c.db.read() as conn:
         stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
@@ -409,7 +449,10 @@ def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep) 
             db.users.update().where(db.users.c.id == user.id).values(mfa_enabled=False, mfa_secret=None)
         )
         conn.execute(db.recovery_codes.delete().where(db.recovery_codes.c.user_id == user.id))
+        devices.drop_trust(conn, user.id)
         audit(conn, who, user.id, "mfa.disable", "user", user.id)
+        device = devices.of_session(conn, user.session_id, who)
+    devices.notify(c, tasks, user.email, "Two-factor login (MFA) was turned off", device)
     return Response(status_code=204)
 
 
@@ -453,7 +496,7 @@ def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str
 
 
 @router.post("/password-reset/confirm", status_code=204, summary="Set a new password with a reset token")
-def reset_confirm(body: ResetConfirmBody, c: CtxDep, who: ClientDep) -> Response:
+def reset_confirm(body: ResetConfirmBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> Response:
     h = token_hash(body.token)
     limits = c.config.rate_limits
     try:
@@ -478,5 +521,7 @@ def reset_confirm(body: ResetConfirmBody, c: CtxDep, who: ClientDep) -> Response
         )
         revoke_sessions(conn, row.user_id, "password_reset")
         audit(conn, who, row.user_id, "auth.password_reset", "user", row.user_id)
+        email = conn.execute(sa.select(db.users.c.email).where(db.users.c.id == row.user_id)).scalar_one()
+    devices.notify(c, tasks, email, "The password was reset", devices.device_of(who, None))
     return Response(status_code=204)
 

@@ -54,6 +54,9 @@ class ServerConfig:
     reset_ttl: int = 3600
     mfa_challenge_ttl: int = 300
     trash_retention: int = 30 * 24 * 3600
+    ip_retention_days: int = 30  # IPs in audit records and sessions are erased after this (server/retention.py)
+    device_trust_days: int = 30
+    mfa_policy: str = "untrusted"  # untrusted: a trusted device skips the TOTP step; always: it never does
     share_max_failures: int = 5
     conversion_lease: int = 600
     smtp_host: str | None = None

@@ -40,6 +40,7 @@ users = sa.Table(
     sa.Column("mfa_last_step", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("disabled_at", sa.Float, nullable=True),  # added by 007_account_security
 )
 
 sessions = sa.Table(
@@ -50,6 +51,14 @@ sessions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("revoked_reason", sa.String(64), nullable=True),
+    # Added by 006_devices: a session is a signed-in device.
+    sa.Column("device_name", sa.String(200), nullable=True),
+    sa.Column("user_agent", sa.String(512), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("last_seen_at", sa.Float, nullable=True),
+    sa.Column("last_ip", sa.String(64), nullable=True),
+    sa.Column("trusted_until", sa.Float, nullable=True),
+    sa.Column("trust_hash", sa.String(64), nullable=True),
 )
 
 refresh_tokens = sa.Table(
@@ -210,6 +219,34 @@ def _m005_resumable_uploads(conn: Connection) -> None:
     uploads.create_tables(conn)
 
 
+def _m006_devices(conn: Connection) -> None:
+    """Sessions as devices: name, user agent, sign-in and last-seen IP and time, device trust.
+
+    The columns are part of ``sessions`` above, so a database created after
+    this migration has them from 001; only the ones missing are added.
+    """
+    have = {col["name"] for col in sa.inspect(conn).get_columns("sessions")}
+    for col in sessions.columns:
+        if col.name not in have:
+            kind = col.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE sessions ADD COLUMN {col.name} {kind}")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_sessions_trust_hash ON sessions (trust_hash)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_sessions_user ON sessions (user_id)")
+
+
+def _m007_account_security(conn: Connection) -> None:
+    """Accounts an administrator disabled, and the index the IP purge walks (``server/retention.py``).
+
+    ``disabled_at`` is part of ``users`` above, so a database created after
+    this migration has it from 001; it is added only when missing.
+    """
+    have = {col["name"] for col in sa.inspect(conn).get_columns("users")}
+    if "disabled_at" not in have:
+        kind = users.c.disabled_at.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE users ADD COLUMN disabled_at {kind}")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_audit_logs_created ON audit_logs (created_at)")
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
@@ -217,6 +254,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("003_file_locks", _m003_file_locks),
     ("004_public_keys", _m004_public_keys),
     ("005_resumable_uploads", _m005_resumable_uploads),
+    ("006_devices", _m006_devices),
+    ("007_account_security", _m007_account_security),
 ]
 
 

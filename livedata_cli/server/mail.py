@@ -1,4 +1,4 @@
-"""Outgoing mail (password reset) through a configurable SMTP server."""
+"""Outgoing mail (password reset, security notifications) through a configurable SMTP server."""
 
 from __future__ import annotations
 

@@ -6,11 +6,11 @@ import time
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db
+from livedata_cli.server import db, devices
 from livedata_cli.server.api import (
     ApiError,
     ClientDep,
@@ -105,7 +105,9 @@ def storage(c: CtxDep, user: UserDep) -> Storage:
 
 
 @router.post("/me/password", status_code=204, summary="Change your password; other sessions end")
-def change_password(body: PasswordChange, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
+def change_password(
+    body: PasswordChange, c: CtxDep, user: UserDep, who: ClientDep, tasks: BackgroundTasks
+) -> Response:
     with c.db.read() as conn:
         stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
     if not c.passwords.verify(stored, body.current_password):
@@ -119,6 +121,8 @@ def change_password(body: PasswordChange, c: CtxDep, user: UserDep, who: ClientD
         )
         revoke_sessions(conn, user.id, "password_change", keep=user.session_id)
         audit(conn, who, user.id, "account.password", "user", user.id)
+        device = devices.of_session(conn, user.session_id, who)
+    devices.notify(c, tasks, user.email, "The password was changed", device)
     return Response(status_code=204)
 
 
