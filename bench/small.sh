@@ -28,20 +28,28 @@ with open(f"{r}/big.bin", "wb") as f:
 PY
 sync
 t() { local label=$1; shift; /usr/bin/time -f "%e %M" -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { echo "$label failed:"; cat "$W/.err"; exit 1; }
-      read -r s kb <"$W/.t"; printf "%-26s %7.2fs %6d MiB\n" "$label" "$s" $((kb / 1024)); }
+      read -r s kb <"$W/.t"; printf "%-34s %7.2fs %6d MiB\n" "$label" "$s" $((kb / 1024)); }
 change10() { for i in $(seq 10); do head -c 4096 /dev/urandom >"$W/tree/d0$((i + 10))/f001.bin"; done; }
 echo "# 10,000 x 4 KiB files in 100 folders + one 200 MiB file; $(date -u +%FT%TZ) $(nproc) CPU; livedata $("$LD" --version | cut -d' ' -f2)"
-printf "%-26s %8s %10s\n" "tool / step" "wall" "peak RSS"
+printf "%-34s %8s %10s\n" "tool / step" "wall" "peak RSS"
 
-run_livedata() {
-  export LIVEDATA_HOME=$W/ld LIVEDATA_PASSPHRASE=pw LIVEDATA_NO_KEYRING=1
-  rm -rf "$LIVEDATA_HOME"; "$LD" init -q
-  t "livedata first" "$LD" upload "$W/tree" -r -q --as tree/
-  t "livedata no-change" "$LD" upload "$W/tree" -r -q --as tree/
-  change10; t "livedata 10 changed" "$LD" upload "$W/tree" -r -q --as tree/
-  unset LIVEDATA_HOME LIVEDATA_PASSPHRASE LIVEDATA_NO_KEYRING
+# livedata twice: unlocked by a passphrase (Argon2id, 64 MiB, t=3, p=4, each
+# run) and by a job's key file (keys add --key-file: the cron recipe).
+run_livedata() {  # $1: passphrase | key-file
+  export LIVEDATA_HOME=$W/ld LIVEDATA_NO_KEYRING=1
+  rm -rf "$LIVEDATA_HOME"; LIVEDATA_PASSPHRASE=pw "$LD" init -q
+  if [ "$1" = key-file ]; then
+    LIVEDATA_PASSPHRASE=pw "$LD" keys add -q --key-file "$W/job.key"; export LIVEDATA_PASSPHRASE_FILE=$W/job.key
+  else
+    export LIVEDATA_PASSPHRASE=pw
+  fi
+  t "livedata first ($1)" "$LD" upload "$W/tree" -r -q --as tree/
+  t "livedata no-change ($1)" "$LD" upload "$W/tree" -r -q --as tree/
+  change10; t "livedata 10 changed ($1)" "$LD" upload "$W/tree" -r -q --as tree/
+  rm -f "$W/job.key"; unset LIVEDATA_HOME LIVEDATA_PASSPHRASE LIVEDATA_PASSPHRASE_FILE LIVEDATA_NO_KEYRING
 }
-run_livedata
+run_livedata passphrase
+run_livedata key-file
 
 export RESTIC_PASSWORD=pw RESTIC_REPOSITORY=$W/restic; restic init -q >/dev/null
 t "restic first" restic backup -q "$W/tree"
@@ -60,4 +68,5 @@ t "rclone crypt first" rclone sync "$W/tree" ldc:tree
 t "rclone crypt no-change" rclone sync "$W/tree" ldc:tree
 change10; t "rclone crypt 10 changed" rclone sync "$W/tree" ldc:tree
 
-run_livedata  # again: the disk's speed swings between runs
+run_livedata passphrase  # again: the disk's speed swings between runs
+run_livedata key-file

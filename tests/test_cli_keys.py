@@ -79,6 +79,28 @@ def test_second_passphrase_and_recovery_key(vault_cli: Cli) -> None:
         assert vault_cli.ok("download", "a.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": secret}).out == "x"
 
 
+def test_key_file_for_a_job_opens_without_the_passphrase_and_is_revoked_alone(
+    vault_cli: Cli, tmp_path: Path
+) -> None:
+    key = tmp_path / "job" / "backup.key"
+    key.parent.mkdir()
+    r = vault_cli.ok("keys", "add", "--key-file", str(key), "--json").json()
+    assert r["kind"] == "recovery" and r["key_file"] == str(key) and "recovery_key" not in r
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    job = {"LIVEDATA_PASSPHRASE": None, "LIVEDATA_PASSPHRASE_FILE": str(key)}
+    write(vault_cli.cwd / "a.txt", "from cron")
+    vault_cli.ok("upload", "a.txt", env=job)
+    assert vault_cli.ok("download", "a.txt", "-o", "-", env=job).out == "from cron"
+    before = key.read_bytes()
+    assert_one_line_error(vault_cli("keys", "add", "--key-file", str(key)), 2)  # never overwritten
+    assert key.read_bytes() == before
+    assert_one_line_error(vault_cli("keys", "add", "--key-file", str(tmp_path / "k2"), "--recovery"), 2)
+    vault_cli.ok("keys", "rm", r["slot"])
+    write(vault_cli.cwd / "a.txt", "revoked")
+    assert_one_line_error(vault_cli("upload", "a.txt", env=job), 4)
+    vault_cli.ok("upload", "a.txt")  # the passphrase still opens it
+
+
 def test_cannot_remove_last_slot(vault_cli: Cli) -> None:
     slot = vault_cli.ok("keys", "ls", "--json").json()[0]["slot"]
     assert_one_line_error(vault_cli("keys", "rm", slot), 2)

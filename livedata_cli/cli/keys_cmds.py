@@ -3,11 +3,14 @@ a slot wraps the same master key under another secret."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from livedata_cli.cli.common import JsonOpt, QuietOpt, human_time, open_vault, setup
+from livedata_cli.errors import UsageError
 
 app = typer.Typer(help="Manage the vault's key slots: passphrases and recovery keys.", no_args_is_help=True)
 
@@ -35,28 +38,63 @@ def passwd(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
 @app.command()
 def add(
     recovery: Annotated[bool, typer.Option("--recovery", help="Print a new recovery key instead.")] = False,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file", metavar="PATH",
+            help="Write a new random key to PATH (mode 0600, never overwritten) for a cron or CI job: "
+            "give it as LIVEDATA_PASSPHRASE_FILE. It opens the vault without the passphrase stretch, "
+            "and 'keys rm SLOT' revokes it alone.",
+        ),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Add a second passphrase, or (--recovery) print a recovery key to keep offline.
+    """Add a second passphrase, or (--recovery) print a recovery key to keep offline,
+    or (--key-file) write a key for an unattended job.
 
-    Example: livedata keys add --recovery
+    Example: livedata keys add --key-file ~/.config/livedata/backup.key
     """
     env = setup(json_, quiet)
     from livedata_cli.keys import make_slot, new_recovery_key
 
+    if recovery and key_file is not None:
+        raise UsageError("--recovery and --key-file exclude each other")
     with open_vault(env) as vault:
         master = vault.master_key
-        secret = new_recovery_key() if recovery else _new_secret(env)
-        slot = make_slot(vault.vault_id, master, secret, "recovery" if recovery else "passphrase")
-        vault.store.put_bytes(slot.key, slot.to_bytes(), exclusive=True)
+        random_key = recovery or key_file is not None
+        secret = new_recovery_key() if random_key else _new_secret(env)
+        slot = make_slot(vault.vault_id, master, secret, "recovery" if random_key else "passphrase")
+        if key_file is not None:
+            _write_key_file(key_file, secret)
+        try:
+            vault.store.put_bytes(slot.key, slot.to_bytes(), exclusive=True)
+        except BaseException:
+            if key_file is not None:
+                key_file.unlink(missing_ok=True)
+            raise
     if env.json:
-        env.emit({"slot": slot.slot_id, "kind": slot.kind, **({"recovery_key": secret} if recovery else {})})
+        extra = {"recovery_key": secret} if recovery else {"key_file": str(key_file)} if key_file else {}
+        env.emit({"slot": slot.slot_id, "kind": slot.kind, **extra})
     elif recovery:
         env.out(secret)
         env.say(f"recovery key added (slot {slot.slot_id}): keep it offline; it opens the vault like a passphrase")
+    elif key_file is not None:
+        env.say(f"key written to {key_file} (slot {slot.slot_id}): use LIVEDATA_PASSPHRASE_FILE={key_file}")
     else:
         env.say(f"passphrase added (slot {slot.slot_id})")
+
+
+def _write_key_file(path: Path, secret: str) -> None:
+    """The key, readable by its owner only, in a file that did not exist."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists: a key file is never overwritten") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {path}: {e.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
 
 
 @app.command("ls")
