@@ -465,6 +465,16 @@ class Index:
             ).fetchone()
         return None if row is None else _version(row)
 
+    def find_by_hashes(self, hashes: list[str]) -> dict[str, Version]:
+        """``find_by_hash`` for many hashes in one query."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM versions WHERE hash IN (SELECT value FROM json_each(?)) "
+                "AND kind = 'file' AND NOT protected ORDER BY created DESC",
+                (json.dumps(hashes),),
+            ).fetchall()
+        return {r[9]: _version(r) for r in rows}  # the oldest of each hash wins, as in find_by_hash
+
     def newest_live(self, paths: Iterable[str]) -> dict[str, Version]:
         """The newest live version of each of these paths that has one (one query,
         on the ``newest`` flag that journal replay keeps)."""

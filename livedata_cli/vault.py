@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, retention, tree
+from livedata_cli import audit, config, journal, locking, packs, retention, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import KeyedHash, key_id, subkey, unwrap_data_key, wrap_data_key
 from livedata_cli.errors import (
@@ -37,7 +37,7 @@ from livedata_cli.errors import (
 from livedata_cli.index import Index, Seen, Version
 from livedata_cli.keys import StoreConfig, Unlocker, make_slot
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
-from livedata_cli.packs import PackWriter, packs_small_files
+from livedata_cli.packs import PackWriter, Sealed, SmallFileSealer, packs_small_files
 from livedata_cli.stores import ObjectStore, open_store
 from livedata_cli.tree import UploadSource, clean_vault_path, safe_target
 
@@ -53,7 +53,11 @@ FLUSH_SECONDS = 10.0
 # A file's note is for a few lines of context, not a document.
 NOTE_LIMIT = 64 * 1024
 # Files up to this size are read whole before anything is written (one segment).
-SMALL_FILE = 1024 * 1024
+SMALL_FILE = packs.SMALL_FILE
+# A folder store's small files go to worker processes (this many at most)
+# when an upload has at least this many of them.
+SEALER_WORKERS = 4
+SEALER_MIN_FILES = 256
 # Files in flight at once during an upload to a remote store; a folder store
 # is fastest with one (threads only add contention for the GIL there).
 REMOTE_JOBS = 4
@@ -376,14 +380,54 @@ class Vault:
             batch.hash_key  # noqa: B018 (unlock here, once, on this thread, not in a worker)
         if jobs is None:
             jobs = REMOTE_JOBS if getattr(self.store, "remote", True) else 1
+        self._start_sealer(plan, batch, jobs)
         try:
             self._upload_all(plan, batch, max(1, jobs), report)
         except BaseException as e:
             if batch.packer is not None:
                 batch.packer.discard(e)  # no journal names it
             raise
+        finally:
+            if batch.sealer is not None:
+                batch.sealer.close()
         report.duration = time.monotonic() - report.started
         return report
+
+    def _start_sealer(self, plan: list[UploadSource], batch: _Batch, jobs: int) -> None:
+        """Small files go to worker processes when there are many, several cores,
+        and nothing about them needs more than a fresh key: into a pack, in
+        plan order, without passwords, KMS data keys or indexed text."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if (
+            cores < 2
+            or jobs != 1
+            or batch.packer is None
+            or batch.index_content
+            or batch.password_key is not None
+            or batch.derived_from
+            or self.cfg.kms_per_object
+        ):
+            return
+        files = [
+            src
+            for src in plan
+            if src.kind == "file"
+            and src.local != "-"
+            and src.stat is not None
+            and src.stat.st_size <= SMALL_FILE
+            and src.path not in batch.unchanged
+            and not (src.path in batch.newest and batch.newest[src.path].protected)
+        ]
+        if len(files) < SEALER_MIN_FILES:
+            return
+        keys = (self.master_key, self.vault_id, batch.hash_key)
+        def look_up(outcomes: list[packs.Outcome]) -> None:  # one query a chunk, not one a file
+            batch.known = self.index.find_by_hashes([o.digest for o in outcomes if isinstance(o, Sealed)])
+
+        batch.sealer = SmallFileSealer(
+            keys, [(src.local, src.stat.st_size) for src in files if src.stat], min(cores, SEALER_WORKERS), look_up
+        )
+        batch.sealed = {src.path for src in files}
 
     def _upload_all(self, plan: list[UploadSource], batch: _Batch, jobs: int, report: BatchReport) -> None:
         """Run the plan on ``jobs`` threads, collecting records in plan order into
@@ -432,6 +476,12 @@ class Vault:
         newest = batch.newest.get(src.path)
         if src.kind != "file":
             return self._upload_link_or_dir(src, batch, newest)
+        if batch.sealer is not None and src.path in batch.sealed:
+            outcome = batch.sealer.take(src.local)
+            if isinstance(outcome, OSError):
+                raise outcome
+            if outcome is not None:
+                return self._store_sealed(src, outcome, batch, newest)
         if src.local == "-":
             f: BinaryIO = batch.stdin if batch.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
             mtime, mode = time.time(), None
@@ -448,6 +498,41 @@ class Vault:
         finally:
             if src.local != "-":
                 f.close()
+
+    def _store_sealed(
+        self, src: UploadSource, sealed: Sealed, batch: _Batch, newest: Version | None
+    ) -> tuple[ItemResult, dict[str, Any] | None]:
+        """A small file a worker encrypted: unchanged, a duplicate (its container
+        is dropped), or a new member of the pack."""
+        assert batch.packer is not None
+        st = sealed.stat
+        mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
+        batch.progress(sealed.size)
+        if newest is not None and self._unchanged_stat(st, newest, batch):
+            return _unchanged(src, newest, batch.tags)
+        claim = batch.claim(sealed.digest)
+        try:
+            skip = self._skip_if_known(
+                src, batch, newest, sealed.digest, sealed.size, mtime, mode, b"", batch.known.get
+            )
+            if skip is not None:
+                if skip[1] is not None and skip[1]["t"] == "put":
+                    skip[1]["mime"] = sealed.mime
+                return skip
+            pack, offset = batch.packer.add(sealed.container)
+            record = self._put_record(src, newest, batch.tags, sealed.size, mtime, mode, b"", sealed.digest)
+            record.update(
+                mime=sealed.mime,
+                object=sealed.oid,
+                pack=pack,
+                offset=offset,
+                length=len(sealed.container),
+                header_hash=sealed.header_hash,
+                wrapped_key=sealed.wrapped_key.hex(),
+            )
+            return self._finish_new(src, batch, newest, record, b"", None)
+        finally:
+            claim.set()
 
     def _unchanged_stat(self, st: os.stat_result, newest: Version | Seen, batch: _Batch) -> bool:
         """Same size, mtime and mode as the newest version: not read again (as restic)."""
@@ -596,8 +681,10 @@ class Vault:
         mtime: float | None,
         mode: int | None,
         head: bytes,
+        look_up: Callable[[str], Version | None] | None = None,
     ) -> tuple[ItemResult, dict[str, Any] | None] | None:
-        """Unchanged content, or content the vault already holds: no new data object."""
+        """Unchanged content, or content the vault already holds: no new data object.
+        ``look_up`` finds content in the index (default: one query)."""
         if (
             newest is not None
             and newest.kind == "file"
@@ -611,7 +698,7 @@ class Vault:
         if same is not None:
             fields = {k: same.get(k) for k in _OBJECT_FIELDS}
         else:
-            found = self.index.find_by_hash(digest)
+            found = (look_up or self.index.find_by_hash)(digest)
             if found is not None:
                 fields = {k: getattr(found, k) for k in _OBJECT_FIELDS} | {"wrapped_key": found.wrapped_key.hex()}
         if fields is None:
@@ -1289,6 +1376,9 @@ class _Batch:
     no_password: bool = False  # --no-password: new versions of protected paths get none
     derived_from: dict[str, str] = field(default_factory=dict)  # conversions: path -> source version id
     packer: PackWriter | None = None  # small files go into packs (folder stores)
+    sealer: SmallFileSealer | None = None  # small files encrypted by worker processes
+    sealed: set[str] = field(default_factory=set)  # the paths the sealer has
+    known: dict[str, Version] = field(default_factory=dict)  # the index's versions of the sealer's current chunk
     _claims: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _hash_key: bytes | AuthError | None = None

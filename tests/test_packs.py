@@ -124,3 +124,35 @@ def test_packs_are_sealed_at_their_size(vault_cli: Cli, store_dir: Path) -> None
     assert len(sizes) == 2 and sum(sizes) == 20 * (1024 * 1024 + 102 + 16)
     assert max(sizes) <= 16 * 1024 * 1024 + 1024 * 1024 + 118
     vault_cli.ok("verify", "--data")
+
+
+def test_many_small_files_are_sealed_by_workers_and_deduplicated(vault_cli: Cli, store_dir: Path) -> None:
+    """Over 256 small files go through the worker processes: duplicates within
+    the run and of content already stored are still found, and every file
+    comes back byte for byte."""
+    known = os.urandom(3000)
+    write(vault_cli.cwd / "old" / "known.bin", known)
+    vault_cli.ok("upload", "old", "-r")
+    twin = os.urandom(5000)
+    files = {f"d{i % 7}/f{i:03d}.bin": os.urandom(64 + i) for i in range(300)}
+    files |= {"x/twin-a.bin": twin, "x/twin-b.bin": twin, "x/known-again.bin": known, "x/empty.bin": b""}
+    for rel, data in files.items():
+        write(vault_cli.cwd / "src" / rel, data)
+    r = vault_cli.ok("upload", "src", "-r", "--as", "t/", "--json").json()
+    assert r["counts"]["new"] == len(files) + 8  # every file, and its 8 folders
+    by_path = {i["path"]: i for i in r["items"]}
+    assert by_path["t/x/known-again.bin"]["deduplicated"] is True
+    assert [by_path[p]["deduplicated"] for p in ("t/x/twin-a.bin", "t/x/twin-b.bin")] == [False, True]
+    entries = _entries(vault_cli)
+    assert entries["t/x/known-again.bin"]["object"] == entries["old/known.bin"]["object"]
+    assert entries["t/x/twin-b.bin"]["object"] == entries["t/x/twin-a.bin"]["object"]
+    assert entries["t/d1/f001.bin"]["mime"] == "application/octet-stream"
+    stored = {e["object"] for p, e in entries.items() if p.startswith("t/") and e["kind"] == "file"}
+    assert len(stored - {entries["old/known.bin"]["object"]}) == len(files) - 2  # not the twin, not the known one
+    vault_cli.ok("verify", "--data")
+    vault_cli.ok("download", "t/", "-o", "out")
+    for rel, data in files.items():
+        assert (vault_cli.cwd / "out" / rel).read_bytes() == data
+    # A rerun finds everything unchanged without reading a file.
+    again = vault_cli.ok("upload", "src", "-r", "--as", "t/", "--json").json()
+    assert again["counts"] == {"unchanged": len(files) + 8}
