@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from livedata_cli import __version__, config, journal
-from livedata_cli.crypto.wrap import KeyedHash, subkey
+from livedata_cli.crypto.wrap import keyed_hash, subkey
 from livedata_cli.errors import ExitCode, LivedataError
 from livedata_cli.index import Index
 
@@ -108,10 +108,14 @@ def iso_time(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_MACED = ("vault", "chain", "seq", "prev", *FIELDS)
+_encode_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _canonical(ev: dict[str, Any]) -> bytes:
-    body = {k: ev[k] for k in ("vault", "chain", "seq", "prev", *FIELDS)}
+    body = {k: ev[k] for k in _MACED}
     body["v"] = FORMAT
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode_canonical(body).encode()
 
 
 # -- what one command did ------------------------------------------------------
@@ -353,9 +357,7 @@ class Trail:
         return self.index.get_meta(f"audit_chain:{self.vault_id}")
 
     def mac(self, ev: dict[str, Any]) -> str:
-        h = KeyedHash(self._key)
-        h.update(b"livedata/v1/audit\x00" + _canonical(ev))
-        return h.hexdigest()
+        return keyed_hash(self._key, b"livedata/v1/audit\x00" + _canonical(ev))
 
     def _mac_ok(self, ev: dict[str, Any]) -> bool:
         try:
@@ -404,28 +406,37 @@ class Trail:
         if head is not None:
             self._remember_head(chain, *head)
         try:
-            self.mirror()
+            self.mirror(rows if head is not None else None)
         except (LivedataError, OSError) as e:
             detail = e.message if isinstance(e, LivedataError) else str(e)
             raise LivedataError(
                 f"events kept in the index; their store copy waits for the next command ({detail})"
             ) from None
 
-    def mirror(self) -> None:
-        """Write this machine's events the store lacks as one encrypted object."""
+    def mirror(self, fresh: list[dict[str, Any]] | None = None) -> None:
+        """Write this machine's events the store lacks as one encrypted object.
+        ``fresh``: the events just chained, which are all it lacks unless an
+        earlier copy failed (then they are read back from the index)."""
         chain = self.own_chain()
         if chain is None:
             return
         with self.index.write() as db:
-            rows = db.execute(
-                "SELECT * FROM audit_events WHERE vault = ? AND chain = ? AND mirrored = 0 ORDER BY seq",
+            oldest = db.execute(
+                "SELECT MIN(seq) FROM audit_events WHERE vault = ? AND chain = ? AND mirrored = 0",
                 (self.vault_id, chain),
-            ).fetchall()
-            if not rows:
+            ).fetchone()[0]
+            if oldest is None:
                 return
-            first, last = int(rows[0]["seq"]), int(rows[-1]["seq"])
+            if fresh and fresh[0]["chain"] == chain and fresh[0]["seq"] == oldest:
+                events = fresh
+            else:
+                rows = db.execute(
+                    "SELECT * FROM audit_events WHERE vault = ? AND chain = ? AND mirrored = 0 ORDER BY seq",
+                    (self.vault_id, chain),
+                ).fetchall()
+                events = [_row_event(r) for r in rows]
+            first, last = int(events[0]["seq"]), int(events[-1]["seq"])
             name = f"{PREFIX}{chain}/{first:012d}-{last:012d}"
-            events = [_row_event(r) for r in rows]
             try:
                 self.store.put_bytes(name, journal.encode(self.master, self.vault_id, name, events), exclusive=True)
             except FileExistsError:

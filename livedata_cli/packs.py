@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from livedata_cli.crypto import container
-from livedata_cli.crypto.wrap import KeyedHash, wrap_data_key
+from livedata_cli.crypto.wrap import keyed_hash, wrap_data_key
 from livedata_cli.mime import sniff
 from livedata_cli.stores import ObjectStore
 
@@ -147,13 +147,11 @@ def _seal_files(paths: list[str]) -> list[Outcome]:
             continue
         oid, data_key = secrets.token_hex(16), secrets.token_bytes(32)
         enc = container.Encryptor(data_key)
-        h = KeyedHash(hash_key)
-        h.update(data)
         out.append(
             Sealed(
                 st,
                 len(data),
-                h.hexdigest(),
+                keyed_hash(hash_key, data),
                 sniff(data[:4096]),
                 oid,
                 wrap_data_key(master, vault_id, oid, data_key),

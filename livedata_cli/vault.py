@@ -25,7 +25,14 @@ from typing import Any, BinaryIO, cast
 
 from livedata_cli import audit, config, journal, locking, packs, retention, tree
 from livedata_cli.crypto import container, filepass
-from livedata_cli.crypto.wrap import KeyedHash, key_id, subkey, unwrap_data_key, wrap_data_key
+from livedata_cli.crypto.wrap import (
+    KeyedHash,
+    key_id,
+    keyed_hash,
+    subkey,
+    unwrap_data_key,
+    wrap_data_key,
+)
 from livedata_cli.errors import (
     AuthError,
     IntegrityError,
@@ -562,7 +569,7 @@ class Vault:
         known: str | None = None
         claim: threading.Event | None = None
         if small:
-            known = _keyed_hash(batch.hash_key, head)
+            known = keyed_hash(batch.hash_key, head)
             claim = batch.claim(known)  # equal files in flight: the first stores, the others wait
             skip = self._skip_if_known(src, batch, newest, known, len(head), mtime, mode, head)
             if skip is not None:
@@ -1304,12 +1311,6 @@ def _unchanged(
     extra = sorted(set(tags) - set(newest.tags))
     record = {"t": "tag", "vid": newest.vid, "add": extra} if extra else None
     return ItemResult(src.local, src.path, "unchanged", newest.size, newest.vid), record
-
-
-def _keyed_hash(key: bytes, data: bytes) -> str:
-    h = KeyedHash(key)
-    h.update(data)
-    return h.hexdigest()
 
 
 class _Slice(io.RawIOBase):

@@ -74,6 +74,11 @@ def unwrap_data_key(master_key: bytes, vault_id: str, object_id: str, wrapped: b
         ) from None
 
 
+def keyed_hash(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256 of one whole message, hex: :class:`KeyedHash` in one call."""
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
 class KeyedHash:
     """HMAC-SHA256 of a plaintext under a vault subkey: equal files compare
     equal inside the vault, but the store cannot confirm a guessed file."""
