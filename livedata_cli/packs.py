@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -119,14 +120,24 @@ class Sealed:
 
 Outcome = Sealed | OSError | None  # None: no longer small, store it the usual way
 
+_PR_SET_PDEATHSIG = 1  # Linux prctl(2)
+
 # The keys a forked worker inherits (never sent through a pipe): master key,
 # vault id, plaintext-hash key.
 _keys: tuple[bytes, str, bytes] | None = None
 
 
-def _take_keys(keys: tuple[bytes, str, bytes]) -> None:
+def _start_worker(keys: tuple[bytes, str, bytes], parent: int) -> None:
+    """A worker keeps the keys, and dies with the command: a killed backup
+    must not leave workers behind holding its vault lock."""
     global _keys
     _keys = keys
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 def _seal_files(paths: list[str]) -> list[Outcome]:
@@ -180,7 +191,10 @@ class SmallFileSealer:
         # fork: the workers inherit the keys and the loaded modules; this runs
         # before the upload starts any thread of its own.
         self._pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"), initializer=_take_keys, initargs=(keys,)
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(keys, os.getpid()),
         )
         self._chunks: list[list[str]] = []
         size = _CHUNK_BYTES

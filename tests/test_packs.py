@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,46 @@ def test_many_small_files_are_sealed_by_workers_and_deduplicated(vault_cli: Cli,
     # A rerun finds everything unchanged without reading a file.
     again = vault_cli.ok("upload", "src", "-r", "--as", "t/", "--json").json()
     assert again["counts"] == {"unchanged": len(files) + 8}
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (Z: a zombie), or None when it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(entry.name))
+    return kids
+
+
+def test_a_killed_upload_leaves_no_worker_holding_the_vault_lock(vault_cli: Cli) -> None:
+    for i in range(4000):
+        write(vault_cli.cwd / "src" / f"d{i % 20}" / f"f{i:04d}.bin", os.urandom(2048))
+    p = vault_cli.popen("upload", "src", "-r", "--as", "t/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and p.poll() is None and len(workers) < 2:
+        workers = _children(p.pid)
+        time.sleep(0.005)
+    assert len(workers) >= 2, "the upload had its worker processes running"
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_state(w) not in (None, "Z") for w in workers):
+        time.sleep(0.02)
+    assert [w for w in workers if _state(w) not in (None, "Z")] == [], "the workers died with the command"
+    r = vault_cli("upload", "src", "-r", "--as", "t/", "--no-wait")
+    assert r.code == 0, r.stderr  # not 7: nothing holds the lock
+    vault_cli.ok("verify", "--data")
+    assert len([e for e in vault_cli.ok("ls", "t/", "--json").json() if e["kind"] == "file"]) == 4000
