@@ -366,16 +366,9 @@ class Opened:
 
     def download_to(self, target: Path, progress: Callable[[int], None] | None = None) -> int:
         """Write to a temporary file renamed into place after the last segment authenticated."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
-        try:
-            with open(tmp, "wb") as out:
-                n = self.write(out, progress)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return n
+        from livedata_cli.tree import write_file
+
+        return write_file(target, lambda out: self.write(out, progress))
 
     @contextmanager
     def _data(self) -> Iterator[Any]:

@@ -11,6 +11,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from livedata_cli.errors import IntegrityError, LivedataError, UsageError
 
@@ -156,6 +157,43 @@ def walk(
 
 
 # -- restoring ------------------------------------------------------------------------
+def write_file(
+    target: Path,
+    write: Callable[[BinaryIO], int],
+    *,
+    mode: int | None = None,
+    mtime: float | None = None,
+) -> int:
+    """Write a file through ``write`` (which returns once its data authenticated),
+    to a temporary file renamed into place: a failure leaves no partial file.
+
+    A target that is a device or a pipe (``-o /dev/null``, a FIFO,
+    ``/dev/stdout``) is written as a stream instead: renaming over it would
+    replace the device node itself.
+    """
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        with open(target, "wb") as out:
+            return write(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
+    try:
+        with open(tmp, "wb") as out:
+            n = write(out)
+        if mode is not None:
+            os.chmod(tmp, mode & 0o7777)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
 def make_symlink(target: Path, link_to: str) -> None:
     """Create (or replace) a symlink atomically; the link itself is never followed."""
     tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.link"

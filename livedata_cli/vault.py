@@ -859,25 +859,15 @@ class Vault:
     def download_to(self, v: Version, target: Path, progress: Progress = _noop) -> int:
         """Write one version to a file, atomically: a temporary file renamed into
         place only after the final segment authenticated."""
-        target.parent.mkdir(parents=True, exist_ok=True)
         if v.kind == "symlink":
+            target.parent.mkdir(parents=True, exist_ok=True)
             tree.make_symlink(target, v.target or "")
             return 0
         if v.kind == "dir":
             raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")
-        tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
-        try:
-            with open(tmp, "wb") as out:
-                n = self.read_version(v, out, progress)
-            if v.mode is not None:
-                os.chmod(tmp, v.mode & 0o7777)
-            if v.mtime is not None:
-                os.utime(tmp, (v.mtime, v.mtime))
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return n
+        return tree.write_file(
+            target, lambda out: self.read_version(v, out, progress), mode=v.mode, mtime=v.mtime
+        )
 
     def download_tree(
         self,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -229,3 +231,26 @@ def test_ls_and_info_work_without_the_store(vault_cli: Cli, store_dir: Path) -> 
     assert vault_cli.ok("info", "a.txt", "--json", env=no_key).json()["path"] == "a.txt"
     r = vault_cli("download", "a.txt", "-o", "-")
     assert r.code == 3 and "Traceback" not in r.stderr
+
+
+def test_download_into_a_pipe_or_a_device_streams_and_leaves_it_in_place(vault_cli: Cli) -> None:
+    """-o /dev/null or a FIFO is written to, never renamed over (which would
+    replace the device node with a file)."""
+    content = os.urandom(300_000)
+    write(vault_cli.cwd / "a.bin", content)
+    vault_cli.ok("upload", "a.bin")
+    fifo = vault_cli.cwd / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    vault_cli.ok("download", "a.bin", "-o", str(fifo))
+    reader.join(30)
+    assert got == [content]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    if os.geteuid() == 0:  # a private copy of /dev/null (major 1, minor 3)
+        null = vault_cli.cwd / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        vault_cli.ok("download", "a.bin", "-o", str(null))
+        assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert not list(vault_cli.cwd.glob(".*.part"))
