@@ -105,7 +105,8 @@ def _only(args: list[str]) -> typer.Typer | None:
     """The app with just the command being run (and the global options).
 
     Building Click's tree for every command costs ~25 ms per start; a run needs
-    one branch.  Help, completion and unknown names get the whole tree.
+    one branch (``--version`` none).  Help, completion and unknown names get
+    the whole tree.
     """
     if "_LIVEDATA_COMPLETE" in os.environ or any(a in ("-h", "--help") for a in args):
         return None
@@ -119,13 +120,13 @@ def _only(args: list[str]) -> typer.Typer | None:
         elif not a.startswith("-"):
             name = a
             break
-    if name is None:
+    if name is None and "--version" not in args:
         return None
     commands = [c for c in app.registered_commands if typer.main.get_command_name(
         c.name or c.callback.__name__) == name]  # type: ignore[union-attr]
     groups = [g for g in app.registered_groups if g.name == name]
-    if not commands and not groups:
-        return None
+    if name is not None and not commands and not groups:
+        return None  # a misspelt command: the whole tree, to suggest the right one
     small = typer.Typer(**{k: getattr(app.info, k) for k in ("name", "help", "no_args_is_help")},
                         add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                         context_settings={"help_option_names": ["-h", "--help"]})
