@@ -427,12 +427,15 @@ class Vault:
         ]
         if len(files) < SEALER_MIN_FILES:
             return
-        keys = (self.master_key, self.vault_id, batch.hash_key)
+
         def look_up(outcomes: list[packs.Outcome]) -> None:  # one query a chunk, not one a file
             batch.known = self.index.find_by_hashes([o.digest for o in outcomes if isinstance(o, Sealed)])
 
         batch.sealer = SmallFileSealer(
-            keys, [(src.local, src.stat.st_size) for src in files if src.stat], min(cores, SEALER_WORKERS), look_up
+            (self.master_key, self.vault_id, batch.hash_key),
+            [(src.local, src.stat.st_size) for src in files if src.stat],
+            min(cores, SEALER_WORKERS),
+            look_up,
         )
         batch.sealed = {src.path for src in files}
 
