@@ -360,13 +360,13 @@ def _reauthenticate(c: Context, who: Client, user_id: str, email: str, body: Del
     A wrong one is a 403, not a 401: the access token is fine, and a client
     must not take the answer for an expired login and refresh.
     """
-    from livedata_cli.server.auth import _check_totp, _limited, _mfa_limit
+    from livedata_cli.server.auth import check_totp, limited, mfa_limit
 
     limits = c.config.rate_limits
     try:
         c.limiter.hit("login", (limits.login, email), (limits.login_ip, who.ip))
     except RateLimited as e:
-        raise _limited(e) from None
+        raise limited(e) from None
     with c.db.read() as conn:
         row = conn.execute(
             sa.select(db.users.c.password_hash, db.users.c.mfa_enabled).where(
@@ -379,11 +379,11 @@ def _reauthenticate(c: Context, who: Client, user_id: str, email: str, body: Del
         raise ApiError(403, "invalid_credentials", "wrong password; nothing was deleted")
     if not row.mfa_enabled:
         return
-    _mfa_limit(c, user_id, who.ip)
+    mfa_limit(c, user_id, who.ip)
     with c.db.write() as conn:
         ok = False
         if body.code:
-            ok = _check_totp(c, conn, user_id, body.code)
+            ok = check_totp(c, conn, user_id, body.code)
         elif body.recovery_code:
             r = db.recovery_codes.c
             ok = (

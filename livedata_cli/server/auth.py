@@ -117,7 +117,7 @@ class ResetConfirmBody(BaseModel):
     new_password: Password
 
 
-def _limited(e: RateLimited) -> ApiError:
+def limited(e: RateLimited) -> ApiError:
     return ApiError(
         429, "rate_limited", f"too many attempts; retry in {e.retry_after}s", {"Retry-After": str(e.retry_after)}
     )
@@ -237,7 +237,7 @@ def login(body: LoginBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) ->
     try:
         c.limiter.hit("login", (limits.login, email), (limits.login_ip, who.ip))
     except RateLimited as e:
-        raise _limited(e) from None
+        raise limited(e) from None
     with c.db.read() as conn:
         row = conn.execute(
             sa.select(db.users.c.id, db.users.c.password_hash, db.users.c.mfa_enabled).where(
@@ -340,7 +340,7 @@ def mfa_setup(user: UserDep, c: CtxDep, who: ClientDep) -> MfaSetup:
     return MfaSetup(secret=secret, otpauth_uri=totp_uri(secret, user.email))
 
 
-def _check_totp(c: Context, conn: Connection, user_id: str, code: str) -> bool:
+def check_totp(c: Context, conn: Connection, user_id: str, code: str) -> bool:
     """Accept a code once: the step it belongs to becomes the last accepted one."""
     row = conn.execute(
         sa.select(db.users.c.mfa_secret, db.users.c.mfa_last_step).where(db.users.c.id == user_id)
@@ -359,22 +359,22 @@ def _check_totp(c: Context, conn: Connection, user_id: str, code: str) -> bool:
     return took.rowcount == 1
 
 
-def _mfa_limit(c: Context, key: str, ip: str) -> None:
+def mfa_limit(c: Context, key: str, ip: str) -> None:
     limits = c.config.rate_limits
     try:
         c.limiter.hit("mfa", (limits.mfa, key), (limits.mfa_ip, ip))
     except RateLimited as e:
-        raise _limited(e) from None
+        raise limited(e) from None
 
 
 @router.post("/mfa/verify", response_model=RecoveryCodes, summary="Confirm TOTP setup with a code; returns recovery codes")
 def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> RecoveryCodes:
-    _mfa_limit(c, user.id, who.ip)
+    mfa_limit(c, user.id, who.ip)
     with c.db.write() as conn:
         enabled = conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == user.id)).scalar_one()
         if enabled:
             raise ApiError(409, "mfa_enabled", "MFA is already on")
-        ok = _check_totp(c, conn, user.id, body.code)
+        ok = check_totp(c, conn, user.id, body.code)
         if not ok:
             audit(conn, who, user.id, "mfa.verify", "user", user.id, "failed")
     if not ok:
@@ -400,7 +400,7 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: 
 )
 def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse:
     h = token_hash(body.mfa_token)
-    _mfa_limit(c, h, who.ip)
+    mfa_limit(c, h, who.ip)
     now = time.time()
     with c.db.write() as conn:
         row = conn.execute(sa.select(db.mfa_challenges).where(db.mfa_challenges.c.token_hash == h)).first()
@@ -408,7 +408,7 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: Backgro
             raise ApiError(401, "invalid_challenge", "unknown, used or expired MFA challenge; log in again")
         ok = False
         if body.code:
-            ok = _check_totp(c, conn, row.user_id, body.code)
+            ok = check_totp(c, conn, row.user_id, body.code)
         elif body.recovery_code:
             ok = (
                 conn.execute(
@@ -437,13 +437,13 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: Backgro
 
 @router.post("/mfa/disable", status_code=204, summary="Turn MFA off (password and a current code)")
 def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> Response:
-    _mfa_limit(c, user.id, who.ip)
+    mfa_limit(c, user.id, who.ip)
     with c.db.read() as conn:
         stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
     if not c.passwords.verify(stored, body.password):
         raise ApiError(401, "invalid_credentials", "wrong password")
     with c.db.write() as conn:
-        if not _check_totp(c, conn, user.id, body.code):
+        if not check_totp(c, conn, user.id, body.code):
             raise ApiError(401, "invalid_code", "wrong or already used code")
         conn.execute(
             db.users.update().where(db.users.c.id == user.id).values(mfa_enabled=False, mfa_secret=None)
@@ -467,7 +467,7 @@ def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str
     try:
         c.limiter.hit("reset", (limits.reset, email), (limits.reset_ip, who.ip))
     except RateLimited as e:
-        raise _limited(e) from None
+        raise limited(e) from None
     if not c.mailer.configured:
         raise ApiError(503, "mail_unavailable", "this server has no mail server configured for password resets")
     token = opaque_token()
@@ -502,7 +502,7 @@ def reset_confirm(body: ResetConfirmBody, c: CtxDep, who: ClientDep, tasks: Back
     try:
         c.limiter.hit("reset_confirm", (limits.reset_ip, who.ip))
     except RateLimited as e:
-        raise _limited(e) from None
+        raise limited(e) from None
     new_hash = c.passwords.hash(body.new_password)
     now = time.time()
     with c.db.write() as conn:
