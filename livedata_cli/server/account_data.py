@@ -58,8 +58,7 @@ from sqlalchemy.engine import Connection
 from livedata_cli.server import db, files, shares, uploads
 from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.blobs import read_range
-from livedata_cli.server.ratelimit import RateLimited
-from livedata_cli.server.security import new_id, normalize_recovery, token_hash
+from livedata_cli.server.security import new_id
 from livedata_cli.server.users import public_keys
 from livedata_cli.stores import check_key
 from livedata_cli.stores.local import key_path
@@ -360,13 +359,9 @@ def _reauthenticate(c: Context, who: Client, user_id: str, email: str, body: Del
     A wrong one is a 403, not a 401: the access token is fine, and a client
     must not take the answer for an expired login and refresh.
     """
-    from livedata_cli.server.auth import check_totp, limited, mfa_limit
+    from livedata_cli.server.auth import login_limit, mfa_limit, second_factor_ok
 
-    limits = c.config.rate_limits
-    try:
-        c.limiter.hit("login", (limits.login, email), (limits.login_ip, who.ip))
-    except RateLimited as e:
-        raise limited(e) from None
+    login_limit(c, email, who.ip)
     with c.db.read() as conn:
         row = conn.execute(
             sa.select(db.users.c.password_hash, db.users.c.mfa_enabled).where(
@@ -381,23 +376,7 @@ def _reauthenticate(c: Context, who: Client, user_id: str, email: str, body: Del
         return
     mfa_limit(c, user_id, who.ip)
     with c.db.write() as conn:
-        ok = False
-        if body.code:
-            ok = check_totp(c, conn, user_id, body.code)
-        elif body.recovery_code:
-            r = db.recovery_codes.c
-            ok = (
-                conn.execute(
-                    db.recovery_codes.update()
-                    .where(
-                        r.user_id == user_id,
-                        r.code_hash == token_hash(normalize_recovery(body.recovery_code)),
-                        r.used_at.is_(None),
-                    )
-                    .values(used_at=time.time())
-                ).rowcount
-                == 1
-            )
+        ok = second_factor_ok(c, conn, user_id, body.code, body.recovery_code)
         if not ok:
             audit(conn, who, user_id, "account.delete", "user", user_id, "failed")
     if not ok:

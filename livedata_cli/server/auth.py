@@ -233,11 +233,7 @@ def register(body: RegisterBody, c: CtxDep, who: ClientDep) -> Profile:
 )
 def login(body: LoginBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse | MfaChallenge:
     email = body.email.strip().lower()
-    limits = c.config.rate_limits
-    try:
-        c.limiter.hit("login", (limits.login, email), (limits.login_ip, who.ip))
-    except RateLimited as e:
-        raise limited(e) from None
+    login_limit(c, email, who.ip)
     with c.db.read() as conn:
         row = conn.execute(
             sa.select(db.users.c.id, db.users.c.password_hash, db.users.c.mfa_enabled).where(
@@ -359,6 +355,36 @@ def check_totp(c: Context, conn: Connection, user_id: str, code: str) -> bool:
     return took.rowcount == 1
 
 
+def second_factor_ok(
+    c: Context, conn: Connection, user_id: str, code: str | None, recovery_code: str | None
+) -> bool:
+    """A current TOTP code (accepted once), or an unused recovery code (used up here)."""
+    if code:
+        return check_totp(c, conn, user_id, code)
+    if not recovery_code:
+        return False
+    r = db.recovery_codes.c
+    used = conn.execute(
+        db.recovery_codes.update()
+        .where(
+            r.user_id == user_id,
+            r.code_hash == token_hash(normalize_recovery(recovery_code)),
+            r.used_at.is_(None),
+        )
+        .values(used_at=time.time())
+    )
+    return used.rowcount == 1
+
+
+def login_limit(c: Context, email: str, ip: str) -> None:
+    """Password attempts, per account and per address."""
+    limits = c.config.rate_limits
+    try:
+        c.limiter.hit("login", (limits.login, email), (limits.login_ip, ip))
+    except RateLimited as e:
+        raise limited(e) from None
+
+
 def mfa_limit(c: Context, key: str, ip: str) -> None:
     limits = c.config.rate_limits
     try:
@@ -406,22 +432,7 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: Backgro
         row = conn.execute(sa.select(db.mfa_challenges).where(db.mfa_challenges.c.token_hash == h)).first()
         if row is None or row.used_at is not None or row.expires_at < now:
             raise ApiError(401, "invalid_challenge", "unknown, used or expired MFA challenge; log in again")
-        ok = False
-        if body.code:
-            ok = check_totp(c, conn, row.user_id, body.code)
-        elif body.recovery_code:
-            ok = (
-                conn.execute(
-                    db.recovery_codes.update()
-                    .where(
-                        db.recovery_codes.c.user_id == row.user_id,
-                        db.recovery_codes.c.code_hash == token_hash(normalize_recovery(body.recovery_code)),
-                        db.recovery_codes.c.used_at.is_(None),
-                    )
-                    .values(used_at=now)
-                ).rowcount
-                == 1
-            )
+        ok = second_factor_ok(c, conn, row.user_id, body.code, body.recovery_code)
         if not ok:
             audit(conn, who, row.user_id, "auth.mfa", "user", row.user_id, "failed")
     if not ok:
