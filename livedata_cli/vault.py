@@ -520,7 +520,6 @@ class Vault:
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         """A small file a worker encrypted: unchanged, a duplicate (its container
         is dropped), or a new member of the pack."""
-        assert batch.packer is not None
         st = sealed.stat
         mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
         batch.progress(sealed.size)
@@ -535,17 +534,9 @@ class Vault:
                 if skip[1] is not None and skip[1]["t"] == "put":
                     skip[1]["mime"] = sealed.mime
                 return skip
-            pack, offset = batch.packer.add(sealed.container)
             record = self._put_record(src, newest, batch.tags, sealed.size, mtime, mode, b"", sealed.digest)
-            record.update(
-                mime=sealed.mime,
-                object=sealed.oid,
-                pack=pack,
-                offset=offset,
-                length=len(sealed.container),
-                header_hash=sealed.header_hash,
-                wrapped_key=sealed.wrapped_key.hex(),
-            )
+            record["mime"] = sealed.mime
+            _add_member(batch, record, sealed.oid, sealed.wrapped_key, sealed.container, sealed.header_hash)
             return self._finish_new(src, batch, newest, record, b"", None)
         finally:
             claim.set()
@@ -649,25 +640,15 @@ class Vault:
         protect: filepass.PasswordKey | None,
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         """A small file (read whole already) as a member of the upload's pack."""
-        assert batch.packer is not None
         oid = secrets.token_hex(16)
         data_key, wrapped = self._new_data_key(oid)
-        enc = container.Encryptor(data_key)
-        sealed = enc.header + enc.encrypt_segment(head, final=True)
-        pack, offset = batch.packer.add(sealed)
-        batch.progress(len(head))
         if protect is not None:
             wrapped = self._seal_for(protect, oid, data_key)
-        digest = known if known is not None else ""
-        record = self._put_record(src, newest, batch.tags, len(head), mtime, mode, head, digest)
-        record.update(
-            object=oid,
-            pack=pack,
-            offset=offset,
-            length=len(sealed),
-            header_hash=container.header_hash(enc.header),
-            wrapped_key=wrapped.hex(),
-        )
+        enc = container.Encryptor(data_key)
+        sealed = enc.header + enc.encrypt_segment(head, final=True)
+        batch.progress(len(head))
+        record = self._put_record(src, newest, batch.tags, len(head), mtime, mode, head, known or "")
+        _add_member(batch, record, oid, wrapped, sealed, container.header_hash(enc.header))
         return self._finish_new(src, batch, newest, record, head, protect)
 
     def _finish_new(
@@ -1310,6 +1291,17 @@ def _unchanged(
     extra = sorted(set(tags) - set(newest.tags))
     record = {"t": "tag", "vid": newest.vid, "add": extra} if extra else None
     return ItemResult(src.local, src.path, "unchanged", newest.size, newest.vid), record
+
+
+def _add_member(
+    batch: _Batch, record: dict[str, Any], oid: str, wrapped: bytes, sealed: bytes, header_hash: str
+) -> None:
+    """Append a whole container to the upload's pack and point its record there."""
+    assert batch.packer is not None
+    pack, offset = batch.packer.add(sealed)
+    record.update(
+        object=oid, pack=pack, offset=offset, length=len(sealed), header_hash=header_hash, wrapped_key=wrapped.hex()
+    )
 
 
 class _Slice(io.RawIOBase):
