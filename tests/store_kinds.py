@@ -7,7 +7,8 @@ holds an initialised vault, a second machine attached to the same store, and
 ``raw()``: the same store opened in the test process, to play a hostile store
 that edits, drops, replays or plants objects.
 
-A test module uses it with ``from store_kinds import kind_vault  # noqa: F401``.
+A test module takes the fixture, and the S3 fixtures it asks for by name, with
+``kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
+import store_kinds
+from store_kinds import KindVault
+
 from conftest import assert_one_line_error, write
-from store_kinds import KindVault, kind_vault, moto_url, s3  # noqa: F401
+
+kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 
 def test_round_trip_and_second_machine(kind_vault: KindVault) -> None:
