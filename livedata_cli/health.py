@@ -178,10 +178,13 @@ def check_store() -> tuple[Check, list[str] | None, str | None]:
     from livedata_cli.keys import StoreConfig, list_slots
     from livedata_cli.stores import open_store
 
+    attach = "run 'livedata init' (or 'livedata init --store URL' to attach)"
+    if not config.VaultSettings.exists():  # a fresh machine: nothing is wrong yet
+        return Check("store", "warn", f"no vault set up in {config.home()} yet", attach, {}), None, None
     try:
         settings = config.VaultSettings.load()
     except LivedataError as e:
-        return _fail("store", e, "run 'livedata init' (or 'livedata init --store URL' to attach)"), None, None
+        return _fail("store", e, attach), None, None
     try:
         store = open_store(settings.store)
         cfg = StoreConfig.read(store)

@@ -86,8 +86,10 @@ def add(
 
 
 def _write_key_file(path: Path, secret: str) -> None:
-    """The key, readable by its owner only, in a file that did not exist."""
+    """The key, readable by its owner only, in a file that did not exist.  Missing
+    parent folders are made 0700 (``~/.config/livedata`` on a fresh home)."""
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise UsageError(f"{path} exists: a key file is never overwritten") from None
