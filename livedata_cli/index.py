@@ -526,6 +526,23 @@ class Index:
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM versions").fetchone()[0])
 
+    def version_totals(self, prefix: str = "") -> tuple[int, int, int, int]:
+        """Under a prefix, trash included: file versions, their plaintext bytes, and
+        the distinct containers behind them with their ciphertext bytes (a
+        deduplicated container counts once)."""
+        row = self.db.execute(
+            """
+            SELECT COUNT(*), COALESCE(SUM(size), 0),
+                   (SELECT COUNT(*) FROM (SELECT DISTINCT object FROM versions
+                        WHERE path LIKE ?1 ESCAPE '\\' AND kind = 'file')),
+                   (SELECT COALESCE(SUM(length), 0) FROM (SELECT object, MAX(length) AS length FROM versions
+                        WHERE path LIKE ?1 ESCAPE '\\' AND kind = 'file' GROUP BY object))
+            FROM versions WHERE path LIKE ?1 ESCAPE '\\' AND kind = 'file'
+            """,
+            (_like_prefix(prefix),),
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
 
 def _like_prefix(prefix: str) -> str:
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -21,6 +21,7 @@ from livedata_cli.cli import (
     config_cmds,
     convert_cmds,
     files,
+    history_cmds,
     keys_cmds,
     password_cmds,
     search_cmds,
@@ -88,6 +89,7 @@ def _root(
 vault_cmds.register(app)
 files.register(app)
 search_cmds.register(app)
+history_cmds.register(app)
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(config_cmds.app, name="config")

@@ -70,6 +70,11 @@ class Env:
     def warn(self, text: str) -> None:
         sys.stderr.write(text + "\n")
 
+    def note(self, text: str) -> None:
+        """A notice worth a line on a terminal but not a cron mail: stderr, not with --quiet."""
+        if not self.quiet:
+            sys.stderr.write(text + "\n")
+
     # -- prompts -----------------------------------------------------------
     def prompt(self, label: str) -> str:
         import getpass
@@ -128,7 +133,7 @@ class Env:
         return Unlocker(
             use_keyring=not self.no_keyring,
             prompt=self.prompt if self.can_prompt() else None,
-            notice=self.warn,
+            notice=self.note,
         )
 
     def relogin(self, server: str, email: str) -> tuple[str, Callable[[], str | None]] | None:
@@ -353,3 +358,11 @@ def group_with_default(default: str) -> type[Any]:
             return super().parse_args(ctx, args)
 
     return _WithDefault
+
+
+def printable(text: str, keep: str = "") -> str:
+    """A stored name or note for a terminal: no control character reaches it raw
+    (a name from a shared store could set the title or move the cursor)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else f"\\x{ord(c):02x}" if ord(c) < 256 else "?" for c in text)

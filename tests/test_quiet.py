@@ -1,0 +1,18 @@
+"""--quiet: cron mail stays empty unless something failed."""
+
+from __future__ import annotations
+
+from conftest import Cli, write
+
+
+def test_quiet_silences_the_no_keyring_note_and_summaries(cli: Cli) -> None:
+    env = {"LIVEDATA_NO_KEYRING": None}  # a fresh CI home without a keyring
+    cli.env.pop("LIVEDATA_NO_KEYRING")
+    cli.env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    r = cli("-q", "init", env=env)
+    assert (r.code, r.stdout, r.stderr) == (0, b"", "")
+    write(cli.cwd / "f.txt", "one\n")
+    r = cli("--quiet", "upload", "f.txt")
+    assert (r.code, r.stdout, r.stderr) == (0, b"", "")
+    noisy = cli("upload", "f.txt")
+    assert noisy.code == 0 and noisy.stderr  # without --quiet the summary (and the note) show
