@@ -471,7 +471,8 @@ class Vault:
                     continue
                 result, record = outcome
                 report.items.append(result)
-                report.bytes_read += result.size
+                if old is None:  # a file answered by its stat was never read
+                    report.bytes_read += result.size
                 if record is not None and batch.derived_from and record.get("t") == "put":
                     record["derived_from"] = batch.derived_from.get(src.path)
                 if record is not None:

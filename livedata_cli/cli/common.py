@@ -172,19 +172,13 @@ class _LazyBar:
             if time.monotonic() - self.t0 < 1.0:
                 return
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
             self._progress = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                DownloadColumn(binary_units=True),  # GiB, as every summary says
+                _speed_column(),
                 TimeRemainingColumn(),
                 console=Console(stderr=True),
                 transient=True,
@@ -197,6 +191,19 @@ class _LazyBar:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _speed_column() -> Any:
+    """rich's transfer speed in IEC units (its own column has only SI ones)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Speed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_size(int(speed))}/s", style="progress.data.speed")
+
+    return Speed()
 
 
 ENV = Env()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -179,6 +180,7 @@ def download(
             n = vault.download_to(v, target, bar)
         report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
         report.bytes_read = n
+        report.duration = time.monotonic() - report.started
     finish_batch(env, report, "download")
 
 
