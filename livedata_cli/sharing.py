@@ -284,9 +284,19 @@ def list_shares(vault: Any) -> list[Share]:
     return out
 
 
+def find_share(shares: list[Share], ref: str) -> Share | None:
+    """A share by the id ``share ls`` prints, by the id in its link (an API
+    link's ``/s/<id>``), or by the link itself (key fragment and all)."""
+    where = ref.partition("#")[0].rstrip("/")
+    m = re.search(r"/s/([A-Za-z0-9_-]+)$", where) or re.search(r"/shares/([A-Za-z0-9_-]+)(?:\?|$)", where)
+    wanted = {ref, where, m.group(1)} if m else {ref, where}
+    return next((s for s in shares if s.id in wanted or s.location in wanted
+                 or s.location.removeprefix("shares/") in wanted), None)
+
+
 def revoke(vault: Any, share_id: str) -> Share:
     """Revoke a share: the store forgets its manifest (S3); a share file is marked only."""
-    found = next((s for s in list_shares(vault) if s.id == share_id), None)
+    found = find_share(list_shares(vault), share_id)
     if found is None:
         raise NotFound(f"no share {share_id} in this vault ('livedata share ls' lists them)")
     if found.revoked is not None:
@@ -296,8 +306,8 @@ def revoke(vault: Any, share_id: str) -> Share:
     elif found.kind == "api":
         vault.store.revoke_share(found.location)
     at = now()
-    _journal(vault, {"t": "unshare", "id": share_id, "time": at})
-    vault.events.add("share-revoke", found.path, detail=f"share {share_id} ({found.kind})")
+    _journal(vault, {"t": "unshare", "id": found.id, "time": at})
+    vault.events.add("share-revoke", found.path, detail=f"share {found.id} ({found.kind})")
     return Share(
         found.id, found.path, found.kind, found.created, found.expires, found.max_downloads,
         found.password, found.location, at,

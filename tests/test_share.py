@@ -217,7 +217,7 @@ def test_s3_link_opens_for_a_stranger_expires_and_revokes(
     blobs = [s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in all_keys(s3, bucket)]
     assert_nowhere(needles, blobs)
 
-    s3_shared.ok("share", "revoke", made["id"])
+    s3_shared.ok("share", "revoke", link)  # the link itself names the share
     assert f"v/shares/{made['id']}" not in all_keys(s3, bucket)
     r = other("download", link, "-o", "x")
     assert_one_line_error(r, 7)
@@ -289,10 +289,15 @@ def test_api_link_limit_revoke_and_the_server_never_sees_keys(api_shared: tuple[
 
     second = cli.ok("share", "report.pdf", "--json").json()
     other.ok("download", second["link"], "-o", "again.pdf")
-    cli.ok("share", "revoke", second["id"])
+    assert second["location"] != second["id"]
+    cli.ok("share", "revoke", second["location"])  # the id in the link
     r = other("download", second["link"], "-o", "revoked.pdf")
     assert_one_line_error(r, 7)
     assert "revoked" in r.stderr
+    third = cli.ok("share", "report.pdf", "--json").json()
+    assert cli.ok("share", "revoke", third["link"], "--json").json()["id"] == third["id"]  # the whole link
+    assert_one_line_error(cli("share", "revoke", third["link"]), 2)  # already revoked
+    assert_one_line_error(cli("share", "revoke", f"{srv.url}/s/nosuchshare"), 3)
 
     srv.stop()  # flush the database, then search everything the server keeps (and its log)
     envelope = base64.b64decode(_public_manifest(cli, made))

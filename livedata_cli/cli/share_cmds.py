@@ -213,7 +213,9 @@ def _ls_incoming(env: Env) -> None:
 
 @app.command("revoke")
 def revoke(
-    share_id: Annotated[str, typer.Argument(metavar="ID", help="The share's id, as 'livedata share ls' shows it.")],
+    share_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The share's id as 'livedata share ls' shows it, the id in its link, or the link.")
+    ],
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
