@@ -103,6 +103,17 @@ app.command()(doctor)
 app.command()(completion)
 
 
+# Python packages that only an extra installs: `livedata server` without them is
+# a usage error naming the install line, not a traceback.
+OPTIONAL_PACKAGES = {
+    **dict.fromkeys(
+        ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "jwt", "pyotp", "limits", "redis", "prometheus_client"),
+        "server",
+    ),
+    "PIL": "convert",
+}
+
+
 def _only(args: list[str]) -> typer.Typer | None:
     """The app with just the command being run (and the global options).
 
@@ -176,6 +187,12 @@ def _dispatch(args: list[str]) -> int:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return _reader_gone()
+    except ModuleNotFoundError as e:
+        extra = OPTIONAL_PACKAGES.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        _error(f"this needs the optional '{extra}' packages ({e.name} is missing): pip install 'livedata[{extra}]'")
+        return int(ExitCode.USAGE)
     except SystemExit:
         from typer._click.utils import PacifyFlushWrapper
 

@@ -163,8 +163,11 @@ def route(src: str, dst: str, engine: str | None = None) -> list[Step]:
             second = next((e for e in local if e is not first and e.can(mid, dst)), None)
             if second is not None:
                 return [Step(first, src, mid), Step(second, mid, dst)]
+    names = {e.name for e in found}
+    absent = [f"{e.name}: {e.hint}" for e in all_engines() if e.name not in names and e.hint and e.local]
     raise UsageError(
         f"no engine on this machine converts {src} to {dst} (see 'livedata convert formats')"
+        + (f"; not installed here: {'; '.join(absent)}" if absent else "")
     )
 
 
