@@ -256,6 +256,7 @@ def open_vault(env: Env) -> Iterator[Any]:
     """The vault of this home, closed when the command ends."""
     from livedata_cli.vault import Vault
 
+    _store_setting(env)
     vault = Vault.open(env.unlocker())
     vault.ask_file_password = env.ask_file_password
     vault.events.name, vault.events.target = _audit_target()
@@ -263,6 +264,45 @@ def open_vault(env: Env) -> Iterator[Any]:
         yield vault
     finally:
         vault.close()
+
+
+def _store_setting(env: Env) -> None:
+    """``LIVEDATA_STORE`` is honoured by every command, as restic honours
+    RESTIC_REPOSITORY: a home with no vault attaches to the vault in that store
+    (never creates one), and a home whose vault lives elsewhere is refused
+    rather than silently used.  (The config file's ``store`` is what ``init``
+    uses; the vault a home attached to is its own from then on.)"""
+    from livedata_cli import config, profiles
+
+    wanted = profiles.resolve("store")
+    if wanted.source != "environment":
+        return
+    named = f"{wanted.where} ({wanted.value})"
+    if config.VaultSettings.exists():
+        current = config.VaultSettings.load().store
+        if _same_store(current, str(wanted.value)):
+            return
+        raise UsageError(
+            f"{named} names another store than this home's vault ({current}); "
+            "unset it, or set LIVEDATA_HOME to a home of its own for that vault"
+        )
+    from livedata_cli.errors import VaultNotFound
+    from livedata_cli.vault import Vault
+
+    def refuse() -> str:
+        raise VaultNotFound(f"{named} holds no vault: 'livedata init' creates one there")
+
+    vault, _created = Vault.init(str(wanted.value), env.unlocker(), refuse)
+    vault.close()
+    env.note(f"livedata: attached to the vault in {wanted.value}")
+
+
+def _same_store(a: str, b: str) -> bool:
+    def norm(url: str) -> str:
+        url = url.removeprefix("file://")
+        return url.rstrip("/") if "://" in url else os.path.realpath(os.path.expanduser(url))
+
+    return norm(a) == norm(b)
 
 
 def finish_batch(env: Env, report: Any, verb: str) -> None:
