@@ -14,6 +14,10 @@ _livedata_completion() {
             COMPREPLY+=("${completion#*,}")
         fi
     done
+    # A vault folder (photos/) is completed further, not ended with a space.
+    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == */ ]]; then
+        compopt -o nospace 2>/dev/null
+    fi
     return 0
 }
 

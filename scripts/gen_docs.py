@@ -15,6 +15,7 @@ commands in the order ``livedata --help`` shows them.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -300,11 +301,56 @@ def main_page(root: Any, tree: list[tuple[list[str], Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Arguments that name vault paths: a Tab offers the index's paths for them.
+VAULT_ARGS = {"ref", "refs", "prefix", "paths"}
+
+
+def _arg_kind(param: Any) -> str:
+    if param.name in VAULT_ARGS:
+        return "vault"
+    if getattr(param.type, "choices", None):
+        return "choice:" + "\n".join(map(str, param.type.choices))
+    custom = getattr(param, "_custom_shell_complete", None)
+    if custom is not None:  # a static list, such as the config keys
+        return "choice:" + "\n".join(str(getattr(c, "value", c)) for c in custom(None, param, ""))
+    return "other"
+
+
+def command_table(root: Any, tree: list[tuple[list[str], Any]]) -> str:
+    """The table livedata_cli/_start.py answers a Tab from, without loading Typer."""
+    def entry(cmd: Any) -> dict[str, Any]:
+        options = []
+        for p in cmd.params:
+            if p.param_type_name == "option" and not p.hidden:
+                choices = list(map(str, p.type.choices)) if getattr(p.type, "choices", None) else None
+                options.append({
+                    "names": [*p.opts, *p.secondary_opts], "value": not p.is_flag and not p.count,
+                    "help": _one_line_help(p.help), **({"choices": choices} if choices else {}),
+                })
+        options.append({"names": ["--help", "-h"], "value": False, "help": "Show this message and exit."})
+        out: dict[str, Any] = {"options": options}
+        if is_group(cmd):
+            out["commands"] = {name: short_help(c) for name, c in commands_of(cmd)}
+            if getattr(cmd, "default_command", None):  # `share REF` is `share create REF`
+                out["default"] = cmd.default_command
+        else:
+            out["args"] = [_arg_kind(p) for p in cmd.params if p.param_type_name == "argument"]
+        return out
+
+    table = {"": entry(root), **{" ".join(path): entry(cmd) for path, cmd in tree}}
+    return json.dumps(table, indent=1, sort_keys=True) + "\n"
+
+
+def _one_line_help(text: str | None) -> str:
+    return re.sub(r"\s+", " ", text or "").strip()
+
+
 def generate() -> dict[Path, str]:
     """Every generated file, by path relative to the repository."""
     root = typer.main.get_command(app)
     tree = walk(root, [])
     out: dict[Path, str] = {Path("man/livedata.1"): main_page(root, tree)}
+    out[Path("livedata_cli/commands.json")] = command_table(root, tree)
     for path, cmd in tree:
         out[Path(f"man/{page_name(path)}.1")] = command_page(path, cmd)
     for shell, (repo_path, _installed) in FILES.items():

@@ -399,6 +399,8 @@ def group_with_default(default: str) -> type[Any]:
     from typer.core import TyperGroup
 
     class _WithDefault(TyperGroup):
+        default_command = default  # shell completion reads it too (scripts/gen_docs.py)
+
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
             if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
                 args = [default, *args]

@@ -1,9 +1,10 @@
 """Shell completion: the scripts for bash, zsh and fish, and the protocol they speak.
 
 Each Tab runs ``livedata`` with ``_LIVEDATA_COMPLETE=complete_SHELL`` and the
-words typed so far; ``main()`` answers from the command definitions before
-any command runs (no config file read, no vault opened), so completion costs
-one interpreter start-up and the Typer import.  The scripts are static text:
+words typed so far; :mod:`livedata_cli._start` answers from the command table
+(``commands.json``) and, for vault paths, the local index, before Typer is
+imported; the classes below answer what the table cannot (the full tree).
+The scripts are static text:
 ``livedata completion SHELL`` prints them and ``scripts/gen_docs.py`` writes
 them to ``completions/``, which the wheel installs where each shell looks.
 """
@@ -43,6 +44,10 @@ _livedata_completion() {
             COMPREPLY+=("${completion#*,}")
         fi
     done
+    # A vault folder (photos/) is completed further, not ended with a space.
+    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == */ ]]; then
+        compopt -o nospace 2>/dev/null
+    fi
     return 0
 }
 
@@ -57,14 +62,16 @@ ZSH = r"""#compdef livedata
 # add 'eval "$(livedata completion zsh)"' to ~/.zshrc after compinit.
 
 _livedata_completion() {
-    local -a response completions described
+    local -a response completions described folders
     local type key descr
     (( ! $+commands[livedata] )) && return 1
     response=("${(@f)$(env COMP_WORDS="${words[*]}" COMP_CWORD=$((CURRENT-1)) \
         _LIVEDATA_COMPLETE=complete_zsh livedata 2>/dev/null)}")
     for type key descr in ${response}; do
         if [[ "$type" == plain ]]; then
-            if [[ "$descr" == _ ]]; then
+            if [[ "$descr" == _ && "$key" == */ ]]; then
+                folders+=("$key")
+            elif [[ "$descr" == _ ]]; then
                 completions+=("$key")
             else
                 described+=("$key":"$descr")
@@ -77,8 +84,11 @@ _livedata_completion() {
     if (( ${#completions} )); then
         compadd -U -V unsorted -a completions
     fi
+    if (( ${#folders} )); then
+        compadd -U -V unsorted -S '' -a folders
+    fi
     # livedata offers nothing for file arguments: complete file names.
-    if (( ! ${#described} && ! ${#completions} )); then
+    if (( ! ${#described} && ! ${#completions} && ! ${#folders} )); then
         _files
     fi
 }
