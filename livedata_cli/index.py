@@ -456,6 +456,18 @@ class Index:
         ).fetchall()
         return [(_version(r), int(r["n_versions"])) for r in rows]
 
+    def newest_paths(self, prefix: str = "", *, trash: bool = False, dirs: bool = False) -> Iterator[str]:
+        """The paths ``latest`` would list, in order, streamed from the ``newest``
+        flag journal replay keeps: what a plain ``ls`` prints, with no row
+        turned into a Version."""
+        rows = self.db.execute(
+            "SELECT path FROM versions WHERE newest AND (deleted IS NOT NULL) = ? "
+            "AND path LIKE ? ESCAPE '\\' AND (? OR kind != 'dir') ORDER BY path",
+            (trash, _like_prefix(prefix), dirs),
+        )
+        for (path,) in rows:
+            yield path
+
     def find_by_hash(self, hash_: str) -> Version | None:
         """A stored version with this content (any path), for deduplication; thread-safe."""
         with self._lock:

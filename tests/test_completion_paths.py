@@ -84,3 +84,16 @@ def test_version_and_a_tab_load_no_command_tree(vault_cli: Cli) -> None:
     r = subprocess.run(livedata_exe(), env=tab, capture_output=True, text=True)
     assert r.stdout == "plain,photos/\n"
     assert vault_cli.ok("--version").out.startswith("livedata ")
+
+
+def test_ls_escapes_control_characters_and_null_gives_them_raw(vault_cli: Cli) -> None:
+    write(vault_cli.cwd / "x.txt", "x")
+    evil = "evil\x1b]0;pwned\x07\nname.txt"
+    vault_cli.ok("upload", "x.txt", "--as", evil)
+    vault_cli.ok("upload", "x.txt", "--as", "plain.txt")
+    for args in (["ls"], ["ls", "--long"]):
+        out = vault_cli.ok(*args).out
+        assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07\\x0aname.txt" in out, args
+        assert len(out.splitlines()) == 2
+    raw = vault_cli.ok("ls", "-0").stdout
+    assert raw.split(b"\0") == [evil.encode(), b"plain.txt", b""]

@@ -17,6 +17,7 @@ from livedata_cli.cli.common import (
     human_time,
     open_vault,
     parse_when,
+    printable,
     setup,
 )
 
@@ -189,6 +190,9 @@ def ls(
     long: Annotated[bool, typer.Option("--long", "-l", help="Size, versions, tags and upload time too.")] = False,
     trash: Annotated[bool, typer.Option("--trash", help="List removed files instead.")] = False,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Folders too (they are stored for their modes and times).")] = False,
+    null: Annotated[
+        bool, typer.Option("--null", "-0", help="Paths as stored, each ended by a NUL byte, for xargs -0 (no escaping).")
+    ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -199,8 +203,19 @@ def ls(
     env = setup(json_, quiet)
     from livedata_cli.vault import clean_vault_path
 
+    prefix = clean_vault_path(prefix) if prefix else ""
     with open_vault(env) as vault:
-        rows = vault.index.latest(clean_vault_path(prefix) if prefix else "", trash=trash)
+        if not long and not env.json:  # the common case: paths only, streamed
+            out = sys.stdout
+            paths = vault.index.newest_paths(prefix, trash=trash, dirs=all_)
+            if null:
+                out.flush()
+                sys.stdout.buffer.writelines(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
+                return
+            for path in paths:
+                out.write(printable(path) + "\n")  # a name from the store never drives the terminal
+            return
+        rows = vault.index.latest(prefix, trash=trash)
     rows = [(v, n) for v, n in rows if all_ or v.kind != "dir"]
     if env.json:
         env.emit([{**v.to_json(), "versions": n} for v, n in rows])
@@ -212,9 +227,9 @@ def ls(
             note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
             name += "  [password]" if v.protected else ""
             name += f"  # {note}" if note else ""  # the note's first line
-            env.out(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {name}")
+            env.out(printable(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {name}"))
         else:
-            env.out(v.path)
+            env.out(printable(v.path))
 
 
 def info(
