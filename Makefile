@@ -20,7 +20,7 @@ demo: install
 
 # Debian packages the tests use: a real Secret Service (gnome-keyring on D-Bus), PostgreSQL and
 # Redis for the server, Node and Chromium for the share page's script, and the conversion
-# engines (pandoc, LibreOffice Writer without its GUI, ffmpeg).
+# engines (pandoc, LibreOffice Writer without its GUI, ffmpeg), and libfuse 3 for livedata mount.
 system-deps:
 	@command -v gnome-keyring-daemon >/dev/null && command -v dbus-daemon >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnome-keyring dbus >/dev/null)
@@ -32,6 +32,8 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish groff-base man-db >/dev/null)
 	@command -v node >/dev/null && test -x /usr/bin/chromium || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs chromium >/dev/null)
+	@command -v fusermount3 >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 >/dev/null)
 	@command -v pandoc >/dev/null && command -v soffice >/dev/null && command -v ffmpeg >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    pandoc libreoffice-writer-nogui ffmpeg >/dev/null)

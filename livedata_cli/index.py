@@ -456,6 +456,14 @@ class Index:
         ).fetchall()
         return [(_version(r), int(r["n_versions"])) for r in rows]
 
+    def numbered_versions(self, prefix: str = "") -> list[Version]:
+        """Every live version under a prefix with its number, by path then number."""
+        rows = self.db.execute(
+            f"SELECT * FROM ({_NUMBERED} WHERE path LIKE ? ESCAPE '\\') WHERE deleted IS NULL ORDER BY path, number",
+            (_like_prefix(prefix),),
+        ).fetchall()
+        return [_version(r) for r in rows]
+
     def newest_paths(self, prefix: str = "", *, trash: bool = False, dirs: bool = False) -> Iterator[str]:
         """The paths ``latest`` would list, in order, streamed from the ``newest``
         flag journal replay keeps: what a plain ``ls`` prints, with no row

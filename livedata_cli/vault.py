@@ -1053,6 +1053,10 @@ class Vault:
         }
 
     # -- data keys and new objects (KMS per-object keys, resumable uploads) ----------
+    def data_key_of(self, v: Version) -> bytes:
+        """A version's data key (a mounted file is decrypted segment by segment with it)."""
+        return self._data_key(v.object, v.wrapped_key)
+
     def _data_key(self, oid: str, wrapped: bytes) -> bytes:
         """The data key of an object, from its record's wrapped key."""
         from livedata_cli import kms

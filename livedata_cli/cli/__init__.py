@@ -23,6 +23,7 @@ from livedata_cli.cli import (
     files,
     history_cmds,
     keys_cmds,
+    mount_cmds,
     password_cmds,
     search_cmds,
     server_cmds,
@@ -90,6 +91,7 @@ vault_cmds.register(app)
 files.register(app)
 search_cmds.register(app)
 history_cmds.register(app)
+mount_cmds.register(app)
 app.add_typer(keys_cmds.app, name="keys")
 app.add_typer(audit_cmds.app, name="audit")
 app.add_typer(config_cmds.app, name="config")
@@ -111,6 +113,7 @@ OPTIONAL_PACKAGES = {
         "server",
     ),
     "PIL": "convert",
+    "mfusepy": "mount",
 }
 
 

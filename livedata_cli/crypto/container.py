@@ -341,6 +341,26 @@ class Decryptor:
         self._finished = final
         return plaintext
 
+    def decrypt_segment_at(self, index: int, segment: bytes | memoryview, *, final: bool) -> bytes:
+        """Authenticate and decrypt segment ``index`` out of order (a mounted file
+        read at an offset).  The nonce binds the segment to its index and to
+        whether it is the last, so a moved, swapped or cut segment fails; the
+        caller knows which index is final from the container's length in its
+        authenticated record.  The in-order state of the stream is untouched."""
+        length = memoryview(segment).nbytes
+        if not 0 <= index < _MAX_SEGMENTS:
+            raise IntegrityError(f"segment {index} is out of range")
+        if length < TAG_LEN or length > self.segment_size + TAG_LEN:
+            raise IntegrityError(f"segment {index} has an impossible length: the container is truncated or altered")
+        if not final and length != self.segment_size + TAG_LEN:
+            raise IntegrityError(f"segment {index} is short but not final: the container is truncated")
+        if final and length == TAG_LEN and index:
+            raise IntegrityError(f"empty final segment {index} after data: the container was altered")
+        try:
+            return self._aead.decrypt(_nonce(index, final), segment, self._aad)
+        except InvalidTag:
+            raise IntegrityError(f"segment {index} does not authenticate: the container was altered") from None
+
     def _decrypt_into(self, segment: memoryview, out: memoryview, *, final: bool) -> int:
         """Like :meth:`decrypt_segment`, into ``out``; on failure ``out`` holds garbage the caller drops."""
         length = segment.nbytes
