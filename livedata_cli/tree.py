@@ -115,6 +115,22 @@ def plan_upload(
     return plan
 
 
+def glob_selects(rel: str, includes: list[str], excludes: list[str]) -> bool:
+    """Whether a ``/``-relative path passes ``--include``/``--exclude`` globs, matched
+    as upload's excludes are (a glob without ``/`` against any name, one with ``/``
+    against the path) and against every folder above it, so ``--exclude cache``
+    leaves out everything under a ``cache`` folder."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+    def hit(globs: list[str]) -> bool:
+        return any(
+            fnmatch.fnmatchcase(c, g) or fnmatch.fnmatchcase(c.rsplit("/", 1)[-1], g) for c in candidates for g in globs
+        )
+
+    return (not includes or hit(includes)) and not hit(excludes)
+
+
 def walk(
     root: str, excludes: list[str], fail: Fail
 ) -> Iterator[tuple[str, str, str, os.stat_result | None]]:

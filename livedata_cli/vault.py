@@ -336,6 +336,29 @@ class Vault:
             fail=lambda local, err: report.fail(local, "", err),
         )
 
+    def preview_upload(self, plan: list[UploadSource], report: BatchReport) -> None:
+        """What ``upload`` would do with ``plan``, from the index and each file's
+        stat alone: new, changed (its content is read to know more) or unchanged.
+        Nothing is read, locked, unlocked or written."""
+        newest = self.index.newest_seen(src.path for src in plan)
+        for src in plan:
+            old = newest.get(src.path)
+            st = src.stat
+            if src.kind != "file" or src.local == "-":
+                status = "new" if old is None else "unchanged" if old.kind == src.kind else "changed"
+            elif old is None:
+                status = "new"
+            elif st is not None and old.kind == "file" and (old.size, old.mtime, old.mode) == (
+                st.st_size, st.st_mtime, stat.S_IMODE(st.st_mode)
+            ):
+                status = "unchanged"
+            else:
+                status = "changed"
+            size = st.st_size if st is not None else 0
+            report.items.append(ItemResult(src.local, src.path, status, size))
+            if status != "unchanged":
+                report.bytes_read += size
+
     def upload(
         self,
         plan: list[UploadSource],

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +24,9 @@ from livedata_cli.cli.common import (
 
 
 def upload(
-    paths: Annotated[list[str], typer.Argument(help="Files or folders to store; '-' reads stdin (needs --as).")],
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files or folders to store; '-' reads stdin (needs --as).")
+    ] = None,
     as_: Annotated[
         str | None,
         typer.Option("--as", help="Vault path to store at; ending in '/' means a folder. Example: --as photos/"),
@@ -59,6 +62,17 @@ def upload(
     no_password: Annotated[
         bool, typer.Option("--no-password", help="Store new versions of password-protected files without one.")
     ] = False,
+    files_from: Annotated[
+        list[str] | None,
+        typer.Option("--files-from", help="Also store the paths listed in this file, one a line ('-': stdin)."),
+    ] = None,
+    files_from0: Annotated[
+        list[str] | None,
+        typer.Option("--files-from0", help="Likewise, NUL-separated (find -print0): any name, byte for byte."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Say what would be stored and how much would be read; change nothing.")
+    ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -78,10 +92,31 @@ def upload(
         from livedata_cli.errors import UsageError
 
         raise UsageError("--password and --no-password exclude each other")
+    listed = _listed_paths(files_from or [], b"\n") + _listed_paths(files_from0 or [], b"\0")
+    if not paths and not listed:
+        from livedata_cli.errors import UsageError
+
+        raise UsageError("nothing to store: give PATH... or --files-from FILE")
+    if dry_run:
+        with open_vault(env) as vault:
+            report = BatchReport()
+            plan = _plan(vault, paths or [], listed, as_, recursive, excludes, report)
+            vault.preview_upload(plan, report)
+        if env.json:
+            env.emit({**report.to_json(), "dry_run": True})
+            return
+        for item in report.items:
+            env.out(f"{item.status:>10}  {printable(item.path)}  ({human_size(item.size)})")
+        counts = report.counts()
+        env.say(
+            "dry run: " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to do")
+            + f"; {human_size(report.bytes_read)} would be read; nothing was stored"
+        )
+        return
     secret = env.new_file_password() if password else None
     with open_vault(env) as vault, vault.lock(wait=not no_wait):
         report = BatchReport()
-        plan = vault.plan_upload(paths, as_path=as_, recursive=recursive, excludes=excludes, report=report)
+        plan = _plan(vault, paths or [], listed, as_, recursive, excludes, report)
         total = sum(s.stat.st_size for s in plan if s.stat is not None)
         with env.progress(total or None, "upload") as bar:
             vault.upload(
@@ -100,6 +135,37 @@ def upload(
                 if item.status not in ("failed", "skipped"):
                     env.say(f"{item.status:>10}  {item.path}  ({human_size(item.size)})")
     finish_batch(env, report, "upload")
+
+
+def _listed_paths(files: list[str], separator: bytes) -> list[str]:
+    """The paths a ``--files-from`` list names (blank lines and, for line lists,
+    ``#`` comments skipped), as the OS's names: undecodable bytes survive."""
+    out: list[str] = []
+    for name in files:
+        try:
+            data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as e:
+            from livedata_cli.errors import UsageError
+
+            raise UsageError(f"--files-from: cannot read {name}: {e.strerror}") from None
+        for raw in data.split(separator):
+            item = raw.rstrip(b"\r") if separator == b"\n" else raw
+            if item and not (separator == b"\n" and item.startswith(b"#")):
+                out.append(os.fsdecode(item))
+    return out
+
+
+def _plan(vault: Any, paths: list[str], listed: list[str], as_: str | None, recursive: bool,
+          excludes: list[str], report: Any) -> list[Any]:
+    """The upload plan: PATH arguments as usual, and each listed path at its own
+    relative path (under ``--as P/`` when given), as ``tar -T`` keeps them."""
+    plan = vault.plan_upload(paths, as_path=as_, recursive=recursive, excludes=excludes, report=report) if paths else []
+    base = (as_ or "").rstrip("/") + "/" if as_ else ""
+    for local in listed:
+        where = base + local.lstrip("/").removeprefix("./")
+        plan += vault.plan_upload([local], as_path=where + ("/" if os.path.isdir(local) else ""),
+                                  recursive=recursive, excludes=excludes, report=report)
+    return plan
 
 
 def download(
@@ -122,6 +188,14 @@ def download(
     ] = False,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only files with this tag (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that exist already.")] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="A folder download: only paths matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="A folder download: leave out paths matching this glob (repeatable)."),
+    ] = None,
     key: Annotated[
         str | None, typer.Option("--key", help="A share's key, when REF is a share file or link without '#KEY'.")
     ] = None,
@@ -149,6 +223,10 @@ def download(
         selection = vault.select_tree(ref, version=version, at=when, latest=latest, tags=tag or [])
         if selection is not None:
             prefix, versions = selection
+            if include or exclude:
+                from livedata_cli.tree import glob_selects
+
+                versions = [v for v in versions if glob_selects(v.path[len(prefix):], include or [], exclude or [])]
             if output == "-":
                 raise UsageError("a folder cannot be written to stdout: give -o DIR")
             root = Path(output) if output else Path(prefix.rstrip("/").split("/")[-1] or ".")
@@ -156,6 +234,8 @@ def download(
                 vault.download_tree(versions, prefix, root, overwrite=overwrite, report=report, progress=bar)
             finish_batch(env, report, "download")
             return
+        if include or exclude:
+            raise UsageError("--include and --exclude select files of a folder download (REF ending in '/')")
         try:
             v = vault.resolve(ref, version=version, at=when)
         except NotFound:  # perhaps the id of a share addressed to this account
