@@ -208,6 +208,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX audit_unmirrored ON audit_events(vault, chain, seq) WHERE mirrored = 0
         """,
     ),
+    (
+        # Senders' Ed25519 signing keys, pinned on first use by the recipient
+        # of a 'share --to' (livedata_cli/share_to.py): a later change is refused.
+        "0011_pinned_signing_keys",
+        """
+        CREATE TABLE pinned_signing_keys (
+            server TEXT NOT NULL,
+            email TEXT NOT NULL,
+            signing_key TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (server, email)
+        )
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.

@@ -140,7 +140,7 @@ def _create_to(
 
 @app.command("key")
 def key(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Show this account's public key fingerprint (made and published on first use), for others to compare.
+    """Show this account's public key fingerprint and signing key fingerprint (made and published on first use), for others to compare.
 
     Example: livedata share key
     """
@@ -149,11 +149,16 @@ def key(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     from livedata_cli.crypto import box
 
     with open_vault(env) as vault:
-        _private, public = share_to.key_pair(vault)
+        private, public = share_to.key_pair(vault)
+    signing = box.signing_public(private)
     if env.json:
-        env.emit({"public_key": public.hex(), "fingerprint": box.fingerprint(public)})
+        env.emit({
+            "public_key": public.hex(), "fingerprint": box.fingerprint(public),
+            "signing_key": signing.hex(), "signing_fingerprint": box.fingerprint(signing),
+        })
         return
     env.out(box.fingerprint(public))
+    env.say(f"signing key (the shares you send are signed with it): {box.fingerprint(signing)}")
 
 
 @app.command("ls")
@@ -205,8 +210,9 @@ def _ls_incoming(env: Env) -> None:
         env.say("no shares addressed to you")
         return
     for i in found:
+        who = f"from {i.sender} (verified, key {i.sender_key})" if i.verified else f"from {i.sender} (NOT VERIFIED)"
         env.out(
-            f"{i.id}  {i.name}  {human_size(i.size)}  from {i.sender}  {human_time(i.created)}  "
+            f"{i.id}  {i.name}  {human_size(i.size)}  {who}  {human_time(i.created)}  "
             f"{human_time(i.expires)}  {i.state}"
         )
 
@@ -318,11 +324,14 @@ def download_incoming_by_id(env: Env, vault: Any, ref: str, *, output: str | Non
 def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> None:
     from livedata_cli import share_to
 
-    opened, sender = share_to.open_incoming(vault, ref)
+    opened, sender, pin = share_to.open_incoming(vault, ref)
+    if pin.first_use:
+        env.say(f"{sender}'s signing key, seen for the first time: {pin.fingerprint}")
+        env.say("  pinned here; compare it with theirs ('livedata share key' on their side shows it)")
     if output == "-":
         opened.write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
-        share_to.received(vault, opened, sender, "stdout")
+        share_to.received(vault, opened, sender, pin, "stdout")
         return
     target = Path(output) if output else Path(opened.name)
     if target.is_dir():
@@ -331,8 +340,14 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
         n = opened.download_to(target, bar)
-    share_to.received(vault, opened, sender, str(target))
+    share_to.received(vault, opened, sender, pin, str(target))
     if env.json:
-        env.emit({**opened.to_json(), "from": sender, "output": str(target), "bytes": n})
+        env.emit({
+            **opened.to_json(), "from": sender, "verified": True, "sender_key": pin.fingerprint,
+            "first_use": pin.first_use, "output": str(target), "bytes": n,
+        })
         return
-    env.say(f"downloaded {opened.name} ({human_size(n)}) from {sender} to {target}")
+    env.say(
+        f"downloaded {opened.name} ({human_size(n)}) from {sender} (verified by pinned key {pin.fingerprint}) "
+        f"to {target}"
+    )

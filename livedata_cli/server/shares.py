@@ -58,6 +58,10 @@ class ShareCreate(BaseModel):
     recipient_email: Annotated[
         str | None, Field(max_length=320, description="only this account may list and fetch the share")
     ] = None
+    id: Annotated[
+        str | None,
+        Field(pattern="^[0-9a-f]{32}$", description="the share's id, chosen by the client (a signed share binds it)"),
+    ] = None
 
 
 class ShareOut(BaseModel):
@@ -136,9 +140,11 @@ def _owned(conn: Any, user_id: str, share_id: str) -> Any:
 def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
     verifier_hash = c.passwords.hash(body.password_verifier) if body.password_verifier else None
     now = clock.now()
-    sid = new_id()
+    sid = body.id or new_id()
     with c.db.write() as conn:
         owned(conn, user.id, body.file_id)
+        if body.id is not None and conn.execute(sa.select(db.shares.c.id).where(db.shares.c.id == sid)).first():
+            raise ApiError(409, "conflict", "a share with this id exists")
         if body.recipient_email is not None:
             recipient = conn.execute(
                 sa.select(db.users.c.id).where(db.users.c.email == body.recipient_email.strip().lower())
