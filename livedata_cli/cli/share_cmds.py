@@ -93,14 +93,21 @@ def create(
         _create_to(env, ref, to, seconds, max_downloads, version, password, out)
         return
     secret = _new_password(env) if password else None
+    page: str | None = None
     with open_vault(env) as vault:
         made = sharing.create(
             vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
         )
+        if made.share.kind == "api":
+            page = _check_page(env, vault.store, made.share.location)
     at = sharing.now()
     if env.json:
-        env.emit({**made.share.to_json(at), "key": made.key, "link": made.link, "size": made.size})
+        extra = {} if page is None else {"page_sha256": page}
+        env.emit({**made.share.to_json(at), "key": made.key, "link": made.link, "size": made.size, **extra})
         return
+    if page is not None:
+        env.say(f"the browser page of this link has SHA-256 {page}: a recipient can compare it with what she is")
+        env.say("  served (curl -s LINK-without-#KEY | sha256sum); 'livedata download LINK' is the trusted way")
     s = made.share
     if s.kind == "file":
         env.say(f"wrote {s.location} ({human_size(made.size)}): {s.path}, until {human_time(s.expires)}")
@@ -110,6 +117,24 @@ def create(
         env.say(f"shared {s.path} ({human_size(made.size)}) until {human_time(s.expires)}; id {s.id}")
         env.say("the link below holds the key and is shown once:")
     env.out(made.link if s.kind != "file" else made.key)
+
+
+def _check_page(env: Env, store: Any, location: str) -> str:
+    """The SHA-256 of this version's share page; a warning when the server serves another."""
+    import hashlib
+
+    from livedata_cli.sharepage import page_sha256
+
+    expected = page_sha256()
+    served = store.share_page(location)
+    if served is None:
+        env.warn("could not fetch the server's browser page for this link to compare it")
+    elif hashlib.sha256(served).hexdigest() != expected:
+        env.warn(
+            f"{store.url} serves a browser page for this link that differs from this livedata's "
+            f"(SHA-256 {hashlib.sha256(served).hexdigest()[:16]}…): recipients should use 'livedata download'"
+        )
+    return expected
 
 
 def _create_to(

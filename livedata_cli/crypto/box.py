@@ -113,13 +113,13 @@ def unwrap_private(master_key: bytes, vault_id: str, blob: bytes) -> bytes:
 # key (so every machine of the vault has it and nothing new is stored), its
 # public half published beside the X25519 key.  A share to an account is
 #
-#     "LDS\x01" || Ed25519 signature (64) || box
+#     "LDA\x01" || Ed25519 signature (64) || box
 #
 # where the box's context binds the share id, the sender's and the recipient's
 # email, and the signature covers that context, the recipient's X25519 key and
 # the whole box: the server can neither relabel who sent it, nor re-address or
 # re-number it, nor forge one (it can make an anonymous box, but not sign it).
-SIGNED_MAGIC = b"LDS\x01"
+SIGNED_MAGIC = b"LDA\x01"
 SIG_LEN = 64
 
 

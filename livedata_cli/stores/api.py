@@ -242,6 +242,16 @@ class ApiStore:
         key = body.get("signing_key")
         return None if key is None else str(key)
 
+    def share_page(self, share_id: str) -> bytes | None:
+        """The page the server serves for a share link in a browser, or None if it cannot be fetched."""
+        import httpx
+
+        try:
+            resp = self.client.http.get(f"{self.url}/s/{share_id}")
+        except httpx.HTTPError:
+            return None
+        return resp.content if resp.status_code == 200 else None
+
     def my_email(self) -> str:
         """The signed-in account's email, as the server says it is."""
         return str(self.client.get_json("/users/me", what=f"{self.url} profile").get("email", "")).strip().lower()
