@@ -276,6 +276,10 @@ def finish(command: str, code: int, *, audited: bool, vault_less: bool = False) 
             events.append(rec.event(command, rec.target, result=result_of(code), code=code))
     if not events:
         return
+    from livedata_cli import index_lock
+
+    if index_lock.is_locked(config.home() / config.INDEX_FILE):
+        return  # 'lock --index': no index to keep them in until the next unlock
     if vault is None:
         if not vault_less or not config.VaultSettings.exists():
             return

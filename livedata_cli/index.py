@@ -344,6 +344,9 @@ class Index:
         self._lock = threading.Lock()
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from livedata_cli.index_lock import check_unlocked
+
+        check_unlocked(path)  # never a fresh empty index beside an encrypted one
         if not path.exists():
             # Names and tags are plaintext here: the file is for this user only.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
