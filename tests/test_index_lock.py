@@ -41,6 +41,9 @@ def test_lock_index_encrypts_the_index_and_search_and_ls_need_the_key(vault_cli:
         assert not (home / "index.sqlite").exists()
     assert_one_line_error(vault_cli("search", "merger", env={"LIVEDATA_PASSPHRASE": "wrong"}), 4)
     assert not (home / "index.sqlite").exists() and (home / "index.sqlite.locked").exists()
+    checks = {c["name"]: c for c in vault_cli("doctor", "--json", env=NO_KEY).json()["checks"]}
+    assert checks["index"]["status"] == "ok" and "encrypted" in checks["index"]["message"]
+    assert not (home / "index.sqlite").exists()
 
     # With the key: search opens it, and it stays open until the next lock --index.
     found = vault_cli.ok("search", "zanzibar", "--json").json()
