@@ -21,6 +21,23 @@ Tamper evidence
     before the store, a store that ends before what the index says it
     mirrored, or both ending before the head the keyring remembers.
 
+    The keyring keeps the head of *every* chain this home has seen (its own
+    and the ones it imported) in one entry, so a chain erased whole (its
+    meta, rows and objects) is missed against it.  Without a keyring, each
+    chain's head is also kept as a MACed *head record*, in the index
+    (``meta``) and in the store (``audit-head/<chain>``, encrypted): cutting
+    the same tail from the events of both is caught unless the head records
+    are rolled back too (to copies saved earlier), which only the keyring
+    stops.
+
+Pending events
+    Events written without the vault key carry a MAC under a *pending key*,
+    a random key kept in the keyring beside the heads (made by the first
+    command that has the vault key).  When they are chained, an event whose
+    pending MAC does not verify, or that was written when there was no
+    keyring, is chained as ``UNAUTHENTICATED`` (its detail says so and
+    listings flag it): anyone who can write the index could have planted it.
+
 Several machines
     Each home appends to its own chain; ``livedata audit`` imports the other
     chains from the store, verifies each separately and shows them
@@ -60,6 +77,8 @@ if TYPE_CHECKING:
     from livedata_cli.vault import Vault
 
 PREFIX = "audit/"
+HEAD_PREFIX = "audit-head/"
+UNAUTHENTICATED = "UNAUTHENTICATED (written without the vault key, its pending MAC missing or wrong): "
 FORMAT = 1
 ZERO_MAC = "0" * 64
 # Bursts of refused unlocks, and mass deletions, are flagged in listings.
@@ -257,13 +276,19 @@ def finish(command: str, code: int, *, audited: bool, vault_less: bool = False) 
             events.append(rec.event(command, rec.target, result=result_of(code), code=code))
     if not events:
         return
+    from livedata_cli import index_lock
+
+    if index_lock.is_locked(config.home() / config.INDEX_FILE):
+        return  # 'lock --index': no index to keep them in until the next unlock
     if vault is None:
         if not vault_less or not config.VaultSettings.exists():
             return
         vault_id = config.VaultSettings.load().vault_id
         index = Index(config.home() / config.INDEX_FILE)
         try:
-            add_pending(index, vault_id, events)
+            from livedata_cli.keys import KeyCache
+
+            add_pending(index, vault_id, events, KeyCache(True))
         finally:
             index.close()
         return
@@ -271,20 +296,49 @@ def finish(command: str, code: int, *, audited: bool, vault_less: bool = False) 
     try:
         master = vault._master
         if master is None:
-            add_pending(index, vault.vault_id, events)
+            add_pending(index, vault.vault_id, events, vault.unlocker.cache)
             return
         Trail(index, vault.store, vault.vault_id, master, vault.unlocker.cache).append(events)
     finally:
         index.close()
 
 
-def add_pending(index: Index, vault_id: str, events: list[dict[str, Any]]) -> None:
-    """Keep events that cannot be MACed yet (no key) until the next unlock."""
+def _pending_account(vault_id: str) -> str:
+    return f"{vault_id}/audit/pending-key"
+
+
+def pending_key(cache: KeyCache | None, vault_id: str) -> bytes | None:
+    """The key pending events are MACed with, from the keyring (None without one)."""
+    if cache is None or not cache.enabled:
+        return None
+    key = cache.get(_pending_account(vault_id))
+    return key if key is not None and len(key) == 32 else None
+
+
+def _pending_mac(key: bytes, vault_id: str, e: dict[str, Any]) -> str:
+    body = {k: v for k, v in e.items() if k != "pmac"}
+    return keyed_hash(key, b"livedata/v1/audit-pending\x00" + vault_id.encode() + b"\x00" + _encode_canonical(body).encode())
+
+
+def pending_authentic(key: bytes | None, vault_id: str, e: dict[str, Any]) -> bool:
+    """Whether a pending event carries a valid MAC under the pending key."""
+    if key is None or not isinstance(e.get("pmac"), str) or not isinstance(e.get("pid"), str):
+        return False
+    return hmac.compare_digest(_pending_mac(key, vault_id, e), e["pmac"])
+
+
+def add_pending(index: Index, vault_id: str, events: list[dict[str, Any]], cache: KeyCache | None = None) -> None:
+    """Keep events that cannot be chained yet (no vault key) until the next unlock,
+    each MACed under the pending key when the keyring holds one."""
+    key = pending_key(cache, vault_id)
+    rows = []
+    for e in events:
+        e = {**e, "pid": secrets.token_hex(8)}
+        if key is not None:
+            e["pmac"] = _pending_mac(key, vault_id, e)
+        rows.append((vault_id, json.dumps(e, sort_keys=True)))
     with index.write() as db:
-        db.executemany(
-            "INSERT INTO audit_pending (vault, event) VALUES (?, ?)",
-            [(vault_id, json.dumps(e, sort_keys=True)) for e in events],
-        )
+        db.executemany("INSERT INTO audit_pending (vault, event) VALUES (?, ?)", rows)
 
 
 # -- verification results ------------------------------------------------------
@@ -379,7 +433,7 @@ class Trail:
             pending = db.execute(
                 "SELECT id, event FROM audit_pending WHERE vault = ? ORDER BY id", (self.vault_id,)
             ).fetchall()
-            todo = [json.loads(r[1]) for r in pending] + new
+            todo = self._checked_pending([json.loads(r[1]) for r in pending]) + new
             if todo:
                 row = db.execute(
                     "SELECT seq, mac FROM audit_events WHERE vault = ? AND chain = ? ORDER BY seq DESC LIMIT 1",
@@ -403,6 +457,10 @@ class Trail:
                         "DELETE FROM audit_pending WHERE vault = ? AND id <= ?", (self.vault_id, pending[-1][0])
                     )
                 head = (seq, prev)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (self._head_meta(chain), json.dumps(self._head_record(chain, seq, prev))),
+                )
         if head is not None:
             self._remember_head(chain, *head)
         try:
@@ -412,6 +470,67 @@ class Trail:
             raise LivedataError(
                 f"events kept in the index; their store copy waits for the next command ({detail})"
             ) from None
+
+    def _checked_pending(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pending events as they are chained: the ones without a valid pending MAC
+        (or seen twice) are marked unauthenticated."""
+        key = pending_key(self.cache, self.vault_id)
+        if key is None and self.cache is not None and self.cache.enabled:
+            # Made now, for the next command that lacks the vault key; no event
+            # waiting now can hold a MAC under it.
+            self.cache.put(_pending_account(self.vault_id), secrets.token_bytes(32))
+        seen: set[str] = set()
+        out = []
+        for e in events:
+            ok = pending_authentic(key, self.vault_id, e) and str(e["pid"]) not in seen
+            seen.add(str(e.get("pid")))
+            if not ok:
+                e = {**e, "detail": (UNAUTHENTICATED + str(e.get("detail", "")))[:400]}
+            out.append(e)
+        return out
+
+    # -- head records (the chain's end, MACed, in the index and the store) ----------
+    def _head_meta(self, chain: str) -> str:
+        return f"audit_head:{self.vault_id}:{chain}"
+
+    def _head_tag(self, chain: str, seq: int, mac: str) -> str:
+        return keyed_hash(self._key, f"livedata/v1/audit-head\x00{self.vault_id}\x00{chain}\x00{seq}\x00{mac}".encode())
+
+    def _head_record(self, chain: str, seq: int, mac: str) -> dict[str, Any]:
+        return {"chain": chain, "seq": seq, "mac": mac, "tag": self._head_tag(chain, seq, mac)}
+
+    def _head_ok(self, chain: str, rec: Any) -> tuple[int, str] | None:
+        try:
+            seq, mac = int(rec["seq"]), str(rec["mac"])
+            if rec["chain"] == chain and hmac.compare_digest(self._head_tag(chain, seq, mac), str(rec["tag"])):
+                return seq, mac
+        except (KeyError, TypeError, ValueError):
+            pass
+        return None
+
+    def head_records(self) -> dict[str, list[tuple[str, tuple[int, str] | None]]]:
+        """Every chain's head records: (where, (seq, mac) or None when it fails its MAC)."""
+        out: dict[str, list[tuple[str, tuple[int, str] | None]]] = {}
+        for name in self.store.list(HEAD_PREFIX):
+            chain = name[len(HEAD_PREFIX):]
+            if not chain or "/" in chain:
+                continue
+            try:
+                (rec,) = journal.decode(self.master, self.vault_id, name, self.store.get_bytes(name))
+            except (LivedataError, OSError, ValueError):
+                rec = None
+            out.setdefault(chain, []).append(("store", self._head_ok(chain, rec)))
+        prefix = f"audit_head:{self.vault_id}:"
+        for key, value in self.index.db.execute(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
+        ):
+            chain = str(key)[len(prefix):]
+            try:
+                rec = json.loads(value)
+            except ValueError:
+                rec = None
+            out.setdefault(chain, []).append(("index", self._head_ok(chain, rec)))
+        return out
 
     def mirror(self, fresh: list[dict[str, Any]] | None = None) -> None:
         """Write this machine's events the store lacks as one encrypted object.
@@ -449,10 +568,45 @@ class Trail:
                 (self.vault_id, chain, first, last),
             )
             db.execute("INSERT OR IGNORE INTO audit_objects (name) VALUES (?)", (name,))
+            # The head record goes after the events it names: a reader that reads the
+            # head first never finds it ahead of the objects it lists next.
+            head = f"{HEAD_PREFIX}{chain}"
+            top = events[-1]
+            record = self._head_record(chain, int(top["seq"]), str(top["mac"]))
+            self.store.put_bytes(head, journal.encode(self.master, self.vault_id, head, [record]))
 
     def _remember_head(self, chain: str, seq: int, mac: str) -> None:
-        if self.cache is not None and self.cache.enabled:
-            self.cache.put(self._head_account(chain), seq.to_bytes(8, "big") + bytes.fromhex(mac))
+        """Keep the chain's head in the keyring's set of every chain this home has seen."""
+        if self.cache is None or not self.cache.enabled:
+            return
+        heads = self._keyring_set()
+        if chain in heads and heads[chain][0] > seq:
+            return
+        heads[chain] = (seq, mac)
+        self.cache.put(self._set_account(), json.dumps({c: [q, m] for c, (q, m) in heads.items()}).encode())
+
+    def _keyring_set(self) -> dict[str, tuple[int, str]]:
+        if self.cache is None or not self.cache.enabled:
+            return {}
+        raw = self.cache.get(self._set_account())
+        out: dict[str, tuple[int, str]] = {}
+        try:
+            for chain, (seq, mac) in json.loads(raw or b"{}").items():
+                out[str(chain)] = (int(seq), str(mac))
+        except (ValueError, TypeError, AttributeError):
+            return {}
+        return out
+
+    def keyring_heads(self) -> dict[str, tuple[int, str]]:
+        """The heads the keyring remembers: every chain's, and this home's own from
+        before the set existed (an entry of its own)."""
+        heads = self._keyring_set()
+        own = self.own_chain()
+        if own is not None and own not in heads:
+            legacy = self._keyring_head(own)
+            if legacy is not None:
+                heads[own] = legacy
+        return heads
 
     def _keyring_head(self, chain: str) -> tuple[int, str] | None:
         if self.cache is None or not self.cache.enabled:
@@ -464,6 +618,9 @@ class Trail:
 
     def _head_account(self, chain: str) -> str:
         return f"{self.vault_id}/audit/{chain}"
+
+    def _set_account(self) -> str:
+        return f"{self.vault_id}/audit/chains"
 
     # -- other machines -------------------------------------------------------------
     def store_objects(self) -> dict[str, list[str]]:
@@ -502,6 +659,9 @@ class Trail:
                     )
                     added += db.total_changes - before
                     db.execute("INSERT OR IGNORE INTO audit_objects (name) VALUES (?)", (name,))
+                if good:
+                    top = max(good, key=lambda e: int(e["seq"]))
+                    self._remember_head(chain, int(top["seq"]), str(top["mac"]))
         return added
 
     # -- reading -------------------------------------------------------------------
@@ -540,14 +700,20 @@ class Trail:
             args,
         ).fetchall()
         out = [_row_event(r) for r in rows]
+        key = pending_key(self.cache, self.vault_id)
         for r in self.index.db.execute("SELECT id, event FROM audit_pending WHERE vault = ?", (self.vault_id,)):
             e = json.loads(r[1])
-            e.update(vault=self.vault_id, chain="", seq=None, prev="", mac="")
+            authentic = pending_authentic(key, self.vault_id, e)
+            e = {k: v for k, v in e.items() if k not in ("pid", "pmac")}
+            e.update(vault=self.vault_id, chain="", seq=None, prev="", mac="", unauthenticated=not authentic)
             if _matches(e, since, until, actions, path, result):
                 out.append(e)
         flags = self.flags()
         for e in out:
-            e["flags"] = sorted(flags.get((e["chain"], e["seq"]), ()))
+            mine = set(flags.get((e["chain"], e["seq"]), ()))
+            if e.pop("unauthenticated", False) or str(e.get("detail", "")).startswith(UNAUTHENTICATED):
+                mine.add("unauthenticated")
+            e["flags"] = sorted(mine)
         out.sort(key=lambda e: (e["time"], e["chain"], e["seq"] or 0), reverse=newest_first)
         return out[:limit] if limit else out
 
@@ -592,8 +758,10 @@ class Trail:
         # The store is read before the index: whatever a listing shows was
         # committed to its index first, so a concurrent command cannot make the
         # store look ahead of the index.
+        heads = self.head_records()  # before the objects: a head is written after its objects
         objects = self.store_objects()
         store_side = {c: self._load_store_chain(c, names) for c, names in objects.items()}
+        remembered = self.keyring_heads()
         self.index.db.execute("BEGIN")
         try:
             chains = [
@@ -611,8 +779,10 @@ class Trail:
         finally:
             self.index.db.execute("COMMIT")
         reports = []
-        for chain in sorted(set(index_side) | set(store_side), key=lambda c: (c != own, c)):
-            reports.append(self._verify_chain(chain, chain == own, index_side.get(chain, []), store_side.get(chain)))
+        for chain in sorted(set(index_side) | set(store_side) | set(remembered), key=lambda c: (c != own, c)):
+            report = self._verify_chain(chain, chain == own, index_side.get(chain, []), store_side.get(chain),
+                                        remembered.get(chain), heads.get(chain, []))
+            reports.append(report)
         problems = sorted((p for r in reports for p in r.problems), key=lambda p: (p.chain != own, p.chain))
 
         own_report = next((r for r in reports if r.this_machine), None)
@@ -720,6 +890,8 @@ class Trail:
         this_machine: bool,
         idx: list[dict[str, Any]],
         store: tuple[dict[int, dict[str, Any]], list[Problem]] | None,
+        remembered: tuple[int, str] | None = None,
+        heads: list[tuple[str, tuple[int, str] | None]] | None = None,
     ) -> ChainReport:
         report = ChainReport(chain, this_machine, host=str(idx[-1]["host"]) if idx else "")
         st_by_seq, st_problems = store if store is not None else ({}, [])
@@ -750,20 +922,39 @@ class Trail:
                     problems.append(Problem(chain, s_head + 1, "head check", "store",
                                             f"the store's copy ends before it (at #{s_head}) but the index says "
                                             f"events up to #{mirrored} were mirrored: the store's tail was truncated"))
-        if this_machine:
-            remembered = self._keyring_head(chain)
-            top = max(i_head or 0, s_head)
-            if remembered is not None:
-                k_seq, k_mac = remembered
-                if k_seq > top:
-                    problems.append(Problem(chain, top + 1, "keyring head check", "index and store",
-                                            f"the keyring remembers head #{k_seq}, but the index and the store end "
-                                            f"at #{top}: the tail was truncated in both"))
-                else:
-                    held = idx_by_seq.get(k_seq) or st_by_seq.get(k_seq)
-                    if held is not None and held.get("mac") != k_mac:
-                        problems.append(Problem(chain, k_seq, "keyring head check", "index and store",
-                                                "it differs from the head the keyring remembers"))
+        top = max(i_head or 0, s_head)
+        if remembered is not None:
+            k_seq, k_mac = remembered
+            if k_seq > top and top == 0:
+                problems.append(Problem(chain, None, "keyring head check", "index and store",
+                                        f"the keyring remembers this chain up to #{k_seq}, but neither the index "
+                                        "nor the store holds any of it: the whole chain was erased"))
+            elif k_seq > top:
+                problems.append(Problem(chain, top + 1, "keyring head check", "index and store",
+                                        f"the keyring remembers head #{k_seq}, but the index and the store end "
+                                        f"at #{top}: the tail was truncated in both"))
+            else:
+                held = idx_by_seq.get(k_seq) or st_by_seq.get(k_seq)
+                if held is not None and held.get("mac") != k_mac:
+                    problems.append(Problem(chain, k_seq, "keyring head check", "index and store",
+                                            "it differs from the head the keyring remembers"))
+        present = max(max(idx_by_seq, default=0), s_head)
+        for where, head in heads or []:
+            if head is None:
+                problems.append(Problem(chain, None, "head record check", where,
+                                        f"the chain's head record in the {where} fails authentication: "
+                                        "edited or forged"))
+                continue
+            h_seq, h_mac = head
+            if h_seq > present:
+                problems.append(Problem(chain, present + 1, "head record check", "index and store",
+                                        f"the head record in the {where} says the chain reaches #{h_seq}, but the "
+                                        f"index and the store end at #{present}: the tail was cut from both"))
+            else:
+                held = idx_by_seq.get(h_seq) or st_by_seq.get(h_seq)
+                if held is not None and held.get("mac") != h_mac:
+                    problems.append(Problem(chain, h_seq, "head record check", where,
+                                            f"it differs from the head record in the {where}"))
         report.problems = sorted(problems, key=_problem_order)
         best = iw if iw.count >= sw.count else sw
         report.events = max(iw.count, sw.count, len(idx_by_seq.keys() | st_by_seq.keys()))
@@ -797,7 +988,7 @@ class Trail:
 # -- helpers -------------------------------------------------------------------
 _CHECKS = (
     "store authentication check", "MAC check", "sequence check", "chain check",
-    "head check", "keyring head check", "cross check",
+    "head check", "keyring head check", "head record check", "cross check",
 )
 
 

@@ -223,6 +223,10 @@ def check_index(store_journals: list[str] | None) -> Check:
     path = config.home() / config.INDEX_FILE
     details: dict[str, Any] = {"path": str(path)}
     if not path.exists():
+        from livedata_cli.index_lock import is_locked
+
+        if is_locked(path):
+            return Check("index", "ok", "the local index is encrypted ('livedata lock --index')", None, details)
         return Check("index", "warn", f"no local index at {path} yet", "run 'livedata sync'", details)
     rebuild = "run 'livedata sync --rebuild' (the index is a cache: nothing is lost)"
     try:

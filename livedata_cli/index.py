@@ -208,6 +208,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX audit_unmirrored ON audit_events(vault, chain, seq) WHERE mirrored = 0
         """,
     ),
+    (
+        # Senders' Ed25519 signing keys, pinned on first use by the recipient
+        # of a 'share --to' (livedata_cli/share_to.py): a later change is refused.
+        "0011_pinned_signing_keys",
+        """
+        CREATE TABLE pinned_signing_keys (
+            server TEXT NOT NULL,
+            email TEXT NOT NULL,
+            signing_key TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            PRIMARY KEY (server, email)
+        )
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.
@@ -330,6 +344,9 @@ class Index:
         self._lock = threading.Lock()
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from livedata_cli.index_lock import check_unlocked
+
+        check_unlocked(path)  # never a fresh empty index beside an encrypted one
         if not path.exists():
             # Names and tags are plaintext here: the file is for this user only.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))

@@ -11,6 +11,14 @@ no link secret travels.
 Her public key is pinned in the local index on first use (its fingerprint is
 shown then), so a server that later hands out another key is refused (exit 5)
 instead of being trusted.
+
+The sender is authenticated too: every account has an Ed25519 signing key
+(derived from its X25519 private key, published beside it), and a share is
+signed with it over a context that binds the share's id (chosen by the sender
+and kept by the server as the share's id), the sender's and the recipient's
+email.  The recipient pins the sender's signing key on first use, per sender
+email, and refuses (exit 5) a share whose signature, sender, recipient or id
+does not match, or whose sender's key changed.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,7 +60,7 @@ def key_pair(vault: Any) -> tuple[bytes, bytes]:
             private = box.unwrap_private(vault.master_key, vault.vault_id, store.get_bytes(PRIVATE_KEY))
         vault.events.add("share-key", "", detail=f"X25519 key pair made, fingerprint {box.fingerprint(box.public_of(private))}")
     public = box.public_of(private)
-    store.publish_public_key(public.hex())
+    store.publish_public_key(public.hex(), box.signing_public(private).hex())
     return private, public
 
 
@@ -90,6 +99,37 @@ def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
     return public, Pin(box.fingerprint(public), True)
 
 
+def pinned_sender(vault: Any, email: str) -> tuple[bytes, Pin]:
+    """The sender's signing key as the server says it, checked against (or pinned as) the one seen first."""
+    store = vault.store
+    email = email.strip().lower()
+    said = store.signing_key_of(email)
+    if said is None:
+        raise IntegrityError(f"{email} published no signing key on {store.url}: her share cannot be verified")
+    try:
+        signing = bytes.fromhex(said)
+    except ValueError:
+        raise IntegrityError(f"the server's signing key of {email} is not hex") from None
+    if len(signing) != box.KEY_LEN:
+        raise IntegrityError(f"the server's signing key of {email} is not an Ed25519 key (32 bytes)")
+    db = vault.index.db
+    row = db.execute(
+        "SELECT signing_key FROM pinned_signing_keys WHERE server = ? AND email = ?", (store.url, email)
+    ).fetchone()
+    if row is not None:
+        if row[0] != signing.hex():
+            raise IntegrityError(
+                f"signing key of {email} changed (pinned {box.fingerprint(bytes.fromhex(row[0]))}, "
+                f"server now says {box.fingerprint(signing)}): not opened"
+            )
+        return signing, Pin(box.fingerprint(signing), False)
+    db.execute(
+        "INSERT INTO pinned_signing_keys (server, email, signing_key, first_seen) VALUES (?, ?, ?, ?)",
+        (store.url, email, signing.hex(), sharing.now()),
+    )
+    return signing, Pin(box.fingerprint(signing), True)
+
+
 @dataclass(frozen=True)
 class SentTo:
     created: sharing.Created
@@ -107,18 +147,21 @@ def create(
     to = to.strip().lower()
     if "@" not in to:
         raise UsageError(f"--to: {to!r} is not an email address")
-    key_pair(vault)
+    private, _mine = key_pair(vault)
     public, pin = pinned_key(vault, to)
+    sender = store.my_email()
     vault.sync()
     v = vault.resolve(ref, version=version)
     if v.kind != "file":
         raise UsageError(f"{v.path} is a {v.kind}: only files can be shared")
     data_key = vault._data_key(v.object, v.wrapped_key)
     share_id = sc.new_share_id()
+    server_id = secrets.token_hex(16)  # the server keeps it as the share's id: bound by the signature
     created = sharing.now()
     expires = created + expires_in
     manifest = {
-        "id": share_id,
+        "id": server_id,
+        "from": sender,
         "to": to,
         "name": v.path.rsplit("/", 1)[-1],
         "size": v.size,
@@ -129,7 +172,8 @@ def create(
         "created": created,
         "expires": expires,
     }
-    sealed = box.seal_to(public, json.dumps(manifest, sort_keys=True).encode(), CONTEXT)
+    context = box.share_context(CONTEXT, server_id, sender, to)
+    sealed = box.seal_signed(private, public, json.dumps(manifest, sort_keys=True).encode(), context)
     location = store.create_share(
         v.store_key,
         manifest=base64.b64encode(sealed).decode(),
@@ -137,7 +181,11 @@ def create(
         max_downloads=max_downloads,
         verifier=None,
         recipient=to,
+        share_id=server_id,
     )
+    if location != server_id:
+        store.revoke_share(location)
+        raise IntegrityError(f"{store.url} did not keep the share's id (it needs a newer livedata server)")
     record = {
         "t": "share", "id": share_id, "vid": v.vid, "path": v.path, "object": v.object, "kind": "api",
         "created": created, "expires": expires, "max_downloads": max_downloads, "password": False,
@@ -164,45 +212,65 @@ class Incoming:
     expires: float | None
     state: str
     link: str
+    sender_key: str
+    verified: bool
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "from": self.sender, "name": self.name, "size": self.size,
             "created": self.created, "expires": self.expires, "state": self.state, "link": self.link,
+            "sender_key": self.sender_key, "verified": self.verified,
         }
 
 
-def _open_manifest(private: bytes, item: dict[str, Any]) -> dict[str, Any]:
+def _open_manifest(vault: Any, private: bytes, me: str, item: dict[str, Any]) -> tuple[dict[str, Any], Pin]:
+    """The manifest of one incoming share, verified against its sender's pinned signing key."""
+    share_id, sender = str(item.get("id")), str(item.get("owner_email", "")).strip().lower()
     try:
         blob = base64.b64decode(str(item["manifest"]), validate=True)
     except (ValueError, KeyError, binascii.Error):
-        raise IntegrityError(f"share {item.get('id')}: the server's manifest is not a sealed box") from None
+        raise IntegrityError(f"share {share_id}: the server's manifest is not a sealed box") from None
+    signing, pin = pinned_sender(vault, sender)
+    context = box.share_context(CONTEXT, share_id, sender, me)
     try:
-        manifest = json.loads(box.open_box(private, blob, CONTEXT))
+        opened = box.open_signed(private, signing, blob, context)
+    except IntegrityError as e:
+        raise IntegrityError(f"share {share_id} from {sender}: {e}") from None
+    try:
+        manifest = json.loads(opened)
     except ValueError:
-        raise IntegrityError(f"share {item.get('id')}: its manifest is authenticated but unreadable") from None
+        raise IntegrityError(f"share {share_id}: its manifest is authenticated but unreadable") from None
     if not isinstance(manifest, dict):
-        raise IntegrityError(f"share {item.get('id')}: its manifest is unreadable")
+        raise IntegrityError(f"share {share_id}: its manifest is unreadable")
     for field in ("size", "key", "header_hash", "length"):
         if field not in manifest:
-            raise IntegrityError(f"share {item.get('id')}: its manifest lacks its {field}")
-    return manifest
+            raise IntegrityError(f"share {share_id}: its manifest lacks its {field}")
+    if (manifest.get("id"), manifest.get("from"), manifest.get("to")) != (share_id, sender, me):
+        raise IntegrityError(f"share {share_id}: its manifest names another share, sender or recipient")
+    return manifest, pin
 
 
 def incoming(vault: Any) -> list[Incoming]:
-    """Shares addressed to this account, with the names only this vault can read."""
+    """Shares addressed to this account, with the names only this vault can read.
+
+    A share whose signature does not verify is listed with its name withheld
+    and ``verified`` false; opening it is refused (exit 5).
+    """
     store = _api_store(vault, "--incoming")
     private, _public = key_pair(vault)
+    me = store.my_email()
     out = []
     for item in store.incoming_shares():
+        verified, sender_key = True, ""
         try:
-            name = str(_open_manifest(private, item).get("name", ""))
-        except IntegrityError:
-            name = "(unreadable: not sealed to this vault's key)"
+            manifest, pin = _open_manifest(vault, private, me, item)
+            name, sender_key = str(manifest.get("name", "")), pin.fingerprint
+        except IntegrityError as e:
+            verified, name = False, f"(refused: {e})"
         out.append(
             Incoming(
                 str(item["id"]), str(item["owner_email"]), name, int(item["size"]), float(item["created_at"]),
-                item.get("expires_at"), str(item["state"]), f"{store.url}/s/{item['id']}",
+                item.get("expires_at"), str(item["state"]), f"{store.url}/s/{item['id']}", sender_key, verified,
             )
         )
     return out
@@ -225,8 +293,8 @@ class IncomingOpened(sharing.Opened):
             resp.close()
 
 
-def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str]:
-    """A share addressed to this account, by its id or link; returns it and its sender."""
+def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
+    """A share addressed to this account, by its id or link; returns it, its sender and her key's pin."""
     store = _api_store(vault, "a share to your account")
     share_id = ref.partition("#")[0].rstrip("/").rsplit("/", 1)[-1]
     private, _public = key_pair(vault)
@@ -235,17 +303,18 @@ def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str]:
         raise NotFound(f"no share {share_id} addressed to you on {store.url} ('livedata share ls --incoming' lists them)")
     if item["state"] != "active":
         raise Refused(f"share {share_id} is {str(item['state']).replace('_', ' ')}")
-    manifest = _open_manifest(private, item)
+    manifest, pin = _open_manifest(vault, private, store.my_email(), item)
     expires = manifest.get("expires")
     if expires is not None and sharing.now() >= float(expires):
         raise Refused(f"this share expired at {sharing._iso(float(expires))}")
     manifest["server_id"] = share_id
     opened = IncomingOpened(sharing.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
     opened.store = store
-    return opened, str(item["owner_email"])
+    return opened, str(item["owner_email"]).strip().lower(), pin
 
 
-def received(vault: Any, opened: IncomingOpened, sender: str, target: str) -> None:
+def received(vault: Any, opened: IncomingOpened, sender: str, pin: Pin, target: str) -> None:
     vault.events.add(
-        "share-receive", opened.name, detail=f"share {opened.manifest['server_id']} from {sender} to {target}"
+        "share-receive", opened.name,
+        detail=f"share {opened.manifest['server_id']} from {sender} (signing key {pin.fingerprint}) to {target}",
     )

@@ -191,7 +191,9 @@ def create(
     elif kind == "api":
         import base64
 
-        envelope = sc.seal_manifest(secret, share_id, manifest, password)
+        # The server keeps an Argon2id hash of a password share's check value
+        # as its verifier, never the value itself: its copy is sealed without it.
+        envelope = sc.seal_manifest(secret, share_id, manifest, password, with_check=password is None)
         verifier = None
         if password is not None:
             hint = sc.password_hint(envelope)

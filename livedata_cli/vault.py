@@ -185,7 +185,21 @@ class Vault:
         so ``ls`` and ``info`` read the local index alone (no network, no credentials)."""
         settings = config.VaultSettings.load()
         store = open_store(settings.store)
-        return Vault(store, None, Index(config.home() / config.INDEX_FILE), unlocker, vault_id=settings.vault_id)
+        index_path = config.home() / config.INDEX_FILE
+        master = None
+        from livedata_cli import index_lock
+
+        if index_lock.is_locked(index_path):  # 'lock --index': the key opens the index first
+            cfg = _read_config(store)
+            if cfg.vault_id != settings.vault_id:
+                raise IntegrityError(
+                    f"the store {store.url} holds vault {cfg.vault_id}, not {settings.vault_id} as this machine expects"
+                )
+            master = unlocker.unlock(store, cfg)
+            index_lock.unlock(index_path, master, settings.vault_id)
+        vault = Vault(store, None, Index(index_path), unlocker, vault_id=settings.vault_id)
+        vault._master = master
+        return vault
 
     @property
     def cfg(self) -> StoreConfig:

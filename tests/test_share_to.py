@@ -125,7 +125,7 @@ def test_share_to_an_account_opens_only_with_her_vault(cli: Cli, server: Any) ->
         (sealed,) = con.execute("SELECT manifest FROM shares WHERE id = ?", (sid,)).fetchone()
         (envelope,) = con.execute("SELECT manifest FROM shares WHERE id = ?", (link["location"],)).fetchone()
     con.close()
-    assert base64.b64decode(sealed)[:4] == b"LDB\x01"
+    assert base64.b64decode(sealed)[:4] == b"LDA\x01"
     needles = [*secrets_of(link["key"], base64.b64decode(envelope)), NAME.encode(), DATA[:40]]
     assert_nowhere(needles, [p.read_bytes() for p in Path(srv.home).rglob("*") if p.is_file()])
     assert_nowhere(needles, [srv.log().encode()])

@@ -18,6 +18,15 @@ DEFAULT_LIMIT = 50
 NOTE_LIMIT = 64 * 1024
 
 
+def _open_locked_index(env: Env) -> None:
+    """An index encrypted by 'lock --index' is opened with the vault key first (search then needs it)."""
+    from livedata_cli import config, index_lock
+
+    if config.VaultSettings.exists() and index_lock.is_locked(config.home() / config.INDEX_FILE):
+        with open_vault(env):
+            pass  # opening the vault unlocks and decrypts the index
+
+
 def search(
     query: Annotated[
         list[str] | None,
@@ -91,6 +100,7 @@ def search(
     # A listing makes thousands of short-lived objects and no cycles, and the
     # process ends right after: the cyclic collector would be pure cost.
     gc.disable()
+    _open_locked_index(env)
     results = core.search(core.open_index(), text, filters, limit=limit or None)
     if env.json:
         env.emit(

@@ -161,6 +161,30 @@ def rotate_key(db: DbOpt = None, keys: KeysOpt = None, json_: JsonOpt = False, q
         env.say(f"key version {result.version} is current; {result.rewrapped} data keys re-wrapped")
 
 
+@app.command("retire-key")
+def retire_key(
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="The key version to remove from the key file.")],
+    db: DbOpt = None,
+    keys: KeysOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove an old server key version from the key file, once no blob's data key is wrapped under it.
+
+    Refused (exit 7) while any blob still uses it: 'rotate-key' re-wraps them all under a new version first.
+    The current version cannot be retired (exit 2).
+    Example: livedata server retire-key 1
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import retire_key as run
+
+    left = run(_config(db_url=db, keys_path=keys), version)
+    if env.json:
+        env.emit({"retired": version, "versions": left})
+    else:
+        env.say(f"key version {version} retired; {left} version{'s' if left != 1 else ''} left")
+
+
 @app.command("create-admin")
 def create_admin(
     email: Annotated[str, typer.Argument(help="The administrator's email address.")],

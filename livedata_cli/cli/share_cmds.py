@@ -93,14 +93,21 @@ def create(
         _create_to(env, ref, to, seconds, max_downloads, version, password, out)
         return
     secret = _new_password(env) if password else None
+    page: str | None = None
     with open_vault(env) as vault:
         made = sharing.create(
             vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
         )
+        if made.share.kind == "api":
+            page = _check_page(env, vault.store, made.share.location)
     at = sharing.now()
     if env.json:
-        env.emit({**made.share.to_json(at), "key": made.key, "link": made.link, "size": made.size})
+        extra = {} if page is None else {"page_sha256": page}
+        env.emit({**made.share.to_json(at), "key": made.key, "link": made.link, "size": made.size, **extra})
         return
+    if page is not None:
+        env.say(f"the browser page of this link has SHA-256 {page}: a recipient can compare it with what she is")
+        env.say("  served (curl -s LINK-without-#KEY | sha256sum); 'livedata download LINK' is the trusted way")
     s = made.share
     if s.kind == "file":
         env.say(f"wrote {s.location} ({human_size(made.size)}): {s.path}, until {human_time(s.expires)}")
@@ -110,6 +117,24 @@ def create(
         env.say(f"shared {s.path} ({human_size(made.size)}) until {human_time(s.expires)}; id {s.id}")
         env.say("the link below holds the key and is shown once:")
     env.out(made.link if s.kind != "file" else made.key)
+
+
+def _check_page(env: Env, store: Any, location: str) -> str:
+    """The SHA-256 of this version's share page; a warning when the server serves another."""
+    import hashlib
+
+    from livedata_cli.sharepage import page_sha256
+
+    expected = page_sha256()
+    served = store.share_page(location)
+    if served is None:
+        env.warn("could not fetch the server's browser page for this link to compare it")
+    elif hashlib.sha256(served).hexdigest() != expected:
+        env.warn(
+            f"{store.url} serves a browser page for this link that differs from this livedata's "
+            f"(SHA-256 {hashlib.sha256(served).hexdigest()[:16]}…): recipients should use 'livedata download'"
+        )
+    return expected
 
 
 def _create_to(
@@ -140,7 +165,7 @@ def _create_to(
 
 @app.command("key")
 def key(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Show this account's public key fingerprint (made and published on first use), for others to compare.
+    """Show this account's public key fingerprint and signing key fingerprint (made and published on first use), for others to compare.
 
     Example: livedata share key
     """
@@ -149,11 +174,16 @@ def key(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     from livedata_cli.crypto import box
 
     with open_vault(env) as vault:
-        _private, public = share_to.key_pair(vault)
+        private, public = share_to.key_pair(vault)
+    signing = box.signing_public(private)
     if env.json:
-        env.emit({"public_key": public.hex(), "fingerprint": box.fingerprint(public)})
+        env.emit({
+            "public_key": public.hex(), "fingerprint": box.fingerprint(public),
+            "signing_key": signing.hex(), "signing_fingerprint": box.fingerprint(signing),
+        })
         return
     env.out(box.fingerprint(public))
+    env.say(f"signing key (the shares you send are signed with it): {box.fingerprint(signing)}")
 
 
 @app.command("ls")
@@ -205,8 +235,9 @@ def _ls_incoming(env: Env) -> None:
         env.say("no shares addressed to you")
         return
     for i in found:
+        who = f"from {i.sender} (verified, key {i.sender_key})" if i.verified else f"from {i.sender} (NOT VERIFIED)"
         env.out(
-            f"{i.id}  {i.name}  {human_size(i.size)}  from {i.sender}  {human_time(i.created)}  "
+            f"{i.id}  {i.name}  {human_size(i.size)}  {who}  {human_time(i.created)}  "
             f"{human_time(i.expires)}  {i.state}"
         )
 
@@ -320,11 +351,14 @@ def download_incoming_by_id(env: Env, vault: Any, ref: str, *, output: str | Non
 def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> None:
     from livedata_cli import share_to
 
-    opened, sender = share_to.open_incoming(vault, ref)
+    opened, sender, pin = share_to.open_incoming(vault, ref)
+    if pin.first_use:
+        env.say(f"{sender}'s signing key, seen for the first time: {pin.fingerprint}")
+        env.say("  pinned here; compare it with theirs ('livedata share key' on their side shows it)")
     if output == "-":
         opened.write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
-        share_to.received(vault, opened, sender, "stdout")
+        share_to.received(vault, opened, sender, pin, "stdout")
         return
     target = Path(output) if output else Path(opened.name)
     if target.is_dir():
@@ -333,8 +367,14 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
         n = opened.download_to(target, bar)
-    share_to.received(vault, opened, sender, str(target))
+    share_to.received(vault, opened, sender, pin, str(target))
     if env.json:
-        env.emit({**opened.to_json(), "from": sender, "output": str(target), "bytes": n})
+        env.emit({
+            **opened.to_json(), "from": sender, "verified": True, "sender_key": pin.fingerprint,
+            "first_use": pin.first_use, "output": str(target), "bytes": n,
+        })
         return
-    env.say(f"downloaded {opened.name} ({human_size(n)}) from {sender} to {target}")
+    env.say(
+        f"downloaded {opened.name} ({human_size(n)}) from {sender} (verified by pinned key {pin.fingerprint}) "
+        f"to {target}"
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,22 +66,40 @@ def init(
         env.say(f"attached to vault {data['vault_id']} in {data['store']}: {count} version(s) indexed")
 
 
-def lock(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def lock(
+    index: Annotated[
+        bool,
+        typer.Option("--index", help="Also encrypt the local index (names, tags, notes): search and ls then need the key."),
+    ] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Forget the cached vault key; the next command asks for the passphrase again.
 
-    Example: livedata lock
+    Example: livedata lock --index
     """
     env = setup(json_, quiet)
     from livedata_cli import config
     from livedata_cli.keys import KeyCache
 
     settings = config.VaultSettings.load()
+    if index:
+        from livedata_cli import index_lock
+
+        path = config.home() / config.INDEX_FILE
+        if not index_lock.is_locked(path):
+            with open_vault(env) as vault:
+                master = vault.master_key
+            index_lock.lock(path, master, settings.vault_id)
     cache = KeyCache(not env.no_keyring)
     removed = cache.delete(settings.vault_id)
     if env.json:
-        env.emit({"vault_id": settings.vault_id, "locked": True, "key_was_cached": removed})
+        data: dict[str, Any] = {"vault_id": settings.vault_id, "locked": True, "key_was_cached": removed}
+        if index:
+            data["index_encrypted"] = True
+        env.emit(data)
     else:
-        env.say("locked" + ("" if removed else " (no key was cached)"))
+        env.say("locked" + ("" if removed else " (no key was cached)") + ("; the index is encrypted" if index else ""))
 
 
 def sync(

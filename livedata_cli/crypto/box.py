@@ -106,3 +106,75 @@ def unwrap_private(master_key: bytes, vault_id: str, blob: bytes) -> bytes:
     if len(private) != KEY_LEN:
         raise IntegrityError("the vault's X25519 key object is damaged")
     return private
+
+
+# -- sender signatures (``share --to``) ------------------------------------------------
+# Each account also has an Ed25519 signing key, derived from its X25519 private
+# key (so every machine of the vault has it and nothing new is stored), its
+# public half published beside the X25519 key.  A share to an account is
+#
+#     "LDA\x01" || Ed25519 signature (64) || box
+#
+# where the box's context binds the share id, the sender's and the recipient's
+# email, and the signature covers that context, the recipient's X25519 key and
+# the whole box: the server can neither relabel who sent it, nor re-address or
+# re-number it, nor forge one (it can make an anonymous box, but not sign it).
+SIGNED_MAGIC = b"LDA\x01"
+SIG_LEN = 64
+
+
+def signing_private(private: bytes) -> bytes:
+    """The Ed25519 seed that belongs to an X25519 private key."""
+    return hkdf(private, b"", b"livedata/v1/share-sign")
+
+
+def signing_public(private: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(signing_private(private)).public_key().public_bytes_raw()
+
+
+def share_context(base: bytes, share_id: str, sender: str, recipient: str) -> bytes:
+    """The context a share to an account is bound to (NUL-separated: no field holds a NUL)."""
+    for field in (share_id, sender, recipient):
+        if "\x00" in field:
+            raise IntegrityError("a share's id or address holds a NUL byte")
+    return b"\x00".join([base, share_id.encode(), sender.encode(), recipient.encode()])
+
+
+def _signed_part(context: bytes, recipient_public: bytes, sealed: bytes) -> bytes:
+    return b"livedata/v1/share-sig\x00" + context + b"\x00" + recipient_public + sealed
+
+
+def seal_signed(private: bytes, recipient_public: bytes, plaintext: bytes, context: bytes) -> bytes:
+    """A box to ``recipient_public``, signed with the sender's key derived from ``private``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    sealed = seal_to(recipient_public, plaintext, context)
+    signature = Ed25519PrivateKey.from_private_bytes(signing_private(private)).sign(
+        _signed_part(context, recipient_public, sealed)
+    )
+    return SIGNED_MAGIC + signature + sealed
+
+
+def open_signed(private: bytes, sender_signing_public: bytes, blob: bytes, context: bytes) -> bytes:
+    """The plaintext of a signed box, checked against the sender's signing key and the context.
+
+    Anything else (an unsigned box, a signature by another key, another
+    context) is an :class:`IntegrityError` (exit 5).
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if blob[:4] != SIGNED_MAGIC or len(blob) < 4 + SIG_LEN:
+        raise IntegrityError("this share is not signed by its sender (a server can forge an unsigned one)")
+    signature, sealed = blob[4 : 4 + SIG_LEN], blob[4 + SIG_LEN :]
+    try:
+        Ed25519PublicKey.from_public_bytes(sender_signing_public).verify(
+            signature, _signed_part(context, public_of(private), sealed)
+        )
+    except (InvalidSignature, ValueError):
+        raise IntegrityError(
+            "this share's signature does not match its sender, id or recipient (relabelled or re-addressed)"
+        ) from None
+    return open_box(private, sealed, context)

@@ -18,6 +18,12 @@ Envelope (bytes)::
   ``check = HKDF-SHA256(ikm, salt, "livedata/v1/share/<id>/check")[:16]``.
 - ``sealed manifest = nonce || AES-256-GCM(manifest_key, JSON manifest, aad)``.
 
+A password share on a Live-Data server is sealed *without* its check value
+(``public`` then holds ``"check": false`` and the envelope has no check
+bytes): the server keeps only an Argon2id hash of it, as its verifier, and
+must not hold the value itself.  There the server's verifier check tells a
+wrong password (exit 4); a sealed manifest that then fails is exit 5.
+
 The check value tells a wrong key or password (exit 4) from a tampered
 manifest (exit 5).  It needs the 256-bit secret to compute, so a store that
 holds it cannot test passwords; a link holder could test passwords offline
@@ -87,15 +93,22 @@ def _keys(secret: bytes, share_id: str, salt: bytes, password: str | None, param
     return hkdf(ikm, salt, info + b"/manifest"), hkdf(ikm, salt, info + b"/check", CHECK_LEN)
 
 
-def seal_manifest(secret: bytes, share_id: str, manifest: dict[str, Any], password: str | None) -> bytes:
-    """The envelope of a manifest, opened by :func:`open_manifest` with the same secret and password."""
+def seal_manifest(
+    secret: bytes, share_id: str, manifest: dict[str, Any], password: str | None, *, with_check: bool = True
+) -> bytes:
+    """The envelope of a manifest, opened by :func:`open_manifest` with the same secret and password.
+
+    ``with_check=False``: the envelope a server keeps, which must not hold the
+    check value its verifier hash is made from."""
     salt = secrets.token_bytes(SALT_LEN)
     params = Argon2Params.default() if password is not None else None
-    public = {"v": 1, "id": share_id, "salt": salt.hex(), "kdf": params.to_json() if params else None}
+    public: dict[str, Any] = {"v": 1, "id": share_id, "salt": salt.hex(), "kdf": params.to_json() if params else None}
+    if not with_check:
+        public["check"] = False
     pub = json.dumps(public, sort_keys=True, separators=(",", ":")).encode()
     key, check = _keys(secret, share_id, salt, password, params)
     body = json.dumps({**manifest, "id": share_id}, sort_keys=True).encode()
-    return MAGIC + len(pub).to_bytes(2, "big") + pub + check + seal(key, body, MAGIC + pub)
+    return MAGIC + len(pub).to_bytes(2, "big") + pub + (check if with_check else b"") + seal(key, body, MAGIC + pub)
 
 
 def _parse(blob: bytes) -> tuple[dict[str, Any], bytes, bytes, bytes]:
@@ -114,6 +127,8 @@ def _parse(blob: bytes) -> tuple[dict[str, Any], bytes, bytes, bytes]:
         bytes.fromhex(str(public["salt"]))
     except (ValueError, KeyError, TypeError):
         raise IntegrityError("this livedata share has an unreadable header") from None
+    if public.get("check", True) is False:  # a server's copy: no check value
+        return public, pub, b"", blob[6 + n :]
     return public, pub, blob[6 + n : 6 + n + CHECK_LEN], blob[6 + n + CHECK_LEN :]
 
 
@@ -167,13 +182,17 @@ def open_manifest(secret: bytes, blob: bytes, password: str | None) -> dict[str,
             raise IntegrityError("this livedata share has unreadable password parameters") from None
     share_id = str(public["id"])
     key, expected = _keys(secret, share_id, bytes.fromhex(public["salt"]), password if params else None, params)
-    if not hmac.compare_digest(expected, check):
+    if check and not hmac.compare_digest(expected, check):
         raise ShareKeyError(
             "the key or password does not open this share" if params else "the key does not open this share"
         )
     try:
         manifest = json.loads(open_sealed(key, body, MAGIC + pub))
     except InvalidTag:
+        if not check:  # the server checked our verifier before handing it out
+            raise IntegrityError(
+                "the share's manifest was changed after it was made (or the key does not open it)"
+            ) from None
         raise IntegrityError("the share's manifest was changed after it was made") from None
     except ValueError:
         raise IntegrityError("the share's manifest is authenticated but unreadable") from None

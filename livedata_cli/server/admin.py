@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from livedata_cli.errors import StoreUnreachable, UsageError
+from livedata_cli.errors import Refused, StoreUnreachable, UsageError
 from livedata_cli.server import db
 from livedata_cli.server.config import ServerConfig
 from livedata_cli.server.keys import ServerKeys
@@ -34,11 +35,50 @@ def migrate(config: ServerConfig) -> list[str]:
     try:
         applied = database.migrate()
         purge_ips(database, config.ip_retention_days)
+        if os.path.exists(config.keys_path) and (
+            ServerKeys(config.keys_path).separate(lambda keys: _reseal(database, keys)) is not None
+        ):
+            applied.append("keys: sealing secret")
         return applied
     except sa.exc.OperationalError as e:
         raise unreachable(e) from None
     finally:
         database.dispose()
+
+
+def _reseal(database: db.Database, keys: ServerKeys) -> int:
+    """Re-seal every value the token secret sealed (TOTP secrets) under the sealing secret."""
+    done = 0
+    with database.write() as conn:
+        rows = conn.execute(sa.select(db.users.c.id, db.users.c.mfa_secret).where(db.users.c.mfa_secret.is_not(None)))
+        for row in rows.all():
+            secret = keys.open("totp", row.mfa_secret)
+            conn.execute(db.users.update().where(db.users.c.id == row.id).values(mfa_secret=keys.seal("totp", secret)))
+            done += 1
+    return done
+
+
+def retire_key(config: ServerConfig, version: int) -> int:
+    """Remove a key version no blob uses any more; returns how many versions remain."""
+    migrate(config)
+    keys = ServerKeys(config.keys_path)
+    database = open_database(config)
+    try:
+        with database.read() as conn:
+            using = conn.execute(
+                sa.select(sa.func.count()).select_from(db.files).where(db.files.c.key_version == version)
+            ).scalar_one()
+    except sa.exc.OperationalError as e:
+        raise unreachable(e) from None
+    finally:
+        database.dispose()
+    if using:
+        raise Refused(
+            f"{using} blob data keys still use key version {version}: "
+            "re-wrap them first ('livedata server rotate-key' re-wraps every one under a new version)"
+        )
+    keys.retire(version)
+    return len(keys.versions)
 
 
 @dataclass(frozen=True)

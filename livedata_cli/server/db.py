@@ -247,6 +247,13 @@ def _m007_account_security(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_audit_logs_created ON audit_logs (created_at)")
 
 
+def _m008_signing_keys(conn: Connection) -> None:
+    """Accounts' Ed25519 signing keys, published beside the X25519 key (signed ``share --to``)."""
+    from livedata_cli.server import users
+
+    users.add_signing_keys(conn)
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
@@ -256,6 +263,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("005_resumable_uploads", _m005_resumable_uploads),
     ("006_devices", _m006_devices),
     ("007_account_security", _m007_account_security),
+    ("008_signing_keys", _m008_signing_keys),
 ]
 
 

@@ -12,6 +12,10 @@ authenticated.  The key never leaves the page.
 
 Password-protected shares need Argon2id, which WebCrypto lacks: the page
 says to open those with ``livedata download``.
+
+The page and its script live in ``livedata_cli/sharepage.py`` (pinned by
+Subresource Integrity and a strict CSP; why that is a limit, not a cure,
+is said there).
 """
 
 from __future__ import annotations
@@ -20,233 +24,19 @@ import hashlib
 
 from fastapi import APIRouter, Response
 
+from livedata_cli.sharepage import CSP, PAGE, SHARE_JS
+
 router = APIRouter(include_in_schema=False)
 
-SHARE_JS = r"""
-"use strict";
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-class ShareError extends Error {}
-
-function b64Decode(s) {
-  s = s.replace(/-/g, "+").replace(/_/g, "/");
-  while (s.length % 4) s += "=";
-  const bin = atob(s);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
-}
-
-function fromHex(h) {
-  const out = new Uint8Array(h.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substr(2 * i, 2), 16);
-  return out;
-}
-
-function toHex(buf) {
-  return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function concat(a, b) {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
-}
-
-function equal(a, b) {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
-  return d === 0;
-}
-
-async function hkdf(ikm, salt, info, bits) {
-  const k = await crypto.subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
-  const out = await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt, info: enc.encode(info) }, k, bits);
-  return new Uint8Array(out);
-}
-
-const TAMPERED = "The shared data was changed after it was shared: nothing was saved.";
-
-// The envelope: "LDS\x01" || u16 public length || public JSON || check (16) || nonce || AES-GCM.
-async function openManifest(secret, blob) {
-  if (blob.length < 6 || !equal(blob.subarray(0, 4), new Uint8Array([0x4c, 0x44, 0x53, 0x01]))) {
-    throw new ShareError("This link does not lead to a livedata share.");
-  }
-  const n = (blob[4] << 8) | blob[5];
-  const pubBytes = blob.subarray(6, 6 + n);
-  const check = blob.subarray(6 + n, 6 + n + 16);
-  const body = blob.subarray(6 + n + 16);
-  const pub = JSON.parse(dec.decode(pubBytes));
-  if (pub.kdf) throw new ShareError("This share is protected by a password: open it with 'livedata download'.");
-  const salt = fromHex(pub.salt);
-  const info = "livedata/v1/share/" + pub.id;
-  const key = await hkdf(secret, salt, info + "/manifest", 256);
-  if (!equal(await hkdf(secret, salt, info + "/check", 128), check)) {
-    throw new ShareError("The key in this link does not open the share (was the link cut short?).");
-  }
-  const k = await crypto.subtle.importKey("raw", key, "AES-GCM", false, ["decrypt"]);
-  let plain;
-  try {
-    plain = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv: body.subarray(0, 12), additionalData: concat(blob.subarray(0, 4), pubBytes) },
-      k, body.subarray(12));
-  } catch (e) {
-    throw new ShareError(TAMPERED);
-  }
-  const m = JSON.parse(dec.decode(plain));
-  if (m.id !== pub.id) throw new ShareError(TAMPERED);
-  return m;
-}
-
-function nonce(index, final) {
-  const out = new Uint8Array(12);
-  let i = index;
-  for (let p = 10; p >= 0 && i > 0; p--) { out[p] = i % 256; i = Math.floor(i / 256); }
-  out[11] = final ? 1 : 0;
-  return out;
-}
-
-// A container (DESIGN §4) from an async iterator of byte chunks; each
-// authenticated plaintext segment goes to onPlain, in order.
-async function decryptContainer(dataKey, headerHash, chunks, onPlain) {
-  let buf = new Uint8Array(0);
-  let done = false;
-  async function fill(want) {
-    while (!done && buf.length < want) {
-      const next = await chunks.next();
-      if (next.done) done = true; else buf = concat(buf, next.value);
-    }
-  }
-  await fill(102);
-  if (buf.length < 102) throw new ShareError(TAMPERED);
-  const header = buf.slice(0, 102);
-  buf = buf.slice(102);
-  if (!equal(header.subarray(0, 4), new Uint8Array([0x4c, 0x44, 0x56, 0x01])) || header[4] !== 1
-      || header[5] < 10 || header[5] > 24) throw new ShareError(TAMPERED);
-  if (toHex(await crypto.subtle.digest("SHA-256", header)) !== headerHash) throw new ShareError(TAMPERED);
-  const salt = header.subarray(6, 38), commit = header.subarray(38, 70), mac = header.subarray(70, 102);
-  if (!equal(await hkdf(dataKey, salt, "livedata/v1/commit", 256), commit)) throw new ShareError(TAMPERED);
-  const hk = await crypto.subtle.importKey("raw", await hkdf(dataKey, salt, "livedata/v1/header", 256),
-    { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
-  if (!await crypto.subtle.verify("HMAC", hk, mac, header.subarray(0, 70))) throw new ShareError(TAMPERED);
-  const pk = await crypto.subtle.importKey("raw", await hkdf(dataKey, salt, "livedata/v1/payload", 256),
-    "AES-GCM", false, ["decrypt"]);
-  const segLen = (1 << header[5]) + 16;
-  let index = 0;
-  async function open(seg, final) {
-    try {
-      return new Uint8Array(await crypto.subtle.decrypt(
-        { name: "AES-GCM", iv: nonce(index, final), additionalData: mac }, pk, seg));
-    } catch (e) {
-      throw new ShareError(TAMPERED);
-    }
-  }
-  for (;;) {
-    await fill(segLen + 1);
-    if (buf.length > segLen) {
-      onPlain(await open(buf.slice(0, segLen), false));
-      buf = buf.slice(segLen);
-      index++;
-      continue;
-    }
-    if (buf.length < 16 || (buf.length === 16 && index > 0)) throw new ShareError(TAMPERED);
-    onPlain(await open(buf, true));
-    return;
-  }
-}
-
-async function failure(r) {
-  try { return (await r.json()).detail || ("HTTP " + r.status); } catch (e) { return "HTTP " + r.status; }
-}
-
-// Open a share: its manifest, then its data; returns the name, type and plaintext parts.
-async function openShare(origin, id, keyText, onProgress) {
-  const [secretText, ...hint] = keyText.split(".");
-  if (hint.length) throw new ShareError("This share is protected by a password: open it with 'livedata download'.");
-  let secret;
-  try { secret = b64Decode(secretText); } catch (e) { secret = new Uint8Array(0); }
-  if (secret.length !== 32) throw new ShareError("The key in this link is damaged (the part after #).");
-  const r = await fetch(origin + "/api/v1/shares/" + id + "/public");
-  if (!r.ok) throw new ShareError("This share cannot be opened: " + await failure(r));
-  const m = await openManifest(secret, b64Decode((await r.json()).manifest));
-  if (m.expires && Date.now() / 1000 >= m.expires) throw new ShareError("This share has expired.");
-  const d = await fetch(origin + "/api/v1/shares/" + id + "/download");
-  if (!d.ok) throw new ShareError("This share cannot be downloaded: " + await failure(d));
-  const reader = d.body.getReader();
-  const chunks = { next: () => reader.read() };
-  const parts = [];
-  let size = 0;
-  await decryptContainer(fromHex(m.key), m.header_hash, chunks, (p) => {
-    parts.push(p); size += p.length; if (onProgress) onProgress(size, m.size);
-  });
-  if (size !== m.size) throw new ShareError(TAMPERED);
-  return { name: String(m.name || "shared-file").split("/").pop(), mime: m.mime || "application/octet-stream", parts };
-}
-
-function main() {
-  const status = document.getElementById("status");
-  const button = document.getElementById("get");
-  const id = location.pathname.split("/").filter(Boolean).pop();
-  const key = decodeURIComponent(location.hash.slice(1));
-  if (!key) { status.textContent = "This link has no key (the part after #): ask for the whole link."; return; }
-  button.disabled = false;
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    status.textContent = "Downloading and decrypting…";
-    try {
-      const got = await openShare(location.origin, id, key, (n, total) => {
-        status.textContent = "Decrypted " + Math.floor(100 * n / Math.max(total, 1)) + "%";
-      });
-      const a = document.createElement("a");
-      a.href = URL.createObjectURL(new Blob(got.parts, { type: got.mime }));
-      a.download = got.name;
-      document.body.appendChild(a);
-      a.click();
-      status.textContent = "Saved " + got.name + ".";
-    } catch (e) {
-      status.textContent = e instanceof ShareError ? e.message : "Failed: " + e;
-    }
-  });
-}
-
-if (typeof document !== "undefined") main();
-if (typeof module !== "undefined") module.exports = { openShare, ShareError };
-"""
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>A file shared with livedata</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}
-button{font-size:1em;padding:.5em 1.5em}</style>
-</head>
-<body>
-<h1>A file shared with you</h1>
-<p>It is decrypted here, in this page, with the key in the link; the key is never sent to the server.</p>
-<p><button id="get" disabled>Download</button></p>
-<p id="status"></p>
-<script src="/s/share.js"></script>
-</body>
-</html>
-"""
-
-_CSP = (
-    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+_CSP = CSP
 _ETAG = hashlib.sha256(SHARE_JS.encode()).hexdigest()[:16]
 
 
 @router.get("/s/share.js")
 def share_js() -> Response:
     return Response(
-        SHARE_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600", "ETag": _ETAG}
+        SHARE_JS, media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=3600", "ETag": _ETAG, "X-Content-Type-Options": "nosniff"},
     )
 
 

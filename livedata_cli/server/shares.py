@@ -58,6 +58,10 @@ class ShareCreate(BaseModel):
     recipient_email: Annotated[
         str | None, Field(max_length=320, description="only this account may list and fetch the share")
     ] = None
+    id: Annotated[
+        str | None,
+        Field(pattern="^[0-9a-f]{32}$", description="the share's id, chosen by the client (a signed share binds it)"),
+    ] = None
 
 
 class ShareOut(BaseModel):
@@ -132,13 +136,30 @@ def _owned(conn: Any, user_id: str, share_id: str) -> Any:
     return row
 
 
+def _holds_verifier(manifest: str, verifier: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        raw, needle = base64.b64decode(manifest, validate=True), bytes.fromhex(verifier)
+    except (ValueError, binascii.Error):
+        return False
+    return needle in raw or verifier.encode() in raw
+
+
 @router.post("", status_code=201, response_model=ShareOut, summary="Share one of your files")
 def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
+    if body.password_verifier and _holds_verifier(body.manifest, body.password_verifier):
+        # The server keeps only a hash of the verifier: a manifest holding it in clear
+        # (made by an older client) would defeat that.
+        raise ApiError(422, "verifier_in_manifest", "the manifest holds the password verifier: update livedata")
     verifier_hash = c.passwords.hash(body.password_verifier) if body.password_verifier else None
     now = clock.now()
-    sid = new_id()
+    sid = body.id or new_id()
     with c.db.write() as conn:
         owned(conn, user.id, body.file_id)
+        if body.id is not None and conn.execute(sa.select(db.shares.c.id).where(db.shares.c.id == sid)).first():
+            raise ApiError(409, "conflict", "a share with this id exists")
         if body.recipient_email is not None:
             recipient = conn.execute(
                 sa.select(db.users.c.id).where(db.users.c.email == body.recipient_email.strip().lower())

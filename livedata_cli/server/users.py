@@ -25,8 +25,9 @@ from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-# Each account's X25519 public key (``livedata share --to``); the private key
-# never reaches the server.  Created by the 004_public_keys migration.
+# Each account's X25519 public key (``livedata share --to``) and the Ed25519
+# key its shares are signed with; the private keys never reach the server.
+# Created by the 004_public_keys migration; ``signing_key`` added by 008.
 keys_metadata = sa.MetaData()
 public_keys = sa.Table(
     "public_keys",
@@ -34,6 +35,7 @@ public_keys = sa.Table(
     sa.Column("user_id", sa.String(32), primary_key=True),
     sa.Column("public_key", sa.String(64), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("signing_key", sa.String(64), nullable=True),
 )
 
 
@@ -163,20 +165,27 @@ def audit_logs(
 
 class PublicKeyIn(BaseModel):
     public_key: Annotated[str, Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$", description="X25519, hex")]
+    signing_key: Annotated[
+        str | None,
+        Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$", description="Ed25519 (shares' signatures), hex"),
+    ] = None
 
 
 class PublicKeyOut(BaseModel):
     email: str
     public_key: str
+    signing_key: str | None = None
 
 
 @router.put("/me/public-key", status_code=204, summary="Publish your X25519 public key (for shares to you)")
 def put_public_key(body: PublicKeyIn, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
     with c.db.write() as conn:
-        known = conn.execute(sa.select(public_keys.c.public_key).where(public_keys.c.user_id == user.id)).scalar()
-        if known == body.public_key:  # published again by a client: nothing changes
-            return Response(status_code=204)
-        values = {"public_key": body.public_key, "updated_at": time.time()}
+        known = conn.execute(
+            sa.select(public_keys.c.public_key, public_keys.c.signing_key).where(public_keys.c.user_id == user.id)
+        ).first()
+        if known is not None and tuple(known) == (body.public_key, body.signing_key):
+            return Response(status_code=204)  # published again by a client: nothing changes
+        values = {"public_key": body.public_key, "signing_key": body.signing_key, "updated_at": time.time()}
         if known is None:
             conn.execute(public_keys.insert().values(user_id=user.id, **values))
         else:
@@ -191,13 +200,13 @@ def get_public_key(
 ) -> PublicKeyOut:
     with c.db.read() as conn:
         row = conn.execute(
-            sa.select(db.users.c.email, public_keys.c.public_key)
+            sa.select(db.users.c.email, public_keys.c.public_key, public_keys.c.signing_key)
             .join(public_keys, public_keys.c.user_id == db.users.c.id)
             .where(sa.func.lower(db.users.c.email) == email.strip().lower())
         ).first()
     if row is None:
         raise not_found("public key")
-    return PublicKeyOut(email=row.email, public_key=row.public_key)
+    return PublicKeyOut(email=row.email, public_key=row.public_key, signing_key=row.signing_key)
 
 
 def create_tables(conn: Connection) -> None:
@@ -206,3 +215,11 @@ def create_tables(conn: Connection) -> None:
 
     keys_metadata.create_all(conn)
     shares.recipients_metadata.create_all(conn)
+
+
+def add_signing_keys(conn: Connection) -> None:
+    """The migration that adds each account's Ed25519 signing key (absent on a database made before it)."""
+    have = {col["name"] for col in sa.inspect(conn).get_columns("public_keys")}
+    if "signing_key" not in have:
+        kind = public_keys.c.signing_key.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE public_keys ADD COLUMN signing_key {kind}")

@@ -192,7 +192,7 @@ class ApiStore:
     # -- share links (livedata_cli/sharing.py) ------------------------------------------
     def create_share(
         self, key: str, *, manifest: str, expires_in: int, max_downloads: int | None, verifier: str | None,
-        recipient: str | None = None,
+        recipient: str | None = None, share_id: str | None = None,
     ) -> str:
         """A server share of one object: the server keeps the sealed manifest, the
         expiry, the download limit and an Argon2id hash of the password verifier."""
@@ -205,6 +205,8 @@ class ApiStore:
         }
         if recipient is not None:
             body["recipient_email"] = recipient
+        if share_id is not None:
+            body["id"] = share_id
         return str(self.client.request("POST", "/shares", what=f"{self.url} shares", json_body=body).json()["id"])
 
     def shares(self) -> dict[str, dict[str, Any]]:
@@ -224,10 +226,35 @@ class ApiStore:
             self.client.request("DELETE", f"/shares/{share_id}", what=f"{self.url} share {share_id}", ok=(204,))
 
     # -- shares to an account (livedata share --to) -------------------------------------
-    def publish_public_key(self, public_hex: str) -> None:
+    def publish_public_key(self, public_hex: str, signing_hex: str | None = None) -> None:
         self.client.request(
-            "PUT", "/users/me/public-key", what=f"{self.url} public key", json_body={"public_key": public_hex}, ok=(204,)
+            "PUT", "/users/me/public-key", what=f"{self.url} public key",
+            json_body={"public_key": public_hex, "signing_key": signing_hex}, ok=(204,),
         )
+
+    def signing_key_of(self, email: str) -> str | None:
+        """Another account's Ed25519 signing key (hex) as the server says it is, or None."""
+        try:
+            body = self.client.get_json("/users/public-key", what=f"{self.url} public key of {email}",
+                                        params={"email": email})
+        except NotFound:
+            return None
+        key = body.get("signing_key")
+        return None if key is None else str(key)
+
+    def share_page(self, share_id: str) -> bytes | None:
+        """The page the server serves for a share link in a browser, or None if it cannot be fetched."""
+        import httpx
+
+        try:
+            resp = self.client.http.get(f"{self.url}/s/{share_id}")
+        except httpx.HTTPError:
+            return None
+        return resp.content if resp.status_code == 200 else None
+
+    def my_email(self) -> str:
+        """The signed-in account's email, as the server says it is."""
+        return str(self.client.get_json("/users/me", what=f"{self.url} profile").get("email", "")).strip().lower()
 
     def public_key_of(self, email: str) -> str | None:
         """Another account's X25519 public key (hex) as the server says it is, or None."""
