@@ -15,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, human_time, setup
+from livedata_cli.cli.common import (
+    Env,
+    JsonOpt,
+    NoHeaderOpt,
+    QuietOpt,
+    human_size,
+    human_time,
+    setup,
+    table,
+)
 
 ServerOpt = Annotated[
     str | None,
@@ -241,7 +250,11 @@ DEVICE_KEYS = ("id", "name", "created_at", "last_seen_at", "ip", "last_ip", "use
 
 @devices_app.callback(invoke_without_command=True)
 def devices_cmd(
-    ctx: typer.Context, server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False
+    ctx: typer.Context,
+    server: ServerOpt = None,
+    no_header: NoHeaderOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """List the devices signed in to your account (one per login); '*' marks this one.
 
@@ -258,7 +271,7 @@ def devices_cmd(
     if env.json:
         env.emit({"server": url, "devices": items})
         return
-    rows = [("", "ID", "NAME", "FIRST SEEN", "LAST SEEN", "IP", "TRUSTED", "USER AGENT")]
+    rows = []
     for d in items:
         trusted = f"until {human_time(d['trusted_until'])[:10]}" if d["trusted"] else "no"
         rows.append((
@@ -271,9 +284,7 @@ def devices_cmd(
             trusted,
             _cell(d["user_agent"]),
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        env.out("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    table(env, ("", "ID", "NAME", "FIRST SEEN", "LAST SEEN", "IP", "TRUSTED", "USER AGENT"), rows, no_header=no_header)
 
 
 def _cell(value: object) -> str:

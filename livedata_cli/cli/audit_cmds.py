@@ -12,11 +12,13 @@ import typer
 from livedata_cli.cli.common import (
     Env,
     JsonOpt,
+    NoHeaderOpt,
     QuietOpt,
     human_time,
     open_vault,
     parse_when,
     setup,
+    table,
 )
 
 app = typer.Typer()
@@ -89,6 +91,7 @@ def events(
     path: PathOpt = None,
     result: ResultOpt = None,
     limit: LimitOpt = None,
+    no_header: NoHeaderOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -108,14 +111,14 @@ def events(
     if env.json:
         env.emit(rows)
         return
+    lines = []
     for e in rows:
         outcome = e["result"] if e["code"] == 0 else f"{e['result']} ({e['code']})"
-        when = human_time(_epoch(e["time"]))
-        flags = ("  [" + ", ".join(e["flags"]) + "]") if e["flags"] else ""
-        pending = "" if e["seq"] is not None else "  (not chained yet)"
-        env.out(
-            f"{when}  {e['action']:<10}  {e['path'] or '-':<30}  {outcome:<11}  {e['host']}  {e['user']}{flags}{pending}"
-        )
+        flags = ("[" + ", ".join(e["flags"]) + "]") if e["flags"] else ""
+        pending = "(not chained yet)" if e["seq"] is None else ""
+        lines.append((human_time(_epoch(e["time"])), e["action"], e["path"] or "-", outcome, e["host"], e["user"],
+                      f"{flags} {pending}".strip()))
+    table(env, ("TIME", "ACTION", "PATH", "RESULT", "HOST", "USER", "FLAGS"), lines, no_header=no_header)
 
 
 @app.command()

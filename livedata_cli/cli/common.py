@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -22,6 +23,9 @@ from livedata_cli.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+NoHeaderOpt = Annotated[
+    bool, typer.Option("--no-header", help="No header line above the table (it shows only on a terminal anyway).")
+]
 
 
 @dataclass
@@ -407,6 +411,26 @@ def group_with_default(default: str) -> type[Any]:
             return super().parse_args(ctx, args)
 
     return _WithDefault
+
+
+def table(env: Env, header: Sequence[str], rows: Iterable[Sequence[str]], *, no_header: bool = False) -> None:
+    """Rows in aligned columns, every cell escaped for the terminal; the header
+    line only on a terminal (scripts read --json, or the bare rows)."""
+    cells = [[printable(c) for c in row] for row in rows]
+    if env.stdout_tty and not no_header:
+        cells.insert(0, list(header))
+    if not cells:
+        return
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]) - 1)]
+    for r in cells:
+        env.out(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]).rstrip())
+
+
+def tag_list(tags: Iterable[str]) -> str:
+    """Tags for a table cell: comma-separated, a tag holding a separator or quote in quotes."""
+    import shlex
+
+    return ",".join(shlex.quote(t) if re.search(r"[\s,'\"]", t) or not t else t for t in tags) or "-"
 
 
 def printable(text: str, keep: str = "") -> str:

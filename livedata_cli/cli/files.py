@@ -12,6 +12,7 @@ import typer
 
 from livedata_cli.cli.common import (
     JsonOpt,
+    NoHeaderOpt,
     QuietOpt,
     finish_batch,
     human_size,
@@ -20,6 +21,8 @@ from livedata_cli.cli.common import (
     parse_when,
     printable,
     setup,
+    table,
+    tag_list,
 )
 
 
@@ -273,6 +276,7 @@ def ls(
     null: Annotated[
         bool, typer.Option("--null", "-0", help="Paths as stored, each ended by a NUL byte, for xargs -0 (no escaping).")
     ] = False,
+    no_header: NoHeaderOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -296,20 +300,19 @@ def ls(
                 out.write(printable(path) + "\n")  # a name from the store never drives the terminal
             return
         rows = vault.index.latest(prefix, trash=trash)
-    rows = [(v, n) for v, n in rows if all_ or v.kind != "dir"]
+    rows = [(v, n) for v, n in rows if all_ or v.kind != "dir"]  # (--long, or --json)
     if env.json:
         env.emit([{**v.to_json(), "versions": n} for v, n in rows])
         return
-    for v, n in rows:
-        if long:
-            tags = ",".join(v.tags) or "-"
-            name = v.path + ("/" if v.kind == "dir" else f" -> {v.target}" if v.kind == "symlink" else "")
-            note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
-            name += "  [password]" if v.protected else ""
-            name += f"  # {note}" if note else ""  # the note's first line
-            env.out(printable(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {name}"))
-        else:
-            env.out(printable(v.path))
+    table(env, ("SIZE", "VERSIONS", "UPLOADED", "TAGS", "PATH"), (_long_row(v, n) for v, n in rows), no_header=no_header)
+
+
+def _long_row(v: Any, n: int) -> tuple[str, ...]:
+    name = v.path + ("/" if v.kind == "dir" else f" -> {v.target}" if v.kind == "symlink" else "")
+    note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
+    name += "  [password]" if v.protected else ""
+    name += f"  # {note}" if note else ""  # the note's first line
+    return human_size(v.size).rjust(10), f"{n}v".rjust(4), human_time(v.created), tag_list(v.tags), name
 
 
 def info(

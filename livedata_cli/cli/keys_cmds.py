@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from livedata_cli.cli.common import JsonOpt, QuietOpt, human_time, open_vault, setup
+from livedata_cli.cli.common import (
+    JsonOpt,
+    NoHeaderOpt,
+    QuietOpt,
+    human_time,
+    open_vault,
+    setup,
+    table,
+)
 from livedata_cli.errors import UsageError
 
 app = typer.Typer(help="Manage the vault's key slots: passphrases and recovery keys.", no_args_is_help=True)
@@ -100,7 +108,7 @@ def _write_key_file(path: Path, secret: str) -> None:
 
 
 @app.command("ls")
-def ls_(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def ls_(no_header: NoHeaderOpt = False, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List the key slots (no secret is shown).
 
     Example: livedata keys ls
@@ -115,9 +123,9 @@ def ls_(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     if env.json:
         env.emit([{"slot": s.slot_id, "kind": s.kind, "kdf": s.kdf, "created": s.created} for s in slots])
         return
-    for s in slots:
-        params = ", ".join(f"{k}={v}" for k, v in s.kdf.items())
-        env.out(f"{s.slot_id}  {s.kind:<10}  {human_time(s.created)}  {params}")
+    rows = [(s.slot_id, s.kind, human_time(s.created), ", ".join(f"{k}={v}" for k, v in s.kdf.items()) or "-")
+            for s in slots]
+    table(env, ("SLOT", "KIND", "CREATED", "KEY DERIVATION"), rows, no_header=no_header)
 
 
 @app.command("rm")

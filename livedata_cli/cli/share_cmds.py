@@ -17,12 +17,14 @@ import typer
 from livedata_cli.cli.common import (
     Env,
     JsonOpt,
+    NoHeaderOpt,
     QuietOpt,
     group_with_default,
     human_size,
     human_time,
     open_vault,
     setup,
+    table,
 )
 from livedata_cli.errors import LivedataError, UsageError
 
@@ -191,6 +193,7 @@ def ls(
     incoming: Annotated[
         bool, typer.Option("--incoming", help="Shares other accounts addressed to you (API stores).")
     ] = False,
+    no_header: NoHeaderOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -202,7 +205,7 @@ def ls(
     from livedata_cli import sharing
 
     if incoming:
-        _ls_incoming(env)
+        _ls_incoming(env, no_header)
         return
 
     with open_vault(env) as vault:
@@ -214,16 +217,16 @@ def ls(
     if not shares:
         env.say("no shares ('livedata share FILE' makes one)")
         return
+    rows = []
     for s in shares:
         used = "-" if s.downloads is None else str(s.downloads)
         allowed = "" if s.max_downloads is None else f"/{s.max_downloads}"
-        env.out(
-            f"{s.id}  {s.path}  {human_time(s.created)}  {human_time(s.expires)}  "
-            f"{used}{allowed}  {s.state(at)}{'  password' if s.password else ''}"
-        )
+        rows.append((s.id, s.path, human_time(s.created), human_time(s.expires), f"{used}{allowed}",
+                     s.state(at) + ("  password" if s.password else "")))
+    table(env, ("ID", "FILE", "CREATED", "EXPIRES", "DOWNLOADS", "STATE"), rows, no_header=no_header)
 
 
-def _ls_incoming(env: Env) -> None:
+def _ls_incoming(env: Env, no_header: bool) -> None:
     from livedata_cli import share_to
 
     with open_vault(env) as vault:
@@ -234,12 +237,11 @@ def _ls_incoming(env: Env) -> None:
     if not found:
         env.say("no shares addressed to you")
         return
+    rows = []
     for i in found:
-        who = f"from {i.sender} (verified, key {i.sender_key})" if i.verified else f"from {i.sender} (NOT VERIFIED)"
-        env.out(
-            f"{i.id}  {i.name}  {human_size(i.size)}  {who}  {human_time(i.created)}  "
-            f"{human_time(i.expires)}  {i.state}"
-        )
+        who = f"{i.sender} (verified, key {i.sender_key})" if i.verified else f"{i.sender} (NOT VERIFIED)"
+        rows.append((i.id, i.name, human_size(i.size), who, human_time(i.created), human_time(i.expires), i.state))
+    table(env, ("ID", "NAME", "SIZE", "FROM", "CREATED", "EXPIRES", "STATE"), rows, no_header=no_header)
 
 
 @app.command("revoke")
