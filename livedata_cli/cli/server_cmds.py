@@ -78,6 +78,12 @@ def serve(
         int | None, typer.Option("--device-trust-days", help="How long 'account trust' lasts (default 30).", min=1)
     ] = None,
     ip_retention_days: IpDaysOpt = None,
+    json_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--json-limit", help="Bytes a request body other than file content may have (default 65536).", min=1024
+        ),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -118,6 +124,7 @@ def serve(
         mfa_policy=mfa_policy,
         device_trust_days=device_trust_days,
         ip_retention_days=ip_retention_days,
+        json_limit=json_limit,
     )
     del env
     run(config, listening_line)

@@ -472,6 +472,7 @@ def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, 
     status_code=202,
     summary="Mail a single-use reset token; answers the same whether or not the account exists",
 )
+@router.post("/password-reset", status_code=202, summary="Ask for a reset token (the seed's path; as /request)")
 def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str, str]:
     email = body.email.strip().lower()
     limits = c.config.rate_limits

@@ -68,6 +68,7 @@ class ServerConfig:
     hash_concurrency: int = 0
     weaken_kdf: bool = False
     metrics_dir: str | None = None
+    json_limit: int = 64 * 1024  # request bodies other than file content (server/bodylimit.py)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def resolved(self) -> ServerConfig:

@@ -71,6 +71,7 @@ class AuditList(Page):
 
 
 @router.get("/me", response_model=Profile, summary="Your profile")
+@router.get("/profile", response_model=Profile, summary="Your profile (the seed's path)")
 def me(c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
     with c.db.write() as conn:
         row = conn.execute(sa.select(db.users).where(db.users.c.id == user.id)).one()
@@ -79,6 +80,7 @@ def me(c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
 
 
 @router.patch("/me", response_model=Profile, summary="Change your name")
+@router.put("/profile", response_model=Profile, summary="Change your name (the seed's path)")
 def patch_me(body: ProfilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
     values: dict[str, object] = {"updated_at": time.time()}
     if body.first_name is not None:
@@ -93,6 +95,7 @@ def patch_me(body: ProfilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> Pr
 
 
 @router.get("/me/storage", response_model=Storage, summary="Quota used and total")
+@router.get("/storage", response_model=Storage, summary="Quota used and total (the seed's path)")
 def storage(c: CtxDep, user: UserDep) -> Storage:
     with c.db.read() as conn:
         quota, used = conn.execute(
@@ -105,6 +108,7 @@ def storage(c: CtxDep, user: UserDep) -> Storage:
 
 
 @router.post("/me/password", status_code=204, summary="Change your password; other sessions end")
+@router.post("/password-change", status_code=204, summary="Change your password (the seed's path)")
 def change_password(
     body: PasswordChange, c: CtxDep, user: UserDep, who: ClientDep, tasks: BackgroundTasks
 ) -> Response:
@@ -127,6 +131,7 @@ def change_password(
 
 
 @router.get("/me/audit-logs", response_model=AuditList, summary="What happened to your account and files, newest first")
+@router.get("/audit-logs", response_model=AuditList, summary="Your audit records (the seed's path)")
 def audit_logs(
     c: CtxDep,
     user: UserDep,
