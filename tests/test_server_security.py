@@ -258,3 +258,140 @@ def test_multipart_upload_refusals_store_nothing(start: Any) -> None:
         r = c.post(f"{API}/files/upload", headers={**h, **multipart},
                    content=_form("xyz", ("file_name", None, "café.txt".encode()), ("file", "ignored.txt", b"hello")))
         assert r.status_code == 201 and r.json()["file_name"] == "café.txt"
+
+
+# -- High 1: memory exhaustion without an account ------------------------------------------------
+
+
+def _status(proc_pid: int, field: str) -> int:
+    """A /proc/PID/status figure in KiB (VmRSS: now; VmHWM: the peak so far)."""
+    with open(f"/proc/{proc_pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def _flood(url: str, path: str, size: int, *, chunked: bool) -> int | None:
+    """POST ``size`` bytes of one JSON string, as an attacker would; the status line, if one came."""
+    import select
+
+    parts = urlsplit(url)
+    piece = b"a" * (1024 * 1024)
+    head = f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {size}\r\n\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(head.encode())
+        sent = 0
+        try:
+            while sent < size:
+                data = piece[: size - sent]
+                s.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                sent += len(data)
+                if select.select([s], [], [], 0)[0]:
+                    break
+            if chunked and sent >= size:
+                s.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass
+        try:
+            first = s.recv(64)
+        except OSError:
+            return None
+    m = re.match(rb"HTTP/1\.1 (\d{3})", first)
+    return int(m.group(1)) if m else None
+
+
+def test_big_bodies_are_refused_at_once_in_bounded_memory(start: Any) -> None:
+    server = start()
+    pid = server.proc.pid
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.get("/healthz").status_code == 200
+        _account(c)  # the routes are warm
+    before = _status(pid, "VmRSS")
+    statuses: list[int | None] = []
+    size = 40 * 1024 * 1024
+    targets = [("/api/v1/auth/login", False), ("/api/v1/auth/login", True), ("/api/v1/auth/register", False),
+               ("/api/v1/auth/register", True), ("/api/v1/users/me", False), ("/api/v1/auth/refresh-token", True)]
+    threads = [
+        threading.Thread(target=lambda p=p, ch=ch: statuses.append(_flood(server.url, p, size, chunked=ch)))
+        for p, ch in targets
+    ]
+    health: list[float] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while not done.is_set():
+                t = time.monotonic()
+                assert c.get("/healthz").status_code == 200
+                health.append(time.monotonic() - t)
+                time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    while not health and poller.is_alive():
+        time.sleep(0.01)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    polled = len(health)
+    while len(health) < polled + 3 and poller.is_alive():
+        time.sleep(0.01)
+    done.set()
+    poller.join(30)
+    peak = _status(pid, "VmHWM")
+    after = _status(pid, "VmRSS")
+    assert statuses.count(413) == len(targets), statuses
+    assert health and max(health) < 2.0, max(health)
+    # 6 × 40 MB sent: the server held none of it (the old one grew by 1.5 GiB)
+    assert peak - before < 64 * 1024, (before, peak, after)
+    assert after - before < 32 * 1024, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"email": "a@example.com", "password": NaN}', "invalid_json"),
+        (b'{"email": "a@example.com", "password": Infinity}', "invalid_json"),
+        (b'{"email": "\\ud800@example.com", "password": "a long test password"}', "invalid_json"),
+        (b'{"email": ' + b"[" * 5000 + b"]" * 5000 + b', "password": "x"}', "too_deep"),
+    ],
+)
+def test_crafted_json_is_a_400_not_a_500(start: Any, body: bytes, code: str) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for path in ("/api/v1/auth/login", "/api/v1/auth/register"):
+            r = c.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert (r.status_code, r.json()["code"]) == (400, code), r.text
+
+
+def test_content_length_of_thousands_of_digits_is_a_413(start: Any) -> None:
+    server = start()
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + b"9" * 4400 + b"\r\n\r\n")
+        first = s.recv(64)
+    assert first.startswith(b"HTTP/1.1 4"), first
+
+
+def test_deeply_nested_metadata_is_refused_at_write_and_listings_keep_working(start: Any) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        fid = c.post(f"{API}/files", params={"file_name": "a"}, content=b"x", headers=h).json()["id"]
+        deep = '{"k":' * 3000 + '"leaf"' + "}" * 3000
+        for method in ("PATCH", "PUT"):
+            r = c.request(method, f"{API}/files/{fid}", headers=h, content='{"metadata": ' + deep + "}")
+            assert (r.status_code, r.json()["code"]) == (400, "too_deep")
+        options = "[" * 3000 + "1" + "]" * 3000
+        r = c.post(f"{API}/conversions", headers=h,
+                   content=f'{{"file_id": "{fid}", "target_format": "txt", "options": {{"o": {options}}}}}')
+        assert (r.status_code, r.json()["code"]) == (400, "too_deep")
+        assert c.get(f"{API}/files", headers=h).status_code == 200
+        assert c.get(f"{API}/conversions", headers=h).status_code == 200
+        # a metadata document that fits is taken, and PUT is PATCH
+        r = c.put(f"{API}/files/{fid}", headers=h, json={"metadata": {"a": {"b": [1, 2, {"c": "d"}]}}})
+        assert r.status_code == 200 and r.json()["metadata"] == {"a": {"b": [1, 2, {"c": "d"}]}}
