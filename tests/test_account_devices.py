@@ -241,9 +241,9 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     url = srv.url
     desk, laptop = cli, other_home(cli, "laptop")
     sign_up(desk, url, "ada@example.com", "desk")
-    setup = desk.ok("mfa", "setup", "--server", url, "--json").json()
+    setup = desk.ok("mfa", "setup", "--server", url, "--json", env={"LIVEDATA_PASSWORD": PASSWORD}).json()
     codes = Codes(setup["secret"])
-    recovery = desk.ok("mfa", "verify", codes.next(), "--server", url, "--json").json()[
+    recovery = desk.ok("mfa", "verify", codes.next(), "--server", url, "--json", env={"LIVEDATA_PASSWORD": PASSWORD}).json()[
         "recovery_codes"
     ]
     ((subject, body),) = wait_for_mail(mailbox, 1)

@@ -219,11 +219,7 @@ def test_seed_table_round_trip_against_a_running_server(start: Any, mailbox: Mai
         fresh = call(c, "POST", "/api/v1/auth/refresh-token", 200, json={"refresh_token": tokens["refresh_token"]})
         call(c, "POST", "/api/v1/auth/logout", 204, headers={"Authorization": f"Bearer {fresh.json()['access_token']}"})
         call(c, "POST", "/api/v1/auth/password-reset", 202, json={"email": email_addr})
-        deadline = time.monotonic() + 20
-        while not mailbox.messages and time.monotonic() < deadline:
-            time.sleep(0.05)
-        text = email.message_from_string(mailbox.messages[-1], policy=email.policy.default).get_content()  # type: ignore[attr-defined]
-        token = re.search(r"usable once:\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        token = _mail_token(mailbox, 1)
         call(c, "POST", "/api/v1/auth/password-reset/confirm", 204,
              json={"token": token, "new_password": "a third long password"})
     assert hit == set(SEED_TABLE)
@@ -395,3 +391,130 @@ def test_deeply_nested_metadata_is_refused_at_write_and_listings_keep_working(st
         # a metadata document that fits is taken, and PUT is PATCH
         r = c.put(f"{API}/files/{fid}", headers=h, json={"metadata": {"a": {"b": [1, 2, {"c": "d"}]}}})
         assert r.status_code == 200 and r.json()["metadata"] == {"a": {"b": [1, 2, {"c": "d"}]}}
+
+
+# -- Medium 2, 3, 4: reset tokens, re-authentication, MFA guesses ---------------------------------
+
+
+def _reset_tokens(mailbox: Mailbox) -> list[str]:
+    found = []
+    for message in list(mailbox.messages):
+        text = email.message_from_string(message, policy=email.policy.default).get_content()  # type: ignore[attr-defined]
+        m = re.search(r"usable once:\s+(\S+)", text)
+        if m:
+            found.append(m.group(1))
+    return found
+
+
+def _mail_token(mailbox: Mailbox, n: int) -> str:
+    """The n-th password-reset token mailed (1-based), waiting for it a while."""
+    deadline = time.monotonic() + 20
+    while len(_reset_tokens(mailbox)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _reset_tokens(mailbox)[n - 1]
+
+
+def test_reset_tokens_die_on_any_reset_or_password_change(start: Any, mailbox: Mailbox) -> None:
+    server = start("--smtp-host", "127.0.0.1", "--smtp-port", str(mailbox.port))
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _account(c, "rita@example.com")
+        for _ in range(2):
+            assert c.post(f"{API}/auth/password-reset", json={"email": "rita@example.com"}).status_code == 202
+        first, second = _mail_token(mailbox, 1), _mail_token(mailbox, 2)
+        r = c.post(f"{API}/auth/password-reset/confirm", json={"token": first, "new_password": "password number 2"})
+        assert r.status_code == 204
+        r = c.post(f"{API}/auth/password-reset/confirm", json={"token": second, "new_password": "password number 3"})
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_token")
+        # a password change ends the outstanding tokens too
+        h = _account_login(c, "rita@example.com", "password number 2")
+        assert c.post(f"{API}/auth/password-reset/request", json={"email": "rita@example.com"}).status_code == 202
+        third = _mail_token(mailbox, 3)
+        r = c.post(f"{API}/users/password-change", headers=h,
+                   json={"current_password": "password number 2", "new_password": "password number 4"})
+        assert r.status_code == 204
+        r = c.post(f"{API}/auth/password-reset/confirm", json={"token": third, "new_password": "password number 5"})
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_token")
+        assert c.post(f"{API}/auth/login", json={"email": "rita@example.com", "password": "password number 4"}).status_code == 200
+
+
+def _account_login(c: httpx.Client, email_addr: str, password: str) -> dict[str, str]:
+    r = c.post(f"{API}/auth/login", json={"email": email_addr, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def test_a_stolen_access_token_cannot_take_the_account_over(start: Any) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c, "owner@example.com"))
+        # MFA setup and verify: the password again (a token alone is not enough)
+        assert c.post(f"{API}/auth/mfa/setup", headers=h).status_code == 422
+        r = c.post(f"{API}/auth/mfa/setup", headers=h, json={"password": "the thief's guess"})
+        assert (r.status_code, r.json()["code"]) == (403, "invalid_credentials")
+        secret = c.post(f"{API}/auth/mfa/setup", headers=h, json={"password": PASSWORD}).json()["secret"]
+        totp = pyotp.TOTP(secret)
+        assert c.post(f"{API}/auth/mfa/verify", headers=h, json={"code": totp.now()}).status_code == 422
+        r = c.post(f"{API}/auth/mfa/verify", headers=h, json={"code": totp.now(), "password": "the thief's guess"})
+        assert r.status_code == 403
+        r = c.post(f"{API}/auth/mfa/verify", headers=h, json={"code": totp.at(time.time() - 30), "password": PASSWORD})
+        assert r.status_code == 200
+        # with MFA on, the password change needs a code as well (the seed's path and the current one alike)
+        for path in ("/users/password-change", "/users/me/password"):
+            r = c.post(f"{API}{path}", headers=h, json={"current_password": PASSWORD, "new_password": "new password 1"})
+            assert (r.status_code, r.json()["code"]) == (403, "invalid_code")
+        r = c.post(f"{API}/users/password-change", headers=h,
+                   json={"current_password": PASSWORD, "new_password": "new password 1", "code": totp.now()})
+        assert r.status_code == 204
+        # disabling MFA: password and a code
+        r = c.post(f"{API}/auth/mfa/disable", headers=h, json={"password": "new password 1"})
+        assert (r.status_code, r.json()["code"]) == (403, "invalid_code")
+        r = c.post(f"{API}/auth/mfa/disable", headers=h,
+                   json={"password": "new password 1", "code": totp.at(time.time() + 30)})
+        assert r.status_code == 204
+        # the re-authentication is counted like a login: a thief guessing passwords runs out
+        statuses = [
+            c.post(f"{API}/users/password-change", headers=h,
+                   json={"current_password": f"guess number {i}", "new_password": "new password 2"}).status_code
+            for i in range(12)
+        ]
+        assert set(statuses) <= {403, 429} and statuses[-1] == 429, statuses
+
+
+def test_mfa_guesses_are_counted_per_account_across_challenges(start: Any) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c, "mia@example.com"))
+        secret = c.post(f"{API}/auth/mfa/setup", headers=h, json={"password": PASSWORD}).json()["secret"]
+        totp = pyotp.TOTP(secret)
+        assert c.post(f"{API}/auth/mfa/verify", headers=h, json={"code": totp.now(), "password": PASSWORD}).status_code == 200
+        wrong = {totp.at(time.time() + d) for d in (-30, 0, 30)}
+        guess = next(f"{n:06d}" for n in range(1, 1000) if f"{n:06d}" not in wrong)
+        statuses: list[int] = []
+        for _ in range(4):  # a new challenge every three guesses: no fresh budget
+            challenge = c.post(f"{API}/auth/login", json={"email": "mia@example.com", "password": PASSWORD}).json()
+            for _ in range(3):
+                statuses.append(c.post(f"{API}/auth/mfa/challenge",
+                                       json={"mfa_token": challenge["mfa_token"], "code": guess}).status_code)
+        # 10 a minute per account (the verify above was one of them), however many challenges
+        assert statuses == [401] * 9 + [429] * 3, statuses
+
+
+def test_operator_resets_mfa_of_a_locked_out_owner(start: Any, cli: Cli) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c, "lou@example.com"))
+        secret = c.post(f"{API}/auth/mfa/setup", headers=h, json={"password": PASSWORD}).json()["secret"]
+        r = c.post(f"{API}/auth/mfa/verify", headers=h, json={"code": pyotp.TOTP(secret).now(), "password": PASSWORD})
+        assert r.status_code == 200
+        assert c.post(f"{API}/auth/login", json={"email": "lou@example.com", "password": PASSWORD}).json()[
+            "mfa_required"] is True
+        done = cli.ok("server", "users", "reset-mfa", "Lou@Example.com", "--json").json()
+        assert done == {"email": "lou@example.com", "id": done["id"], "mfa_was_enabled": True, "mfa_enabled": False}
+        assert c.get(f"{API}/users/profile", headers=h).status_code == 401  # every session ended
+        tokens = c.post(f"{API}/auth/login", json={"email": "lou@example.com", "password": PASSWORD}).json()
+        assert "access_token" in tokens
+        profile = c.get(f"{API}/users/profile", headers={"Authorization": f"Bearer {tokens['access_token']}"}).json()
+        assert profile["mfa_enabled"] is False
+    assert_one_line_error(cli("server", "users", "reset-mfa", "nobody@example.com"), 3)
+    r = cli.ok("server", "users", "reset-mfa", "lou@example.com")
+    assert "MFA was not on" in r.stderr

@@ -201,7 +201,7 @@ def create_admin(
 
 
 users_app = typer.Typer(
-    help="Accounts on this server's database: list, disable, enable (operators; like 'server migrate').",
+    help="Accounts on this server's database: list, disable, enable, reset-mfa (operators; like 'server migrate').",
     no_args_is_help=True,
 )
 app.add_typer(users_app, name="users")
@@ -269,3 +269,26 @@ def users_enable(
     Example: livedata server users enable ada@example.com
     """
     _set_disabled(email, db, False, json_, quiet)
+
+
+@users_app.command("reset-mfa")
+def users_reset_mfa(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn an account's MFA off: its TOTP secret and recovery codes go, and every session ends.
+
+    For an owner who lost the authenticator, or whose MFA someone else turned on.
+    Example: livedata server users reset-mfa ada@example.com
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import reset_mfa
+
+    done = reset_mfa(_config(db_url=db), email)
+    if env.json:
+        env.emit(done)
+    else:
+        state = "MFA is off" if done["mfa_was_enabled"] else "MFA was not on"
+        env.say(f"{done['email']}: {state}; its sessions have ended")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -148,5 +149,43 @@ def set_user_disabled(config: ServerConfig, email: str, disabled: bool) -> dict[
             changed = find_user(conn, user_id=found.id)
         assert changed is not None
         return changed.model_dump()
+    finally:
+        database.dispose()
+
+
+def reset_mfa(config: ServerConfig, email: str) -> dict[str, object]:
+    """Turn an account's MFA off for its owner (``livedata server users reset-mfa``).
+
+    For an owner locked out by a lost authenticator, or by someone who turned
+    MFA on with a stolen token: the TOTP secret and recovery codes go, every
+    session ends and every device's trust is dropped, so whoever held a token
+    holds nothing; the owner logs in with the password and sets MFA up again.
+    """
+    from livedata_cli.errors import NotFound
+    from livedata_cli.server.admin_api import find_user
+    from livedata_cli.server.api import Client, audit
+    from livedata_cli.server.auth import revoke_sessions
+
+    migrate(config)
+    database = open_database(config)
+    try:
+        with database.write() as conn:
+            found = find_user(conn, email=email)
+            if found is None:
+                raise NotFound(f"no account with the email {email.strip().lower()!r}")
+            was_on = bool(
+                conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == found.id)).scalar_one()
+            )
+            conn.execute(
+                db.users.update()
+                .where(db.users.c.id == found.id)
+                .values(mfa_enabled=False, mfa_secret=None, mfa_last_step=0, updated_at=time.time())
+            )
+            conn.execute(db.recovery_codes.delete().where(db.recovery_codes.c.user_id == found.id))
+            conn.execute(db.mfa_challenges.delete().where(db.mfa_challenges.c.user_id == found.id))
+            revoke_sessions(conn, found.id, "mfa_reset")
+            operator = Client(ip="", user_agent="livedata server users", request_id="")
+            audit(conn, operator, None, "admin.mfa_reset", "user", found.id)
+        return {"email": found.email, "id": found.id, "mfa_was_enabled": was_on, "mfa_enabled": False}
     finally:
         database.dispose()

@@ -17,7 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db, devices
+from livedata_cli.server import db, devices, reauth
 from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import (
@@ -86,8 +86,16 @@ class MfaSetup(BaseModel):
     otpauth_uri: str
 
 
+CurrentPassword = Annotated[str, Field(max_length=1024, description="the account's current password")]
+
+
+class PasswordBody(BaseModel):
+    password: CurrentPassword
+
+
 class CodeBody(BaseModel):
     code: Annotated[str, Field(max_length=16)]
+    password: CurrentPassword
 
 
 class RecoveryCodes(BaseModel):
@@ -104,8 +112,9 @@ class ChallengeBody(devices.DeviceFields):
 
 
 class DisableMfaBody(BaseModel):
-    password: Annotated[str, Field(max_length=1024)]
-    code: Annotated[str, Field(max_length=64)]
+    password: CurrentPassword
+    code: Annotated[str | None, Field(max_length=64)] = None
+    recovery_code: Annotated[str | None, Field(max_length=64, description="or a recovery code")] = None
 
 
 class ResetRequestBody(BaseModel):
@@ -321,7 +330,8 @@ def logout(user: UserDep, c: CtxDep, who: ClientDep) -> Response:
 
 
 @router.post("/mfa/setup", response_model=MfaSetup, summary="Start TOTP setup: a secret to confirm at /auth/mfa/verify")
-def mfa_setup(user: UserDep, c: CtxDep, who: ClientDep) -> MfaSetup:
+def mfa_setup(body: PasswordBody, user: UserDep, c: CtxDep, who: ClientDep) -> MfaSetup:
+    reauth.confirm(c, who, user.id, user.email, "mfa.setup", password=body.password)
     secret = new_totp_secret()
     with c.db.write() as conn:
         row = conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == user.id)).one()
@@ -395,6 +405,7 @@ def mfa_limit(c: Context, key: str, ip: str) -> None:
 
 @router.post("/mfa/verify", response_model=RecoveryCodes, summary="Confirm TOTP setup with a code; returns recovery codes")
 def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> RecoveryCodes:
+    reauth.confirm(c, who, user.id, user.email, "mfa.verify", password=body.password)
     mfa_limit(c, user.id, who.ip)
     with c.db.write() as conn:
         enabled = conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == user.id)).scalar_one()
@@ -403,8 +414,8 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: 
         ok = check_totp(c, conn, user.id, body.code)
         if not ok:
             audit(conn, who, user.id, "mfa.verify", "user", user.id, "failed")
-    if not ok:
-        raise ApiError(401, "invalid_code", "wrong or already used code")
+    if not ok:  # 403: the access token is fine, only the code is wrong
+        raise ApiError(403, "invalid_code", "wrong or already used code")
     with c.db.write() as conn:
         codes = recovery_codes()
         conn.execute(db.recovery_codes.delete().where(db.recovery_codes.c.user_id == user.id))
@@ -426,10 +437,12 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: 
 )
 def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse:
     h = token_hash(body.mfa_token)
-    mfa_limit(c, h, who.ip)
     now = time.time()
-    with c.db.write() as conn:
+    with c.db.read() as conn:
         row = conn.execute(sa.select(db.mfa_challenges).where(db.mfa_challenges.c.token_hash == h)).first()
+    # Counted per account, across its challenges (a new login must not bring a fresh budget), and per IP.
+    mfa_limit(c, row.user_id if row is not None else h, who.ip)
+    with c.db.write() as conn:
         if row is None or row.used_at is not None or row.expires_at < now:
             raise ApiError(401, "invalid_challenge", "unknown, used or expired MFA challenge; log in again")
         ok = second_factor_ok(c, conn, row.user_id, body.code, body.recovery_code)
@@ -448,14 +461,13 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: Backgro
 
 @router.post("/mfa/disable", status_code=204, summary="Turn MFA off (password and a current code)")
 def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> Response:
-    mfa_limit(c, user.id, who.ip)
-    with c.db.read() as conn:
-        stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
-    if not c.passwords.verify(stored, body.password):
-        raise ApiError(401, "invalid_credentials", "wrong password")
+    on = reauth.confirm(
+        c, who, user.id, user.email, "mfa.disable", password=body.password, code=body.code,
+        recovery_code=body.recovery_code,
+    )
+    if not on:
+        raise ApiError(409, "mfa_disabled", "MFA is not on")
     with c.db.write() as conn:
-        if not check_totp(c, conn, user.id, body.code):
-            raise ApiError(401, "invalid_code", "wrong or already used code")
         conn.execute(
             db.users.update().where(db.users.c.id == user.id).values(mfa_enabled=False, mfa_secret=None)
         )
@@ -531,6 +543,7 @@ def reset_confirm(body: ResetConfirmBody, c: CtxDep, who: ClientDep, tasks: Back
         conn.execute(
             db.users.update().where(db.users.c.id == row.user_id).values(password_hash=new_hash, updated_at=now)
         )
+        reauth.end_reset_tokens(conn, row.user_id, now)
         revoke_sessions(conn, row.user_id, "password_reset")
         audit(conn, who, row.user_id, "auth.password_reset", "user", row.user_id)
         email = conn.execute(sa.select(db.users.c.email).where(db.users.c.id == row.user_id)).scalar_one()
