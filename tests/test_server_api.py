@@ -428,11 +428,15 @@ def test_security_headers_request_id_and_hsts(server: Any) -> None:
     assert r.headers["cache-control"] == "no-store"
 
 
-def test_metrics_count_requests_bytes_and_queue(api: TestClient) -> None:
+def test_metrics_count_requests_bytes_and_queue(server: Any) -> None:
+    from livedata_cli.server.security import token_hash
+
+    api = server(metrics_token_hash=token_hash("scrape-token"))
     user = new_user(api)
     f = user.upload(b"m" * 1234)
     user.post("/api/v1/conversions", json={"file_id": f["id"], "target_format": "png"})
-    text = api.get("/metrics").text
+    assert api.get("/metrics").status_code == 401
+    text = api.get("/metrics", headers={"Authorization": "Bearer scrape-token"}).text
     assert 'livedata_http_requests_total{method="POST",route="/api/v1/files",status="201"}' in text
     assert "livedata_http_request_duration_seconds_bucket" in text
     assert "livedata_bytes_stored 1234.0" in text

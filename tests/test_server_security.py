@@ -518,3 +518,51 @@ def test_operator_resets_mfa_of_a_locked_out_owner(start: Any, cli: Cli) -> None
     assert_one_line_error(cli("server", "users", "reset-mfa", "nobody@example.com"), 3)
     r = cli.ok("server", "users", "reset-mfa", "lou@example.com")
     assert "MFA was not on" in r.stderr
+
+
+# -- Medium 5, 7: metrics behind a token, forwarded headers from named proxies only ----------------
+
+
+def test_metrics_are_served_only_behind_the_token_and_labelled_by_route(start: Any) -> None:
+    closed = start()
+    with httpx.Client(base_url=closed.url, timeout=30) as c:
+        assert c.get("/metrics").status_code == 404
+    server = start("--metrics-token", "scrape-secret-1")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        scrape = {"Authorization": "Bearer scrape-secret-1"}
+        before = len(c.get("/metrics", headers=scrape).content)
+        for i in range(150):
+            c.get(f"{API}/files/{os.urandom(8).hex()}", headers=h)
+            c.get(f"/no/such/{i}")
+        text = c.get("/metrics", headers=scrape).text
+    assert len(text) - before < 16 * 1024, (before, len(text))
+    assert 'route="/api/v1/files/{file_id}",status="404"' in text
+    assert "/no/such" not in text
+    assert "scrape-secret-1" not in server.log()
+
+
+def _logged_ip(server: ServerProcess, request_id: str) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in list(server.lines):
+            if request_id in line:
+                record = json.loads(line)
+                if record.get("request_id") == request_id:
+                    return str(record["ip"])
+        time.sleep(0.05)
+    raise AssertionError(request_id)
+
+
+def test_trust_proxy_names_the_proxies_whose_forwarded_headers_count(start: Any, cli: Cli) -> None:
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Request-ID": "fwd-1"}
+    elsewhere = start("--trust-proxy", "10.0.0.0/8,192.168.0.1")
+    httpx.get(elsewhere.url + "/healthz", headers=spoofed, timeout=30)
+    assert _logged_ip(elsewhere, "fwd-1") == "127.0.0.1"  # this peer is no named proxy: the header is ignored
+    here = start("--trust-proxy", "10.0.0.0/8", "--trust-proxy", "127.0.0.1")
+    httpx.get(here.url + "/healthz", headers=spoofed, timeout=30)
+    assert _logged_ip(here, "fwd-1") == "203.0.113.9"
+    for bad in ("anywhere", "10.0.0.0/33", ","):
+        assert_one_line_error(cli("server", "--trust-proxy", bad, "--port", "0"), 2)

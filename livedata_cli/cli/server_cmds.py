@@ -66,7 +66,14 @@ def serve(
     smtp_from: Annotated[str | None, typer.Option("--smtp-from", help="Sender address of server mail.")] = None,
     smtp_starttls: Annotated[bool, typer.Option("--smtp-starttls", help="Use STARTTLS with the SMTP server.")] = False,
     smtp_user: Annotated[str | None, typer.Option("--smtp-user", help="SMTP login (password in LIVEDATA_SMTP_PASSWORD).")] = None,
-    trust_proxy: Annotated[bool, typer.Option("--trust-proxy", help="Honour X-Forwarded-For/-Proto from a reverse proxy.")] = False,
+    trust_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-proxy",
+            metavar="ADDR/CIDR",
+            help="Honour X-Forwarded-For/-Proto from these reverse proxies only (repeat, or separate with commas).",
+        ),
+    ] = None,
     mfa_policy: Annotated[
         str | None,
         typer.Option(
@@ -84,6 +91,16 @@ def serve(
             "--json-limit", help="Bytes a request body other than file content may have (default 65536).", min=1024
         ),
     ] = None,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            envvar="LIVEDATA_METRICS_TOKEN",
+            help="Serve /metrics to 'Authorization: Bearer TOKEN' only (better: LIVEDATA_METRICS_TOKEN); "
+            "without it /metrics is not served.",
+            show_envvar=False,
+        ),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -98,8 +115,10 @@ def serve(
         from livedata_cli.errors import UsageError
 
         raise UsageError(f"--mfa-policy must be 'untrusted' or 'always', not {mfa_policy!r}")
+    from livedata_cli.server.config import proxy_networks
     from livedata_cli.server.run import listening_line
     from livedata_cli.server.run import serve as run
+    from livedata_cli.server.security import token_hash
 
     config = _config(
         host=host,
@@ -120,7 +139,8 @@ def serve(
         smtp_from=smtp_from,
         smtp_starttls=smtp_starttls or None,
         smtp_user=smtp_user,
-        trust_proxy=trust_proxy or None,
+        trust_proxy=proxy_networks(trust_proxy) if trust_proxy else None,
+        metrics_token_hash=token_hash(metrics_token) if metrics_token else None,
         mfa_policy=mfa_policy,
         device_trust_days=device_trust_days,
         ip_retention_days=ip_retention_days,
