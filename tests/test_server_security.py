@@ -566,3 +566,64 @@ def test_trust_proxy_names_the_proxies_whose_forwarded_headers_count(start: Any,
     assert _logged_ip(here, "fwd-1") == "203.0.113.9"
     for bad in ("anywhere", "10.0.0.0/33", ","):
         assert_one_line_error(cli("server", "--trust-proxy", bad, "--port", "0"), 2)
+
+
+# -- Low 8, 9: crafted numbers, share downloads and the share-password lockout ----------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_args(request: pytest.FixtureRequest) -> list[str]:
+    if request.param == "sqlite":
+        return []
+    pg: PgServer = request.getfixturevalue("postgres")
+    return ["--db", pg.create_database()]
+
+
+def test_huge_range_numbers_are_4xx_and_a_refused_share_download_is_not_counted(start: Any) -> None:
+    server = start()
+    huge = "9" * 4400
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        fid = c.post(f"{API}/files", params={"file_name": "a"}, content=b"0123456789", headers=h).json()["id"]
+        for rng in (f"bytes={huge}-", f"bytes={huge}-{huge}", f"bytes=0-{huge}", f"bytes=-{huge}"):
+            r = c.get(f"{API}/files/{fid}/download", headers={**h, "Range": rng})
+            assert r.status_code in (200, 206, 416), (rng, r.status_code)
+            assert r.status_code == 416 or r.content == b"0123456789"
+        up = c.post(f"{API}/files/uploads", params={"file_name": "b"}, headers=h).json()
+        r = c.put(f"{API}/files/uploads/{up['id']}", headers={**h, "Content-Range": f"bytes 0-{huge}/{huge}"}, content=b"x")
+        assert (r.status_code, r.json()["code"]) == (400, "bad_range")
+        share = c.post(f"{API}/shares", headers=h, json={"file_id": fid, "max_downloads": 1}).json()
+        r = c.get(f"{API}/shares/{share['id']}/download", headers={"Range": "bytes=50-60"})
+        assert r.status_code == 416
+        r = c.get(f"{API}/shares/{share['id']}/download", headers={"Range": f"bytes={huge}-"})
+        assert r.status_code == 416
+        public = c.get(f"{API}/shares/{share['id']}/public").json()
+        assert public["downloads_left"] == 1  # neither refusal used the one download up
+        assert c.get(f"{API}/shares/{share['id']}/download").content == b"0123456789"
+        assert c.get(f"{API}/shares/{share['id']}/download").status_code == 410
+
+
+def test_share_password_lockout_holds_under_parallel_guesses(start: Any, db_args: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start(*db_args)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        fid = c.post(f"{API}/files", params={"file_name": "a"}, content=b"secret", headers=h).json()["id"]
+        share = c.post(f"{API}/shares", headers=h, json={"file_id": fid, "password_verifier": "right" * 4}).json()
+    verifiers = [f"wrong-guess-{i:08d}" for i in range(9)] + ["right" * 4]
+
+    def guess(v: str) -> int:
+        with httpx.Client(base_url=server.url, timeout=30) as one:
+            return one.get(f"{API}/shares/{share['id']}/public", headers={"X-Share-Verifier": v}).status_code
+
+    with ThreadPoolExecutor(len(verifiers)) as pool:
+        statuses = list(pool.map(guess, verifiers))
+    wrong = statuses[:9]
+    # at most 5 guesses (--share-max-failures) were ever checked; the rest found it locked
+    assert wrong.count(401) <= 5 and set(wrong) <= {401, 410}, statuses
+    assert statuses[9] in (200, 410)
+    if statuses[9] == 200:  # the right one was among the 5 checked
+        assert wrong.count(401) <= 4, statuses
+    r = httpx.get(f"{server.url}{API}/shares/{share['id']}/public", headers={"X-Share-Verifier": "right" * 4})
+    assert r.status_code == 410 or wrong.count(401) < 5

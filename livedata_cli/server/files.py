@@ -454,7 +454,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     m = _RANGE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None
+    # A number past any file's size is read as "past the end": int() of thousands of digits is itself
+    # refused by Python (a 500), so such a number is never converted.
     first, last = m.group(1), m.group(2)
+    huge = 10**18
+    if len(first) > 18:
+        first = str(huge)
+    if len(last) > 18:
+        last = str(huge)
     if not first:  # suffix: the last N bytes
         n = int(last)
         if n == 0 or size == 0:

@@ -31,7 +31,7 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.files import download_response, owned
+from livedata_cli.server.files import download_response, owned, parse_range
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import new_id
 
@@ -277,14 +277,24 @@ def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> Any:
             raise ApiError(
                 429, "rate_limited", f"too many attempts; retry in {e.retry_after}s", {"Retry-After": str(e.retry_after)}
             ) from None
+        # An attempt is counted as failed before it is checked, and given back only when right: parallel
+        # guesses cannot all read the same count and pass the lockout together.
+        with c.db.write() as conn:
+            reserved = conn.execute(
+                db.shares.update()
+                .where(db.shares.c.id == share_id, db.shares.c.failed_attempts < c.config.share_max_failures)
+                .values(failed_attempts=db.shares.c.failed_attempts + 1)
+            ).rowcount
+        if reserved != 1:
+            raise ApiError(410, "share_locked", "this share is locked")
         if not verifier or not c.passwords.verify(row.password_verifier_hash, verifier):
-            with c.db.write() as conn:
-                conn.execute(
-                    db.shares.update()
-                    .where(db.shares.c.id == share_id)
-                    .values(failed_attempts=db.shares.c.failed_attempts + 1)
-                )
             raise ApiError(401, "share_password", "this share needs its password (wrong or missing verifier)")
+        with c.db.write() as conn:
+            conn.execute(
+                db.shares.update()
+                .where(db.shares.c.id == share_id)
+                .values(failed_attempts=db.shares.c.failed_attempts - 1)
+            )
     return row
 
 
@@ -317,6 +327,7 @@ def share_download(
 ) -> StreamingResponse:
     share = _usable(c, share_id, x_share_verifier, who.ip)
     range_header = request.headers.get("range")
+    parse_range(range_header, share.size)  # an unsatisfiable range is a 416 before the download is counted
     with c.db.write() as conn:
         q = db.shares.update().where(db.shares.c.id == share_id, db.shares.c.revoked_at.is_(None))
         if share.max_downloads is not None:
