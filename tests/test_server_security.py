@@ -94,9 +94,11 @@ def start(livedata_env: dict[str, str]) -> Iterator[Any]:
     """A factory of real server processes (SQLite and a blob folder unless told otherwise)."""
     started: list[ServerProcess] = []
 
-    def factory(*args: str) -> ServerProcess:
+    def factory(*args: str, weak_kdf: bool = True) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
         env.update(livedata_env)
+        if not weak_kdf:
+            env.pop("LIVEDATA_TESTONLY_WEAKEN_KDF", None)
         server = ServerProcess(list(args), env)
         started.append(server)
         return server
@@ -627,3 +629,82 @@ def test_share_password_lockout_holds_under_parallel_guesses(start: Any, db_args
         assert wrong.count(401) <= 4, statuses
     r = httpx.get(f"{server.url}{API}/shares/{share['id']}/public", headers={"X-Share-Verifier": "right" * 4})
     assert r.status_code == 410 or wrong.count(401) < 5
+
+
+# -- Low 10, 11: registration, reset mail, emails ---------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_registration_is_rate_limited_and_a_taken_email_costs_no_hash(start: Any) -> None:
+    server = start(weak_kdf=False)  # real Argon2id (64 MiB, t=3): a hash is a visible cost
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        body = {"email": "taken@example.com", "password": PASSWORD}
+        assert c.post(f"{API}/auth/register", json=body).status_code == 201
+        used = _cpu_seconds(server.proc.pid)
+        statuses = [c.post(f"{API}/auth/register", json=body).status_code for _ in range(5)]
+        spent = _cpu_seconds(server.proc.pid) - used
+    assert statuses == [409] * 4 + [429], statuses
+    assert spent < 0.25, spent  # four hashes would be over a second of CPU here
+
+
+class _HeldMailbox(Mailbox):
+    """An SMTP server that holds each message until released: a request that mails inline would hang."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        super().__init__()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_reset_mail_goes_after_the_answer_for_every_request(start: Any) -> None:
+    box = _HeldMailbox()
+    try:
+        server = start("--smtp-host", "127.0.0.1", "--smtp-port", str(box.port))
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            _account(c, "held@example.com")
+            for who in ("held@example.com", "nobody@example.com"):
+                r = c.post(f"{API}/auth/password-reset", json={"email": who}, timeout=10)
+                assert r.status_code == 202
+            assert box.messages == []  # answered while the mail server still holds the message
+            box.release.set()
+            assert _mail_token(box, 1)
+            time.sleep(0.3)
+            assert len(_reset_tokens(box)) == 1  # and only the real account got one
+    finally:
+        box.release.set()
+        box.stop()
+
+
+def test_emails_are_normalised_and_controls_refused(start: Any, cli: Cli) -> None:
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.post(f"{API}/auth/register", json={"email": "\uff21da@Example.COM", "password": PASSWORD})
+        assert r.status_code == 201 and r.json()["email"] == "ada@example.com"
+        r = c.post(f"{API}/auth/register", json={"email": "ada@example.com", "password": PASSWORD})
+        assert r.status_code == 409  # the full-width spelling was the same address
+        assert c.post(f"{API}/auth/login", json={"email": "ADA@\uff45xample.com", "password": PASSWORD}).status_code == 200
+        for bad in ("\x1b[2Jevil@example.com", "zero\u200bwidth@example.com", "rtl\u202e@example.com",
+                    "bell\x07@example.com", "nb\u00a0sp@example.com"):
+            r = c.post(f"{API}/auth/register", json={"email": bad, "password": PASSWORD})
+            assert (r.status_code, r.json().get("code")) in ((422, "invalid_email"), (422, None)), (bad, r.text)
+    # an account from before the check: the operator's listing escapes what a terminal would act on
+    import sqlalchemy as sa
+
+    from livedata_cli.server import db
+
+    engine = sa.create_engine(f"sqlite:///{os.environ['LIVEDATA_HOME']}/server/server.sqlite")
+    with engine.begin() as conn:
+        conn.execute(db.users.update().values(email="\x1b]0;pwned\x07old@example.com"))
+    engine.dispose()
+    out = cli.ok("server", "users", "list").stdout.decode()
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07old@example.com" in out

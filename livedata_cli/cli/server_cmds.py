@@ -227,11 +227,18 @@ users_app = typer.Typer(
 app.add_typer(users_app, name="users")
 
 
+def _printable(text: str) -> str:
+    from livedata_cli.server.emails import printable
+
+    return printable(text)
+
+
 def _user_line(u: dict[str, Any]) -> str:
     from livedata_cli.cli.common import human_size
+    from livedata_cli.server.emails import printable
 
     state = "disabled" if u["disabled"] else "active"
-    return f"{u['email']:<32} {u['role']:<5} {state:<8} {u['files']:>7} file(s) {human_size(int(u['used_bytes'])):>9}  {u['id']}"
+    return f"{printable(u['email']):<32} {u['role']:<5} {state:<8} {u['files']:>7} file(s) {human_size(int(u['used_bytes'])):>9}  {u['id']}"
 
 
 @users_app.command("list")
@@ -260,7 +267,7 @@ def _set_disabled(email: str, db: str | None, disabled: bool, json_: bool, quiet
     if env.json:
         env.emit(u)
     else:
-        env.say(f"{u['email']} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
+        env.say(f"{_printable(u['email'])} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
 
 
 @users_app.command("disable")
@@ -311,4 +318,4 @@ def users_reset_mfa(
         env.emit(done)
     else:
         state = "MFA is off" if done["mfa_was_enabled"] else "MFA was not on"
-        env.say(f"{done['email']}: {state}; its sessions have ended")
+        env.say(f"{_printable(str(done['email']))}: {state}; its sessions have ended")

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from livedata_cli.errors import StoreUnreachable, UsageError
 from livedata_cli.server import db
 from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.emails import normalize, printable, refusal
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.security import Passwords
 
@@ -96,8 +97,9 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
     from livedata_cli.server.app import build_context
     from livedata_cli.server.auth import EMAIL_PATTERN, create_user
 
-    if not re.match(EMAIL_PATTERN, email):
-        raise UsageError(f"not an email address: {email!r}")
+    email = normalize(email)
+    if not re.match(EMAIL_PATTERN, email) or refusal(email):
+        raise UsageError(f"not an email address: {printable(email)!r}")
     if len(password) < 8:
         raise UsageError("the password needs at least 8 characters")
     migrate(config)
@@ -105,7 +107,7 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
     try:
         password_hash = Passwords(1, weaken=config.weaken_kdf).hash(password)
         with c.db.write() as conn:
-            existing = conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email.lower())).scalar()
+            existing = conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email)).scalar()
             if existing is not None:
                 conn.execute(db.users.update().where(db.users.c.id == existing).values(is_admin=True))
                 return str(existing)
@@ -142,7 +144,7 @@ def set_user_disabled(config: ServerConfig, email: str, disabled: bool) -> dict[
         with database.write() as conn:
             found = find_user(conn, email=email)
             if found is None:
-                raise NotFound(f"no account with the email {email.strip().lower()!r}")
+                raise NotFound(f"no account with the email {normalize(email)!r}")
             set_disabled(conn, found.id, disabled)
             operator = Client(ip="", user_agent="livedata server users", request_id="")
             audit(conn, operator, None, "admin.user_disable" if disabled else "admin.user_enable", "user", found.id)
@@ -172,7 +174,7 @@ def reset_mfa(config: ServerConfig, email: str) -> dict[str, object]:
         with database.write() as conn:
             found = find_user(conn, email=email)
             if found is None:
-                raise NotFound(f"no account with the email {email.strip().lower()!r}")
+                raise NotFound(f"no account with the email {normalize(email)!r}")
             was_on = bool(
                 conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == found.id)).scalar_one()
             )

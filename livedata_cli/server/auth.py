@@ -17,7 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db, devices, reauth
+from livedata_cli.server import db, devices, emails, reauth
 from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import (
@@ -148,8 +148,11 @@ def profile_of(row: sa.Row[tuple[object, ...]] | sa.RowMapping) -> Profile:
 def create_user(
     c: Context, conn: Connection, email: str, password_hash: str, first: str, last: str, *, admin: bool = False
 ) -> str:
-    """Insert an account; a taken email is a 409."""
-    email = email.strip().lower()
+    """Insert an account; a taken email is a 409, one with control or format characters a 422."""
+    email = emails.normalize(email)
+    why = emails.refusal(email)
+    if why is not None:
+        raise ApiError(422, "invalid_email", why)
     if conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email)).first():
         raise ApiError(409, "email_taken", "an account with this email already exists")
     uid = new_id()
@@ -224,8 +227,20 @@ def revoke_sessions(conn: Connection, user_id: str, reason: str, *, keep: str | 
     conn.execute(q.values(revoked_at=time.time(), revoked_reason=reason))
 
 
-@router.post("/register", status_code=201, response_model=Profile, summary="Create an account")
+@router.post(
+    "/register", status_code=201, response_model=Profile, summary="Create an account",
+    responses={409: {"description": "the email has an account"}, 429: {"description": "rate limited"}},
+)
 def register(body: RegisterBody, c: CtxDep, who: ClientDep) -> Profile:
+    email = emails.normalize(body.email)
+    limits = c.config.rate_limits
+    try:  # a registration tells whether an email has an account (409): counted, like a login
+        c.limiter.hit("register", (limits.register, email), (limits.register_ip, who.ip))
+    except RateLimited as e:
+        raise limited(e) from None
+    with c.db.read() as conn:  # a taken email costs no Argon2 hash
+        if conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email)).first():
+            raise ApiError(409, "email_taken", "an account with this email already exists")
     password_hash = c.passwords.hash(body.password)
     with c.db.write() as conn:
         uid = create_user(c, conn, body.email, password_hash, body.first_name, body.last_name)
@@ -241,7 +256,7 @@ def register(body: RegisterBody, c: CtxDep, who: ClientDep) -> Profile:
     responses={401: {"description": "wrong email or password"}, 429: {"description": "rate limited"}},
 )
 def login(body: LoginBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse | MfaChallenge:
-    email = body.email.strip().lower()
+    email = emails.normalize(body.email)
     login_limit(c, email, who.ip)
     with c.db.read() as conn:
         row = conn.execute(
@@ -485,8 +500,8 @@ def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, 
     summary="Mail a single-use reset token; answers the same whether or not the account exists",
 )
 @router.post("/password-reset", status_code=202, summary="Ask for a reset token (the seed's path; as /request)")
-def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str, str]:
-    email = body.email.strip().lower()
+def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> dict[str, str]:
+    email = emails.normalize(body.email)
     limits = c.config.rate_limits
     try:
         c.limiter.hit("reset", (limits.reset, email), (limits.reset_ip, who.ip))
@@ -504,19 +519,25 @@ def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str
                 )
             )
         audit(conn, who, uid, "auth.password_reset_request", "user", uid)
-    if uid is not None:
-        minutes = c.config.reset_ttl // 60
-        body_text = (
-            "Someone asked to reset the password of your livedata account.\n\n"
-            f"Your reset token, valid {minutes} minutes and usable once:\n\n{token}\n\n"
-            f"Server: {c.config.public_url}\n\n"
-            "If it was not you, ignore this message.\n"
-        )
-        try:
-            c.mailer.send(email, "livedata password reset", body_text)
-        except Exception as e:  # the answer must not tell whether the account exists
-            log.warning("mail delivery failed: %s", type(e).__name__)
+    # The mail goes after the answer, so the answer takes as long whether or not the account exists.
+    tasks.add_task(_send_reset, c, email if uid is not None else None, token)
     return {"status": "accepted"}
+
+
+def _send_reset(c: Context, email: str | None, token: str) -> None:
+    if email is None:
+        return
+    minutes = c.config.reset_ttl // 60
+    body_text = (
+        "Someone asked to reset the password of your livedata account.\n\n"
+        f"Your reset token, valid {minutes} minutes and usable once:\n\n{token}\n\n"
+        f"Server: {c.config.public_url}\n\n"
+        "If it was not you, ignore this message.\n"
+    )
+    try:
+        c.mailer.send(email, "livedata password reset", body_text)
+    except Exception as e:  # nobody waits for this answer; the log says it
+        log.warning("mail delivery failed: %s", type(e).__name__)
 
 
 @router.post("/password-reset/confirm", status_code=204, summary="Set a new password with a reset token")

@@ -30,6 +30,8 @@ class RateLimits:
     reset_ip: str = "30/hour"
     share_password: str = "10/minute"
     share_password_ip: str = "60/minute"
+    register: str = "5/hour"
+    register_ip: str = "60/hour"
 
 
 @dataclass(frozen=True)
