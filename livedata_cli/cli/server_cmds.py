@@ -267,7 +267,7 @@ def _set_disabled(email: str, db: str | None, disabled: bool, json_: bool, quiet
     if env.json:
         env.emit(u)
     else:
-        env.say(f"{_printable(u['email'])} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
+        env.say(f"{_printable(str(u['email']))} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
 
 
 @users_app.command("disable")

@@ -109,7 +109,7 @@ def check_json(body: bytes) -> tuple[str, str] | None:
 def _is_json(scope: Scope) -> bool:
     for name, value in scope.get("headers", []):
         if name == b"content-type":
-            kind = value.split(b";", 1)[0].strip().lower()
+            kind = bytes(value).split(b";", 1)[0].strip().lower()
             return kind == b"application/json" or kind.endswith(b"+json")
     return True  # FastAPI parses a body without a Content-Type as JSON
 

@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import db, files
 from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep
+from livedata_cli.server.blobs import blob_key
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -245,7 +246,7 @@ async def upload_form(
         desc = _one(form, "description", description, "", lo=0, hi=10_000)
         tags = _tags(form, tag)
     except ApiError:
-        c.store.delete(files.blob_key(blob.blob_id))
+        c.store.delete(blob_key(blob.blob_id))
         raise
     return files.commit(
         c, who, user, blob, file_name=name, content_type=ctype, description=desc, tags=tags, replace=replace,
