@@ -285,7 +285,7 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     with httpx.Client(base_url=url + "/api/v1") as c:
         r = c.post(
             "/users/me/password",
-            json={"current_password": PASSWORD, "new_password": new_password},
+            json={"current_password": PASSWORD, "new_password": new_password, "code": codes.next()},
             headers={"Authorization": f"Bearer {tokens(desk)['access_token']}"},
         )
         assert r.status_code == 204
