@@ -708,3 +708,24 @@ def test_emails_are_normalised_and_controls_refused(start: Any, cli: Cli) -> Non
     engine.dispose()
     out = cli.ok("server", "users", "list").stdout.decode()
     assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07old@example.com" in out
+
+
+def test_a_share_download_the_server_fails_is_given_back(start: Any) -> None:
+    from pathlib import Path
+
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        fid = c.post(f"{API}/files", params={"file_name": "a"}, content=b"lost bytes", headers=h).json()["id"]
+        share = c.post(f"{API}/shares", headers=h, json={"file_id": fid, "max_downloads": 1}).json()
+        blobs = [p for p in (Path(os.environ["LIVEDATA_HOME"]) / "server" / "blobs").rglob("*") if p.is_file()]
+        assert blobs
+        for p in blobs:
+            p.unlink()  # the blob store lost the file
+        try:
+            r = c.get(f"{API}/shares/{share['id']}/download")
+            failed = r.status_code >= 500 or r.content != b"lost bytes"
+        except httpx.HTTPError:
+            failed = True
+        assert failed
+        assert c.get(f"{API}/shares/{share['id']}/public").json()["downloads_left"] == 1

@@ -12,9 +12,11 @@ endpoints (``/public``, ``/download``) are what a link holder uses.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import sqlalchemy as sa
+from anyio import to_thread
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -337,4 +339,27 @@ def share_download(
             raise ApiError(410, "share_used_up", "this share is used up")
         file_row = conn.execute(sa.select(db.files).where(db.files.c.id == share.file_id)).one()
         audit(conn, who, share.owner_id, "share.download", "share", share_id)
-    return download_response(c, file_row, range_header)
+    response = download_response(c, file_row, range_header)
+    response.body_iterator = _given_back_on_failure(response.body_iterator, c, share_id)
+    return response
+
+
+async def _given_back_on_failure(body: AsyncIterator[Any], c: Context, share_id: str) -> AsyncIterator[Any]:
+    """The download's bytes; when the server fails to send them (a blob missing or damaged, the store
+    unreachable), the download it counted is given back.  A client that goes away keeps it counted:
+    otherwise cutting every download short would be a way around the limit."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except Exception:
+
+        def give_back() -> None:
+            with c.db.write() as conn:
+                conn.execute(
+                    db.shares.update()
+                    .where(db.shares.c.id == share_id, db.shares.c.downloads > 0)
+                    .values(downloads=db.shares.c.downloads - 1)
+                )
+
+        await to_thread.run_sync(give_back)
+        raise
