@@ -12,7 +12,7 @@ endpoints (``/public``, ``/download``) are what a link holder uses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -344,7 +344,7 @@ def share_download(
     return response
 
 
-async def _given_back_on_failure(body: AsyncIterator[Any], c: Context, share_id: str) -> AsyncIterator[Any]:
+async def _given_back_on_failure(body: AsyncIterable[Any], c: Context, share_id: str) -> AsyncIterator[Any]:
     """The download's bytes; when the server fails to send them (a blob missing or damaged, the store
     unreachable), the download it counted is given back.  A client that goes away keeps it counted:
     otherwise cutting every download short would be a way around the limit."""
