@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import pyotp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Cli, assert_one_line_error
 from pgserver import PASSWORD, Mailbox, PgServer, ServerProcess, postgres  # noqa: F401
@@ -729,3 +731,51 @@ def test_a_share_download_the_server_fails_is_given_back(start: Any) -> None:
             failed = True
         assert failed
         assert c.get(f"{API}/shares/{share['id']}/public").json()["downloads_left"] == 1
+
+
+# -- the checks themselves, on any input ------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+def _nesting(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_nesting(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_nesting(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(_json)
+@settings(max_examples=300, deadline=None)
+def test_depth_counts_nesting_and_skips_brackets_in_strings(value: Any) -> None:
+    from livedata_cli.server.bodylimit import check_json, depth
+
+    text = json.dumps(value).encode()
+    assert depth(text) == _nesting(value)
+    assert check_json(text) is None  # plain JSON within the depth goes on to the route
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=300, deadline=None)
+def test_check_json_never_raises_on_any_bytes(body: bytes) -> None:
+    from livedata_cli.server.bodylimit import check_json
+
+    refused = check_json(body)
+    assert refused is None or refused[0] in ("too_deep", "invalid_json")
+
+
+@given(st.text())
+@settings(max_examples=300, deadline=None)
+def test_emails_accepted_are_printable_and_operator_output_always_is(text: str) -> None:
+    from livedata_cli.server.emails import normalize, printable, refusal
+
+    email_addr = normalize(text)
+    if refusal(email_addr) is None:
+        assert all(ch.isprintable() and not ch.isspace() for ch in email_addr)
+        assert normalize(email_addr) == email_addr  # one spelling per address
+    assert all(ch.isprintable() for ch in printable(text))

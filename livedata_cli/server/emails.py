@@ -15,7 +15,8 @@ import unicodedata
 
 
 def normalize(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).strip().lower()
+    # NFKC again after lower(): lower-casing can leave a form NFKC would change (one spelling per address)
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).strip().lower())
 
 
 def refusal(email: str) -> str | None:
