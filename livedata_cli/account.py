@@ -669,14 +669,17 @@ def logout(server: str) -> tuple[bool, bool]:
         c.close()
 
 
-def mfa_setup(server: str) -> dict[str, str]:
-    """Start TOTP setup: ``secret`` and ``otpauth_uri``, to confirm with :func:`mfa_verify`."""
-    return _call(server, "POST", "/auth/mfa/setup", "MFA setup")  # type: ignore[no-any-return]
+def mfa_setup(server: str, password: str) -> dict[str, str]:
+    """Start TOTP setup (the server wants the password again): ``secret`` and ``otpauth_uri``,
+    to confirm with :func:`mfa_verify`."""
+    return _call(  # type: ignore[no-any-return]
+        server, "POST", "/auth/mfa/setup", "MFA setup", json_body={"password": password}
+    )
 
 
-def mfa_verify(server: str, code: str) -> list[str]:
-    """Confirm TOTP setup; returns the single-use recovery codes."""
-    body = _call(server, "POST", "/auth/mfa/verify", "MFA code", json_body={"code": code})
+def mfa_verify(server: str, code: str, password: str) -> list[str]:
+    """Confirm TOTP setup with a code and the password; returns the single-use recovery codes."""
+    body = _call(server, "POST", "/auth/mfa/verify", "MFA code", json_body={"code": code, "password": password})
     return list(body.get("recovery_codes", []))
 
 

@@ -252,10 +252,10 @@ def test_delete_with_mfa_needs_a_code_and_a_terminal_confirms_by_email(
     srv = server()
     url = srv.url
     account(cli, url, "carol@example.com")
-    setup = cli.ok("mfa", "setup", "--json", "--server", url).json()
+    setup = cli.ok("mfa", "setup", "--json", "--server", url, env={"LIVEDATA_PASSWORD": PASSWORD}).json()
     totp = pyotp.TOTP(setup["secret"])
     step = steps_with_room()
-    codes = cli.ok("mfa", "verify", totp.at(step * 30), "--json", "--server", url).json()[
+    codes = cli.ok("mfa", "verify", totp.at(step * 30), "--json", "--server", url, env={"LIVEDATA_PASSWORD": PASSWORD}).json()[
         "recovery_codes"
     ]
     env = {"LIVEDATA_PASSWORD": PASSWORD}

@@ -241,9 +241,9 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     url = srv.url
     desk, laptop = cli, other_home(cli, "laptop")
     sign_up(desk, url, "ada@example.com", "desk")
-    setup = desk.ok("mfa", "setup", "--server", url, "--json").json()
+    setup = desk.ok("mfa", "setup", "--server", url, "--json", env={"LIVEDATA_PASSWORD": PASSWORD}).json()
     codes = Codes(setup["secret"])
-    recovery = desk.ok("mfa", "verify", codes.next(), "--server", url, "--json").json()[
+    recovery = desk.ok("mfa", "verify", codes.next(), "--server", url, "--json", env={"LIVEDATA_PASSWORD": PASSWORD}).json()[
         "recovery_codes"
     ]
     ((subject, body),) = wait_for_mail(mailbox, 1)
@@ -285,7 +285,7 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     with httpx.Client(base_url=url + "/api/v1") as c:
         r = c.post(
             "/users/me/password",
-            json={"current_password": PASSWORD, "new_password": new_password},
+            json={"current_password": PASSWORD, "new_password": new_password, "code": codes.next()},
             headers={"Authorization": f"Bearer {tokens(desk)['access_token']}"},
         )
         assert r.status_code == 204

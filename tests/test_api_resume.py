@@ -167,9 +167,9 @@ def test_an_ended_session_asks_to_log_in_again_on_a_terminal(cli: Cli, server: A
     assert "livedata login" in r.stderr
     # With MFA on, the terminal is asked the code too.
     cli.ok("login", "--server", srv.url, "--email", "tty@example.com", env={"LIVEDATA_PASSWORD": PASSWORD})
-    totp = pyotp.TOTP(cli.ok("mfa", "setup", "--json", "--server", srv.url).json()["secret"])
+    totp = pyotp.TOTP(cli.ok("mfa", "setup", "--json", "--server", srv.url, env={"LIVEDATA_PASSWORD": PASSWORD}).json()["secret"])
     step = steps_with_room()
-    cli.ok("mfa", "verify", totp.at((step - 1) * 30), "--server", srv.url)
+    cli.ok("mfa", "verify", totp.at((step - 1) * 30), "--server", srv.url, env={"LIVEDATA_PASSWORD": PASSWORD})
     _end_session(cli, srv)
     code, out = run_on_tty(["sync"], env, cli.cwd, [PASSWORD, totp.at(step * 30)], timeout=30)
     assert code == 0, out

@@ -137,16 +137,18 @@ def test_account_mfa_and_round_trips_leave_no_plaintext_on_the_server(
     assert oct(tokens_file(cli).stat().st_mode & 0o777) == "0o600"  # no keyring here: the 0600 file
 
     # MFA: set up (the QR code and URI on stderr), confirm, log in again with a code.
-    text = cli.ok("mfa", "setup", "--server", url).stderr
+    assert_one_line_error(cli("mfa", "setup", "--server", url), 4)  # the password is asked again
+    assert_one_line_error(cli("mfa", "setup", "--server", url, env={"LIVEDATA_PASSWORD": "wrong password!"}), 4)
+    text = cli.ok("mfa", "setup", "--server", url, env=env).stderr
     assert "otpauth://totp/" in text and "▀" in text  # segno's compact terminal QR code
     assert "livedata mfa verify" in text
-    setup = cli.ok("mfa", "setup", "--json", "--server", url).json()
+    setup = cli.ok("mfa", "setup", "--json", "--server", url, env=env).json()
     same_keys("mfa setup", setup)
     assert setup["mfa_enabled"] is False and setup["otpauth_uri"].startswith("otpauth://totp/")
     totp = pyotp.TOTP(setup["secret"])
     step = steps_with_room()
-    assert_one_line_error(cli("mfa", "verify", "000000", "--server", url), 4)
-    verified = cli.ok("mfa", "verify", totp.at((step - 1) * 30), "--json", "--server", url).json()
+    assert_one_line_error(cli("mfa", "verify", "000000", "--server", url, env=env), 4)
+    verified = cli.ok("mfa", "verify", totp.at((step - 1) * 30), "--json", "--server", url, env=env).json()
     assert verified["mfa_enabled"] is True and len(verified["recovery_codes"]) == 10
     same_keys("mfa verify", verified)
     cli.ok("logout", "--server", url)

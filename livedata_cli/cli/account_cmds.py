@@ -361,14 +361,16 @@ def qr_text(uri: str) -> str | None:
 def mfa_setup(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Turn on two-factor login: shows the otpauth URI and its QR code, then confirms with a code.
 
-    On a terminal the code is asked at once; otherwise confirm later with 'livedata mfa verify CODE'.
+    Needs the account password (LIVEDATA_PASSWORD or asked). On a terminal the code is asked at
+    once; otherwise confirm later with 'livedata mfa verify CODE'.
     Example: livedata mfa setup
     """
     env = setup(json_, quiet)
     from livedata_cli import account
 
     url = _server(server)
-    started = account.mfa_setup(url)
+    password = _password(env)
+    started = account.mfa_setup(url, password)
     uri, secret = started["otpauth_uri"], started["secret"]
     if not env.json:
         qr = qr_text(uri)
@@ -377,7 +379,7 @@ def mfa_setup(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt 
             env.say(qr.rstrip("\n"))
         env.say(f"  {uri}\n  secret: {secret}")
     code = _code(env) if env.can_prompt() and not env.json else None
-    codes = account.mfa_verify(url, code) if code else []
+    codes = account.mfa_verify(url, code, password) if code else []
     if env.json:
         env.emit({"server": url, "otpauth_uri": uri, "secret": secret, "mfa_enabled": bool(code), "recovery_codes": codes})
         return
@@ -400,7 +402,8 @@ def mfa_verify(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Confirm 'mfa setup' with a current code: MFA is on, and single-use recovery codes are printed.
+    """Confirm 'mfa setup' with a current code and the password (LIVEDATA_PASSWORD or asked):
+    MFA is on, and single-use recovery codes are printed.
 
     Example: livedata mfa verify 123456
     """
@@ -408,7 +411,7 @@ def mfa_verify(
     from livedata_cli import account
 
     url = _server(server)
-    codes = account.mfa_verify(url, code)
+    codes = account.mfa_verify(url, code, _password(env))
     if env.json:
         env.emit({"server": url, "mfa_enabled": True, "recovery_codes": codes})
     else:

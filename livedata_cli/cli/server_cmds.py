@@ -66,7 +66,14 @@ def serve(
     smtp_from: Annotated[str | None, typer.Option("--smtp-from", help="Sender address of server mail.")] = None,
     smtp_starttls: Annotated[bool, typer.Option("--smtp-starttls", help="Use STARTTLS with the SMTP server.")] = False,
     smtp_user: Annotated[str | None, typer.Option("--smtp-user", help="SMTP login (password in LIVEDATA_SMTP_PASSWORD).")] = None,
-    trust_proxy: Annotated[bool, typer.Option("--trust-proxy", help="Honour X-Forwarded-For/-Proto from a reverse proxy.")] = False,
+    trust_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-proxy",
+            metavar="ADDR/CIDR",
+            help="Honour X-Forwarded-For/-Proto from these reverse proxies only (repeat, or separate with commas).",
+        ),
+    ] = None,
     mfa_policy: Annotated[
         str | None,
         typer.Option(
@@ -78,6 +85,22 @@ def serve(
         int | None, typer.Option("--device-trust-days", help="How long 'account trust' lasts (default 30).", min=1)
     ] = None,
     ip_retention_days: IpDaysOpt = None,
+    json_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--json-limit", help="Bytes a request body other than file content may have (default 65536).", min=1024
+        ),
+    ] = None,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            envvar="LIVEDATA_METRICS_TOKEN",
+            help="Serve /metrics to 'Authorization: Bearer TOKEN' only (better: LIVEDATA_METRICS_TOKEN); "
+            "without it /metrics is not served.",
+            show_envvar=False,
+        ),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -92,8 +115,10 @@ def serve(
         from livedata_cli.errors import UsageError
 
         raise UsageError(f"--mfa-policy must be 'untrusted' or 'always', not {mfa_policy!r}")
+    from livedata_cli.server.config import proxy_networks
     from livedata_cli.server.run import listening_line
     from livedata_cli.server.run import serve as run
+    from livedata_cli.server.security import token_hash
 
     config = _config(
         host=host,
@@ -114,10 +139,12 @@ def serve(
         smtp_from=smtp_from,
         smtp_starttls=smtp_starttls or None,
         smtp_user=smtp_user,
-        trust_proxy=trust_proxy or None,
+        trust_proxy=proxy_networks(trust_proxy) if trust_proxy else None,
+        metrics_token_hash=token_hash(metrics_token) if metrics_token else None,
         mfa_policy=mfa_policy,
         device_trust_days=device_trust_days,
         ip_retention_days=ip_retention_days,
+        json_limit=json_limit,
     )
     del env
     run(config, listening_line)
@@ -218,17 +245,24 @@ def create_admin(
 
 
 users_app = typer.Typer(
-    help="Accounts on this server's database: list, disable, enable (operators; like 'server migrate').",
+    help="Accounts on this server's database: list, disable, enable, reset-mfa (operators; like 'server migrate').",
     no_args_is_help=True,
 )
 app.add_typer(users_app, name="users")
 
 
+def _printable(text: str) -> str:
+    from livedata_cli.server.emails import printable
+
+    return printable(text)
+
+
 def _user_line(u: dict[str, Any]) -> str:
     from livedata_cli.cli.common import human_size
+    from livedata_cli.server.emails import printable
 
     state = "disabled" if u["disabled"] else "active"
-    return f"{u['email']:<32} {u['role']:<5} {state:<8} {u['files']:>7} file(s) {human_size(int(u['used_bytes'])):>9}  {u['id']}"
+    return f"{printable(u['email']):<32} {u['role']:<5} {state:<8} {u['files']:>7} file(s) {human_size(int(u['used_bytes'])):>9}  {u['id']}"
 
 
 @users_app.command("list")
@@ -257,7 +291,7 @@ def _set_disabled(email: str, db: str | None, disabled: bool, json_: bool, quiet
     if env.json:
         env.emit(u)
     else:
-        env.say(f"{u['email']} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
+        env.say(f"{_printable(str(u['email']))} is {'disabled: its sessions have ended' if disabled else 'enabled'}")
 
 
 @users_app.command("disable")
@@ -286,3 +320,26 @@ def users_enable(
     Example: livedata server users enable ada@example.com
     """
     _set_disabled(email, db, False, json_, quiet)
+
+
+@users_app.command("reset-mfa")
+def users_reset_mfa(
+    email: Annotated[str, typer.Argument(help="The account's email.")],
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn an account's MFA off: its TOTP secret and recovery codes go, and every session ends.
+
+    For an owner who lost the authenticator, or whose MFA someone else turned on.
+    Example: livedata server users reset-mfa ada@example.com
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.server.admin import reset_mfa
+
+    done = reset_mfa(_config(db_url=db), email)
+    if env.json:
+        env.emit(done)
+    else:
+        state = "MFA is off" if done["mfa_was_enabled"] else "MFA was not on"
+        env.say(f"{_printable(str(done['email']))}: {state}; its sessions have ended")

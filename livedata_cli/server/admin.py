@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from livedata_cli.errors import Refused, StoreUnreachable, UsageError
 from livedata_cli.server import db
 from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.emails import normalize, printable, refusal
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.security import Passwords
 
@@ -135,8 +137,9 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
     from livedata_cli.server.app import build_context
     from livedata_cli.server.auth import EMAIL_PATTERN, create_user
 
-    if not re.match(EMAIL_PATTERN, email):
-        raise UsageError(f"not an email address: {email!r}")
+    email = normalize(email)
+    if not re.match(EMAIL_PATTERN, email) or refusal(email):
+        raise UsageError(f"not an email address: {printable(email)!r}")
     if len(password) < 8:
         raise UsageError("the password needs at least 8 characters")
     migrate(config)
@@ -144,7 +147,7 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
     try:
         password_hash = Passwords(1, weaken=config.weaken_kdf).hash(password)
         with c.db.write() as conn:
-            existing = conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email.lower())).scalar()
+            existing = conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email)).scalar()
             if existing is not None:
                 conn.execute(db.users.update().where(db.users.c.id == existing).values(is_admin=True))
                 return str(existing)
@@ -181,12 +184,50 @@ def set_user_disabled(config: ServerConfig, email: str, disabled: bool) -> dict[
         with database.write() as conn:
             found = find_user(conn, email=email)
             if found is None:
-                raise NotFound(f"no account with the email {email.strip().lower()!r}")
+                raise NotFound(f"no account with the email {normalize(email)!r}")
             set_disabled(conn, found.id, disabled)
             operator = Client(ip="", user_agent="livedata server users", request_id="")
             audit(conn, operator, None, "admin.user_disable" if disabled else "admin.user_enable", "user", found.id)
             changed = find_user(conn, user_id=found.id)
         assert changed is not None
         return changed.model_dump()
+    finally:
+        database.dispose()
+
+
+def reset_mfa(config: ServerConfig, email: str) -> dict[str, object]:
+    """Turn an account's MFA off for its owner (``livedata server users reset-mfa``).
+
+    For an owner locked out by a lost authenticator, or by someone who turned
+    MFA on with a stolen token: the TOTP secret and recovery codes go, every
+    session ends and every device's trust is dropped, so whoever held a token
+    holds nothing; the owner logs in with the password and sets MFA up again.
+    """
+    from livedata_cli.errors import NotFound
+    from livedata_cli.server.admin_api import find_user
+    from livedata_cli.server.api import Client, audit
+    from livedata_cli.server.auth import revoke_sessions
+
+    migrate(config)
+    database = open_database(config)
+    try:
+        with database.write() as conn:
+            found = find_user(conn, email=email)
+            if found is None:
+                raise NotFound(f"no account with the email {normalize(email)!r}")
+            was_on = bool(
+                conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == found.id)).scalar_one()
+            )
+            conn.execute(
+                db.users.update()
+                .where(db.users.c.id == found.id)
+                .values(mfa_enabled=False, mfa_secret=None, mfa_last_step=0, updated_at=time.time())
+            )
+            conn.execute(db.recovery_codes.delete().where(db.recovery_codes.c.user_id == found.id))
+            conn.execute(db.mfa_challenges.delete().where(db.mfa_challenges.c.user_id == found.id))
+            revoke_sessions(conn, found.id, "mfa_reset")
+            operator = Client(ip="", user_agent="livedata server users", request_id="")
+            audit(conn, operator, None, "admin.mfa_reset", "user", found.id)
+        return {"email": found.email, "id": found.id, "mfa_was_enabled": was_on, "mfa_enabled": False}
     finally:
         database.dispose()

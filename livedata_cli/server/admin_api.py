@@ -97,7 +97,9 @@ def find_user(
     conn: Connection, *, user_id: str | None = None, email: str | None = None
 ) -> AdminUser | None:
     u = db.users.c
-    cond = u.id == user_id if user_id is not None else u.email == (email or "").strip().lower()
+    from livedata_cli.server.emails import normalize
+
+    cond = u.id == user_id if user_id is not None else u.email == normalize(email or "")
     row = conn.execute(_query().where(cond)).first()
     return _item(row) if row else None
 

@@ -21,6 +21,7 @@ from livedata_cli.server import (
     devices,
     filelocks,
     files,
+    form_upload,
     ops,
     retention,
     share_page,
@@ -29,6 +30,7 @@ from livedata_cli.server import (
     users,
 )
 from livedata_cli.server.api import ApiError, Context
+from livedata_cli.server.bodylimit import BodyLimitMiddleware
 from livedata_cli.server.config import ServerConfig
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.mail import Mailer
@@ -97,15 +99,16 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
     )
     app.state.ctx = c
     for router in (
-        auth.router, uploads.router, files.router, shares.router, conversions.router, users.router, filelocks.router,
-        devices.router,
+        auth.router, uploads.router, form_upload.router, files.router, shares.router, conversions.router,
+        users.router, filelocks.router, devices.router,
     ):
         app.include_router(router, prefix=API)
     app.include_router(account_data.router, prefix=API)
     app.include_router(admin_api.router, prefix=API)
     app.include_router(ops.router)
     app.include_router(share_page.router)  # /s/<id>: a share link opened in a browser
-    app.add_middleware(RequestMiddleware)
+    app.add_middleware(BodyLimitMiddleware, default=config.json_limit)
+    app.add_middleware(RequestMiddleware)  # outermost: it logs and counts the refusals too
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, e: ApiError) -> JSONResponse:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db, devices
+from livedata_cli.server import db, devices, emails, reauth
 from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import (
@@ -86,8 +86,16 @@ class MfaSetup(BaseModel):
     otpauth_uri: str
 
 
+CurrentPassword = Annotated[str, Field(max_length=1024, description="the account's current password")]
+
+
+class PasswordBody(BaseModel):
+    password: CurrentPassword
+
+
 class CodeBody(BaseModel):
     code: Annotated[str, Field(max_length=16)]
+    password: CurrentPassword
 
 
 class RecoveryCodes(BaseModel):
@@ -104,8 +112,9 @@ class ChallengeBody(devices.DeviceFields):
 
 
 class DisableMfaBody(BaseModel):
-    password: Annotated[str, Field(max_length=1024)]
-    code: Annotated[str, Field(max_length=64)]
+    password: CurrentPassword
+    code: Annotated[str | None, Field(max_length=64)] = None
+    recovery_code: Annotated[str | None, Field(max_length=64, description="or a recovery code")] = None
 
 
 class ResetRequestBody(BaseModel):
@@ -139,8 +148,11 @@ def profile_of(row: sa.Row[tuple[object, ...]] | sa.RowMapping) -> Profile:
 def create_user(
     c: Context, conn: Connection, email: str, password_hash: str, first: str, last: str, *, admin: bool = False
 ) -> str:
-    """Insert an account; a taken email is a 409."""
-    email = email.strip().lower()
+    """Insert an account; a taken email is a 409, one with control or format characters a 422."""
+    email = emails.normalize(email)
+    why = emails.refusal(email)
+    if why is not None:
+        raise ApiError(422, "invalid_email", why)
     if conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email)).first():
         raise ApiError(409, "email_taken", "an account with this email already exists")
     uid = new_id()
@@ -215,8 +227,20 @@ def revoke_sessions(conn: Connection, user_id: str, reason: str, *, keep: str | 
     conn.execute(q.values(revoked_at=time.time(), revoked_reason=reason))
 
 
-@router.post("/register", status_code=201, response_model=Profile, summary="Create an account")
+@router.post(
+    "/register", status_code=201, response_model=Profile, summary="Create an account",
+    responses={409: {"description": "the email has an account"}, 429: {"description": "rate limited"}},
+)
 def register(body: RegisterBody, c: CtxDep, who: ClientDep) -> Profile:
+    email = emails.normalize(body.email)
+    limits = c.config.rate_limits
+    try:  # a registration tells whether an email has an account (409): counted, like a login
+        c.limiter.hit("register", (limits.register, email), (limits.register_ip, who.ip))
+    except RateLimited as e:
+        raise limited(e) from None
+    with c.db.read() as conn:  # a taken email costs no Argon2 hash
+        if conn.execute(sa.select(db.users.c.id).where(db.users.c.email == email)).first():
+            raise ApiError(409, "email_taken", "an account with this email already exists")
     password_hash = c.passwords.hash(body.password)
     with c.db.write() as conn:
         uid = create_user(c, conn, body.email, password_hash, body.first_name, body.last_name)
@@ -232,7 +256,7 @@ def register(body: RegisterBody, c: CtxDep, who: ClientDep) -> Profile:
     responses={401: {"description": "wrong email or password"}, 429: {"description": "rate limited"}},
 )
 def login(body: LoginBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse | MfaChallenge:
-    email = body.email.strip().lower()
+    email = emails.normalize(body.email)
     login_limit(c, email, who.ip)
     with c.db.read() as conn:
         row = conn.execute(
@@ -321,7 +345,8 @@ def logout(user: UserDep, c: CtxDep, who: ClientDep) -> Response:
 
 
 @router.post("/mfa/setup", response_model=MfaSetup, summary="Start TOTP setup: a secret to confirm at /auth/mfa/verify")
-def mfa_setup(user: UserDep, c: CtxDep, who: ClientDep) -> MfaSetup:
+def mfa_setup(body: PasswordBody, user: UserDep, c: CtxDep, who: ClientDep) -> MfaSetup:
+    reauth.confirm(c, who, user.id, user.email, "mfa.setup", password=body.password)
     secret = new_totp_secret()
     with c.db.write() as conn:
         row = conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == user.id)).one()
@@ -395,6 +420,7 @@ def mfa_limit(c: Context, key: str, ip: str) -> None:
 
 @router.post("/mfa/verify", response_model=RecoveryCodes, summary="Confirm TOTP setup with a code; returns recovery codes")
 def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> RecoveryCodes:
+    reauth.confirm(c, who, user.id, user.email, "mfa.verify", password=body.password)
     mfa_limit(c, user.id, who.ip)
     with c.db.write() as conn:
         enabled = conn.execute(sa.select(db.users.c.mfa_enabled).where(db.users.c.id == user.id)).scalar_one()
@@ -403,8 +429,8 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: 
         ok = check_totp(c, conn, user.id, body.code)
         if not ok:
             audit(conn, who, user.id, "mfa.verify", "user", user.id, "failed")
-    if not ok:
-        raise ApiError(401, "invalid_code", "wrong or already used code")
+    if not ok:  # 403: the access token is fine, only the code is wrong
+        raise ApiError(403, "invalid_code", "wrong or already used code")
     with c.db.write() as conn:
         codes = recovery_codes()
         conn.execute(db.recovery_codes.delete().where(db.recovery_codes.c.user_id == user.id))
@@ -426,10 +452,12 @@ def mfa_verify(body: CodeBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: 
 )
 def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> TokenResponse:
     h = token_hash(body.mfa_token)
-    mfa_limit(c, h, who.ip)
     now = time.time()
-    with c.db.write() as conn:
+    with c.db.read() as conn:
         row = conn.execute(sa.select(db.mfa_challenges).where(db.mfa_challenges.c.token_hash == h)).first()
+    # Counted per account, across its challenges (a new login must not bring a fresh budget), and per IP.
+    mfa_limit(c, row.user_id if row is not None else h, who.ip)
+    with c.db.write() as conn:
         if row is None or row.used_at is not None or row.expires_at < now:
             raise ApiError(401, "invalid_challenge", "unknown, used or expired MFA challenge; log in again")
         ok = second_factor_ok(c, conn, row.user_id, body.code, body.recovery_code)
@@ -448,14 +476,13 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: Backgro
 
 @router.post("/mfa/disable", status_code=204, summary="Turn MFA off (password and a current code)")
 def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> Response:
-    mfa_limit(c, user.id, who.ip)
-    with c.db.read() as conn:
-        stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
-    if not c.passwords.verify(stored, body.password):
-        raise ApiError(401, "invalid_credentials", "wrong password")
+    on = reauth.confirm(
+        c, who, user.id, user.email, "mfa.disable", password=body.password, code=body.code,
+        recovery_code=body.recovery_code,
+    )
+    if not on:
+        raise ApiError(409, "mfa_disabled", "MFA is not on")
     with c.db.write() as conn:
-        if not check_totp(c, conn, user.id, body.code):
-            raise ApiError(401, "invalid_code", "wrong or already used code")
         conn.execute(
             db.users.update().where(db.users.c.id == user.id).values(mfa_enabled=False, mfa_secret=None)
         )
@@ -472,8 +499,9 @@ def mfa_disable(body: DisableMfaBody, user: UserDep, c: CtxDep, who: ClientDep, 
     status_code=202,
     summary="Mail a single-use reset token; answers the same whether or not the account exists",
 )
-def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str, str]:
-    email = body.email.strip().lower()
+@router.post("/password-reset", status_code=202, summary="Ask for a reset token (the seed's path; as /request)")
+def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) -> dict[str, str]:
+    email = emails.normalize(body.email)
     limits = c.config.rate_limits
     try:
         c.limiter.hit("reset", (limits.reset, email), (limits.reset_ip, who.ip))
@@ -491,19 +519,25 @@ def reset_request(body: ResetRequestBody, c: CtxDep, who: ClientDep) -> dict[str
                 )
             )
         audit(conn, who, uid, "auth.password_reset_request", "user", uid)
-    if uid is not None:
-        minutes = c.config.reset_ttl // 60
-        body_text = (
-            "Someone asked to reset the password of your livedata account.\n\n"
-            f"Your reset token, valid {minutes} minutes and usable once:\n\n{token}\n\n"
-            f"Server: {c.config.public_url}\n\n"
-            "If it was not you, ignore this message.\n"
-        )
-        try:
-            c.mailer.send(email, "livedata password reset", body_text)
-        except Exception as e:  # the answer must not tell whether the account exists
-            log.warning("mail delivery failed: %s", type(e).__name__)
+    # The mail goes after the answer, so the answer takes as long whether or not the account exists.
+    tasks.add_task(_send_reset, c, email if uid is not None else None, token)
     return {"status": "accepted"}
+
+
+def _send_reset(c: Context, email: str | None, token: str) -> None:
+    if email is None:
+        return
+    minutes = c.config.reset_ttl // 60
+    body_text = (
+        "Someone asked to reset the password of your livedata account.\n\n"
+        f"Your reset token, valid {minutes} minutes and usable once:\n\n{token}\n\n"
+        f"Server: {c.config.public_url}\n\n"
+        "If it was not you, ignore this message.\n"
+    )
+    try:
+        c.mailer.send(email, "livedata password reset", body_text)
+    except Exception as e:  # nobody waits for this answer; the log says it
+        log.warning("mail delivery failed: %s", type(e).__name__)
 
 
 @router.post("/password-reset/confirm", status_code=204, summary="Set a new password with a reset token")
@@ -530,6 +564,7 @@ def reset_confirm(body: ResetConfirmBody, c: CtxDep, who: ClientDep, tasks: Back
         conn.execute(
             db.users.update().where(db.users.c.id == row.user_id).values(password_hash=new_hash, updated_at=now)
         )
+        reauth.end_reset_tokens(conn, row.user_id, now)
         revoke_sessions(conn, row.user_id, "password_reset")
         audit(conn, who, row.user_id, "auth.password_reset", "user", row.user_id)
         email = conn.execute(sa.select(db.users.c.email).where(db.users.c.id == row.user_id)).scalar_one()

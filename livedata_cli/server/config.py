@@ -30,6 +30,8 @@ class RateLimits:
     reset_ip: str = "30/hour"
     share_password: str = "10/minute"
     share_password_ip: str = "60/minute"
+    register: str = "5/hour"
+    register_ip: str = "60/hour"
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,12 @@ class ServerConfig:
     smtp_from: str = "livedata@localhost"
     smtp_starttls: bool = False
     smtp_user: str | None = None
-    trust_proxy: bool = False
+    trust_proxy: str = ""  # proxies whose X-Forwarded-* headers count: addresses and CIDRs, comma-separated
+    metrics_token_hash: str = ""  # SHA-256 of the --metrics-token; /metrics is not served without one
     hash_concurrency: int = 0
     weaken_kdf: bool = False
     metrics_dir: str | None = None
+    json_limit: int = 64 * 1024  # request bodies other than file content (server/bodylimit.py)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def resolved(self) -> ServerConfig:
@@ -90,6 +94,8 @@ class ServerConfig:
     @staticmethod
     def from_json(text: str) -> ServerConfig:
         data: dict[str, Any] = json.loads(text)
+        if isinstance(data.get("trust_proxy"), bool):  # a setting written before the list of proxies
+            data["trust_proxy"] = ""
         limits = RateLimits(**data.pop("rate_limits", {}))
         return ServerConfig(**data, rate_limits=limits)
 
@@ -97,3 +103,27 @@ class ServerConfig:
     def from_env() -> ServerConfig:
         text = os.environ.get(ENV_VAR)
         return ServerConfig.from_json(text) if text else ServerConfig().resolved()
+
+
+def proxy_networks(values: list[str]) -> str:
+    """``--trust-proxy`` values (each an address or a CIDR, or several with commas) as uvicorn's
+    ``forwarded_allow_ips``; anything else is a usage error."""
+    import ipaddress
+
+    from livedata_cli.errors import UsageError
+
+    found: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise UsageError(
+                    f"--trust-proxy: {item!r} is not an IP address or network (such as 10.0.0.0/8 or 127.0.0.1)"
+                ) from None
+    if values and not found:
+        raise UsageError("--trust-proxy needs the proxies' addresses (such as 10.0.0.0/8 or 127.0.0.1)")
+    return ",".join(found)

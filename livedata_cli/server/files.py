@@ -81,6 +81,7 @@ class FilePatch(BaseModel):
 class TagChange(BaseModel):
     add: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
     remove: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS, description="tags to add (the seed's field)")] = []
 
 
 def _tags(conn: Connection, ids: list[str]) -> dict[str, list[str]]:
@@ -407,6 +408,7 @@ def get_file(file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
 
 
 @router.patch("/{file_id}", response_model=FileOut, summary="Change a file's metadata")
+@router.put("/{file_id}", response_model=FileOut, summary="Change a file's metadata (the seed's path; as PATCH)")
 def patch_file(file_id: str, body: FilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     values: dict[str, Any] = {"updated_at": time.time()}
     for name in ("file_name", "content_type", "description"):
@@ -427,10 +429,11 @@ def patch_file(file_id: str, body: FilePatch, c: CtxDep, user: UserDep, who: Cli
 
 
 @router.post("/{file_id}/tags", response_model=FileOut, summary="Add and remove tags")
+@router.post("/{file_id}/tag", response_model=FileOut, summary="Add and remove tags (the seed's path; as /tags)")
 def tag_file(file_id: str, body: TagChange, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     with c.db.write() as conn:
         owned(conn, user.id, file_id)
-        _set_tags(conn, file_id, body.add, body.remove)
+        _set_tags(conn, file_id, [*body.add, *body.tags], body.remove)
         conn.execute(db.files.update().where(db.files.c.id == file_id).values(updated_at=time.time()))
         audit(conn, who, user.id, "file.tag", "file", file_id)
         row = owned(conn, user.id, file_id)
@@ -451,7 +454,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     m = _RANGE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None
+    # A number past any file's size is read as "past the end": int() of thousands of digits is itself
+    # refused by Python (a 500), so such a number is never converted.
     first, last = m.group(1), m.group(2)
+    huge = 10**18
+    if len(first) > 18:
+        first = str(huge)
+    if len(last) > 18:
+        last = str(huge)
     if not first:  # suffix: the last N bytes
         n = int(last)
         if n == 0 or size == 0:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from livedata_cli.server import metrics
-from livedata_cli.server.api import CtxDep
+from livedata_cli.server.api import ApiError, CtxDep
+from livedata_cli.server.security import token_hash
 
 router = APIRouter(tags=["operations"])
 
@@ -43,5 +45,13 @@ def readyz(c: CtxDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-def prometheus(c: CtxDep) -> Response:
+def prometheus(request: Request, c: CtxDep) -> Response:
+    """Prometheus metrics, only to a scraper holding the ``--metrics-token``: request counts per route,
+    bytes stored and accounts are nobody else's business."""
+    expected = c.config.metrics_token_hash
+    if not expected:
+        raise ApiError(404, "not_found", "metrics are not served: start the server with --metrics-token")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token_hash(token.strip()), expected):
+        raise ApiError(401, "unauthorized", "the metrics token is missing or wrong", {"WWW-Authenticate": "Bearer"})
     return Response(metrics.exposition(c.db), media_type="text/plain; version=0.0.4; charset=utf-8")

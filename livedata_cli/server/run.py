@@ -91,8 +91,8 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
             workers=config.workers,
             ssl_certfile=config.certfile,
             ssl_keyfile=config.keyfile,
-            proxy_headers=config.trust_proxy,
-            forwarded_allow_ips="*" if config.trust_proxy else "",
+            proxy_headers=bool(config.trust_proxy),
+            forwarded_allow_ips=config.trust_proxy or "",  # only these peers' X-Forwarded-* count
             access_log=False,
             log_config=LOG_CONFIG,
             server_header=False,

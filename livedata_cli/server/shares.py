@@ -12,9 +12,11 @@ endpoints (``/public``, ``/download``) are what a link holder uses.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated, Any
 
 import sqlalchemy as sa
+from anyio import to_thread
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -31,7 +33,7 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.files import download_response, owned
+from livedata_cli.server.files import download_response, owned, parse_range
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import new_id
 
@@ -298,14 +300,24 @@ def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> Any:
             raise ApiError(
                 429, "rate_limited", f"too many attempts; retry in {e.retry_after}s", {"Retry-After": str(e.retry_after)}
             ) from None
+        # An attempt is counted as failed before it is checked, and given back only when right: parallel
+        # guesses cannot all read the same count and pass the lockout together.
+        with c.db.write() as conn:
+            reserved = conn.execute(
+                db.shares.update()
+                .where(db.shares.c.id == share_id, db.shares.c.failed_attempts < c.config.share_max_failures)
+                .values(failed_attempts=db.shares.c.failed_attempts + 1)
+            ).rowcount
+        if reserved != 1:
+            raise ApiError(410, "share_locked", "this share is locked")
         if not verifier or not c.passwords.verify(row.password_verifier_hash, verifier):
-            with c.db.write() as conn:
-                conn.execute(
-                    db.shares.update()
-                    .where(db.shares.c.id == share_id)
-                    .values(failed_attempts=db.shares.c.failed_attempts + 1)
-                )
             raise ApiError(401, "share_password", "this share needs its password (wrong or missing verifier)")
+        with c.db.write() as conn:
+            conn.execute(
+                db.shares.update()
+                .where(db.shares.c.id == share_id)
+                .values(failed_attempts=db.shares.c.failed_attempts - 1)
+            )
     return row
 
 
@@ -338,6 +350,7 @@ def share_download(
 ) -> StreamingResponse:
     share = _usable(c, share_id, x_share_verifier, who.ip)
     range_header = request.headers.get("range")
+    parse_range(range_header, share.size)  # an unsatisfiable range is a 416 before the download is counted
     with c.db.write() as conn:
         q = db.shares.update().where(db.shares.c.id == share_id, db.shares.c.revoked_at.is_(None))
         if share.max_downloads is not None:
@@ -347,4 +360,27 @@ def share_download(
             raise ApiError(410, "share_used_up", "this share is used up")
         file_row = conn.execute(sa.select(db.files).where(db.files.c.id == share.file_id)).one()
         audit(conn, who, share.owner_id, "share.download", "share", share_id)
-    return download_response(c, file_row, range_header)
+    response = download_response(c, file_row, range_header)
+    response.body_iterator = _given_back_on_failure(response.body_iterator, c, share_id)
+    return response
+
+
+async def _given_back_on_failure(body: AsyncIterable[Any], c: Context, share_id: str) -> AsyncIterator[Any]:
+    """The download's bytes; when the server fails to send them (a blob missing or damaged, the store
+    unreachable), the download it counted is given back.  A client that goes away keeps it counted:
+    otherwise cutting every download short would be a way around the limit."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except Exception:
+
+        def give_back() -> None:
+            with c.db.write() as conn:
+                conn.execute(
+                    db.shares.update()
+                    .where(db.shares.c.id == share_id, db.shares.c.downloads > 0)
+                    .values(downloads=db.shares.c.downloads - 1)
+                )
+
+        await to_thread.run_sync(give_back)
+        raise

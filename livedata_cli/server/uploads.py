@@ -163,7 +163,7 @@ def head_upload(upload_id: str, c: CtxDep, user: UserDep) -> Response:
     return Response(headers={"Upload-Offset": str(row.received)})
 
 
-_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_RANGE = re.compile(r"^bytes (\d{1,18})-(\d{1,18})/(\d{1,18}|\*)$")  # bounded: int() of 5,000 digits is a 500
 
 
 @router.put(

@@ -10,9 +10,8 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db, devices
+from livedata_cli.server import db, devices, reauth
 from livedata_cli.server.api import (
-    ApiError,
     ClientDep,
     CtxDep,
     Page,
@@ -54,6 +53,8 @@ class Storage(BaseModel):
 class PasswordChange(BaseModel):
     current_password: Annotated[str, Field(max_length=1024)]
     new_password: Password
+    code: Annotated[str | None, Field(max_length=16, description="a current TOTP code, when MFA is on")] = None
+    recovery_code: Annotated[str | None, Field(max_length=64, description="or a recovery code")] = None
 
 
 class AuditEntry(BaseModel):
@@ -73,6 +74,7 @@ class AuditList(Page):
 
 
 @router.get("/me", response_model=Profile, summary="Your profile")
+@router.get("/profile", response_model=Profile, summary="Your profile (the seed's path)")
 def me(c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
     with c.db.write() as conn:
         row = conn.execute(sa.select(db.users).where(db.users.c.id == user.id)).one()
@@ -81,6 +83,7 @@ def me(c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
 
 
 @router.patch("/me", response_model=Profile, summary="Change your name")
+@router.put("/profile", response_model=Profile, summary="Change your name (the seed's path)")
 def patch_me(body: ProfilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> Profile:
     values: dict[str, object] = {"updated_at": time.time()}
     if body.first_name is not None:
@@ -95,6 +98,7 @@ def patch_me(body: ProfilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> Pr
 
 
 @router.get("/me/storage", response_model=Storage, summary="Quota used and total")
+@router.get("/storage", response_model=Storage, summary="Quota used and total (the seed's path)")
 def storage(c: CtxDep, user: UserDep) -> Storage:
     with c.db.read() as conn:
         quota, used = conn.execute(
@@ -107,20 +111,19 @@ def storage(c: CtxDep, user: UserDep) -> Storage:
 
 
 @router.post("/me/password", status_code=204, summary="Change your password; other sessions end")
+@router.post("/password-change", status_code=204, summary="Change your password (the seed's path)")
 def change_password(
     body: PasswordChange, c: CtxDep, user: UserDep, who: ClientDep, tasks: BackgroundTasks
 ) -> Response:
-    with c.db.read() as conn:
-        stored = conn.execute(sa.select(db.users.c.password_hash).where(db.users.c.id == user.id)).scalar_one()
-    if not c.passwords.verify(stored, body.current_password):
-        with c.db.write() as conn:
-            audit(conn, who, user.id, "account.password", "user", user.id, "failed")
-        raise ApiError(401, "invalid_credentials", "the current password is wrong")
+    reauth.confirm(
+        c, who, user.id, user.email, "account.password", password=body.current_password, code=body.code,
+        recovery_code=body.recovery_code,
+    )
     new_hash = c.passwords.hash(body.new_password)
     with c.db.write() as conn:
-        conn.execute(
-            db.users.update().where(db.users.c.id == user.id).values(password_hash=new_hash, updated_at=time.time())
-        )
+        now = time.time()
+        conn.execute(db.users.update().where(db.users.c.id == user.id).values(password_hash=new_hash, updated_at=now))
+        reauth.end_reset_tokens(conn, user.id, now)
         revoke_sessions(conn, user.id, "password_change", keep=user.session_id)
         audit(conn, who, user.id, "account.password", "user", user.id)
         device = devices.of_session(conn, user.session_id, who)
@@ -129,6 +132,7 @@ def change_password(
 
 
 @router.get("/me/audit-logs", response_model=AuditList, summary="What happened to your account and files, newest first")
+@router.get("/audit-logs", response_model=AuditList, summary="Your audit records (the seed's path)")
 def audit_logs(
     c: CtxDep,
     user: UserDep,
