@@ -160,8 +160,9 @@ async function failure(r) {
   try { return (await r.json()).detail || ("HTTP " + r.status); } catch (e) { return "HTTP " + r.status; }
 }
 
-// Open a share: its manifest, then its data; returns the name, type and plaintext parts.
-async function openShare(origin, id, keyText, onProgress) {
+// What a share holds, from its manifest decrypted here: name, size, type, expiry,
+// and the downloads the server says are left. Nothing is downloaded yet.
+async function describeShare(origin, id, keyText) {
   const [secretText, ...hint] = keyText.split(".");
   if (hint.length) throw new ShareError("This share is protected by a password: open it with 'livedata download'.");
   let secret;
@@ -169,8 +170,30 @@ async function openShare(origin, id, keyText, onProgress) {
   if (secret.length !== 32) throw new ShareError("The key in this link is damaged (the part after #).");
   const r = await fetch(origin + "/api/v1/shares/" + id + "/public");
   if (!r.ok) throw new ShareError("This share cannot be opened: " + await failure(r));
-  const m = await openManifest(secret, b64Decode((await r.json()).manifest));
+  const pub = await r.json();
+  const m = await openManifest(secret, b64Decode(pub.manifest));
   if (m.expires && Date.now() / 1000 >= m.expires) throw new ShareError("This share has expired.");
+  return {
+    manifest: m,
+    name: String(m.name || "shared-file").split("/").pop(),
+    size: m.size,
+    mime: m.mime || "application/octet-stream",
+    expires: m.expires || null,
+    downloadsLeft: pub.downloads_left,
+  };
+}
+
+function humanSize(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return i ? n.toFixed(1) + " " + units[i] : n + " B";
+}
+
+// Open a share: its manifest, then its data; returns the name, type and plaintext parts.
+async function openShare(origin, id, keyText, onProgress) {
+  const about = await describeShare(origin, id, keyText);
+  const m = about.manifest;
   const d = await fetch(origin + "/api/v1/shares/" + id + "/download");
   if (!d.ok) throw new ShareError("This share cannot be downloaded: " + await failure(d));
   const reader = d.body.getReader();
@@ -190,7 +213,18 @@ function main() {
   const id = location.pathname.split("/").filter(Boolean).pop();
   const key = decodeURIComponent(location.hash.slice(1));
   if (!key) { status.textContent = "This link has no key (the part after #): ask for the whole link."; return; }
-  button.disabled = false;
+  describeShare(location.origin, id, key).then((about) => {
+    document.getElementById("name").textContent = about.name;
+    const facts = [humanSize(about.size), about.mime];
+    if (about.expires) facts.push("until " + new Date(about.expires * 1000).toLocaleString());
+    if (about.downloadsLeft !== null && about.downloadsLeft !== undefined) {
+      facts.push(about.downloadsLeft + " download" + (about.downloadsLeft === 1 ? "" : "s") + " left");
+    }
+    document.getElementById("facts").textContent = facts.join(" · ");
+    button.disabled = false;
+  }, (e) => {
+    status.textContent = e instanceof ShareError ? e.message : "Failed: " + e;
+  });
   button.addEventListener("click", async () => {
     button.disabled = true;
     status.textContent = "Downloading and decrypting…";
@@ -211,7 +245,7 @@ function main() {
 }
 
 if (typeof document !== "undefined") main();
-if (typeof module !== "undefined") module.exports = { openShare, ShareError };
+if (typeof module !== "undefined") module.exports = { openShare, describeShare, ShareError };
 """
 
 STYLE = """body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}
@@ -235,7 +269,8 @@ PAGE = f"""<!doctype html>
 </head>
 <body>
 <h1>A file shared with you</h1>
-<p>It is decrypted here, in this page, with the key in the link; the key is never sent to the server.</p>
+<p><strong id="name">…</strong><br><span id="facts"></span></p>
+<p>Its name and size were decrypted here, in this page, with the key in the link, and so is the file; the key is never sent to the server.</p>
 <p><button id="get" disabled>Download</button></p>
 <p id="status"></p>
 <p class="note">This page comes from the server that stores the share. Whoever runs that server, or breaks
