@@ -68,6 +68,11 @@ class ServerConfig:
     hash_concurrency: int = 0
     weaken_kdf: bool = False
     metrics_dir: str | None = None
+    # Resumable uploads (server/spools.py) and slow clients (server/timeouts.py).
+    max_open_uploads: int = 20
+    upload_idle_timeout: int = 3600
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def resolved(self) -> ServerConfig:

@@ -247,6 +247,13 @@ def _m007_account_security(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_audit_logs_created ON audit_logs (created_at)")
 
 
+def _m008_upload_spools(conn: Connection) -> None:
+    """Resumable uploads: held bytes against the quota, claims, idle time, S3 multipart part lists."""
+    from livedata_cli.server import spools
+
+    spools.migrate_spools(conn)
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
@@ -256,6 +263,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("005_resumable_uploads", _m005_resumable_uploads),
     ("006_devices", _m006_devices),
     ("007_account_security", _m007_account_security),
+    ("008_upload_spools", _m008_upload_spools),
 ]
 
 
@@ -303,6 +311,14 @@ class Database:
             done = set(conn.scalars(sa.select(migrations_table.c.name)))
         return [n for n, _ in MIGRATIONS if n not in done]
 
+    def scrub(self) -> None:
+        """SQLite: write the WAL into the database and empty it, so that deleted rows (zeroed by
+        ``secure_delete``) leave no copy behind in the -wal file.  PostgreSQL: nothing here."""
+        if self.dialect != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -323,6 +339,7 @@ def _engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
