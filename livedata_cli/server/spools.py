@@ -238,7 +238,7 @@ class S3Sink:
         self.buf.seek(0)
         r = self.store._call(
             "upload_part", spool_key(self.row.id), Key=self.store._key(spool_key(self.row.id)), UploadId=self.mp_id,
-            PartNumber=self.number, Body=_Limited(self.buf, size), ContentLength=size,
+            PartNumber=self.number, Body=self.buf, ContentLength=size,  # the file holds this part alone
         )
         self.parts.append({"upload_id": self.row.id, "number": self.number, "etag": str(r["ETag"]), "size": size})
         self.number += 1
@@ -279,22 +279,6 @@ class S3Sink:
         if stale is not None and stale != (self.new_pending if committed else None):
             with contextlib.suppress(Exception):
                 self.store.delete(stale)
-
-
-class _Limited:
-    """The first ``size`` bytes of a file, for boto3 (which reads a body to its end)."""
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self.f, self.left = f, size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = self.f.read(n)
-        self.left -= len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        raise OSError("not seekable")
 
 
 def _tmp_dir() -> str | None:
