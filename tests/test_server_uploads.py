@@ -358,3 +358,24 @@ def test_a_deleted_account_leaves_nothing_in_the_sqlite_files(launch: Callable[.
             data = p.read_bytes()
             assert marker.encode() not in data, p.name
             assert email.encode() not in data, p.name
+
+
+# -- the benchmark's option: read records in batches ------------------------------------------------
+
+
+def test_batched_read_records_all_reach_the_audit_log(launch: Callable[..., Srv]) -> None:
+    import sqlite3
+
+    srv = launch(None, "--audit-batch-ms", "60000")  # nothing flushes by time within this test
+    auth = account(srv.url)
+    with httpx.Client(base_url=srv.url + API, timeout=30) as c:
+        fid = c.post("/files", params={"file_name": "r"}, content=b"r", headers=auth).json()["id"]
+        for _ in range(7):
+            assert c.get(f"/files/{fid}", headers=auth).status_code == 200
+    srv.proc.stop()  # a clean stop writes what waits
+    db = sqlite3.connect(srv.home / "server" / "server.sqlite")
+    try:
+        reads = db.execute("SELECT count(*) FROM audit_logs WHERE action = 'file.read' AND object_id = ?", (fid,))
+        assert reads.fetchone()[0] == 7
+    finally:
+        db.close()

@@ -99,6 +99,14 @@ def serve(
             min=1,
         ),
     ] = None,
+    audit_batch_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--audit-batch-ms",
+            help="Write the audit records of metadata reads in batches this often (default 0: each at once).",
+            min=0,
+        ),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -143,6 +151,7 @@ def serve(
         upload_idle_timeout=upload_idle_timeout,
         header_timeout=header_timeout,
         body_timeout=body_timeout,
+        audit_batch_ms=audit_batch_ms,
     )
     del env
     run(config, listening_line)

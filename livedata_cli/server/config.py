@@ -73,6 +73,7 @@ class ServerConfig:
     upload_idle_timeout: int = 3600
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    audit_batch_ms: int = 0  # >0: read records are written in batches this often (server/auditq.py)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def resolved(self) -> ServerConfig:
