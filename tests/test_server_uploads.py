@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgserver import PASSWORD, PgServer, ServerProcess, postgres  # noqa: F401
 
@@ -379,3 +381,37 @@ def test_batched_read_records_all_reach_the_audit_log(launch: Callable[..., Srv]
         assert reads.fetchone()[0] == 7
     finally:
         db.close()
+
+
+_number = st.one_of(
+    st.integers(0, 2_000), st.integers(2**62 - 2, 2**64), st.just(10**19 - 1), st.just(10**30)
+).map(str)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_any_content_range_is_answered_without_a_server_error(launch: Callable[..., Srv], db_url: str | None) -> None:
+    srv = launch(db_url)
+    auth = account(srv.url)
+    with httpx.Client(base_url=srv.url + API, timeout=30) as c:
+        up = open_upload(c, auth, "ranges")
+
+        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            header=st.one_of(
+                st.builds(lambda a, b, t: f"bytes {a}-{b}/{t}", _number, _number, st.one_of(_number, st.just("*"))),
+                st.text(max_size=40).filter(lambda t: "\n" not in t and "\r" not in t),
+            ),
+            body=st.binary(max_size=64),
+        )
+        def one(header: str, body: bytes) -> None:
+            try:
+                with httpx.Client(base_url=srv.url + API, timeout=30) as own:
+                    r = own.put(f"/files/uploads/{up}", content=body, headers={**auth, "Content-Range": header})
+            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                return  # not a header httpx can send
+            assert r.status_code in (200, 400, 409, 413), (header, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/json", (header, r.status_code, r.text)
+
+        one()
+        received = c.get(f"/files/uploads/{up}", headers=auth).json()["received"]
+        assert received >= 0

@@ -225,6 +225,8 @@ async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -
     total = None if m.group(3) == "*" else int(m.group(3))
     if last < first or (total is not None and last >= total):
         raise ApiError(400, "bad_range", "Content-Range is out of order")
+    if max(last, total or 0) >= 2**62:
+        raise ApiError(413, "too_large", "Content-Range goes past the largest upload the server takes (2^62 bytes)")
     end = last + 1
     token = new_id()
     row = await to_thread.run_sync(_claim_part, c, user.id, upload_id, first, end, total, token)
