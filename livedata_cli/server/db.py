@@ -316,8 +316,20 @@ class Database:
         ``secure_delete``) leave no copy behind in the -wal file.  PostgreSQL: nothing here."""
         if self.dialect != "sqlite":
             return
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        for attempt in range(20):  # readers in the middle of a transaction hold the WAL: wait for them
+            raw = self.engine.raw_connection()
+            try:
+                busy = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                raw.close()
+            if not busy:
+                return
+            time.sleep(0.05 * (attempt + 1))
+        import logging
+
+        logging.getLogger("livedata.server").warning(
+            "checkpoint", extra={"fields": {"event": "wal_checkpoint_busy"}}
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
