@@ -336,6 +336,21 @@ def test_a_stalled_part_keeps_what_arrived(launch: Callable[..., Srv], db_url: s
         assert put(c, auth, up, 40_000, b"t" * 60_000, "100000").status_code == 200  # no claim left behind
 
 
+def test_a_slow_but_steady_body_is_not_cut_off(launch: Callable[..., Srv]) -> None:
+    srv = launch(None, "--body-timeout", "2")
+    auth = account(srv.url)
+
+    def drip() -> Iterator[bytes]:
+        for _ in range(5):  # 5 s in all, never 2 s without a byte
+            yield b"d" * 1000
+            time.sleep(1)
+
+    with httpx.Client(base_url=srv.url + API, timeout=30) as c:
+        r = c.post("/files", params={"file_name": "drip"}, content=drip(), headers={**auth, "Content-Length": "5000"})
+        assert r.status_code == 201, r.text
+        assert r.json()["size"] == 5000
+
+
 # -- Low 14: nothing of a deleted account in the SQLite files ------------------------------------------
 
 

@@ -41,6 +41,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kw)
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._last_body = 0.0
 
     # -- timers ------------------------------------------------------------------------
     def _arm_header(self) -> None:
@@ -53,8 +54,21 @@ class TimedHttpProtocol(HttpToolsProtocol):
             self._header_timer = None
 
     def _arm_body(self) -> None:
-        self._disarm_body()
-        self._body_timer = self.loop.call_later(_limits()[1], self._expired)
+        """One timer per body, moved on lazily: a chunk only notes the time it came."""
+        self._last_body = self.loop.time()
+        if self._body_timer is None:
+            self._body_timer = self.loop.call_later(_limits()[1], self._check_body)
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        idle = self.loop.time() - self._last_body
+        if self.flow is not None and self.flow.read_paused:
+            idle = 0.0  # the server is the slow one (its buffer is full): not the client's fault
+            self._last_body = self.loop.time()
+        if idle < _limits()[1]:
+            self._body_timer = self.loop.call_later(_limits()[1] - idle, self._check_body)
+            return
+        self._expired()
 
     def _disarm_body(self) -> None:
         if self._body_timer is not None:
@@ -62,10 +76,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
             self._body_timer = None
 
     def _expired(self) -> None:
-        if self._body_timer is not None and self.flow is not None and self.flow.read_paused:
-            self._arm_body()  # the server is the slow one (its buffer is full): not the client's fault
-            return
-        self._header_timer = self._body_timer = None
+        self._disarm_header()
+        self._disarm_body()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's next receive() is http.disconnect
@@ -90,11 +102,12 @@ class TimedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header()
         super().on_headers_complete()
-        self._arm_body()
+        if any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers):
+            self._arm_body()  # a request without a body (most GETs) needs no body timer
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        self._arm_body()
+        self._last_body = self.loop.time()
 
     def on_message_complete(self) -> None:
         self._disarm_body()
