@@ -151,3 +151,13 @@ def test_any_cut_into_parts_round_trips_through_two_instances(pair: Callable[...
             )
 
     round_trip()
+
+
+def test_spools_no_upload_owns_leave_the_bucket_at_start(pair: Callable[..., Pair], s3: Any, bucket: str) -> None:  # noqa: F811
+    orphan = "0" * 32
+    s3.put_object(Bucket=bucket, Key=f"srv/tmp/uploads/{orphan}/pending-5", Body=b"12345")
+    s3.create_multipart_upload(Bucket=bucket, Key=f"srv/tmp/uploads/{orphan}/spool")
+    servers = pair()
+    assert _keys(s3, bucket, "srv/tmp/uploads") == []
+    assert s3.list_multipart_uploads(Bucket=bucket, Prefix="srv/tmp/uploads").get("Uploads", []) == []
+    assert "orphan_spools_removed" in servers.a.log()
