@@ -69,6 +69,25 @@ def start_server(home: Path, db_url: str, *extra: str) -> tuple[subprocess.Popen
     return proc, url
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the server process and its workers: a figure the other
+    programs on a shared machine disturb far less than requests per second."""
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(x) for x in task.read_text().split()]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+SERVER_PID = 0
+
+
 def percentile(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))]
@@ -90,14 +109,17 @@ async def closed_loop(url: str, token: str, paths: list[str]) -> dict[str, float
                 errors += r.status_code != 200
 
         t0 = time.perf_counter()
+        cpu0 = server_cpu(SERVER_PID)
         await asyncio.gather(*(one() for _ in range(CLIENTS)))
         elapsed = time.perf_counter() - t0
+        cpu = server_cpu(SERVER_PID) - cpu0
     return {
         "requests": len(latencies),
         "errors": errors,
         "rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "server_cpu_ms_per_request": round(cpu / max(1, len(latencies)) * 1000, 2),
     }
 
 
@@ -174,8 +196,10 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="livedata-bench-"))
     procs: list[subprocess.Popen[str]] = []
     try:
+        global SERVER_PID
         proc, url = start_server(home, pg.create_database())
         procs.append(proc)
+        SERVER_PID = proc.pid
         token, ids = seed(url)
         result: dict[str, object] = {
             "server": "livedata server --workers 2 --db postgresql (PostgreSQL 15)",
@@ -195,6 +219,7 @@ def main() -> None:
         # The same metadata reads with their audit records written in batches every 200 ms.
         proc, url = start_server(home / "batched", pg.create_database(), "--audit-batch-ms", "200")
         procs.append(proc)
+        SERVER_PID = proc.pid
         token, ids = seed(url)
         result["get_metadata_audit_batched_200ms"] = asyncio.run(
             closed_loop(url, token, [f"/api/v1/files/{i}" for i in ids])

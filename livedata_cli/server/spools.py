@@ -275,8 +275,9 @@ class S3Sink:
         conn.execute(uploads.update().where(uploads.c.id == self.row.id).values(mp_id=self.mp_id, pending=self.pending))
 
     def after_commit(self, committed: bool) -> None:
-        stale = self.old_pending if committed else self.new_pending
-        if stale is not None and stale != (self.new_pending if committed else None):
+        """Delete the pending object the database no longer names (never the one it does)."""
+        stale, named = (self.old_pending, self.new_pending) if committed else (self.new_pending, self.old_pending)
+        if stale is not None and stale != named:
             with contextlib.suppress(Exception):
                 self.store.delete(stale)
 
