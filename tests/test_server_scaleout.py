@@ -161,3 +161,31 @@ def test_spools_no_upload_owns_leave_the_bucket_at_start(pair: Callable[..., Pai
     assert _keys(s3, bucket, "srv/tmp/uploads") == []
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix="srv/tmp/uploads").get("Uploads", []) == []
     assert "orphan_spools_removed" in servers.a.log()
+
+
+def test_with_a_folder_store_an_upload_stays_on_the_host_that_opened_it(
+    tmp_path: Path, livedata_env: dict[str, str], postgres: PgServer  # noqa: F811
+) -> None:
+    db_url = postgres.create_database()
+    keys = tmp_path / "keys.json"
+    procs = []
+    try:
+        for name in ("a", "b"):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
+            env.update(livedata_env, LIVEDATA_HOME=str(tmp_path / name))
+            procs.append(ServerProcess(["--db", db_url, "--keys", str(keys)], env))
+        auth = account(procs[0].url)
+        with httpx.Client(base_url=procs[0].url + API) as a, httpx.Client(base_url=procs[1].url + API) as b:
+            up = a.post("/files/uploads", params={"file_name": "here"}, headers=auth).json()["id"]
+            r = b.put(f"/files/uploads/{up}", content=b"x" * 10, headers={**auth, "Content-Range": "bytes 0-9/10"})
+            assert r.status_code == 503 and r.json()["code"] == "spool_unavailable", r.text
+            assert "Retry-After" in r.headers
+            # Nothing is held or claimed by the refusal: the host that has the spool takes the part.
+            r = a.put(f"/files/uploads/{up}", content=b"x" * 10, headers={**auth, "Content-Range": "bytes 0-9/10"})
+            assert r.status_code == 200, r.text
+            r = b.post(f"/files/uploads/{up}/complete", headers=auth)
+            assert r.status_code == 503 and r.json()["code"] == "spool_unavailable", r.text
+            assert a.post(f"/files/uploads/{up}/complete", headers=auth).status_code == 201
+    finally:
+        for p in procs:
+            p.stop()

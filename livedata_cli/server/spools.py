@@ -178,11 +178,18 @@ def create(store: ObjectStore, upload_id: str) -> None:
     path.touch(mode=0o600)
 
 
+class SpoolMissing(Exception):
+    """This host does not hold the upload's spool file (a folder store keeps it on the host that opened it)."""
+
+
 class LocalSink:
     """Writes one part into a spool file at its offset (after cutting away what no row counts)."""
 
     def __init__(self, row: Any, first: int) -> None:
-        self.fd = os.open(local_path(row.id), os.O_WRONLY)
+        try:
+            self.fd = os.open(local_path(row.id), os.O_WRONLY)
+        except FileNotFoundError:
+            raise SpoolMissing() from None
         os.ftruncate(self.fd, first)  # bytes a killed request wrote past the offset
         self.pos = first
 

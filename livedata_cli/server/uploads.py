@@ -76,6 +76,15 @@ def _busy() -> ApiError:
     return ApiError(409, "upload_busy", "another request is writing or committing this upload; ask its offset again")
 
 
+def _elsewhere() -> ApiError:
+    return ApiError(
+        503, "spool_unavailable",
+        "this server does not hold the upload's spool: with a folder store, every part goes to the "
+        "host that opened the upload (or run the servers on an S3 store)",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _claimed(row: Any, now: float) -> bool:
     return row.claim is not None and row.claim_until is not None and row.claim_until > now
 
@@ -237,8 +246,10 @@ async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -
 
     try:
         sink = await to_thread.run_sync(open_sink)
-    except BaseException:
+    except BaseException as e:
         await to_thread.run_sync(_release, c, upload_id, token, {"held": row.received})
+        if isinstance(e, spools.SpoolMissing):
+            raise _elsewhere() from None
         raise
     renew_at = clock.now() + _lease(c) / 3
     committed = False
@@ -318,6 +329,8 @@ async def complete(upload_id: str, c: CtxDep, who: ClientDep, user: UserDep) -> 
     token = new_id()
     row, quota, used = await to_thread.run_sync(_claim_commit, c, user.id, upload_id, token)
     try:
+        if not spools.is_s3(c.store) and not spools.local_path(upload_id).exists():
+            raise _elsewhere()
         if await to_thread.run_sync(spools.assemble, c, row):
             with c.db.read() as conn:
                 row = _owned(conn, user.id, upload_id)
