@@ -425,7 +425,8 @@ def test_any_content_range_is_answered_without_a_server_error(launch: Callable[.
             except (httpx.LocalProtocolError, UnicodeEncodeError):
                 return  # not a header httpx can send
             assert r.status_code in (200, 400, 409, 413), (header, r.status_code, r.text)
-            assert r.headers["content-type"] == "application/json", (header, r.status_code, r.text)
+            if r.headers["content-type"] != "application/json":  # the HTTP parser's own answer
+                assert r.status_code == 400 and not header.isprintable(), (header, r.status_code, r.text)
 
         one()
         received = c.get(f"/files/uploads/{up}", headers=auth).json()["received"]
