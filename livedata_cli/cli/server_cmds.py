@@ -101,6 +101,35 @@ def serve(
             show_envvar=False,
         ),
     ] = None,
+    max_open_uploads: Annotated[
+        int | None,
+        typer.Option("--max-open-uploads", help="Unfinished resumable uploads an account may hold (default 20).", min=1),
+    ] = None,
+    upload_idle_timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--upload-idle-timeout", help="Seconds an untouched unfinished upload is kept (default 3600).", min=60
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option("--header-timeout", help="Seconds a client has to send a request's headers (default 10).", min=1),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--body-timeout", help="Seconds a request body may stall before the connection is closed (default 30).",
+            min=1,
+        ),
+    ] = None,
+    audit_batch_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--audit-batch-ms",
+            help="Write the audit records of metadata reads in batches this often (default 0: each at once).",
+            min=0,
+        ),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -145,6 +174,11 @@ def serve(
         device_trust_days=device_trust_days,
         ip_retention_days=ip_retention_days,
         json_limit=json_limit,
+        max_open_uploads=max_open_uploads,
+        upload_idle_timeout=upload_idle_timeout,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        audit_batch_ms=audit_batch_ms,
     )
     del env
     run(config, listening_line)

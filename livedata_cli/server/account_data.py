@@ -482,8 +482,8 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
         )
     for row in late:
         c.store.delete(row.blob_key)
-    for upload_id in upload_ids:
-        uploads._spool(upload_id).unlink(missing_ok=True)
+    uploads.discard_all(c, upload_ids)
+    c.db.scrub()  # nothing of the account may stay readable in the SQLite WAL
     return erased
 
 

@@ -48,6 +48,7 @@ class Context:
     tokens: Tokens
     limiter: Limiter
     mailer: Any
+    audit_queue: Any = None  # server/auditq.py, with --audit-batch-ms
 
 
 def ctx(request: Request) -> Context:

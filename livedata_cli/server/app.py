@@ -31,6 +31,7 @@ from livedata_cli.server import (
 )
 from livedata_cli.server.api import ApiError, Context
 from livedata_cli.server.bodylimit import BodyLimitMiddleware
+from livedata_cli.server.auditq import AuditQueue
 from livedata_cli.server.config import ServerConfig
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.mail import Mailer
@@ -45,15 +46,17 @@ log = logging.getLogger("livedata.server")
 
 def build_context(config: ServerConfig) -> Context:
     keys = ServerKeys(config.keys_path)
+    database = db.Database(config.db_url)
     return Context(
         config=config,
-        db=db.Database(config.db_url),
+        db=database,
         store=open_store(config.store_url),
         keys=keys,
         passwords=Passwords(config.hash_concurrency, weaken=config.weaken_kdf),
         tokens=Tokens(keys.token_secret, config.access_ttl),
         limiter=Limiter(config.redis_url),
         mailer=Mailer(config),
+        audit_queue=AuditQueue(database, config.audit_batch_ms / 1000) if config.audit_batch_ms > 0 else None,
     )
 
 
@@ -82,10 +85,15 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_janitor(c))
+        batcher = asyncio.create_task(c.audit_queue.run()) if c.audit_queue is not None else None
         try:
             yield
         finally:
             task.cancel()
+            if batcher is not None:
+                batcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await batcher
             c.db.dispose()
 
     app = FastAPI(

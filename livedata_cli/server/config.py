@@ -72,6 +72,12 @@ class ServerConfig:
     weaken_kdf: bool = False
     metrics_dir: str | None = None
     json_limit: int = 64 * 1024  # request bodies other than file content (server/bodylimit.py)
+    # Resumable uploads (server/spools.py) and slow clients (server/timeouts.py).
+    max_open_uploads: int = 20
+    upload_idle_timeout: int = 3600
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    audit_batch_ms: int = 0  # >0: read records are written in batches this often (server/auditq.py)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def resolved(self) -> ServerConfig:

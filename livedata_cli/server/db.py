@@ -254,6 +254,13 @@ def _m008_signing_keys(conn: Connection) -> None:
     users.add_signing_keys(conn)
 
 
+def _m009_upload_spools(conn: Connection) -> None:
+    """Resumable uploads: held bytes against the quota, claims, idle time, S3 multipart part lists."""
+    from livedata_cli.server import spools
+
+    spools.migrate_spools(conn)
+
+
 # (name, function): applied in order, once each.  Append only.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _m001_initial),
@@ -264,6 +271,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("006_devices", _m006_devices),
     ("007_account_security", _m007_account_security),
     ("008_signing_keys", _m008_signing_keys),
+    ("009_upload_spools", _m009_upload_spools),
 ]
 
 
@@ -311,6 +319,26 @@ class Database:
             done = set(conn.scalars(sa.select(migrations_table.c.name)))
         return [n for n, _ in MIGRATIONS if n not in done]
 
+    def scrub(self) -> None:
+        """SQLite: write the WAL into the database and empty it, so that deleted rows (zeroed by
+        ``secure_delete``) leave no copy behind in the -wal file.  PostgreSQL: nothing here."""
+        if self.dialect != "sqlite":
+            return
+        for attempt in range(20):  # readers in the middle of a transaction hold the WAL: wait for them
+            raw = self.engine.raw_connection()
+            try:
+                busy = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                raw.close()
+            if not busy:
+                return
+            time.sleep(0.05 * (attempt + 1))
+        import logging
+
+        logging.getLogger("livedata.server").warning(
+            "checkpoint", extra={"fields": {"event": "wal_checkpoint_busy"}}
+        )
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -331,6 +359,7 @@ def _engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
             cur.close()
 
         @sa.event.listens_for(engine, "begin")

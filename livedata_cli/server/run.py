@@ -54,9 +54,55 @@ def check_store(url: str) -> None:
     store.delete(probe)
 
 
+def clean_start(config: ServerConfig) -> int | None:
+    """What a killed server left: spools no upload owns, and a folder store's half-written ``tmp/`` files.
+
+    ``tmp/`` is emptied only when no other server uses the folder: each
+    server holds a shared ``flock`` on ``server.lock`` there while it runs,
+    and the one starting takes it exclusively first (and skips the cleaning
+    when it cannot).  Returns the descriptor that holds the shared lock.
+    """
+    import fcntl
+    from pathlib import Path
+
+    from livedata_cli.server import spools
+    from livedata_cli.server.db import Database
+
+    store = open_store(config.store_url)
+    database = Database(config.db_url)
+    try:
+        swept = spools.sweep(store, database)
+    finally:
+        database.dispose()
+    log = logging.getLogger("livedata.server")
+    if swept:
+        log.info("start", extra={"fields": {"event": "orphan_spools_removed", "count": swept}})
+    if spools.is_s3(store):
+        return None
+    root = Path(getattr(store, "root", config.store_url))
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        log.info("start", extra={"fields": {"event": "tmp_kept", "reason": "another server uses this store"}})
+    else:
+        gone = 0
+        for path in (root / "tmp").glob("*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                gone += 1
+        if gone:
+            log.info("start", extra={"fields": {"event": "store_tmp_removed", "count": gone}})
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
 def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
     """Run until interrupted; ``on_listen`` gets the URL once the socket is bound."""
     import uvicorn
+
+    from livedata_cli.server.timeouts import TimedHttpProtocol
 
     if bool(config.certfile) != bool(config.keyfile):
         raise UsageError("--certfile and --keyfile go together")
@@ -76,12 +122,13 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
     check_store(config.store_url)
     ServerKeys(config.keys_path)  # created once here, before workers race for it
     os.environ[ENV_VAR] = config.to_env()
+    logging.config.dictConfig(LOG_CONFIG)
+    lock_fd = clean_start(config)
     metrics_dir = None
     if config.workers > 1:
         default_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
         metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=default_dir())
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    logging.config.dictConfig(LOG_CONFIG)
     on_listen(f"{scheme}://{host_text}:{port}")
     try:
         uvicorn.run(
@@ -97,9 +144,12 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
             log_config=LOG_CONFIG,
             server_header=False,
             timeout_graceful_shutdown=10,
+            http=TimedHttpProtocol,
         )
     finally:
         sock.close()
+        if lock_fd is not None:
+            os.close(lock_fd)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -8,19 +8,20 @@ be the number of bytes the server holds; ``GET /files/uploads/{id}`` says that
 number, so a client whose connection dropped goes on from there.  ``POST
 /files/uploads/{id}/complete`` passes the bytes through the malware scan and
 the server's encryption into a blob and makes it a file, exactly as ``POST
-/files`` does.  The parts wait in a spool file under the server's folder
-(the client's ciphertext, never in memory whole); an upload left unfinished
-for a day is dropped, and ``DELETE`` drops it at once.  Another user's id is a
-plain 404.
+/files`` does.  The parts wait in a spool (``server/spools.py``: a file under the
+server's folder, or an S3 multipart upload with ``--store s3://``; the
+client's ciphertext, never in memory whole).  Spooled bytes count against the
+quota, an account has at most ``--max-open-uploads`` open at once, an upload
+idle for ``--upload-idle-timeout`` seconds is dropped, and ``DELETE`` drops it
+at once.  Parts and commits are atomic: one request at a time writes an
+upload (a second one at the same offset is a 409), and one commit makes one
+file.  Another user's id is a plain 404.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -30,40 +31,15 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
-from livedata_cli.server import clock, db, files
+from livedata_cli.server import clock, files, spools
 from livedata_cli.server.api import ApiError, ClientDep, Context, CtxDep, UserDep, audit, not_found
-from livedata_cli.server.config import default_dir
 from livedata_cli.server.security import new_id
+from livedata_cli.server.spools import create_tables, uploads
+
+__all__ = ["create_tables", "expire", "router", "uploads"]
 
 router = APIRouter(prefix="/files/uploads", tags=["files"])
 log = logging.getLogger("livedata.server")
-
-EXPIRY = 24 * 3600.0
-READ = 256 * 1024
-
-metadata = sa.MetaData()
-uploads = sa.Table(
-    "uploads",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner_id", sa.String(32), sa.ForeignKey(db.users.c.id, ondelete="CASCADE"), nullable=False),
-    sa.Column("file_name", sa.String(1024), nullable=False),
-    sa.Column("content_type", sa.String(255), nullable=False),
-    sa.Column("description", sa.Text, nullable=False, server_default=""),
-    sa.Column("tags", sa.Text, nullable=False, server_default=""),
-    sa.Column("size", sa.BigInteger, nullable=True),
-    sa.Column("received", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("replace", sa.Boolean, nullable=False),
-    sa.Column("create_only", sa.Boolean, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Index("ix_uploads_owner", "owner_id"),
-    sa.Index("ix_uploads_created", "created_at"),
-)
-
-
-def create_tables(conn: Connection) -> None:
-    """The migration that adds this table."""
-    metadata.create_all(conn)
 
 
 class UploadOut(BaseModel):
@@ -73,12 +49,18 @@ class UploadOut(BaseModel):
     expires_at: float
 
 
-def _spool(upload_id: str) -> Path:
-    return default_dir() / "uploads" / f"{upload_id}.part"
+def _idle(c: Context) -> float:
+    return float(c.config.upload_idle_timeout)
 
 
-def _out(row: Any) -> UploadOut:
-    return UploadOut(id=row.id, received=row.received, size=row.size, expires_at=row.created_at + EXPIRY)
+def _lease(c: Context) -> float:
+    """How long a claim lasts without news: past the body timeout, so only a dead request loses it."""
+    return max(60.0, 2 * c.config.body_timeout)
+
+
+def _out(c: Context, row: Any) -> UploadOut:
+    active = row.last_active if row.last_active is not None else row.created_at
+    return UploadOut(id=row.id, received=row.received, size=row.size, expires_at=active + _idle(c))
 
 
 def _owned(conn: Connection, user_id: str, upload_id: str) -> Any:
@@ -90,26 +72,48 @@ def _owned(conn: Connection, user_id: str, upload_id: str) -> Any:
     return row
 
 
-def _drop(conn: Connection, upload_id: str) -> None:
-    conn.execute(uploads.delete().where(uploads.c.id == upload_id))
-    _spool(upload_id).unlink(missing_ok=True)
+def _busy() -> ApiError:
+    return ApiError(409, "upload_busy", "another request is writing or committing this upload; ask its offset again")
+
+
+def _elsewhere() -> ApiError:
+    return ApiError(
+        503, "spool_unavailable",
+        "this server does not hold the upload's spool: with a folder store, every part goes to the "
+        "host that opened the upload (or run the servers on an S3 store)",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _claimed(row: Any, now: float) -> bool:
+    return row.claim is not None and row.claim_until is not None and row.claim_until > now
 
 
 def expire(c: Context, now: float | None = None) -> int:
-    """Drop the uploads left unfinished for a day; how many."""
-    cutoff = (clock.now() if now is None else now) - EXPIRY
+    """Drop the uploads idle for longer than ``--upload-idle-timeout``; how many."""
+    now = clock.now() if now is None else now
+    cutoff = now - _idle(c)
+    u = uploads.c
     with c.db.write() as conn:
-        ids = list(conn.scalars(sa.select(uploads.c.id).where(uploads.c.created_at < cutoff)))
-        for upload_id in ids:
-            _drop(conn, upload_id)
+        ids = list(
+            conn.scalars(
+                sa.select(u.id).where(
+                    sa.func.coalesce(u.last_active, u.created_at) < cutoff,
+                    sa.or_(u.claim_until.is_(None), u.claim_until < now),
+                )
+            )
+        )
+        if ids:
+            conn.execute(uploads.delete().where(u.id.in_(ids)))
+    for upload_id in ids:
+        spools.discard(c.store, upload_id)
     return len(ids)
 
 
-def _room(conn: Connection, user_id: str) -> tuple[int, int]:
-    quota, used = conn.execute(
-        sa.select(db.users.c.quota_bytes, db.users.c.used_bytes).where(db.users.c.id == user_id)
-    ).one()
-    return int(quota), int(used)
+def discard_all(c: Context, upload_ids: list[str]) -> None:
+    """The spools of uploads whose rows are gone (account deletion)."""
+    for upload_id in upload_ids:
+        spools.discard(c.store, upload_id)
 
 
 @router.post("", status_code=201, response_model=UploadOut, summary="Open a resumable upload")
@@ -130,30 +134,39 @@ def open_upload(
     now = clock.now()
     upload_id = new_id()
     with c.db.write() as conn:
-        quota, used = _room(conn, user.id)
-        if size is not None and size > quota - used:
-            raise files._quota_error(size, used, quota)
+        quota, used = spools.lock_account(conn, user.id)
+        held = spools.held_bytes(conn, user.id)
+        if size is not None and size > quota - used - held:
+            raise files._quota_error(size, used + held, quota)
+        n_open = conn.execute(
+            sa.select(sa.func.count()).select_from(uploads).where(uploads.c.owner_id == user.id)
+        ).scalar_one()
+        if n_open >= c.config.max_open_uploads:
+            raise ApiError(
+                429, "too_many_uploads",
+                f"this account has {n_open} unfinished uploads, the most it may hold; "
+                "finish or drop one (DELETE /files/uploads/ID), or wait for idle ones to expire",
+                headers={"Retry-After": str(int(_idle(c)))},
+            )
         if create_only and files._named(conn, user.id, file_name):
             raise files._exists_error()
         conn.execute(
             uploads.insert().values(
                 id=upload_id, owner_id=user.id, file_name=file_name, content_type=content_type,
                 description=description, tags="\n".join(tag or []), size=size, received=0,
-                replace=replace, create_only=create_only, created_at=now,
+                replace=replace, create_only=create_only, created_at=now, last_active=now,
             )
         )
         audit(conn, who, user.id, "upload.open", "upload", upload_id)
         row = _owned(conn, user.id, upload_id)
-    path = _spool(upload_id)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.touch(mode=0o600)
-    return _out(row)
+    spools.create(c.store, upload_id)
+    return _out(c, row)
 
 
 @router.get("/{upload_id}", response_model=UploadOut, summary="How many bytes of an upload the server holds")
 def get_upload(upload_id: str, c: CtxDep, user: UserDep) -> UploadOut:
     with c.db.read() as conn:
-        return _out(_owned(conn, user.id, upload_id))
+        return _out(c, _owned(conn, user.id, upload_id))
 
 
 @router.head("/{upload_id}", summary="How many bytes the server holds, as the Upload-Offset header")
@@ -163,7 +176,42 @@ def head_upload(upload_id: str, c: CtxDep, user: UserDep) -> Response:
     return Response(headers={"Upload-Offset": str(row.received)})
 
 
-_RANGE = re.compile(r"^bytes (\d{1,18})-(\d{1,18})/(\d{1,18}|\*)$")  # bounded: int() of 5,000 digits is a 500
+_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)$")
+
+
+def _claim_part(c: Context, user_id: str, upload_id: str, first: int, end: int, total: int | None, token: str) -> Any:
+    """Take the upload for one part, or say why not: 409 (offset, busy), 400 (size), 413 (quota)."""
+    now = clock.now()
+    with c.db.write() as conn:
+        quota, used = spools.lock_account(conn, user_id)
+        row = _owned(conn, user_id, upload_id)
+        if _claimed(row, now):
+            raise _busy()
+        if first != row.received:
+            raise ApiError(409, "wrong_offset", f"the server holds {row.received} bytes of this upload, not {first}")
+        size = row.size if row.size is not None else total
+        if total is not None and size != total:
+            raise ApiError(400, "bad_range", f"this upload was declared as {size} bytes, not {total}")
+        held = spools.held_bytes(conn, user_id, besides=upload_id)
+        if (size is not None and end > size) or used + held + end > quota:
+            raise files._quota_error(end, used + held, quota)
+        conn.execute(
+            uploads.update().where(uploads.c.id == upload_id).values(
+                claim=token, claim_until=now + _lease(c), held=end, size=size, last_active=now,
+            )
+        )
+        return _owned(conn, user_id, upload_id)
+
+
+def _release(c: Context, upload_id: str, token: str, values: dict[str, Any]) -> bool:
+    """End a claim (with ``values``); False when it was lost to another request meanwhile."""
+    with c.db.write() as conn:
+        done = conn.execute(
+            uploads.update().where(uploads.c.id == upload_id, uploads.c.claim == token).values(
+                claim=None, claim_until=None, **values,
+            )
+        )
+        return done.rowcount == 1
 
 
 @router.put(
@@ -176,6 +224,7 @@ _RANGE = re.compile(r"^bytes (\d{1,18})-(\d{1,18})/(\d{1,18}|\*)$")  # bounded: 
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
+    responses={409: {"description": "wrong offset, or another request is writing this upload"}},
 )
 async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -> UploadOut:
     m = _RANGE.match(request.headers.get("content-range", "").strip())
@@ -185,79 +234,136 @@ async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -
     total = None if m.group(3) == "*" else int(m.group(3))
     if last < first or (total is not None and last >= total):
         raise ApiError(400, "bad_range", "Content-Range is out of order")
-    with c.db.read() as conn:
-        row = _owned(conn, user.id, upload_id)
-        quota, used = _room(conn, user.id)
-    if first != row.received:
-        raise ApiError(409, "wrong_offset", f"the server holds {row.received} bytes of this upload, not {first}")
-    size = row.size if row.size is not None else total
-    if total is not None and size != total:
-        raise ApiError(400, "bad_range", f"this upload was declared as {size} bytes, not {total}")
+    if max(last, total or 0) >= 2**62:
+        raise ApiError(413, "too_large", "Content-Range goes past the largest upload the server takes (2^62 bytes)")
     end = last + 1
-    if (size is not None and end > size) or end > quota - used:
-        raise files._quota_error(end, used, quota)
-    fd = await to_thread.run_sync(lambda: os.open(_spool(upload_id), os.O_WRONLY))
-    pos = first
+    token = new_id()
+    row = await to_thread.run_sync(_claim_part, c, user.id, upload_id, first, end, total, token)
+
+    def open_sink() -> spools.LocalSink | spools.S3Sink:
+        with c.db.read() as conn:
+            return spools.sink(c, conn, row, first)
+
+    try:
+        sink = await to_thread.run_sync(open_sink)
+    except BaseException as e:
+        await to_thread.run_sync(_release, c, upload_id, token, {"held": row.received})
+        if isinstance(e, spools.SpoolMissing):
+            raise _elsewhere() from None
+        raise
+    renew_at = clock.now() + _lease(c) / 3
+    committed = False
     try:
         try:
             async for chunk in request.stream():
                 if not chunk:
                     continue
-                if pos + len(chunk) > end:
+                if sink.pos + len(chunk) > end:
                     raise ApiError(400, "length_mismatch", "the part is longer than its Content-Range")
-                await to_thread.run_sync(os.pwrite, fd, chunk, pos)
-                pos += len(chunk)
+                await sink.write(chunk)
+                if clock.now() > renew_at:
+                    renew_at = clock.now() + _lease(c) / 3
+                    await to_thread.run_sync(_renew, c, upload_id, token)
         except ClientDisconnect:
             pass  # keep what arrived: the client asks the offset and goes on from there
-    finally:
-        os.close(fd)
-        with c.db.write() as conn:
-            conn.execute(
-                uploads.update().where(uploads.c.id == upload_id, uploads.c.received == first).values(
-                    received=pos, size=size
+        await sink.finish()
+        pos = sink.pos
+
+        def record() -> bool:
+            now = clock.now()
+            with c.db.write() as conn:
+                done = conn.execute(
+                    uploads.update().where(uploads.c.id == upload_id, uploads.c.claim == token).values(
+                        claim=None, claim_until=None, received=pos, held=pos, last_active=now,
+                    )
                 )
-            )
-            row = _owned(conn, user.id, upload_id)
+                if done.rowcount != 1:
+                    return False
+                sink.record(conn)
+            return True
+
+        committed = await to_thread.run_sync(record)
+        if not committed:
+            raise _busy()
+    finally:
+        sink.close()
+        await to_thread.run_sync(sink.after_commit, committed)
+        if not committed:
+            await to_thread.run_sync(_release, c, upload_id, token, {"held": row.received})
     log.info("upload", extra={"fields": {
         "event": "upload_part", "user_id": user.id, "upload_id": upload_id, "first": first, "received": pos,
     }})
-    return _out(row)
+    with c.db.read() as conn:
+        return _out(c, _owned(conn, user.id, upload_id))
 
 
-async def _spooled(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as f:
-        while True:
-            chunk = await to_thread.run_sync(f.read, READ)
-            if not chunk:
-                return
-            yield chunk
+def _renew(c: Context, upload_id: str, token: str) -> None:
+    now = clock.now()
+    with c.db.write() as conn:
+        conn.execute(
+            uploads.update().where(uploads.c.id == upload_id, uploads.c.claim == token).values(
+                claim_until=now + _lease(c), last_active=now,
+            )
+        )
+
+
+def _claim_commit(c: Context, user_id: str, upload_id: str, token: str) -> Any:
+    now = clock.now()
+    with c.db.write() as conn:
+        quota, used = spools.lock_account(conn, user_id)
+        row = _owned(conn, user_id, upload_id)
+        if _claimed(row, now):
+            raise _busy()
+        if row.size is not None and row.received != row.size:
+            raise ApiError(409, "incomplete_upload", f"the server holds {row.received} of {row.size} bytes")
+        conn.execute(
+            uploads.update().where(uploads.c.id == upload_id).values(
+                claim=token, claim_until=now + _lease(c), last_active=now,
+            )
+        )
+        return _owned(conn, user_id, upload_id), quota, used
 
 
 @router.post("/{upload_id}/complete", status_code=201, response_model=files.FileOut, summary="Commit an upload")
 async def complete(upload_id: str, c: CtxDep, who: ClientDep, user: UserDep) -> files.FileOut:
-    with c.db.read() as conn:
-        row = _owned(conn, user.id, upload_id)
-        quota, used = _room(conn, user.id)
-    if row.size is not None and row.received != row.size:
-        raise ApiError(409, "incomplete_upload", f"the server holds {row.received} of {row.size} bytes")
-    blob = await files.store_body(
-        c, who, user, _spooled(_spool(upload_id)), room=max(0, quota - used), declared=row.received,
-        used=used, quota=quota,
-    )
-    out = files.commit(
-        c, who, user, blob, file_name=row.file_name, content_type=row.content_type, description=row.description,
-        tags=[t for t in row.tags.split("\n") if t], replace=row.replace, create_only=row.create_only,
-        used=used, quota=quota,
-    )
-    with c.db.write() as conn:
-        _drop(conn, upload_id)
+    token = new_id()
+    row, quota, used = await to_thread.run_sync(_claim_commit, c, user.id, upload_id, token)
+    try:
+        if not spools.is_s3(c.store) and not spools.local_path(upload_id).exists():
+            raise _elsewhere()
+        if await to_thread.run_sync(spools.assemble, c, row):
+            with c.db.read() as conn:
+                row = _owned(conn, user.id, upload_id)
+        blob = await files.store_body(
+            c, who, user, spools.read(c, row), room=max(0, quota - used), declared=row.received,
+            used=used, quota=quota,
+        )
+
+        def take(conn: Connection) -> None:
+            """In the commit's transaction: the upload row goes, or nothing is committed."""
+            gone = conn.execute(uploads.delete().where(uploads.c.id == upload_id, uploads.c.claim == token))
+            if gone.rowcount != 1:
+                raise _busy()
+
+        out = await to_thread.run_sync(lambda: files.commit(
+            c, who, user, blob, file_name=row.file_name, content_type=row.content_type, description=row.description,
+            tags=[t for t in row.tags.split("\n") if t], replace=row.replace, create_only=row.create_only,
+            used=used, quota=quota, before=take,
+        ))
+    except BaseException:
+        await to_thread.run_sync(_release, c, upload_id, token, {})
+        raise
+    await to_thread.run_sync(spools.discard, c.store, upload_id)
     return out
 
 
 @router.delete("/{upload_id}", status_code=204, summary="Drop an unfinished upload")
 def drop_upload(upload_id: str, c: CtxDep, who: ClientDep, user: UserDep) -> Response:
     with c.db.write() as conn:
-        _owned(conn, user.id, upload_id)
-        _drop(conn, upload_id)
+        row = _owned(conn, user.id, upload_id)
+        if _claimed(row, clock.now()):
+            raise _busy()
+        conn.execute(uploads.delete().where(uploads.c.id == upload_id))
         audit(conn, who, user.id, "upload.drop", "upload", upload_id)
+    spools.discard(c.store, upload_id)
     return Response(status_code=204)

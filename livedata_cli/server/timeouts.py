@@ -1,0 +1,121 @@
+"""Read timeouts for slow or stalled clients: uvicorn's HTTP protocol with two more timers.
+
+uvicorn closes idle keep-alive connections, but a client that sends half a
+request line or half its headers, or starts a body and stops, holds its
+connection (and a request's claim on an upload) for as long as it likes.
+Here:
+
+* ``--header-timeout`` (default 10 s): from the connection's first byte, or
+  the end of the previous response, to the end of the request's headers;
+  past it the connection is closed.
+* ``--body-timeout`` (default 30 s): the longest wait for the next piece of a
+  body.  Past it the request sees the client as gone (what arrived of an
+  upload part is kept, exactly as after a dropped connection) and the
+  connection is closed.
+
+The values come from the server settings in the environment, which
+``server/run.py`` sets before uvicorn starts its workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from livedata_cli.server.config import ServerConfig
+
+
+@functools.cache
+def _limits() -> tuple[float, float]:
+    config = ServerConfig.from_env()
+    return float(config.header_timeout), float(config.body_timeout)
+
+
+class TimedHttpProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol that closes connections whose headers or body stall."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._last_body = 0.0
+
+    # -- timers ------------------------------------------------------------------------
+    def _arm_header(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(_limits()[0], self._expired)
+
+    def _disarm_header(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _arm_body(self) -> None:
+        """One timer per body, moved on lazily: a chunk only notes the time it came."""
+        self._last_body = self.loop.time()
+        if self._body_timer is None:
+            self._body_timer = self.loop.call_later(_limits()[1], self._check_body)
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        idle = self.loop.time() - self._last_body
+        if self.flow is not None and self.flow.read_paused:
+            idle = 0.0  # the server is the slow one (its buffer is full): not the client's fault
+            self._last_body = self.loop.time()
+        if idle < _limits()[1]:
+            self._body_timer = self.loop.call_later(_limits()[1] - idle, self._check_body)
+            return
+        self._expired()
+
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _expired(self) -> None:
+        self._disarm_header()
+        self._disarm_body()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's next receive() is http.disconnect
+            cycle.message_event.set()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # -- protocol events -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header()
+        self._disarm_body()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header()
+        super().on_headers_complete()
+        if any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers):
+            self._arm_body()  # a request without a body (most GETs) needs no body timer
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._last_body = self.loop.time()
+
+    def on_message_complete(self) -> None:
+        self._disarm_body()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            # The next request's first byte starts its header timer; until then
+            # uvicorn's keep-alive timeout governs the idle connection.
+            self._disarm_header()
