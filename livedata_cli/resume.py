@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, TAG_LEN
+from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, HEADER_LEN, TAG_LEN
 from livedata_cli.crypto.wrap import subkey
 
 READ_CHUNK = 1024 * 1024
+WAIT = 60.0  # seconds a part waits for its hash at most
 
 
 def mac_key(master_key: bytes, vault_id: str) -> bytes:
@@ -47,16 +49,31 @@ def _new_mac(key: bytes, oid: str, part: int) -> hmac.HMAC:
 
 class PartMacs:
     """Hashes the plaintext as it is encrypted, part by part, and hands each
-    finished part's hash to ``save`` (before the upload can be resumed from it)."""
+    finished part's hash to ``save``; :meth:`guard` holds a part back from the
+    store until its hash is saved, so every part sent can be checked on resume."""
 
-    def __init__(self, key: bytes, oid: str, plain_per_part: int, save: Callable[[int, str], None]) -> None:
+    def __init__(self, key: bytes, oid: str, part_size: int, total: int, save: Callable[[int, str], None]) -> None:
         self._key = key
+        self._left = total  # plaintext bytes still to come: the last part may be short
         self._oid = oid
-        self._per_part = plain_per_part
+        self._part_size = part_size
+        self._per_part = part_plaintext(part_size)
         self._save = save
         self._part = 1
         self._filled = 0
         self._mac = _new_mac(key, oid, 1)
+        self._saved = threading.Condition()
+        self._last_saved = 0
+
+    def guard(self, out: BinaryIO) -> BinaryIO:
+        """``out`` (the store's part writer), sending part n only once its hash is saved."""
+        return cast(BinaryIO, _Guarded(out, self))
+
+    def wait_for(self, part: int) -> None:
+        """Wait until part ``part``'s hash is saved.  After ``WAIT`` seconds the
+        part goes anyway: a part without a hash only makes a resume start over."""
+        with self._saved:
+            self._saved.wait_for(lambda: self._last_saved >= part, timeout=WAIT)
 
     def update(self, data: bytes | memoryview) -> None:
         mv = memoryview(data).cast("B")
@@ -64,12 +81,44 @@ class PartMacs:
             take = min(len(mv), self._per_part - self._filled)
             self._mac.update(mv[:take])
             self._filled += take
+            self._left -= take
             mv = mv[take:]
-            if self._filled == self._per_part:
+            if self._filled == self._per_part or self._left <= 0:
                 self._save(self._part, self._mac.hexdigest())
+                with self._saved:
+                    self._last_saved = self._part
+                    self._saved.notify_all()
                 self._part += 1
                 self._filled = 0
                 self._mac = _new_mac(self._key, self._oid, self._part)
+
+
+class _Guarded:
+    """Forwards container bytes; before the first byte past part n's end (the
+    write that makes the store writer send part n), waits for n's hash."""
+
+    def __init__(self, out: BinaryIO, macs: PartMacs) -> None:
+        self._out = out
+        self._macs = macs
+        self._written = 0
+        self._next = 1
+        self._end = HEADER_LEN + macs._part_size  # where part 1 ends; the others are part_size long
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:
+        n = memoryview(data).nbytes
+        while self._written + n > self._end:
+            self._macs.wait_for(self._next)
+            self._next += 1
+            self._end += self._macs._part_size
+        self._written += n
+        self._out.write(data)
+        return n
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def parts_unchanged(

@@ -1252,7 +1252,7 @@ class Vault:
 
         def hash_parts(part_size: int) -> None:
             save = functools.partial(pending.save_part, oid)
-            hashed.append(resume.PartMacs(macs, oid, resume.part_plaintext(part_size), save))
+            hashed.append(resume.PartMacs(macs, oid, part_size, st.st_size, save))
 
         if found is not None:
             hash_parts(found.part_size)
@@ -1273,7 +1273,7 @@ class Vault:
                     part_size=found.part_size if found else None,
                     on_start=on_start,
                 ) as out:
-                    yield out
+                    yield hashed[0].guard(out) if hashed else out
                 pending.drop(oid)
             finally:
                 pending.close()
