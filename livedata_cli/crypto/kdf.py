@@ -11,6 +11,12 @@ DEFAULT_TIME_COST = 3
 DEFAULT_PARALLELISM = 4
 SALT_LEN = 16
 KEY_LEN = 32
+# The most a slot or envelope read from a store may ask for: 16 times the
+# default memory, 5 times its passes, 4 times its lanes.  A hostile store
+# cannot make an unlock allocate more than this or run for minutes.
+MAX_MEMORY_KIB = 1024 * 1024  # 1 GiB
+MAX_TIME_COST = 16
+MAX_PARALLELISM = 16
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,12 @@ class Argon2Params:
         if data.get("alg") != "argon2id":
             raise ValueError("unknown KDF")
         m, t, p = (int(str(data[k])) for k in ("m", "t", "p"))
-        # Bounds keep a hostile slot from making us allocate without limit.
-        if not (8 * p <= m <= 4 * 1024 * 1024 and 1 <= t <= 64 and 1 <= p <= 64):
-            raise ValueError("KDF parameters out of range")
+        # Bounds keep a hostile slot from making us allocate or compute without limit.
+        if not (8 * p <= m <= MAX_MEMORY_KIB and 1 <= t <= MAX_TIME_COST and 1 <= p <= MAX_PARALLELISM):
+            raise ValueError(
+                f"Argon2id parameters m={m} KiB, t={t}, p={p} are outside "
+                f"m <= {MAX_MEMORY_KIB} KiB, t <= {MAX_TIME_COST}, p <= {MAX_PARALLELISM}"
+            )
         return Argon2Params(memory_kib=m, time_cost=t, parallelism=p)
 
 
