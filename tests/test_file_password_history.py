@@ -23,20 +23,25 @@ def _store(cli: Cli) -> Path:
     return Path(cli.env["LIVEDATA_HOME"]) / "store"
 
 
-def _candidate_keys(store: Path, master: bytes, vault_id: str, passwords: list[str]) -> list[bytes]:
-    """Every data key an attacker holding the vault key (and these passwords)
-    gets out of every journal record in the store: each wrapped key is tried
-    against every object id any record names."""
+def _records(store: Path, master: bytes, vault_id: str) -> list[dict[str, Any]]:
     from livedata_cli import journal
-    from livedata_cli.crypto import filepass
-    from livedata_cli.crypto.wrap import unwrap_data_key
-    from livedata_cli.errors import IntegrityError
 
     records: list[dict[str, Any]] = []
     for f in sorted((store / "journal").rglob("*")):
         if f.is_file():
-            name = f.relative_to(store).as_posix()
-            records += journal.decode(master, vault_id, name, f.read_bytes())
+            records += journal.decode(master, vault_id, f.relative_to(store).as_posix(), f.read_bytes())
+    return records
+
+
+def _candidate_keys(store: Path, master: bytes, vault_id: str, passwords: list[str]) -> list[bytes]:
+    """Every data key an attacker holding the vault key (and these passwords)
+    gets out of every journal record in the store: each wrapped key is tried
+    against every object id any record names."""
+    from livedata_cli.crypto import filepass
+    from livedata_cli.crypto.wrap import unwrap_data_key
+    from livedata_cli.errors import IntegrityError
+
+    records = _records(store, master, vault_id)
     ids = {r["object"] for r in records if r.get("object")}
     keys: list[bytes] = []
     for r in records:
@@ -58,9 +63,10 @@ def _candidate_keys(store: Path, master: bytes, vault_id: str, passwords: list[s
     return keys
 
 
-def _everything_decryptable(store: Path, keys: list[bytes]) -> list[bytes]:
+def _everything_decryptable(store: Path, keys: list[bytes], lengths: set[int]) -> list[bytes]:
     """Every plaintext these keys get out of any stretch of any data object that
-    starts at a container magic and ends at the next one or at the object's end."""
+    starts at a container magic and ends at the next one, at the object's end,
+    or after any length a record ever gave."""
     from livedata_cli.crypto import container
     from livedata_cli.errors import IntegrityError
 
@@ -69,7 +75,8 @@ def _everything_decryptable(store: Path, keys: list[bytes]) -> list[bytes]:
         blob = obj.read_bytes()
         starts = [i for i in range(len(blob)) if blob.startswith(container.MAGIC, i)]
         for n, start in enumerate(starts):
-            for end in [*starts[n + 1 :], len(blob)]:
+            ends = {*starts[n + 1 :], len(blob), *(start + x for x in lengths if start + x <= len(blob))}
+            for end in sorted(ends):
                 for key in keys:
                     out = io.BytesIO()
                     try:
@@ -78,6 +85,10 @@ def _everything_decryptable(store: Path, keys: list[bytes]) -> list[bytes]:
                         continue
                     found.append(out.getvalue())
     return found
+
+
+def _lengths(store: Path, vault: Any) -> set[int]:
+    return {int(r["length"]) for r in _records(store, vault.master_key, vault.vault_id) if r.get("length")}
 
 
 def _vault_with_history(cli: Cli) -> dict[str, bytes]:
@@ -107,7 +118,7 @@ def test_after_set_the_vault_key_and_every_journal_open_nothing_protected(vault_
     vault = open_vault()
     store = _store(vault_cli)
     keys = _candidate_keys(store, vault.master_key, vault.vault_id, [])
-    opened = _everything_decryptable(store, keys)
+    opened = _everything_decryptable(store, keys, _lengths(store, vault))
     assert not [p for p in opened if p in secret]
     # The unprotected files around them still open with the vault key, there and through the CLI.
     assert {contents["a.txt"], contents["b.txt"]} <= set(opened)
@@ -132,10 +143,11 @@ def test_after_change_the_old_password_opens_nothing(vault_cli: Cli, open_vault:
     secret = [contents["will.txt"], b"my last will, second draft " * 40, contents["big.bin"], b"the deed to the house"]
     vault = open_vault()
     store = _store(vault_cli)
-    opened = _everything_decryptable(store, _candidate_keys(store, vault.master_key, vault.vault_id, [PW1]))
+    lengths = _lengths(store, vault)
+    opened = _everything_decryptable(store, _candidate_keys(store, vault.master_key, vault.vault_id, [PW1]), lengths)
     assert not [p for p in opened if p in secret]
     # The new password opens all of it, here and from a second home rebuilt from the store.
-    with_new = _everything_decryptable(store, _candidate_keys(store, vault.master_key, vault.vault_id, [PW2]))
+    with_new = _everything_decryptable(store, _candidate_keys(store, vault.master_key, vault.vault_id, [PW2]), lengths)
     assert all(s in with_new for s in secret)
     other = {"LIVEDATA_HOME": str(tmp_path / "home2"), "LIVEDATA_FILE_PASSWORD": PW2}
     vault_cli.ok("init", "--store", str(store), env=other)
