@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from livedata_cli import config
 from livedata_cli.errors import UsageError
 
 # RFC 9106 §4, second recommended option: 64 MiB, 3 passes, 4 lanes.
@@ -28,15 +28,8 @@ MAX_PARALLELISM = 16
 WEAKEN_VAR = "LIVEDATA_TESTONLY_WEAKEN_KDF"
 MARKER_VAR = "LIVEDATA_TESTONLY_RUN"
 WEAK = (1024, 1, 1)  # m = 1 MiB, t = 1, p = 1
-_notice: Callable[[str], None] = lambda _msg: None  # noqa: E731  (the CLI sets one that writes to stderr)
 _warned = False
 _warned_lock = threading.Lock()
-
-
-def set_notice(notice: Callable[[str], None]) -> None:
-    """Where the warning about weakened parameters goes (once per process)."""
-    global _notice
-    _notice = notice
 
 
 def test_only_weakened() -> bool:
@@ -53,7 +46,7 @@ def test_only_weakened() -> bool:
     with _warned_lock:
         first, _warned = not _warned, True
     if first:
-        _notice(
+        config.notice(
             f"livedata: WARNING: {WEAKEN_VAR}=1 ({MARKER_VAR}={os.environ[MARKER_VAR][:60]}): Argon2id is "
             "weakened to m = 1 MiB, t = 1; anything protected now is guessable. Never use this for real data"
         )
