@@ -48,6 +48,7 @@ def main() -> None:
                     "LIVEDATA_HOME": str(home),
                     "LIVEDATA_PASSPHRASE": "bench",
                     "LIVEDATA_TESTONLY_WEAKEN_KDF": "1",
+                    "LIVEDATA_TESTONLY_RUN": "bench-audit-overhead",
                     "LIVEDATA_NO_KEYRING": "1",
                 }
                 subprocess.run([exe, "init", "-q"], env=env, check=True)

@@ -89,7 +89,7 @@ timed() {
 # The KDF is weakened: the passphrase stretch is not what is measured here.
 ld() {
   LDCMD=(env LIVEDATA_HOME="$1" LIVEDATA_PASSPHRASE=bench-pw LIVEDATA_NO_KEYRING=1
-         LIVEDATA_TESTONLY_WEAKEN_KDF=1 "$LD" "${@:2}")
+         LIVEDATA_TESTONLY_WEAKEN_KDF=1 LIVEDATA_TESTONLY_RUN=bench-big "$LD" "${@:2}")
 }
 fresh_vault() {
   rm -rf "$1"

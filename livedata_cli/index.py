@@ -222,6 +222,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        # A keyed hash of each part's plaintext of a pending multipart upload: a
+        # resume reuses the data key and salt only when the parts already sent
+        # hold the same plaintext (livedata_cli/resume.py).
+        "0012_pending_part_macs",
+        """
+        CREATE TABLE pending_parts (
+            object TEXT NOT NULL,
+            part INTEGER NOT NULL,
+            mac TEXT NOT NULL,
+            PRIMARY KEY (object, part)
+        )
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.
@@ -638,6 +652,15 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
             "UPDATE versions SET wrapped_key = ?, protected = ? WHERE vid = ?",
             (bytes.fromhex(rec["wrapped_key"]), int(bool(rec.get("protected"))), rec["vid"]),
         )
+        if "object" in rec:  # set or changed: re-encrypted into a new object (reseal.py)
+            db.execute(
+                'UPDATE versions SET object = ?, pack = ?, "offset" = ?, length = ?, header_hash = ?, hash = ? WHERE vid = ?',
+                (rec["object"], rec.get("pack"), int(rec.get("offset", 0)), int(rec["length"]),
+                 rec["header_hash"], rec.get("hash", ""), rec["vid"]),
+            )
+    elif kind == "relocate":
+        # A pack member copied byte for byte into another pack (reseal.py).
+        db.execute('UPDATE versions SET pack = ?, "offset" = ? WHERE vid = ?', (rec["pack"], int(rec["offset"]), rec["vid"]))
     elif kind == "unshare":
         db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))
     # Unknown kinds come from a newer livedata: skip them rather than fail.
@@ -782,6 +805,18 @@ class PendingUploads:
     def drop(self, obj: str) -> None:
         with self._lock:
             self.db.execute("DELETE FROM pending_uploads WHERE object = ?", (obj,))
+            self.db.execute("DELETE FROM pending_parts WHERE object = ?", (obj,))
+
+    def save_part(self, obj: str, part: int, mac: str) -> None:
+        """The keyed hash of one part's plaintext, kept before the part can be resumed."""
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO pending_parts VALUES (?, ?, ?)", (obj, part, mac))
+
+    def part_macs(self, obj: str) -> dict[int, str]:
+        with self._lock:
+            return {int(r[0]): str(r[1]) for r in self.db.execute(
+                "SELECT part, mac FROM pending_parts WHERE object = ?", (obj,)
+            )}
 
     def upload_ids(self) -> set[str]:
         with self._lock:

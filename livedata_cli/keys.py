@@ -43,6 +43,8 @@ from livedata_cli.errors import (
 from livedata_cli.stores import ObjectStore
 
 KEYRING_SERVICE = "livedata"
+MAX_SLOTS = 32  # slots read from a store at most: a hostile store may plant thousands
+LAST_SLOT_FILE = "last-slot.json"  # in the home: the slot that opened each vault last
 PASSPHRASE_VARS = ("LIVEDATA_PASSPHRASE", "LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND")
 FORMAT_VERSION = 1
 
@@ -132,15 +134,22 @@ class Slot:
 
     @staticmethod
     def from_bytes(data: bytes) -> Slot:
+        """A slot as stored; ValueError (or KeyError) for one that is malformed
+        or asks for KDF parameters beyond the caps, checked before any stretching."""
         d = json.loads(data)
-        return Slot(
-            slot_id=d["slot"],
-            kind=d["kind"],
+        slot = Slot(
+            slot_id=str(d["slot"]),
+            kind=str(d["kind"]),
             salt=bytes.fromhex(d["salt"]),
             wrapped=bytes.fromhex(d["wrapped"]),
             created=float(d["created"]),
             kdf=d.get("kdf", {}),
         )
+        if slot.kind == "passphrase":
+            Argon2Params.from_json(slot.kdf)
+            if len(slot.salt) != SALT_LEN:
+                raise ValueError(f"a passphrase slot's salt is {SALT_LEN} bytes")
+        return slot
 
     def _kek(self, secret: str) -> bytes | None:
         if self.kind == "recovery":
@@ -172,26 +181,87 @@ def make_slot(vault_id: str, master_key: bytes, secret: str, kind: str = "passph
     return slot
 
 
-def list_slots(store: ObjectStore) -> list[Slot]:
+def list_slots(store: ObjectStore, *, warn: Callable[[str], None] | None = None) -> list[Slot]:
+    """The vault's key slots: at most ``MAX_SLOTS`` of them.  A malformed slot,
+    or one whose KDF parameters exceed the caps, is skipped with a one-line
+    warning: the others may still open the vault."""
+    names = list(store.list("keys/"))
+    if len(names) > MAX_SLOTS and warn is not None:
+        warn(f"livedata: warning: the store holds {len(names)} key slots; only {MAX_SLOTS} are read")
     slots = []
-    for key in store.list("keys/"):
+    for key in names[:MAX_SLOTS]:
         try:
             slots.append(Slot.from_bytes(store.get_bytes(key)))
-        except (ValueError, KeyError):
-            continue  # a damaged slot is skipped; others may still open the vault
+        except (ValueError, KeyError, TypeError) as e:
+            if warn is not None:
+                why = str(e) if isinstance(e, ValueError) and "Argon2id" in str(e) else "malformed"
+                warn(f"livedata: warning: key slot {key.removeprefix('keys/')[:40]!r} skipped: {why}")
     return slots
 
 
-def open_with_secret(store: ObjectStore, cfg: StoreConfig, secret: str) -> tuple[bytes, Slot]:
-    """Try every slot with this secret: recovery slots first (cheap), then passphrases."""
-    slots = sorted((s for s in list_slots(store) if s.kind != "kms"), key=lambda s: s.kind != "recovery")
-    if not slots:
+def last_slot(vault_id: str) -> str | None:
+    """The slot that opened this vault last on this machine (tried first)."""
+    try:
+        found = json.loads((config.home() / LAST_SLOT_FILE).read_text()).get(vault_id)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def remember_slot(vault_id: str, slot_id: str) -> None:
+    path = config.home() / LAST_SLOT_FILE
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    if known.get(vault_id) == slot_id:
+        return
+    known[vault_id] = slot_id
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only an optimisation: every slot is still tried
+
+
+def open_with_secret(
+    store: ObjectStore, cfg: StoreConfig, secret: str, *, warn: Callable[[str], None] | None = None
+) -> tuple[bytes, Slot]:
+    """Try the slots with this secret: the one that worked last here first
+    (read alone: the others are not even fetched when it opens), then recovery
+    slots (cheap), then passphrases."""
+    last = last_slot(cfg.vault_id)
+    if last is not None:
+        try:
+            slot: Slot | None = Slot.from_bytes(store.get_bytes(f"keys/{last}"))
+        except (NotFound, ValueError, KeyError, TypeError):
+            slot = None
+        if slot is not None and slot.slot_id == last and slot.kind != "kms":
+            master = _open_slot(slot, cfg, secret)
+            if master is not None:
+                return master, slot
+    slots = sorted(
+        (s for s in list_slots(store, warn=warn) if s.kind != "kms" and s.slot_id != last),
+        key=lambda s: s.kind != "recovery",
+    )
+    if not slots and last is None:
         raise AuthError(f"the vault at {store.url} has no passphrase or recovery key slots")
     for slot in slots:
-        master = slot.open(cfg.vault_id, secret)
-        if master is not None and hmac.compare_digest(key_id(master, cfg.vault_id), cfg.key_id):
+        master = _open_slot(slot, cfg, secret)
+        if master is not None:
+            remember_slot(cfg.vault_id, slot.slot_id)
             return master, slot
     raise WrongPassphrase()
+
+
+def _open_slot(slot: Slot, cfg: StoreConfig, secret: str) -> bytes | None:
+    master = slot.open(cfg.vault_id, secret)
+    if master is not None and hmac.compare_digest(key_id(master, cfg.vault_id), cfg.key_id):
+        return master
+    return None
 
 
 # -- passphrase sources -------------------------------------------------------
@@ -328,7 +398,7 @@ class Unlocker:
             self._say_no_keyring_once()
         secret = self.secret()
         try:
-            master, _slot = open_with_secret(store, cfg, secret)
+            master, _slot = open_with_secret(store, cfg, secret, warn=self.notice)
         except WrongPassphrase:
             self.failures.append("wrong passphrase")
             raise
@@ -353,7 +423,7 @@ class Unlocker:
             if passphrase_from_env() is None and self.prompt is None:
                 raise
         try:
-            master, _slot = open_with_secret(store, cfg, self.secret())
+            master, _slot = open_with_secret(store, cfg, self.secret(), warn=self.notice)
         except WrongPassphrase:
             self.failures.append("wrong passphrase")
             raise

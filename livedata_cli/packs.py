@@ -9,6 +9,15 @@ data key is wrapped for that id, DESIGN §4); its record names the pack with
 ``pack``, ``offset`` and ``length``, and the record's header hash binds the
 record to its container, so a record pointed at another member does not open.
 
+Each member is followed by random bytes up to its Padmé size (:func:`padded`,
+from PURBs, Nikitin et al. 2019: the size rounded so that only about
+log log of its bits are left, at most 12 % more and 1.6 % on a tree of
+7,800 real small files, ``bench/size_padding.py``).  Every member still
+starts with the container magic, so the store can cut a pack at the members,
+but a stretch from one member to the next gives only the size class, not the
+file's size.  Readers take a member's ``offset`` and ``length`` from its
+record and never see the padding.
+
 A pack becomes visible in the store only when it is sealed, and the vault
 seals before each journal, so a journal never refers to a pack that is not
 whole; a killed upload leaves at most an unreferenced temporary file.
@@ -34,6 +43,16 @@ from livedata_cli.stores import ObjectStore
 
 # A pack is sealed once it holds this much; reading a member is one seek.
 PACK_TARGET = 16 * 1024 * 1024
+
+
+def padded(n: int) -> int:
+    """Padmé: ``n`` rounded up so that only its top O(log log n) bits are free."""
+    if n < 2:
+        return n
+    e = n.bit_length() - 1  # floor(log2 n)
+    s = e.bit_length()  # floor(log2 e) + 1
+    mask = (1 << (e - s)) - 1
+    return (n + mask) & ~mask
 
 
 def packs_small_files(store: ObjectStore) -> bool:
@@ -62,8 +81,10 @@ class PackWriter:
                 self._out = self._open.enter_context(self._store.writer(f"data/{self._pack}"))
                 self._size = 0
             offset = self._size
+            length = memoryview(container).nbytes
             self._out.write(container)
-            self._size += len(container)
+            self._out.write(os.urandom(padded(length) - length))  # hides the size within its class
+            self._size += padded(length)
             pack = self._pack
             if self._size >= self._target:
                 self._finish(None)

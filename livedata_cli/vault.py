@@ -10,6 +10,7 @@ command runs first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import secrets
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, packs, retention, tree
+from livedata_cli import audit, config, journal, locking, packs, resume, retention, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -41,7 +42,7 @@ from livedata_cli.errors import (
     StoreUnreachable,
     UsageError,
 )
-from livedata_cli.index import Index, Seen, Version
+from livedata_cli.index import Index, PendingUpload, Seen, Version
 from livedata_cli.keys import StoreConfig, Unlocker, make_slot
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
 from livedata_cli.packs import PackWriter, Sealed, SmallFileSealer, packs_small_files
@@ -641,6 +642,7 @@ class Vault:
         if protect is not None:
             wrapped = self._seal_for(protect, oid, data_key)
         hasher = KeyedHash(batch.hash_key)
+        on_plaintext = hasher.update if new.on_plaintext is None else _both(hasher.update, new.on_plaintext)
         source = io.BytesIO(head) if small else cast(BinaryIO, _Prefixed(head, f))
         with new.writer as out:
             header, size, length = container.encrypt_stream(
@@ -648,7 +650,7 @@ class Vault:
                 source,
                 out,
                 salt=new.salt,
-                on_plaintext=None if small else hasher.update,
+                on_plaintext=None if small else on_plaintext,
                 on_progress=batch.progress,
             )
         digest = known if known is not None else hasher.hexdigest()
@@ -1184,9 +1186,11 @@ class Vault:
     def set_file_password(self, ref: str, action: str, new_password: str | None) -> list[Version]:
         """Set, change or remove the file password of every version of a file.
 
-        Only the data keys are rewrapped (one ``file-password`` journal record
-        per version); the data objects are never rewritten.  ``change`` and
-        ``remove`` need the current password (asked through ``ask_file_password``).
+        ``set`` and ``change`` re-encrypt every version under a fresh data key
+        into new objects and delete the old ones (``reseal.py``), so the old
+        wrapped keys that earlier journals keep open nothing; ``remove`` only
+        rewraps the data keys.  ``change`` and ``remove`` need the current
+        password (asked through ``ask_file_password``).
         """
         self.sync()
         v = self.resolve(ref)
@@ -1203,16 +1207,19 @@ class Vault:
         keys = [(x, self._data_key(x.object, x.wrapped_key)) for x in versions]  # every key opens before any change
         new_key = filepass.PasswordKey.derive(new_password) if new_password is not None else None
         old_locks = {lock for x in versions if x.protected for lock in [self._lock_of(x)] if lock}
-        records: list[dict[str, Any]] = []
-        for x, data_key in keys:
-            if new_key is None:
-                wrapped = wrap_data_key(self.master_key, self.vault_id, x.object, data_key)
-            else:
-                wrapped = self._seal_for(new_key, x.object, data_key)
-            records.append(
-                {"t": "file-password", "vid": x.vid, "wrapped_key": wrapped.hex(), "protected": new_key is not None, "time": time.time()}
-            )
+        from livedata_cli import reseal
+
+        if new_key is not None:  # new objects first; the old ones go once the journal names the new
+            records = reseal.reseal_versions(self, keys, new_key)
+        else:
+            records = [
+                {"t": "file-password", "vid": x.vid, "protected": False, "time": time.time(),
+                 "wrapped_key": wrap_data_key(self.master_key, self.vault_id, x.object, data_key).hex()}
+                for x, data_key in keys
+            ]
         self._write_journal(records)
+        if new_key is not None:
+            reseal.drop_old_objects(self, versions)
         if old_locks:
             from livedata_cli.stores import file_locks
 
@@ -1250,19 +1257,29 @@ class Vault:
         source, size and mtime), reuses the object id, data key and salt, so
         the container regenerates byte for byte and the parts already in the
         store are not sent again.  The record goes once the object is whole.
+        It is reused only when every part sent holds the same plaintext now
+        (keyed hashes kept with the record, ``resume.py``): else a changed part
+        would go out again under the same key and nonces.
         """
         start = getattr(self.store, "resumable_writer", None)
         if start is None or not resumable or src.local == "-":
             oid = secrets.token_hex(16)
             data_key, wrapped = self._new_data_key(oid)
             return _NewObject(oid, data_key, wrapped, None, self.store.writer(f"data/{oid}"))
-        from livedata_cli.index import PendingUpload, PendingUploads
+        from livedata_cli.index import PendingUploads
 
         st = os.fstat(f.fileno())
         source = os.path.abspath(src.local)
         pending = PendingUploads(config.home() / config.INDEX_FILE)
         found = pending.find(source, src.path)
-        if found is not None and (found.size, found.mtime) != (st.st_size, st.st_mtime):
+        macs = resume.mac_key(self.master_key, self.vault_id)
+        per_part = resume.part_plaintext(found.part_size) if found else 0
+        if found is not None and (
+            (found.size, found.mtime) != (st.st_size, st.st_mtime)
+            or not resume.parts_unchanged(  # same key and nonces only over the same plaintext
+                macs, found.object, f, per_part, self._parts_sent(found), pending.part_macs(found.object)
+            )
+        ):
             self.store.abort_upload(f"data/{found.object}", found.upload_id)  # type: ignore[attr-defined]
             pending.drop(found.object)
             found = None
@@ -1273,7 +1290,17 @@ class Vault:
             oid, salt = secrets.token_hex(16), secrets.token_bytes(container.SALT_LEN)
             data_key, wrapped = self._new_data_key(oid)
 
+        hashed: list[resume.PartMacs] = []
+
+        def hash_parts(part_size: int) -> None:
+            save = functools.partial(pending.save_part, oid)
+            hashed.append(resume.PartMacs(macs, oid, part_size, st.st_size, save))
+
+        if found is not None:
+            hash_parts(found.part_size)
+
         def on_start(upload_id: str, part_size: int) -> None:
+            hash_parts(part_size)
             pending.save(
                 PendingUpload(oid, upload_id, source, src.path, st.st_size, st.st_mtime, wrapped, salt, part_size, time.time())
             )
@@ -1288,12 +1315,20 @@ class Vault:
                     part_size=found.part_size if found else None,
                     on_start=on_start,
                 ) as out:
-                    yield out
+                    yield hashed[0].guard(out) if hashed else out
                 pending.drop(oid)
             finally:
                 pending.close()
 
-        return _NewObject(oid, data_key, wrapped, salt, writer())
+        return _NewObject(oid, data_key, wrapped, salt, writer(), lambda mv: hashed[0].update(mv) if hashed else None)
+
+    def _parts_sent(self, found: PendingUpload) -> list[int]:
+        """The part numbers a pending upload holds in the store; part 0, which
+        no hash matches, when the upload is gone (whatever the store kept of it)."""
+        try:
+            return list(self.store.list_parts(f"data/{found.object}", found.upload_id))  # type: ignore[attr-defined]
+        except NotFound:
+            return [0]
 
     def abort_abandoned_uploads(self) -> int:
         """Abort this vault's multipart uploads that no pending record here knows
@@ -1333,6 +1368,14 @@ def _unchanged(
     extra = sorted(set(tags) - set(newest.tags))
     record = {"t": "tag", "vid": newest.vid, "add": extra} if extra else None
     return ItemResult(src.local, src.path, "unchanged", newest.size, newest.vid), record
+
+
+def _both(first: Callable[[memoryview], None], second: Callable[[memoryview], None]) -> Callable[[memoryview], None]:
+    def both(mv: memoryview) -> None:
+        first(mv)
+        second(mv)
+
+    return both
 
 
 def _add_member(
@@ -1392,6 +1435,7 @@ class _NewObject:
     wrapped_key: bytes
     salt: bytes | None
     writer: AbstractContextManager[BinaryIO]
+    on_plaintext: Callable[[memoryview], None] | None = None  # a resumable upload's part hashes
 
 
 @dataclass

@@ -53,7 +53,8 @@ OTHER_ENVIRONMENT = [
     ("LIVEDATA_PASSPHRASE", "The vault passphrase, for scripts (only one of the LIVEDATA_PASSPHRASE* variables may be set)."),
     ("LIVEDATA_NEW_PASSPHRASE", "The new passphrase for keys passwd and keys add, for scripts."),
     ("NO_COLOR", "When set, no colours (colours appear only on a terminal anyway)."),
-    ("LIVEDATA_TESTONLY_WEAKEN_KDF", "Test suites only: a cheap Argon2id. Never for a real vault."),
+    ("LIVEDATA_TESTONLY_WEAKEN_KDF", "Test suites only: a cheap Argon2id, refused without LIVEDATA_TESTONLY_RUN. Never for a real vault."),
+    ("LIVEDATA_TESTONLY_RUN", "The test run's name: the marker LIVEDATA_TESTONLY_WEAKEN_KDF needs."),
 ]
 
 DESCRIPTION = """\

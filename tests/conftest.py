@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 PASSPHRASE = "correct horse battery staple"
+# The marker without which livedata refuses LIVEDATA_TESTONLY_WEAKEN_KDF: it names this test run.
+TEST_RUN = f"livedata-tests-{os.getpid()}"
 
 
 def livedata_exe() -> list[str]:
@@ -91,6 +93,7 @@ def livedata_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
         "LIVEDATA_HOME": str(home),
         "LIVEDATA_PASSPHRASE": PASSPHRASE,
         "LIVEDATA_TESTONLY_WEAKEN_KDF": "1",
+        "LIVEDATA_TESTONLY_RUN": TEST_RUN,
         "LIVEDATA_NO_KEYRING": "1",
     }
     for var in ("LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND", "LIVEDATA_NEW_PASSPHRASE"):

@@ -139,6 +139,7 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._hold: dict[str, int] = {}
         self._released = threading.Event()
+        self.parts: list[tuple[str, bytes]] = []  # (path, body) of every part that reached the store
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -166,6 +167,9 @@ class CountingProxy:
                     data = r.read()
                 finally:
                     conn.close()
+                if op == "s3:UploadPart" and r.status == 200:
+                    with proxy._lock:
+                        proxy.parts.append((self.path, body))
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):

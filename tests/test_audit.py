@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PASSPHRASE, Cli, Result, assert_one_line_error, write
+from conftest import PASSPHRASE, TEST_RUN, Cli, Result, assert_one_line_error, write
 
 pytestmark = pytest.mark.subprocess
 
@@ -44,6 +44,7 @@ def history_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         LIVEDATA_HOME=str(root / "home"),
         LIVEDATA_PASSPHRASE=PASSPHRASE,
         LIVEDATA_TESTONLY_WEAKEN_KDF="1",
+        LIVEDATA_TESTONLY_RUN=TEST_RUN,
         LIVEDATA_NO_KEYRING="1",
     )
     cli = Cli(env, root)

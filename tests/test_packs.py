@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import Cli, assert_one_line_error, data_objects, write
+from livedata_cli.packs import padded
 
 pytestmark = pytest.mark.subprocess
 
@@ -41,7 +42,8 @@ def test_small_files_go_into_one_pack_and_come_back(vault_cli: Cli, store_dir: P
     assert entries["t/big.bin"]["pack"] is None, "a file over one segment is an object of its own"
     assert len(data_objects(store_dir)) == 2
     spans = sorted((e["offset"], e["offset"] + e["length"]) for p, e in entries.items() if p != "t/big.bin")
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), "members lie end to end"
+    # Members lie one after the other, each followed by random bytes up to its Padmé size.
+    assert all(b[0] == a[0] + padded(a[1] - a[0]) for a, b in itertools.pairwise(spans)), "members in order, padded"
     assert len({e["object"] for e in entries.values()}) == len(entries), "each member keeps its own id and key"
     vault_cli.ok("verify", "--data")
     vault_cli.ok("download", "t/", "-o", "out")
@@ -81,7 +83,7 @@ def test_a_truncated_pack_is_caught_by_verify(vault_cli: Cli, store_dir: Path) -
     entries = _entries(vault_cli)
     last = max(entries.values(), key=lambda e: e["offset"])
     pack = next(p for p in data_objects(store_dir) if p.name == last["pack"])
-    pack.write_bytes(pack.read_bytes()[:-1])
+    pack.write_bytes(pack.read_bytes()[: last["offset"] + last["length"] - 1])  # into the member, past its padding
     r = vault_cli("verify", "--json")
     assert r.code == 5
     assert [p["path"] for p in r.json()["problems"]] == [last["path"]]
@@ -123,8 +125,8 @@ def test_packs_are_sealed_at_their_size(vault_cli: Cli, store_dir: Path) -> None
         write(vault_cli.cwd / "src" / f"m{i:02d}.bin", os.urandom(1024 * 1024))  # exactly one segment
     vault_cli.ok("upload", "src", "-r", "--as", "m/")
     sizes = sorted(p.stat().st_size for p in data_objects(store_dir))
-    assert len(sizes) == 2 and sum(sizes) == 20 * (1024 * 1024 + 102 + 16)
-    assert max(sizes) <= 16 * 1024 * 1024 + 1024 * 1024 + 118
+    assert len(sizes) == 2 and sum(sizes) == 20 * padded(1024 * 1024 + 102 + 16)
+    assert max(sizes) <= 16 * 1024 * 1024 + padded(1024 * 1024 + 118)
     vault_cli.ok("verify", "--data")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, assert_one_line_error, run_on_tty, write
+from conftest import TEST_RUN, Cli, assert_one_line_error, run_on_tty, write
 from livedata_cli.search import QueryError, parse_query, parse_size, parse_when
 
 # -- the query language, in-process ------------------------------------------------
@@ -122,6 +122,7 @@ def _env(home: Path) -> dict[str, str]:
         LIVEDATA_HOME=str(home),
         LIVEDATA_PASSPHRASE="search tests",
         LIVEDATA_TESTONLY_WEAKEN_KDF="1",
+        LIVEDATA_TESTONLY_RUN=TEST_RUN,
         LIVEDATA_NO_KEYRING="1",
     )
     return env

@@ -18,7 +18,7 @@ import pytest
 import s3server
 from s3server import all_keys, aws_env
 
-from conftest import Cli, assert_one_line_error, write
+from conftest import TEST_RUN, Cli, assert_one_line_error, write
 from livedata_cli.crypto import share as sc
 
 moto_url, s3, bucket = s3server.moto_url, s3server.s3, s3server.bucket
@@ -29,7 +29,8 @@ DATA = os.urandom(1024 * 1024 + 4321)  # two container segments
 def stranger(cli: Cli, tmp_path: Path, name: str = "stranger") -> Cli:
     """Someone with no vault, no passphrase, no keyring, no AWS credentials."""
     env = {k: v for k, v in cli.env.items() if not k.startswith(("LIVEDATA_", "AWS_"))}
-    env.update({"LIVEDATA_HOME": str(tmp_path / name), "LIVEDATA_NO_KEYRING": "1", "LIVEDATA_TESTONLY_WEAKEN_KDF": "1"})
+    env.update({"LIVEDATA_HOME": str(tmp_path / name), "LIVEDATA_NO_KEYRING": "1", "LIVEDATA_TESTONLY_WEAKEN_KDF": "1",
+                "LIVEDATA_TESTONLY_RUN": TEST_RUN})
     work = tmp_path / f"{name}-work"
     work.mkdir()
     return Cli(env, work)

@@ -217,6 +217,9 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
     """Merge a command's own --json/--quiet into the global environment."""
     ENV.json = ENV.json or json_
     ENV.quiet = ENV.quiet or quiet
+    from livedata_cli import config
+
+    config.notice = ENV.warn  # e.g. the test-only weak KDF, announced when used
     if ENV.can_prompt():  # an ended session asks to log in again instead of exit 4
         from livedata_cli import account
 

@@ -1,5 +1,6 @@
-"""File password commands: set, change, remove.  None re-encrypts any data:
-each rewraps the data keys of a file's versions."""
+"""File password commands: set, change, remove.  ``set`` and ``change``
+re-encrypt every version of the file under fresh data keys (and delete the old
+objects); ``remove`` rewraps the data keys."""
 
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ def _run(env: Env, ref: str, action: str, new_password: str | None) -> None:
         env.emit(result)
         return
     done = {"set": "password set", "change": "password changed", "remove": "password removed"}[action]
-    env.say(f"{done}: {path} ({len(versions)} version(s); no data re-encrypted)")
+    how = "no data re-encrypted" if action == "remove" else "re-encrypted, old copies deleted"
+    env.say(f"{done}: {path} ({len(versions)} version(s); {how})")
     if copies:
         env.warn(f"livedata: the same content is also stored without a password as: {', '.join(copies)}")
 
 
 @app.command("set")
 def set_(ref: RefArg, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Give a file a password: every version's data key then needs it as well as the vault key.
+    """Give a file a password: every version is re-encrypted under a new data key that needs it as well as the vault key.
 
     The password is asked twice on a terminal, or read from LIVEDATA_FILE_PASSWORD in scripts.
     Example: livedata password set will.pdf
@@ -48,7 +50,7 @@ def set_(ref: RefArg, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
 
 @app.command()
 def change(ref: RefArg, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Change a file's password (the data is not re-encrypted).
+    """Change a file's password: every version is re-encrypted, so the old password opens nothing left in the store.
 
     The current password comes from LIVEDATA_FILE_PASSWORD or a prompt; the new
     one from LIVEDATA_NEW_FILE_PASSWORD in scripts, or is asked twice on a terminal.

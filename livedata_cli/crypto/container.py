@@ -743,3 +743,55 @@ def decrypt_stream(
     if pipe is not None:
         pipe.close()
     return plaintext_len
+
+
+class _ResealSink:
+    """A ``dst`` for :func:`decrypt_stream` that encrypts what it is given under
+    another data key, one segment at a time.  One segment (and a little) waits
+    in memory, so the last one can be marked final when the input ends."""
+
+    def __init__(self, enc: Encryptor, dst: BinaryIO) -> None:
+        self._enc = enc
+        self._dst = dst
+        self._buf = bytearray()
+        self.written = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._buf += data
+        size = self._enc.segment_size
+        while len(self._buf) > size:  # more than a segment: this one is not the last
+            self._emit(self._enc.encrypt_segment(memoryview(self._buf)[:size], final=False))
+            del self._buf[:size]
+        return memoryview(data).nbytes
+
+    def close(self) -> None:
+        self._emit(self._enc.encrypt_segment(bytes(self._buf), final=True))
+        self._buf.clear()
+
+    def _emit(self, sealed: bytes) -> None:
+        self._dst.write(sealed)
+        self.written += len(sealed)
+
+
+def reseal_stream(
+    old_key: bytes,
+    src: BinaryIO,
+    new_key: bytes,
+    dst: BinaryIO,
+    *,
+    expected_header_hash: str | None = None,
+    log2_segment_size: int = DEFAULT_LOG2_SEGMENT,
+) -> tuple[bytes, int, int]:
+    """Re-encrypt one container under a new data key and a fresh salt, in
+    bounded memory; return ``(header, plaintext_len, container_len)`` of the new one.
+
+    The old container is authenticated segment by segment as it is read; on an
+    :class:`IntegrityError` ``dst`` holds a partial container, which the
+    caller must discard (a store writer does when its block raises).
+    """
+    enc = Encryptor(new_key, log2_segment_size=log2_segment_size)
+    dst.write(enc.header)
+    sink = _ResealSink(enc, dst)
+    n = decrypt_stream(old_key, src, cast(BinaryIO, sink), expected_header_hash=expected_header_hash)
+    sink.close()
+    return enc.header, n, HEADER_LEN + sink.written

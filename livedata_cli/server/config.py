@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from livedata_cli.config import env_flag, home
+from livedata_cli.config import home
+from livedata_cli.crypto.kdf import test_only_weakened
 
 ENV_VAR = "LIVEDATA_SERVER_CONFIG"
 GIB = 1024**3
@@ -91,7 +92,7 @@ class ServerConfig:
             public_url=self.public_url
             or f"{'https' if self.certfile else 'http'}://{self.host}:{self.port}",
             hash_concurrency=self.hash_concurrency or max(2, os.cpu_count() or 2),
-            weaken_kdf=self.weaken_kdf or env_flag("LIVEDATA_TESTONLY_WEAKEN_KDF"),
+            weaken_kdf=self.weaken_kdf or test_only_weakened(),
         )
 
     def to_env(self) -> str:

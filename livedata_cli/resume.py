@@ -1,0 +1,149 @@
+"""When a killed multipart upload may be resumed under the same data key.
+
+A resumed upload regenerates the container byte for byte (same object id,
+data key and salt) and sends only the parts the bucket lacks.  That is safe
+only if the file still holds the same plaintext in the parts already sent:
+otherwise a changed part would be sent again under the same key and nonces,
+and two ciphertexts under one AES-GCM key and nonce leak the XOR of their
+plaintexts and the GHASH key.  Size and mtime do not prove it (a tool can
+reset the mtime; clocks skew).
+
+So while an upload runs, a keyed hash of each part's plaintext is kept with
+the pending upload (:class:`PartMacs`), and a resume first checks every part
+the bucket holds against the file as it is now (:func:`parts_unchanged`):
+one read of the part of the file already sent.  Any part missing its hash or
+differing means the upload is aborted and started over with a new key and salt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Callable
+from typing import BinaryIO, cast
+
+from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, HEADER_LEN, TAG_LEN
+from livedata_cli.crypto.wrap import subkey
+
+READ_CHUNK = 1024 * 1024
+WAIT = 60.0  # seconds a part waits for its hash at most
+
+
+def mac_key(master_key: bytes, vault_id: str) -> bytes:
+    """The key of the part hashes: never a plaintext hash the index could leak."""
+    return subkey(master_key, vault_id, "resume-part")
+
+
+def part_plaintext(part_size: int, segment_size: int = 1 << DEFAULT_LOG2_SEGMENT) -> int:
+    """Plaintext bytes in one part: parts hold whole sealed segments (the first
+    also the container header)."""
+    return (part_size // (segment_size + TAG_LEN)) * segment_size
+
+
+def _new_mac(key: bytes, oid: str, part: int) -> hmac.HMAC:
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    h.update(b"livedata/v1/resume-part\x00" + oid.encode() + b"\x00" + part.to_bytes(8, "big"))
+    return h
+
+
+class PartMacs:
+    """Hashes the plaintext as it is encrypted, part by part, and hands each
+    finished part's hash to ``save``; :meth:`guard` holds a part back from the
+    store until its hash is saved, so every part sent can be checked on resume."""
+
+    def __init__(self, key: bytes, oid: str, part_size: int, total: int, save: Callable[[int, str], None]) -> None:
+        self._key = key
+        self._left = total  # plaintext bytes still to come: the last part may be short
+        self._oid = oid
+        self._part_size = part_size
+        self._per_part = part_plaintext(part_size)
+        self._save = save
+        self._part = 1
+        self._filled = 0
+        self._mac = _new_mac(key, oid, 1)
+        self._saved = threading.Condition()
+        self._last_saved = 0
+
+    def guard(self, out: BinaryIO) -> BinaryIO:
+        """``out`` (the store's part writer), sending part n only once its hash is saved."""
+        return cast(BinaryIO, _Guarded(out, self))
+
+    def wait_for(self, part: int) -> None:
+        """Wait until part ``part``'s hash is saved.  After ``WAIT`` seconds the
+        part goes anyway: a part without a hash only makes a resume start over."""
+        with self._saved:
+            self._saved.wait_for(lambda: self._last_saved >= part, timeout=WAIT)
+
+    def update(self, data: bytes | memoryview) -> None:
+        mv = memoryview(data).cast("B")
+        while mv:
+            take = min(len(mv), self._per_part - self._filled)
+            self._mac.update(mv[:take])
+            self._filled += take
+            self._left -= take
+            mv = mv[take:]
+            if self._filled == self._per_part or self._left <= 0:
+                self._save(self._part, self._mac.hexdigest())
+                with self._saved:
+                    self._last_saved = self._part
+                    self._saved.notify_all()
+                self._part += 1
+                self._filled = 0
+                self._mac = _new_mac(self._key, self._oid, self._part)
+
+
+class _Guarded:
+    """Forwards container bytes; before the first byte past part n's end (the
+    write that makes the store writer send part n), waits for n's hash."""
+
+    def __init__(self, out: BinaryIO, macs: PartMacs) -> None:
+        self._out = out
+        self._macs = macs
+        self._written = 0
+        self._next = 1
+        self._end = HEADER_LEN + macs._part_size  # where part 1 ends; the others are part_size long
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:
+        n = memoryview(data).nbytes
+        while self._written + n > self._end:
+            self._macs.wait_for(self._next)
+            self._next += 1
+            self._end += self._macs._part_size
+        self._written += n
+        self._out.write(data)
+        return n
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def parts_unchanged(
+    key: bytes, oid: str, f: BinaryIO, plain_per_part: int, sent: list[int], saved: dict[int, str]
+) -> bool:
+    """Whether every part the bucket holds (``sent``) has a saved hash equal to
+    the hash of that part of the file now.  Reads only those parts, and leaves
+    ``f`` where it was."""
+    where = f.tell()
+    try:
+        return all(_part_unchanged(key, oid, f, plain_per_part, part, saved.get(part)) for part in sorted(sent))
+    finally:
+        f.seek(where)
+
+
+def _part_unchanged(key: bytes, oid: str, f: BinaryIO, plain_per_part: int, part: int, expected: str | None) -> bool:
+    if expected is None:
+        return False
+    mac = _new_mac(key, oid, part)
+    f.seek((part - 1) * plain_per_part)
+    left = plain_per_part
+    while left:
+        chunk = f.read(min(READ_CHUNK, left))
+        if not chunk:
+            break
+        mac.update(chunk)
+        left -= len(chunk)
+    return hmac.compare_digest(mac.hexdigest(), expected)
