@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from livedata_cli.errors import LivedataError
+from livedata_cli.names import for_json
 
 # Named, ordered migrations, applied on open.  Never edit one that has shipped:
 # add the next.
@@ -261,7 +262,7 @@ class Version:
         """The fields a user may see (no wrapped key)."""
         return {
             "id": self.vid,
-            "path": self.path,
+            "path": for_json(self.path),
             "version": self.number,
             "object": self.object,
             "pack": self.pack,
@@ -280,7 +281,7 @@ class Version:
             "notes": self.notes,
             "deleted": self.deleted,
             "kind": self.kind,
-            **({"target": self.target} if self.kind == "symlink" else {}),
+            **({"target": for_json(self.target or "")} if self.kind == "symlink" else {}),
             "password": self.protected,
         }
 

@@ -10,6 +10,7 @@ command runs first.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import io
 import os
 import secrets
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, packs, retention, tree
+from livedata_cli import audit, config, journal, locking, names, packs, retention, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -92,7 +93,12 @@ class ItemResult:
     exit_code: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source, "path": self.path, "status": self.status, "size": self.size}
+        d: dict[str, Any] = {
+            "source": names.for_json(self.source),
+            "path": names.for_json(self.path),
+            "status": self.status,
+            "size": self.size,
+        }
         if self.version:
             d["id"] = self.version
         if self.status in ("new", "changed"):
@@ -222,6 +228,9 @@ class Vault:
                     f"{config.home()} already uses the vault at {current.store}; "
                     "set LIVEDATA_HOME to keep a second vault"
                 )
+        prepare = getattr(store, "prepare", None)
+        if prepare is not None:  # only init creates a folder store
+            prepare()
         index = Index(config.home() / config.INDEX_FILE)
         if store.exists("config"):
             cfg = _read_config(store)
@@ -232,6 +241,7 @@ class Vault:
             config.VaultSettings.for_store(store.url, cfg.vault_id).save()
             vault.sync(rebuild=True)
             return vault, False
+        _refuse_headless(store)
         if kms_per_object and not kms_key:
             raise UsageError("--kms-per-object needs --kms-key")
         secret = None if kms_key else new_secret()
@@ -315,6 +325,9 @@ class Vault:
         """The write lock: in the store folder for local stores (so every home on
         this machine shares it), else in this home."""
         root = getattr(self.store, "root", None)
+        check = getattr(self.store, "check", None)
+        if check is not None:  # a folder store that is gone is unreachable, never re-created
+            check()
         path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
         return locking.exclusive(path, wait=wait, notice=self.unlocker.notice)
 
@@ -723,7 +736,7 @@ class Vault:
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         st = os.lstat(src.local)
         mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
-        target = os.readlink(src.local) if src.kind == "symlink" else None
+        target = names.from_local(os.readlink(src.local)) if src.kind == "symlink" else None
         if (
             newest is not None
             and newest.kind == src.kind
@@ -851,7 +864,7 @@ class Vault:
         place only after the final segment authenticated."""
         if v.kind == "symlink":
             target.parent.mkdir(parents=True, exist_ok=True)
-            tree.make_symlink(target, v.target or "")
+            tree.make_symlink(target, names.to_local(v.target or ""))
             return 0
         if v.kind == "dir":
             raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")
@@ -875,10 +888,14 @@ class Vault:
         self.unlock()  # a wrong passphrase fails the command once, not each file
         root.mkdir(parents=True, exist_ok=True)
         folders: list[tuple[Path, Version]] = []
+        cleaned: set[Path] = set()  # folders rid of a killed restore's temporary files
         for v in sorted(versions, key=lambda x: x.path):
             rel = v.path[len(prefix) :]
             try:
                 target = safe_target(root, rel)
+                if target.parent not in cleaned:
+                    cleaned.add(target.parent)
+                    tree.remove_stale_temps(target.parent)
                 if v.kind == "dir":
                     if target.is_symlink():  # never follow a link out of the target
                         raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
@@ -887,7 +904,11 @@ class Vault:
                     report.items.append(ItemResult(v.path, str(target), "downloaded", 0, v.vid))
                     continue
                 if (target.exists() or target.is_symlink()) and not overwrite:
-                    raise UsageError(f"{target} exists: add --overwrite to replace it")
+                    if self.already_restored(v, target):  # a rerun: restored before, still the same
+                        progress(v.size)
+                        report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
+                        continue
+                    raise UsageError(f"{names.shown(str(target))} exists: add --overwrite to replace it")
                 n = self.download_to(v, target, progress)
                 report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
                 report.bytes_read += n
@@ -901,6 +922,25 @@ class Vault:
                 report.fail(v.path, str(target), e)
         report.duration = time.monotonic() - report.started
         return report
+
+    def already_restored(self, v: Version, target: Path) -> bool:
+        """Whether ``target`` already holds exactly this version: same size and
+        modification time, and the same content (its keyed hash; a protected
+        version, which has none, is decrypted and compared)."""
+        if v.kind == "symlink":
+            return tree.same_link(target, names.to_local(v.target or ""))
+        if v.kind != "file" or not tree.same_file(target, v.size, v.mtime):
+            return False
+        try:
+            if v.hash:
+                digest = tree.file_digest(target, subkey(self.master_key, self.vault_id, "plaintext-hash"))
+                return hmac.compare_digest(digest, v.hash)
+            with open(target, "rb") as local:
+                same = _SameAs(local)
+                self.read_version(v, cast(BinaryIO, same))
+                return same.equal and not local.read(1)
+        except OSError:
+            return False
 
     def latest_set(self, prefix: str, tags: list[str]) -> tuple[str, list[Version]]:
         """The newest set under a prefix (``ci/<run>/``) having a file with all these
@@ -1321,6 +1361,23 @@ class _Slice(io.RawIOBase):
         return int(n)
 
 
+class _SameAs(io.RawIOBase):
+    """A sink that compares what is written with a file's bytes."""
+
+    def __init__(self, local: BinaryIO) -> None:
+        self._local = local
+        self.equal = True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        if self.equal and self._local.read(len(data)) != data:
+            self.equal = False
+        return len(data)
+
+
 class _Prefixed(io.RawIOBase):
     """A file whose first bytes were already read: replays them, then reads on."""
 
@@ -1470,6 +1527,17 @@ def _configure_store(store: ObjectStore, cfg: StoreConfig) -> None:
     configure = getattr(store, "configure", None)
     if configure is not None:
         configure(kms_key_id=cfg.kms_key_id)
+
+
+def _refuse_headless(store: ObjectStore) -> None:
+    """A store without ``config`` that holds a vault's objects lost its config:
+    a new vault on top would orphan them (and lock out every other machine)."""
+    for prefix in ("keys/", "journal/", "data/"):
+        if next(iter(store.list(prefix)), None) is not None:
+            raise IntegrityError(
+                f"the store {store.url} has no config but holds {prefix.rstrip('/')} objects of a vault: "
+                "refusing to create a new vault on top (put its config object back, or init an empty store)"
+            )
 
 
 def _read_config(store: ObjectStore) -> StoreConfig:

@@ -205,4 +205,6 @@ def _reader_gone() -> int:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"livedata: error: {message}\n")
+    from livedata_cli.names import shown
+
+    sys.stderr.write(f"livedata: error: {shown(message)}\n")  # a name in it never drives the terminal

@@ -271,7 +271,9 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
     else:
         for item in report.items:
             if item.status in ("failed", "skipped"):
-                env.warn(f"livedata: {item.source or item.path}: {item.error}")
+                from livedata_cli.names import shown
+
+                env.warn(f"livedata: {shown(f'{item.source or item.path}: {item.error}')}")
         if not failed or len(failed) < len(report.items):
             counts = report.counts()
             parts = [f"{counts[k]} {k}" for k in ("new", "changed", "unchanged", "downloaded", "skipped", "failed") if counts.get(k)]

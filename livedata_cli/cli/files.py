@@ -18,6 +18,8 @@ from livedata_cli.cli.common import (
     parse_when,
     setup,
 )
+from livedata_cli.names import shown, to_local
+from livedata_cli.tree import remove_stale_temps
 
 
 def upload(
@@ -96,7 +98,7 @@ def upload(
         if len(report.items) <= 20:  # a few files: say what happened to each
             for item in report.items:
                 if item.status not in ("failed", "skipped"):
-                    env.say(f"{item.status:>10}  {item.path}  ({human_size(item.size)})")
+                    env.say(f"{item.status:>10}  {shown(item.path)}  ({human_size(item.size)})")
     finish_batch(env, report, "upload")
 
 
@@ -170,11 +172,17 @@ def download(
             if env.json:
                 env.warn("livedata: --json ignored: the file went to stdout")
             return
-        target = Path(output) if output else Path(v.path.split("/")[-1])
+        name = to_local(v.path.split("/")[-1])
+        target = Path(output) if output else Path(name)
         if target.is_dir():
-            target = target / v.path.split("/")[-1]
-        elif output is None and target.exists() and not overwrite:
-            raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+            target = target / name
+        remove_stale_temps(target.parent)
+        if output is None and target.exists() and not overwrite:
+            if not vault.already_restored(v, target):
+                raise UsageError(f"{shown(str(target))} exists: add --overwrite or give -o PATH")
+            report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
+            finish_batch(env, report, "download")
+            return
         with env.progress(v.size, "download") as bar:
             n = vault.download_to(v, target, bar)
         report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
@@ -206,13 +214,13 @@ def ls(
     for v, n in rows:
         if long:
             tags = ",".join(v.tags) or "-"
-            name = v.path + ("/" if v.kind == "dir" else f" -> {v.target}" if v.kind == "symlink" else "")
-            note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
+            name = shown(v.path) + ("/" if v.kind == "dir" else f" -> {shown(v.target or '')}" if v.kind == "symlink" else "")
+            note = shown(v.notes.strip().splitlines()[0][:60]) if v.notes.strip() else ""
             name += "  [password]" if v.protected else ""
             name += f"  # {note}" if note else ""  # the note's first line
             env.out(f"{human_size(v.size):>10}  {n:>3}v  {human_time(v.created)}  {tags:<20}  {name}")
         else:
-            env.out(v.path)
+            env.out(shown(v.path))
 
 
 def info(
@@ -244,7 +252,10 @@ def info(
         elif key == "derived_from" and value:  # a conversion's result
             key, value = "converted from", f"{source.path} version {source.number} ({value})" if source else value
         elif key == "notes":
-            value = value.strip().replace("\n", "\n" + " " * 15)  # a note's lines stay aligned
+            value = "\n".join(shown(line) for line in value.strip().split("\n"))
+            value = value.replace("\n", "\n" + " " * 15)  # a note's lines stay aligned
+        elif key in ("path", "target") and value:
+            value = shown(value)
         env.out(f"{key:>13}: {value if value not in (None, '') else '-'}")
     env.out("     versions:")
     for x in versions:
@@ -267,7 +278,7 @@ def rm(
     if env.json:
         env.emit({"path": gone[0].path, "purged": purge, "versions": len(gone)})
     else:
-        env.say(f"{'purged' if purge else 'moved to trash'}: {gone[0].path} ({len(gone)} version(s))")
+        env.say(f"{'purged' if purge else 'moved to trash'}: {shown(gone[0].path)} ({len(gone)} version(s))")
 
 
 def restore(
@@ -285,7 +296,7 @@ def restore(
     if env.json:
         env.emit({"path": back[0].path, "versions": len(back)})
     else:
-        env.say(f"restored: {back[0].path} ({len(back)} version(s))")
+        env.say(f"restored: {shown(back[0].path)} ({len(back)} version(s))")
 
 
 def tag(
@@ -305,7 +316,7 @@ def tag(
     if env.json:
         env.emit({"path": v.path, "id": v.vid, "tags": list(v.tags)})
     else:
-        env.say(f"{v.path}: {', '.join(v.tags) or 'no tags'}")
+        env.say(f"{shown(v.path)}: {', '.join(v.tags) or 'no tags'}")
 
 
 def prune(
@@ -335,7 +346,7 @@ def prune(
         return
     verb = "would remove" if dry_run else "removed"
     for r in result["removed"]:
-        env.out(f"{verb}: {r['path']} version {r['version']} ({human_time(r['created'])})")
+        env.out(f"{verb}: {shown(r['path'])} version {r['version']} ({human_time(r['created'])})")
     env.say(
         f"prune: {len(result['removed'])} version(s) {verb}, {result['kept']} kept"
         + ("" if dry_run else f", {human_size(result['bytes_freed'])} freed")
