@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, names, packs, retention, tree
+from livedata_cli import audit, config, index_file, journal, locking, names, packs, retention, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -186,12 +186,15 @@ class Vault:
 
     # -- opening ---------------------------------------------------------------
     @staticmethod
-    def open(unlocker: Unlocker) -> Vault:
+    def open(unlocker: Unlocker, *, recover_index: bool = False) -> Vault:
         """This home's vault.  The store is not touched until something needs it,
-        so ``ls`` and ``info`` read the local index alone (no network, no credentials)."""
+        so ``ls`` and ``info`` read the local index alone (no network, no credentials).
+        With ``recover_index`` (a rebuild follows) a damaged index is moved aside."""
         settings = config.VaultSettings.load()
         store = open_store(settings.store)
-        return Vault(store, None, Index(config.home() / config.INDEX_FILE), unlocker, vault_id=settings.vault_id)
+        path = config.home() / config.INDEX_FILE
+        index = index_file.open_recovering(path) if recover_index else Index(path)
+        return Vault(store, None, index, unlocker, vault_id=settings.vault_id)
 
     @property
     def cfg(self) -> StoreConfig:
@@ -297,8 +300,8 @@ class Vault:
     # -- sync ----------------------------------------------------------------
     def sync(self, *, rebuild: bool = False) -> SyncResult:
         """Replay the store's journals that this index has not seen."""
-        if rebuild:
-            self.index.clear()
+        if rebuild:  # built aside, swapped in when complete: a killed rebuild leaves the old index
+            self.index = index_file.aside(self.index)
         seen = self.index.applied_journals()
         n_journals = n_records = 0
         for name in self.store.list(journal.PREFIX):
@@ -308,7 +311,10 @@ class Vault:
             if self.index.apply(name, records):
                 n_journals += 1
                 n_records += len(records)
-        return SyncResult(n_journals, n_records, self.index.count())
+        result = SyncResult(n_journals, n_records, self.index.count())
+        if self.index.replaces is not None:
+            self.index = index_file.swap_in(self.index)
+        return result
 
     def _write_journal(self, records: list[dict[str, Any]], index: Index | None = None) -> None:
         if not records:

@@ -193,6 +193,12 @@ def _dispatch(args: list[str]) -> int:
             import traceback
 
             traceback.print_exc()
+        from livedata_cli.index_file import as_index_error
+
+        damaged = as_index_error(e)  # a damaged page of the index, found mid-command
+        if damaged is not None:
+            _error(damaged.message)
+            return int(damaged.exit_code)
         _error(f"unexpected error: {type(e).__name__}: {e} (run with --debug for details)")
         return int(ExitCode.UNEXPECTED)
 

@@ -240,11 +240,12 @@ def human_time(t: float | None) -> str:
 
 
 @contextmanager
-def open_vault(env: Env) -> Iterator[Any]:
-    """The vault of this home, closed when the command ends."""
+def open_vault(env: Env, *, recover_index: bool = False) -> Iterator[Any]:
+    """The vault of this home, closed when the command ends (``recover_index``:
+    a damaged index is moved aside, for a command that rebuilds it)."""
     from livedata_cli.vault import Vault
 
-    vault = Vault.open(env.unlocker())
+    vault = Vault.open(env.unlocker(), recover_index=recover_index)
     vault.ask_file_password = env.ask_file_password
     vault.events.name, vault.events.target = _audit_target()
     try:
@@ -283,7 +284,10 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
                 f"({human_size(report.bytes_read)} read{stored} in {report.duration:.2f}s)"
             )
     if failed:
-        if len(failed) == len(report.items):
+        # A rerun's restore: files found already restored did nothing, so
+        # refusals alone decide the code (exit 2 for a differing file).
+        acted = [i for i in report.items if not (verb == "download" and i.status == "unchanged")]
+        if len(failed) == len(acted):
             codes = {i.exit_code for i in failed}
             raise typer.Exit(codes.pop() if len(codes) == 1 else int(ExitCode.PARTIAL))
         raise typer.Exit(int(ExitCode.PARTIAL))
