@@ -905,9 +905,10 @@ class Vault:
                 if v.kind == "dir":
                     if target.is_symlink():  # never follow a link out of the target
                         raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
+                    existed = target.is_dir()
                     target.mkdir(parents=True, exist_ok=True)
                     folders.append((target, v))
-                    report.items.append(ItemResult(v.path, str(target), "downloaded", 0, v.vid))
+                    report.items.append(ItemResult(v.path, str(target), "unchanged" if existed else "downloaded", 0, v.vid))
                     continue
                 if (target.exists() or target.is_symlink()) and not overwrite:
                     if self.already_restored(v, target):  # a rerun: restored before, still the same
