@@ -333,6 +333,7 @@ class Index:
         self.path = path
         self.read_only = False  # a read-only home: queries only (index_file.py)
         self.replaces: Index | None = None  # a rebuild's new index: the one it replaces
+        self.swap_to: Path | None = None  # a rebuild's new index: where it goes when complete
         self.damaged_tables: list[str] = []  # a rebuild's: tables of the old index it could not read
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -118,10 +118,12 @@ def aside(current: Index) -> Index:
     rebuild does not fill copied over (as far as they can be read)."""
     from livedata_cli.index import Index
 
+    if current.swap_to is not None:  # already a new index (the old one was damaged)
+        return current
     tmp = current.path.with_name(current.path.name + REBUILD_SUFFIX)
     _remove(tmp)  # a killed rebuild's leftover
     fresh = Index(tmp)
-    fresh.replaces = current
+    fresh.replaces, fresh.swap_to = current, current.path
     kept = [
         r[0]
         for r in fresh.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -148,9 +150,8 @@ def swap_in(fresh: Index) -> Index:
     rename), and open it."""
     from livedata_cli.index import Index
 
-    old = fresh.replaces
-    assert old is not None
-    target = old.path
+    old, target = fresh.replaces, fresh.swap_to
+    assert target is not None
     fresh.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     fresh.close()
     fd = os.open(fresh.path, os.O_RDONLY)
@@ -158,10 +159,11 @@ def swap_in(fresh: Index) -> Index:
         os.fsync(fd)
     finally:
         os.close(fd)
-    with contextlib.suppress(sqlite3.DatabaseError):
-        old.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    old.close()
-    if fresh.damaged_tables:  # keep what could not be read, for a closer look
+    if old is not None:
+        with contextlib.suppress(sqlite3.DatabaseError):
+            old.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        old.close()
+    if fresh.damaged_tables or old is None:  # keep what could not be read, for a closer look
         with contextlib.suppress(OSError):
             move_aside(target)
     for suffix in ("-wal", "-shm"):  # the old file's: never to be read with the new one
@@ -179,12 +181,18 @@ def swap_in(fresh: Index) -> Index:
 
 
 def open_recovering(path: Path) -> Index:
-    """The index at ``path``; a damaged one is moved aside and a new, empty one
-    made (for commands that rebuild it: ``sync --rebuild``, ``doctor --fix``)."""
+    """The index at ``path``, or, when it is damaged, a new empty one beside it
+    that :func:`swap_in` puts in its place (the damaged one is moved aside)
+    once a rebuild completes: for ``sync --rebuild`` and ``doctor --fix``.  A
+    rebuild that fails (a wrong passphrase) leaves the damaged index where it
+    was, still saying what to do, never an empty one."""
     from livedata_cli.index import Index
 
     try:
         return Index(path)
     except IndexDamaged:
-        move_aside(path)
-        return Index(path)
+        tmp = path.with_name(path.name + REBUILD_SUFFIX)
+        _remove(tmp)
+        fresh = Index(tmp)
+        fresh.swap_to = path
+        return fresh

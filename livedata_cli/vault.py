@@ -312,7 +312,7 @@ class Vault:
                 n_journals += 1
                 n_records += len(records)
         result = SyncResult(n_journals, n_records, self.index.count())
-        if self.index.replaces is not None:
+        if self.index.swap_to is not None:
             self.index = index_file.swap_in(self.index)
         return result
 
@@ -946,7 +946,7 @@ class Vault:
                 same = _SameAs(local)
                 self.read_version(v, cast(BinaryIO, same))
                 return same.equal and not local.read(1)
-        except OSError:
+        except (OSError, AuthError):  # unreadable, or its file password is not at hand
             return False
 
     def latest_set(self, prefix: str, tags: list[str]) -> tuple[str, list[Version]]:

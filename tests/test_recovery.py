@@ -201,21 +201,42 @@ def test_a_killed_rebuild_leaves_the_old_index_in_use(vault_cli: Cli) -> None:
     vault_cli.ok("upload", "last", "--recursive")
     expected = vault_cli.ok("ls").out
     assert expected.split() == ["first/a.txt", "last/z.txt"]
+    index = home / "index.sqlite"
+    total = _journal_count(index)
     killed_mid_run = False
-    for delay in (0.25, 0.5, 0.8, 1.2):
+    for _attempt in range(4):
         proc = vault_cli.popen("sync", "--rebuild", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        # Wait until the replay is under way: a new index file beside the old
+        # one, or (the old way) the old index emptied and refilling.
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            aside = index.with_name("index.sqlite.rebuild")
+            if (aside.exists() and _journal_count(aside) > 5) or 5 < _journal_count(index) < total:
+                break
+            time.sleep(0.01)
         killed_mid_run = proc.poll() is None
         proc.kill()
         proc.wait()
         assert vault_cli.ok("ls").out == expected  # never a partial index
-        assert vault_cli.ok("download", "last/", "-o", str(vault_cli.cwd / f"o{delay}")).code == 0
+        assert vault_cli.ok("download", "last/", "-o", str(vault_cli.cwd / f"o{_attempt}")).code == 0
         if killed_mid_run:
             break
     assert killed_mid_run, "every rebuild finished before it was killed"
     vault_cli.ok("sync", "--rebuild")
     assert vault_cli.ok("ls").out == expected
     assert not [p for p in home.iterdir() if ".rebuild" in p.name]
+
+
+def _journal_count(index: Path) -> int:
+    """Journals replayed into an index, read while another process writes it."""
+    try:
+        db = sqlite3.connect(f"{index.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(db.execute("SELECT count(*) FROM journals").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return -1
 
 
 # -- item 7: a damaged index is rebuilt by the documented fix -----------------------
@@ -315,3 +336,13 @@ def test_the_rebuild_keeps_what_the_journals_do_not_hold(vault_cli: Cli) -> None
     vault_cli.ok("sync", "--rebuild")
     assert audit_rows()[: len(before)] == before
     vault_cli.ok("audit", "verify")
+
+
+def test_a_failed_rebuild_leaves_the_damaged_index_saying_what_to_do(vault_cli: Cli) -> None:
+    index, listing = _indexed_vault(vault_cli)
+    _damage(index, "header")
+    r = vault_cli("sync", "--rebuild", env={"LIVEDATA_PASSPHRASE": "not the passphrase"})
+    assert_one_line_error(r, 4)
+    assert_one_line_error(vault_cli("ls"), 5)  # never an empty listing
+    vault_cli.ok("sync", "--rebuild")
+    assert vault_cli.ok("ls").out == listing

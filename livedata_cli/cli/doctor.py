@@ -70,10 +70,10 @@ def _fix(env: Any, checks: list[Any]) -> list[str]:
     if index is None or index.status != "fail" or (store is not None and store.status == "fail"):
         return []
     from livedata_cli import config
-    from livedata_cli.index_file import move_aside
 
     path = config.home() / config.INDEX_FILE
-    aside = move_aside(path)
-    with open_vault(env) as vault:
+    with open_vault(env, recover_index=True) as vault:
         result = vault.sync(rebuild=True)
-    return [f"moved the damaged index to {aside}; rebuilt it from the store: {result.versions} version(s)"]
+    aside = sorted(path.parent.glob(f"{path.name}.damaged-*"))
+    where = f"moved the damaged index to {aside[-1]}; " if aside else ""
+    return [f"{where}rebuilt the index from the store: {result.versions} version(s)"]
