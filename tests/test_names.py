@@ -211,3 +211,15 @@ def test_a_record_that_cannot_be_utf8_is_refused_before_the_store(vault_cli: Cli
     with pytest.raises(UnicodeEncodeError):
         vault._write_journal([{"t": "rm", "path": "bad-\udcff", "time": 1.0}])
     assert list(vault.store.list(journal.PREFIX)) == before
+
+
+def test_a_shared_file_with_an_odd_name_opens_under_its_own_bytes(vault_cli: Cli) -> None:
+    _make(vault_cli.cwd / "t", BAD, b"shared bytes")
+    vault_cli.ok("upload", "t", "--recursive")
+    made = vault_cli.ok("share", os.fsdecode(b"t/" + BAD), "--out", "s.ldshare", "--json").json()
+    out = vault_cli.cwd / "got"
+    out.mkdir()
+    r = vault_cli("download", f"s.ldshare#{made['key']}", "-o", str(out))
+    assert r.code == 0, r.stderr
+    _terminal_safe(r.stderr.encode())
+    assert _names(out) == [BAD]

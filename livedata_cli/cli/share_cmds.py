@@ -25,6 +25,7 @@ from livedata_cli.cli.common import (
     setup,
 )
 from livedata_cli.errors import LivedataError, UsageError
+from livedata_cli.names import shown, to_local
 
 app = typer.Typer(
     cls=group_with_default("create"),
@@ -265,9 +266,9 @@ def download_share(
         if env.json:
             env.warn("livedata: --json ignored: the file went to stdout")
         return
-    target = Path(output) if output else Path(opened.name)
+    target = Path(output) if output else Path(to_local(opened.name))
     if target.is_dir():
-        target = target / opened.name
+        target = target / to_local(opened.name)
     if target.exists() and not overwrite:
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
@@ -275,7 +276,7 @@ def download_share(
     if env.json:
         env.emit({**opened.to_json(), "output": str(target), "bytes": n})
         return
-    env.say(f"downloaded {opened.name} ({human_size(n)}) to {target}")
+    env.say(f"downloaded {shown(opened.name)} ({human_size(n)}) to {shown(str(target))}")
 
 
 def _vault_on(link: str) -> bool:
@@ -324,9 +325,9 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         sys.stdout.buffer.flush()
         share_to.received(vault, opened, sender, "stdout")
         return
-    target = Path(output) if output else Path(opened.name)
+    target = Path(output) if output else Path(to_local(opened.name))
     if target.is_dir():
-        target = target / opened.name
+        target = target / to_local(opened.name)
     if target.exists() and not overwrite:
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
@@ -335,4 +336,4 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
     if env.json:
         env.emit({**opened.to_json(), "from": sender, "output": str(target), "bytes": n})
         return
-    env.say(f"downloaded {opened.name} ({human_size(n)}) from {sender} to {target}")
+    env.say(f"downloaded {shown(opened.name)} ({human_size(n)}) from {sender} to {shown(str(target))}")
