@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import store_kinds
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from store_kinds import KindVault
 
@@ -223,3 +223,31 @@ def test_a_shared_file_with_an_odd_name_opens_under_its_own_bytes(vault_cli: Cli
     assert r.code == 0, r.stderr
     _terminal_safe(r.stderr.encode())
     assert _names(out) == [BAD]
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.binary(max_size=64) | st.text(max_size=32).map(str.encode))
+@example(raw="x\ufdd0ff\ufdd0".encode() + b"\xff\x1b]0;t\x07")
+def test_the_vault_form_of_a_name_is_exact_unicode_and_shown_safely(raw: bytes) -> None:
+    """Any bytes (and any text, U+FDD0 included) map to strict Unicode and back exactly."""
+    from livedata_cli import names
+
+    local = os.fsdecode(raw)
+    vault = names.from_local(local)
+    vault.encode("utf-8")  # strict: fits a journal, the index and JSON
+    assert names.to_bytes(vault) == raw
+    assert names.to_local(vault) == local
+    assert names.from_argument(local) == vault or "\ufdd0" in local  # typed names find the same path
+    assert names.from_argument(vault) == vault  # a vault path passes through unchanged
+    shown = names.shown(vault)
+    assert not [c for c in shown if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+    names.for_json(vault).encode("utf-8")
+
+
+def test_a_literal_mark_in_a_name_does_not_collide_with_an_escaped_byte() -> None:
+    from livedata_cli import names
+
+    literal = "a\ufdd0ff"  # a valid UTF-8 name that looks like an escape
+    escaped = os.fsdecode(b"a\xff")
+    assert names.from_local(literal) != names.from_local(escaped)
+    assert names.to_bytes(names.from_local(literal)) == literal.encode()
