@@ -18,7 +18,7 @@ from livedata_cli.cli.common import (
     parse_when,
     setup,
 )
-from livedata_cli.names import shown, to_local
+from livedata_cli.names import for_json, shown, to_local
 from livedata_cli.tree import remove_stale_temps
 
 
@@ -276,7 +276,7 @@ def rm(
     with open_vault(env) as vault:
         gone = vault.remove(ref, purge=purge)
     if env.json:
-        env.emit({"path": gone[0].path, "purged": purge, "versions": len(gone)})
+        env.emit({"path": for_json(gone[0].path), "purged": purge, "versions": len(gone)})
     else:
         env.say(f"{'purged' if purge else 'moved to trash'}: {shown(gone[0].path)} ({len(gone)} version(s))")
 
@@ -294,7 +294,7 @@ def restore(
     with open_vault(env) as vault:
         back = vault.restore(ref)
     if env.json:
-        env.emit({"path": back[0].path, "versions": len(back)})
+        env.emit({"path": for_json(back[0].path), "versions": len(back)})
     else:
         env.say(f"restored: {shown(back[0].path)} ({len(back)} version(s))")
 
@@ -314,7 +314,7 @@ def tag(
     with open_vault(env) as vault:
         v = vault.tag(ref, tags, remove=remove)
     if env.json:
-        env.emit({"path": v.path, "id": v.vid, "tags": list(v.tags)})
+        env.emit({"path": for_json(v.path), "id": v.vid, "tags": list(v.tags)})
     else:
         env.say(f"{shown(v.path)}: {', '.join(v.tags) or 'no tags'}")
 

@@ -199,14 +199,14 @@ def note(
         else:
             v = vault.note(ref, "" if clear else text or "", append=append)
     if env.json:
-        env.emit({"path": v.path, "id": v.vid, "notes": v.notes})
+        env.emit({"path": for_json(v.path), "id": v.vid, "notes": v.notes})
     elif text is None and not clear:
         if v.notes:
             env.out(v.notes)
         else:
-            env.say(f"{v.path} has no note")
+            env.say(f"{shown(v.path)} has no note")
     else:
-        env.say(f"{v.path}: {'note removed' if not v.notes else 'note saved'}")
+        env.say(f"{shown(v.path)}: {'note removed' if not v.notes else 'note saved'}")
 
 
 def register(app: typer.Typer) -> None:
