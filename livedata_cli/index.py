@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from livedata_cli import index_file
 from livedata_cli.errors import LivedataError
+from livedata_cli.names import for_json
 
 # Named, ordered migrations, applied on open.  Never edit one that has shipped:
 # add the next.
@@ -289,7 +291,7 @@ class Version:
         """The fields a user may see (no wrapped key)."""
         return {
             "id": self.vid,
-            "path": self.path,
+            "path": for_json(self.path),
             "version": self.number,
             "object": self.object,
             "pack": self.pack,
@@ -308,7 +310,7 @@ class Version:
             "notes": self.notes,
             "deleted": self.deleted,
             "kind": self.kind,
-            **({"target": self.target} if self.kind == "symlink" else {}),
+            **({"target": for_json(self.target or "")} if self.kind == "symlink" else {}),
             "password": self.protected,
         }
 
@@ -357,13 +359,21 @@ class Index:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.read_only = False  # a read-only home: queries only (index_file.py)
+        self.replaces: Index | None = None  # a rebuild's new index: the one it replaces
+        self.swap_to: Path | None = None  # a rebuild's new index: where it goes when complete
+        self.damaged_tables: list[str] = []  # a rebuild's: tables of the old index it could not read
         from livedata_cli.index_lock import check_unlocked
 
         check_unlocked(path)  # never a fresh empty index beside an encrypted one
-        if not path.exists():
-            # Names and tags are plaintext here: the file is for this user only.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                # Names and tags are plaintext here: the file is for this user only.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as e:
+            raise index_file.IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
+        index_file.check_header(path)
         try:
             # Upload workers look up content hashes from their threads, under _lock.
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -371,8 +381,16 @@ class Index:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e):
+                raise
+            if not index_file.read_only_error(e) or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
+                raise index_file.damaged(path, str(e)) from None
+            self.db = index_file.connect_read_only(path)  # ls, search and download still work
+            self.db.row_factory = sqlite3.Row
+            self.read_only = True
         except sqlite3.DatabaseError as e:
-            raise IndexError_(f"the index {path} is unusable ({e}): delete it and run 'livedata sync'") from None
+            raise index_file.damaged(path, str(e)) from None
 
     def close(self) -> None:
         self.db.close()
@@ -380,6 +398,10 @@ class Index:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once so concurrent writers queue."""
+        if self.read_only:
+            raise index_file.IndexReadOnly(
+                f"the index {self.path} is read-only here: this command needs to write it (make {self.path.parent} writable)"
+            )
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db

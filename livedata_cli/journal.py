@@ -30,8 +30,10 @@ def new_name() -> str:
 
 
 def encode(master_key: bytes, vault_id: str, name: str, records: Iterable[dict[str, Any]]) -> bytes:
+    # ensure_ascii=False then UTF-8: a lone surrogate (a file name's raw byte
+    # that escaped names.py) fails here, before anything reaches the store.
     body = zlib.compress(
-        b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records), 1
+        b"".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" for r in records), 1
     )
     data_key = os.urandom(32)
     out = io.BytesIO()

@@ -299,8 +299,10 @@ class Hit:
     snippet: str | None = None  # with MARK_START/MARK_END around matched words
 
     def to_json(self) -> dict[str, Any]:
+        from livedata_cli.names import for_json
+
         return {
-            "path": self.path,
+            "path": for_json(self.path),
             "id": self.vid,
             "size": self.size,
             "mime": self.mime,
@@ -323,7 +325,9 @@ class Results:
 
 def plain_snippet(snippet: str, start: str = "[", end: str = "]") -> str:
     """A snippet with its match marks as plain characters."""
-    return snippet.replace(MARK_START, start).replace(MARK_END, end)
+    from livedata_cli.names import for_json
+
+    return for_json(snippet).replace(MARK_START, start).replace(MARK_END, end)
 
 
 def search(db: sqlite3.Connection, query: str, filters: Filters, *, limit: int | None) -> Results:

@@ -4,15 +4,20 @@ entry without ever leaving the target folder."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from livedata_cli import names
 from livedata_cli.errors import IntegrityError, LivedataError, UsageError
 
 
@@ -35,7 +40,9 @@ class Skipped(LivedataError):
 
 # -- vault paths ------------------------------------------------------------------
 def clean_vault_path(path: str, *, folder: bool = False) -> str:
-    """Check a user-given vault path: relative, ``/``-separated, no ``..``."""
+    """Check a user-given vault path: relative, ``/``-separated, no ``..``.
+    Bytes of a typed name that are not UTF-8 are kept exactly (names.py)."""
+    path = names.from_argument(path)
     if "\x00" in path or "\\" in path:
         raise UsageError(f"invalid vault path {path!r}")
     if path.startswith("/"):
@@ -55,7 +62,7 @@ def safe_target(root: Path, relative: str) -> Path:
     parts = PurePosixPath(relative).parts
     if not parts or any(p in ("", ".", "..") or "\x00" in p for p in parts) or relative.startswith("/"):
         raise IntegrityError(f"refusing to write unsafe path {relative!r} outside {root}")
-    target = root.joinpath(*parts)
+    target = root.joinpath(*(names.to_local(p) for p in parts))
     real_root = os.path.realpath(root)
     real_parent = os.path.realpath(target.parent)
     if os.path.commonpath([real_root, real_parent]) != real_root:
@@ -92,14 +99,14 @@ def plan_upload(
         except OSError as e:
             fail(local, e)
             continue
-        base = Path(local).resolve().name
+        base = names.from_local(Path(local).resolve().name)
         if stat.S_ISDIR(st.st_mode):
             if not recursive:
                 fail(local, UsageError("is a folder: add --recursive"))
                 continue
             prefix = clean_vault_path(as_path if as_path is not None else base, folder=True)
             plan.extend(
-                UploadSource(full, prefix + rel, kind, st)
+                UploadSource(full, prefix + names.from_local(rel), kind, st)
                 for full, rel, kind, st in walk(local, excludes, fail)
             )
         elif stat.S_ISREG(st.st_mode):
@@ -173,6 +180,32 @@ def walk(
 
 
 # -- restoring ------------------------------------------------------------------------
+# Temporary files of a restore sit beside their target under a short, fixed-length
+# name (31 bytes), so any name the file system holds restores, and a rerun knows
+# the litter of a killed one by its name.
+_TEMP_NAME = re.compile(r"\.livedata-[0-9a-f]{16}\.(part|link)\Z")
+# A ``.link`` temporary older than this is litter (a live one lasts microseconds).
+_STALE_LINK = 60.0
+
+
+def _temp_name(suffix: str) -> str:
+    return f".livedata-{secrets.token_hex(8)}.{suffix}"
+
+
+def default_mode() -> int:
+    """The mode a new file gets by default here: 0666 less the umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the racy way
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_file(
     target: Path,
     write: Callable[[BinaryIO], int],
@@ -182,6 +215,11 @@ def write_file(
 ) -> int:
     """Write a file through ``write`` (which returns once its data authenticated),
     to a temporary file renamed into place: a failure leaves no partial file.
+
+    The temporary file is created 0600 and exclusively (``O_EXCL``), so no other
+    local user can read plaintext while it is written; it gets its final mode
+    only after the data authenticated.  It stays locked (``flock``) until it is
+    renamed, which tells :func:`remove_stale_temps` it is in use.
 
     A target that is a device or a pipe (``-o /dev/null``, a FIFO,
     ``/dev/stdout``) is written as a stream instead: renaming over it would
@@ -195,24 +233,101 @@ def write_file(
         with open(target, "wb") as out:
             return write(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
+    while True:
+        tmp = target.parent / _temp_name("part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            break
+        except FileExistsError:
+            continue
     try:
-        with open(tmp, "wb") as out:
+        with os.fdopen(fd, "wb") as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
             n = write(out)
-        if mode is not None:
-            os.chmod(tmp, mode & 0o7777)
-        if mtime is not None:
-            os.utime(tmp, (mtime, mtime))
-        os.replace(tmp, target)
+            out.flush()
+            os.fchmod(out.fileno(), (default_mode() if mode is None else mode) & 0o7777)
+            if mtime is not None:
+                os.utime(out.fileno(), (mtime, mtime))
+            os.replace(tmp, target)  # still locked: a cleaner never takes it for litter
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return n
 
 
+def remove_stale_temps(folder: Path) -> int:
+    """Remove the temporary files that killed restores left in ``folder``
+    (``.livedata-<16 hex>.part``, not locked by a running one); returns how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if entry.name.endswith(".link"):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and time.time() - st.st_mtime > _STALE_LINK:
+                    os.unlink(entry.path)
+                    removed += 1
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a running restore holds it
+                continue
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), os.lstat(entry.path)):
+                    os.unlink(entry.path)
+                    removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def same_file(target: Path, size: int, mtime: float | None) -> bool:
+    """Whether ``target`` is a regular file of this size and modification time
+    (to the microsecond a restore sets it to): a candidate for being already restored."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_size == size
+        and (mtime is None or abs(st.st_mtime - mtime) < 1e-6)
+    )
+
+
+def file_digest(path: Path, key: bytes) -> str:
+    """The keyed hash of a local file's contents (as an upload computes it)."""
+    from livedata_cli.crypto.wrap import KeyedHash
+
+    hasher = KeyedHash(key)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def same_link(target: Path, link_to: str) -> bool:
+    """Whether ``target`` is already a symlink to ``link_to``."""
+    try:
+        return os.readlink(target) == link_to
+    except OSError:
+        return False
+
+
 def make_symlink(target: Path, link_to: str) -> None:
     """Create (or replace) a symlink atomically; the link itself is never followed."""
-    tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.link"
+    tmp = target.parent / _temp_name("link")
     os.symlink(link_to, tmp)
     try:
         os.replace(tmp, target)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hmac
 import io
 import os
 import secrets
@@ -24,7 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, packs, resume, retention, tree
+from livedata_cli import (
+    audit,
+    config,
+    index_file,
+    journal,
+    locking,
+    names,
+    packs,
+    resume,
+    retention,
+    tree,
+)
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -93,7 +105,12 @@ class ItemResult:
     exit_code: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source, "path": self.path, "status": self.status, "size": self.size}
+        d: dict[str, Any] = {
+            "source": names.for_json(self.source),
+            "path": names.for_json(self.path),
+            "status": self.status,
+            "size": self.size,
+        }
         if self.version:
             d["id"] = self.version
         if self.status in ("new", "changed"):
@@ -181,9 +198,10 @@ class Vault:
 
     # -- opening ---------------------------------------------------------------
     @staticmethod
-    def open(unlocker: Unlocker) -> Vault:
+    def open(unlocker: Unlocker, *, recover_index: bool = False) -> Vault:
         """This home's vault.  The store is not touched until something needs it,
-        so ``ls`` and ``info`` read the local index alone (no network, no credentials)."""
+        so ``ls`` and ``info`` read the local index alone (no network, no credentials).
+        With ``recover_index`` (a rebuild follows) a damaged index is moved aside."""
         settings = config.VaultSettings.load()
         store = open_store(settings.store)
         index_path = config.home() / config.INDEX_FILE
@@ -198,7 +216,8 @@ class Vault:
                 )
             master = unlocker.unlock(store, cfg)
             index_lock.unlock(index_path, master, settings.vault_id)
-        vault = Vault(store, None, Index(index_path), unlocker, vault_id=settings.vault_id)
+        index = index_file.open_recovering(index_path) if recover_index else Index(index_path)
+        vault = Vault(store, None, index, unlocker, vault_id=settings.vault_id)
         vault._master = master
         return vault
 
@@ -237,6 +256,9 @@ class Vault:
                     f"{config.home()} already uses the vault at {current.store}; "
                     "set LIVEDATA_HOME to keep a second vault"
                 )
+        prepare = getattr(store, "prepare", None)
+        if prepare is not None:  # only init creates a folder store
+            prepare()
         index = Index(config.home() / config.INDEX_FILE)
         if store.exists("config"):
             cfg = _read_config(store)
@@ -247,6 +269,7 @@ class Vault:
             config.VaultSettings.for_store(store.url, cfg.vault_id).save()
             vault.sync(rebuild=True)
             return vault, False
+        _refuse_headless(store)
         if kms_per_object and not kms_key:
             raise UsageError("--kms-per-object needs --kms-key")
         secret = None if kms_key else new_secret()
@@ -302,8 +325,8 @@ class Vault:
     # -- sync ----------------------------------------------------------------
     def sync(self, *, rebuild: bool = False) -> SyncResult:
         """Replay the store's journals that this index has not seen."""
-        if rebuild:
-            self.index.clear()
+        if rebuild:  # built aside, swapped in when complete: a killed rebuild leaves the old index
+            self.index = index_file.aside(self.index)
         seen = self.index.applied_journals()
         n_journals = n_records = 0
         for name in self.store.list(journal.PREFIX):
@@ -313,7 +336,10 @@ class Vault:
             if self.index.apply(name, records):
                 n_journals += 1
                 n_records += len(records)
-        return SyncResult(n_journals, n_records, self.index.count())
+        result = SyncResult(n_journals, n_records, self.index.count())
+        if self.index.swap_to is not None:
+            self.index = index_file.swap_in(self.index)
+        return result
 
     def _write_journal(self, records: list[dict[str, Any]], index: Index | None = None) -> None:
         if not records:
@@ -330,6 +356,9 @@ class Vault:
         """The write lock: in the store folder for local stores (so every home on
         this machine shares it), else in this home."""
         root = getattr(self.store, "root", None)
+        check = getattr(self.store, "check", None)
+        if check is not None:  # a folder store that is gone is unreachable, never re-created
+            check()
         path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
         return locking.exclusive(path, wait=wait, notice=self.unlocker.notice)
 
@@ -763,7 +792,7 @@ class Vault:
     ) -> tuple[ItemResult, dict[str, Any] | None]:
         st = os.lstat(src.local)
         mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
-        target = os.readlink(src.local) if src.kind == "symlink" else None
+        target = names.from_local(os.readlink(src.local)) if src.kind == "symlink" else None
         if (
             newest is not None
             and newest.kind == src.kind
@@ -891,7 +920,7 @@ class Vault:
         place only after the final segment authenticated."""
         if v.kind == "symlink":
             target.parent.mkdir(parents=True, exist_ok=True)
-            tree.make_symlink(target, v.target or "")
+            tree.make_symlink(target, names.to_local(v.target or ""))
             return 0
         if v.kind == "dir":
             raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")
@@ -915,19 +944,28 @@ class Vault:
         self.unlock()  # a wrong passphrase fails the command once, not each file
         root.mkdir(parents=True, exist_ok=True)
         folders: list[tuple[Path, Version]] = []
+        cleaned: set[Path] = set()  # folders rid of a killed restore's temporary files
         for v in sorted(versions, key=lambda x: x.path):
             rel = v.path[len(prefix) :]
             try:
                 target = safe_target(root, rel)
+                if target.parent not in cleaned:
+                    cleaned.add(target.parent)
+                    tree.remove_stale_temps(target.parent)
                 if v.kind == "dir":
                     if target.is_symlink():  # never follow a link out of the target
                         raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
+                    existed = target.is_dir()
                     target.mkdir(parents=True, exist_ok=True)
                     folders.append((target, v))
-                    report.items.append(ItemResult(v.path, str(target), "downloaded", 0, v.vid))
+                    report.items.append(ItemResult(v.path, str(target), "unchanged" if existed else "downloaded", 0, v.vid))
                     continue
                 if (target.exists() or target.is_symlink()) and not overwrite:
-                    raise UsageError(f"{target} exists: add --overwrite to replace it")
+                    if self.already_restored(v, target):  # a rerun: restored before, still the same
+                        progress(v.size)
+                        report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
+                        continue
+                    raise UsageError(f"{names.shown(str(target))} exists: add --overwrite to replace it")
                 n = self.download_to(v, target, progress)
                 report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
                 report.bytes_read += n
@@ -941,6 +979,25 @@ class Vault:
                 report.fail(v.path, str(target), e)
         report.duration = time.monotonic() - report.started
         return report
+
+    def already_restored(self, v: Version, target: Path) -> bool:
+        """Whether ``target`` already holds exactly this version: same size and
+        modification time, and the same content (its keyed hash; a protected
+        version, which has none, is decrypted and compared)."""
+        if v.kind == "symlink":
+            return tree.same_link(target, names.to_local(v.target or ""))
+        if v.kind != "file" or not tree.same_file(target, v.size, v.mtime):
+            return False
+        try:
+            if v.hash:
+                digest = tree.file_digest(target, subkey(self.master_key, self.vault_id, "plaintext-hash"))
+                return hmac.compare_digest(digest, v.hash)
+            with open(target, "rb") as local:
+                same = _SameAs(local)
+                self.read_version(v, cast(BinaryIO, same))
+                return same.equal and not local.read(1)
+        except (OSError, AuthError):  # unreadable, or its file password is not at hand
+            return False
 
     def latest_set(self, prefix: str, tags: list[str]) -> tuple[str, list[Version]]:
         """The newest set under a prefix (``ci/<run>/``) having a file with all these
@@ -1406,6 +1463,23 @@ class _Slice(io.RawIOBase):
         return int(n)
 
 
+class _SameAs(io.RawIOBase):
+    """A sink that compares what is written with a file's bytes."""
+
+    def __init__(self, local: BinaryIO) -> None:
+        self._local = local
+        self.equal = True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        if self.equal and self._local.read(len(data)) != data:
+            self.equal = False
+        return len(data)
+
+
 class _Prefixed(io.RawIOBase):
     """A file whose first bytes were already read: replays them, then reads on."""
 
@@ -1556,6 +1630,17 @@ def _configure_store(store: ObjectStore, cfg: StoreConfig) -> None:
     configure = getattr(store, "configure", None)
     if configure is not None:
         configure(kms_key_id=cfg.kms_key_id)
+
+
+def _refuse_headless(store: ObjectStore) -> None:
+    """A store without ``config`` that holds a vault's objects lost its config:
+    a new vault on top would orphan them (and lock out every other machine)."""
+    for prefix in ("keys/", "journal/", "data/"):
+        if next(iter(store.list(prefix)), None) is not None:
+            raise IntegrityError(
+                f"the store {store.url} has no config but holds {prefix.rstrip('/')} objects of a vault: "
+                "refusing to create a new vault on top (put its config object back, or init an empty store)"
+            )
 
 
 def _read_config(store: ObjectStore) -> StoreConfig:

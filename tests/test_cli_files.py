@@ -230,7 +230,7 @@ def test_ls_and_info_work_without_the_store(vault_cli: Cli, store_dir: Path) -> 
     assert [x["path"] for x in vault_cli.ok("ls", "--json", env=no_key).json()] == ["a.txt"]
     assert vault_cli.ok("info", "a.txt", "--json", env=no_key).json()["path"] == "a.txt"
     r = vault_cli("download", "a.txt", "-o", "-")
-    assert r.code == 3 and "Traceback" not in r.stderr
+    assert r.code == 6 and "store unreachable" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_download_into_a_pipe_or_a_device_streams_and_leaves_it_in_place(vault_cli: Cli) -> None:

@@ -215,6 +215,12 @@ def _dispatch(args: list[str]) -> int:
             import traceback
 
             traceback.print_exc()
+        from livedata_cli.index_file import as_index_error
+
+        damaged = as_index_error(e)  # a damaged page of the index, found mid-command
+        if damaged is not None:
+            _error(damaged.message)
+            return int(damaged.exit_code)
         _error(f"unexpected error: {type(e).__name__}: {e} (run with --debug for details)")
         return int(ExitCode.UNEXPECTED)
 
@@ -227,4 +233,6 @@ def _reader_gone() -> int:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"livedata: error: {message}\n")
+    from livedata_cli.names import shown
+
+    sys.stderr.write(f"livedata: error: {shown(message)}\n")  # a name in it never drives the terminal

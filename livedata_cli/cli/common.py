@@ -259,12 +259,13 @@ def human_time(t: float | None) -> str:
 
 
 @contextmanager
-def open_vault(env: Env) -> Iterator[Any]:
-    """The vault of this home, closed when the command ends."""
+def open_vault(env: Env, *, recover_index: bool = False) -> Iterator[Any]:
+    """The vault of this home, closed when the command ends (``recover_index``:
+    a damaged index is moved aside, for a command that rebuilds it)."""
     from livedata_cli.vault import Vault
 
     _store_setting(env)
-    vault = Vault.open(env.unlocker())
+    vault = Vault.open(env.unlocker(), recover_index=recover_index)
     vault.ask_file_password = env.ask_file_password
     vault.events.name, vault.events.target = _audit_target()
     try:
@@ -330,7 +331,9 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
     else:
         for item in report.items:
             if item.status in ("failed", "skipped"):
-                env.warn(f"livedata: {item.source or item.path}: {item.error}")
+                from livedata_cli.names import shown
+
+                env.warn(f"livedata: {shown(f'{item.source or item.path}: {item.error}')}")
         if not failed or len(failed) < len(report.items):
             counts = report.counts()
             parts = [f"{counts[k]} {k}" for k in ("new", "changed", "unchanged", "downloaded", "skipped", "failed") if counts.get(k)]
@@ -340,7 +343,10 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
                 f"({human_size(report.bytes_read)} read{stored} in {report.duration:.2f}s)"
             )
     if failed:
-        if len(failed) == len(report.items):
+        # A rerun's restore: files found already restored did nothing, so
+        # refusals alone decide the code (exit 2 for a differing file).
+        acted = [i for i in report.items if not (verb == "download" and i.status == "unchanged")]
+        if len(failed) == len(acted):
             codes = {i.exit_code for i in failed}
             raise typer.Exit(codes.pop() if len(codes) == 1 else int(ExitCode.PARTIAL))
         raise typer.Exit(int(ExitCode.PARTIAL))
@@ -436,9 +442,10 @@ def tag_list(tags: Iterable[str]) -> str:
     return ",".join(shlex.quote(t) if re.search(r"[\s,'\"]", t) or not t else t for t in tags) or "-"
 
 
-def printable(text: str, keep: str = "") -> str:
+def printable(text: str) -> str:
     """A stored name or note for a terminal: no control character reaches it raw
-    (a name from a shared store could set the title or move the cursor)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c in keep else f"\\x{ord(c):02x}" if ord(c) < 256 else "?" for c in text)
+    (a name from a shared store could set the title or move the cursor), and
+    bytes that are not UTF-8 show as ``\\xNN`` (see :func:`livedata_cli.names.shown`)."""
+    from livedata_cli.names import shown
+
+    return shown(text)

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
-from livedata_cli.cli.common import JsonOpt, QuietOpt, setup
+from livedata_cli.cli.common import JsonOpt, QuietOpt, open_vault, setup
 
 _MARK = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
 
 
-def doctor(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def doctor(
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Repair what can be: a damaged index is moved aside and rebuilt from the store.")
+    ] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Check the config file, versions, the OS keyring and passphrase fallbacks, the store and the index.
 
     Exits 0 when nothing failed (warnings allowed), else with the exit code of
     the first failing check: 2 config, 3 no vault, 4 no way to unlock,
     5 index or store damaged, 6 store unreachable.
-    Example: livedata doctor --json
+    Example: livedata doctor --fix
     """
     env = setup(json_, quiet)
     from livedata_cli import health
 
     checks = health.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
+    fixed: list[str] = []
+    if fix:
+        fixed = _fix(env, checks)
+        if fixed:
+            checks = health.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
     code = health.exit_code(checks)
     if env.json:
         env.emit(
@@ -28,10 +41,13 @@ def doctor(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
                 "ok": code == 0,
                 "exit_code": code,
                 "checks": [c.to_json() for c in checks],
+                "fixed": fixed,
                 "versions": health.versions(),
             }
         )
     elif not env.quiet or code:
+        for line in fixed:
+            env.out(f"{env.paint('fix ', 'green')}  {line}")
         width = max(len(c.name) for c in checks)
         for c in checks:
             label, colour = _MARK[c.status]
@@ -45,3 +61,19 @@ def doctor(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
         first = next(c for c in checks if c.status == "fail")
         env.warn(f"livedata: error: doctor: {first.name}: {first.message}")
         raise typer.Exit(code)
+
+
+def _fix(env: Any, checks: list[Any]) -> list[str]:
+    """Repair the index when its check failed: moved aside, rebuilt from the store."""
+    index = next((c for c in checks if c.name == "index"), None)
+    store = next((c for c in checks if c.name == "store"), None)
+    if index is None or index.status != "fail" or (store is not None and store.status == "fail"):
+        return []
+    from livedata_cli import config
+
+    path = config.home() / config.INDEX_FILE
+    with open_vault(env, recover_index=True) as vault:
+        result = vault.sync(rebuild=True)
+    aside = sorted(path.parent.glob(f"{path.name}.damaged-*"))
+    where = f"moved the damaged index to {aside[-1]}; " if aside else ""
+    return [f"{where}rebuilt the index from the store: {result.versions} version(s)"]

@@ -24,6 +24,8 @@ from livedata_cli.cli.common import (
     table,
     tag_list,
 )
+from livedata_cli.names import for_json, shown, to_bytes, to_local
+from livedata_cli.tree import remove_stale_temps
 
 
 def upload(
@@ -136,7 +138,7 @@ def upload(
         if len(report.items) <= 20:  # a few files: say what happened to each
             for item in report.items:
                 if item.status not in ("failed", "skipped"):
-                    env.say(f"{item.status:>10}  {item.path}  ({human_size(item.size)})")
+                    env.say(f"{item.status:>10}  {shown(item.path)}  ({human_size(item.size)})")
     finish_batch(env, report, "upload")
 
 
@@ -255,11 +257,17 @@ def download(
             if env.json:
                 env.warn("livedata: --json ignored: the file went to stdout")
             return
-        target = Path(output) if output else Path(v.path.split("/")[-1])
+        name = to_local(v.path.split("/")[-1])
+        target = Path(output) if output else Path(name)
         if target.is_dir():
-            target = target / v.path.split("/")[-1]
-        elif output is None and target.exists() and not overwrite:
-            raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+            target = target / name
+        remove_stale_temps(target.parent)
+        if output is None and target.exists() and not overwrite:
+            if not vault.already_restored(v, target):
+                raise UsageError(f"{shown(str(target))} exists: add --overwrite or give -o PATH")
+            report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
+            finish_batch(env, report, "download")
+            return
         with env.progress(v.size, "download") as bar:
             n = vault.download_to(v, target, bar)
         report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
@@ -294,7 +302,7 @@ def ls(
             paths = vault.index.newest_paths(prefix, trash=trash, dirs=all_)
             if null:
                 out.flush()
-                sys.stdout.buffer.writelines(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
+                sys.stdout.buffer.writelines(to_bytes(p) + b"\0" for p in paths)
                 return
             for path in paths:
                 out.write(printable(path) + "\n")  # a name from the store never drives the terminal
@@ -344,7 +352,10 @@ def info(
         elif key == "derived_from" and value:  # a conversion's result
             key, value = "converted from", f"{source.path} version {source.number} ({value})" if source else value
         elif key == "notes":
-            value = value.strip().replace("\n", "\n" + " " * 15)  # a note's lines stay aligned
+            value = "\n".join(shown(line) for line in value.strip().split("\n"))
+            value = value.replace("\n", "\n" + " " * 15)  # a note's lines stay aligned
+        elif key in ("path", "target") and value:
+            value = shown(value)
         env.out(f"{key:>13}: {value if value not in (None, '') else '-'}")
     env.out("     versions:")
     for x in versions:
@@ -365,9 +376,9 @@ def rm(
     with open_vault(env) as vault:
         gone = vault.remove(ref, purge=purge)
     if env.json:
-        env.emit({"path": gone[0].path, "purged": purge, "versions": len(gone)})
+        env.emit({"path": for_json(gone[0].path), "purged": purge, "versions": len(gone)})
     else:
-        env.say(f"{'purged' if purge else 'moved to trash'}: {gone[0].path} ({len(gone)} version(s))")
+        env.say(f"{'purged' if purge else 'moved to trash'}: {shown(gone[0].path)} ({len(gone)} version(s))")
 
 
 def restore(
@@ -383,9 +394,9 @@ def restore(
     with open_vault(env) as vault:
         back = vault.restore(ref)
     if env.json:
-        env.emit({"path": back[0].path, "versions": len(back)})
+        env.emit({"path": for_json(back[0].path), "versions": len(back)})
     else:
-        env.say(f"restored: {back[0].path} ({len(back)} version(s))")
+        env.say(f"restored: {shown(back[0].path)} ({len(back)} version(s))")
 
 
 def tag(
@@ -403,9 +414,9 @@ def tag(
     with open_vault(env) as vault:
         v = vault.tag(ref, tags, remove=remove)
     if env.json:
-        env.emit({"path": v.path, "id": v.vid, "tags": list(v.tags)})
+        env.emit({"path": for_json(v.path), "id": v.vid, "tags": list(v.tags)})
     else:
-        env.say(f"{v.path}: {', '.join(v.tags) or 'no tags'}")
+        env.say(f"{shown(v.path)}: {', '.join(v.tags) or 'no tags'}")
 
 
 def prune(
@@ -435,7 +446,7 @@ def prune(
         return
     verb = "would remove" if dry_run else "removed"
     for r in result["removed"]:
-        env.out(f"{verb}: {r['path']} version {r['version']} ({human_time(r['created'])})")
+        env.out(f"{verb}: {shown(r['path'])} version {r['version']} ({human_time(r['created'])})")
     env.say(
         f"prune: {len(result['removed'])} version(s) {verb}, {result['kept']} kept"
         + ("" if dry_run else f", {human_size(result['bytes_freed'])} freed")

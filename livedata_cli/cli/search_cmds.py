@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, open_vault, setup
+from livedata_cli.names import for_json, shown
 
 # With words, the best matches; without, every file the filters select.
 DEFAULT_LIMIT = 50
@@ -118,8 +119,8 @@ def search(
         day = _Days()
         lines = [
             "\t".join(
-                (h.path, human_size(h.size), day(h.created), ",".join(h.tags) or "-",
-                 core.plain_snippet(h.snippet) if h.snippet else "")
+                (shown(h.path), human_size(h.size), day(h.created), ",".join(h.tags) or "-",
+                 shown(core.plain_snippet(h.snippet)) if h.snippet else "")
             )
             for h in results.hits
         ]  # fmt: skip
@@ -159,14 +160,14 @@ def _render_rich(env: Env, hits: list[Any]) -> None:
     day = _Days()
     for h in hits:
         line = Text()
-        line.append(_printable(h.path), style="bold")
+        line.append(_printable(shown(h.path)), style="bold")
         line.append(f"  {human_size(h.size)}  {day(h.created)}", style="dim")
         if h.tags:
             line.append("  " + " ".join(f"#{_printable(t)}" for t in h.tags), style="cyan")
         console.print(line)
         if h.snippet:
             snippet = Text("    ")
-            for i, part in enumerate(_printable(h.snippet, keep=MARK_START + MARK_END).split(MARK_START)):
+            for i, part in enumerate(_printable(for_json(h.snippet), keep=MARK_START + MARK_END).split(MARK_START)):
                 matched, _, rest = part.partition(MARK_END) if i else ("", "", part)
                 snippet.append(matched, style="bold yellow")
                 snippet.append(rest)
@@ -208,14 +209,14 @@ def note(
         else:
             v = vault.note(ref, "" if clear else text or "", append=append)
     if env.json:
-        env.emit({"path": v.path, "id": v.vid, "notes": v.notes})
+        env.emit({"path": for_json(v.path), "id": v.vid, "notes": v.notes})
     elif text is None and not clear:
         if v.notes:
             env.out(v.notes)
         else:
-            env.say(f"{v.path} has no note")
+            env.say(f"{shown(v.path)} has no note")
     else:
-        env.say(f"{v.path}: {'note removed' if not v.notes else 'note saved'}")
+        env.say(f"{shown(v.path)}: {'note removed' if not v.notes else 'note saved'}")
 
 
 def register(app: typer.Typer) -> None:

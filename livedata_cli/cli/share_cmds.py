@@ -27,6 +27,7 @@ from livedata_cli.cli.common import (
     table,
 )
 from livedata_cli.errors import LivedataError, UsageError
+from livedata_cli.names import shown, to_local
 
 app = typer.Typer(
     cls=group_with_default("create"),
@@ -300,9 +301,9 @@ def download_share(
         if env.json:
             env.warn("livedata: --json ignored: the file went to stdout")
         return
-    target = Path(output) if output else Path(opened.name)
+    target = Path(output) if output else Path(to_local(opened.name))
     if target.is_dir():
-        target = target / opened.name
+        target = target / to_local(opened.name)
     if target.exists() and not overwrite:
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
@@ -310,7 +311,7 @@ def download_share(
     if env.json:
         env.emit({**opened.to_json(), "output": str(target), "bytes": n})
         return
-    env.say(f"downloaded {opened.name} ({human_size(n)}) to {target}")
+    env.say(f"downloaded {shown(opened.name)} ({human_size(n)}) to {shown(str(target))}")
 
 
 def _vault_on(link: str) -> bool:
@@ -362,9 +363,9 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         sys.stdout.buffer.flush()
         share_to.received(vault, opened, sender, pin, "stdout")
         return
-    target = Path(output) if output else Path(opened.name)
+    target = Path(output) if output else Path(to_local(opened.name))
     if target.is_dir():
-        target = target / opened.name
+        target = target / to_local(opened.name)
     if target.exists() and not overwrite:
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
@@ -377,6 +378,6 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         })
         return
     env.say(
-        f"downloaded {opened.name} ({human_size(n)}) from {sender} (verified by pinned key {pin.fingerprint}) "
-        f"to {target}"
+        f"downloaded {shown(opened.name)} ({human_size(n)}) from {sender} (verified by pinned key {pin.fingerprint}) "
+        f"to {shown(str(target))}"
     )

@@ -112,7 +112,7 @@ def sync(
     Example: livedata sync --rebuild
     """
     env = setup(json_, quiet)
-    with open_vault(env) as vault:
+    with open_vault(env, recover_index=rebuild) as vault:
         result = vault.sync(rebuild=rebuild)
         aborted = vault.abort_abandoned_uploads()  # S3: multipart uploads no one will resume
     if env.json:

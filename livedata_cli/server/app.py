@@ -46,11 +46,15 @@ log = logging.getLogger("livedata.server")
 
 def build_context(config: ServerConfig) -> Context:
     keys = ServerKeys(config.keys_path)
+    store = open_store(config.store_url)
+    prepare = getattr(store, "prepare", None)
+    if prepare is not None:  # the server's blob folder is its own: made when missing
+        prepare()
     database = db.Database(config.db_url)
     return Context(
         config=config,
         db=database,
-        store=open_store(config.store_url),
+        store=store,
         keys=keys,
         passwords=Passwords(config.hash_concurrency, weaken=config.weaken_kdf),
         tokens=Tokens(keys.token_secret, config.access_ttl),

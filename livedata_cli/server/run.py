@@ -49,6 +49,9 @@ def bind(host: str, port: int) -> socket.socket:
 def check_store(url: str) -> None:
     """Write and delete a probe, so that a missing bucket or a read-only folder stops the start."""
     store = open_store(url)
+    prepare = getattr(store, "prepare", None)
+    if prepare is not None:  # the server's blob folder is made on its first start
+        prepare()
     probe = f"tmp/start-{secrets.token_hex(4)}"
     store.put_bytes(probe, b"")
     store.delete(probe)

@@ -2,7 +2,11 @@
 
 Objects are written to ``tmp/`` then renamed into place, so a killed process
 never leaves half an object under its real name; ``flush()`` makes them
-durable before a journal refers to them.  ``data/`` is
+durable before a journal refers to them.  Objects are created 0600 and
+folders 0700, so other local users cannot copy ``keys/*`` to guess a
+passphrase offline.  Only ``init`` creates the store folder (``prepare``): a
+folder that is missing (an unmounted disk) is "store unreachable", never
+silently created again.  ``data/`` is
 sharded by the first two hex digits of the object id so that a vault with
 millions of files keeps folders small.
 """
@@ -47,19 +51,66 @@ class LocalStore:
         """The file of a key, as a string (once per stored file: no pathlib here)."""
         return f"{self.url}/{key_path(key)}"
 
+    def prepare(self) -> None:
+        """Create the store folder (``init`` only), private to this user."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise StoreUnreachable(f"cannot create the store folder {self.root}: {e.strerror}") from None
+        if not self.root.is_dir():
+            raise StoreUnreachable(f"cannot create the store folder {self.root}: it is not a folder")
+
+    def check(self) -> None:
+        """StoreUnreachable unless the store folder is there (a disk may be unmounted)."""
+        if not os.path.isdir(self.url):
+            raise StoreUnreachable(
+                f"store unreachable: the store folder {self.root} does not exist (is its disk mounted?)"
+            )
+
+    def _missing(self, key: str) -> NotFound:
+        """A missing object, or (StoreUnreachable, raised) a missing store."""
+        self.check()
+        return NotFound(f"object {key} is missing from the store {self.root}")
+
+    def _ensure_dir(self, folder: str) -> None:
+        """Create a folder under the root (0700), never the root itself."""
+        if folder in self._made:
+            return
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            parent = os.path.dirname(folder)
+            if os.path.normpath(parent) == os.path.normpath(self.url) or parent == folder:
+                self.check()
+                raise
+            self._ensure_dir(parent)
+            self._ensure_dir(folder)
+        except OSError as e:
+            self.check()
+            raise StoreUnreachable(f"cannot write to store {self.root}: {e.strerror}") from None
+        self._made.add(folder)
+
     def _tmp(self) -> str:
         if self._tmp_dir is None:
-            tmp = self.root / "tmp"
-            try:
-                tmp.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreUnreachable(f"cannot write to store {self.root}: {e.strerror}") from None
-            self._tmp_dir = str(tmp)
+            tmp = f"{self.url}/tmp"
+            self._ensure_dir(tmp)
+            self._tmp_dir = tmp
         return f"{self._tmp_dir}/{secrets.token_hex(8)}"
+
+    def _create(self, tmp: str) -> BinaryIO:
+        """A new temporary object file, readable by this user only."""
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # tmp/ went away: the store folder with it?
+            self.check()
+            raise
+        return os.fdopen(fd, "wb")
 
     def _commit(self, tmp: str, key: str, *, exclusive: bool) -> None:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._ensure_dir(str(dest.parent))
         if exclusive:
             try:
                 os.link(tmp, dest)  # fails if dest exists: create-only without a race
@@ -74,7 +125,7 @@ class LocalStore:
     def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         tmp = self._tmp()
         try:
-            with open(tmp, "wb") as f:
+            with self._create(tmp) as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -90,7 +141,7 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"object {key} is missing from the store {self.root}") from None
+            raise self._missing(key) from None
 
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
@@ -99,13 +150,10 @@ class LocalStore:
         string paths here: this may run once per stored file."""
         tmp = self._tmp()
         try:
-            with open(tmp, "wb") as f:
+            with self._create(tmp) as f:
                 yield f
             dest = self._spath(key)
-            folder = os.path.dirname(dest)
-            if folder not in self._made:
-                os.makedirs(folder, exist_ok=True)
-                self._made.add(folder)
+            self._ensure_dir(os.path.dirname(dest))
             os.replace(tmp, dest)
             with self._lock:
                 self._unsynced.append(dest)
@@ -139,19 +187,23 @@ class LocalStore:
         try:
             return open(self._path(key), "rb")
         except FileNotFoundError:
-            raise NotFound(f"object {key} is missing from the store {self.root}") from None
+            raise self._missing(key) from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        if self._path(key).exists():
+            return True
+        self.check()
+        return False
 
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size
         except FileNotFoundError:
-            raise NotFound(f"object {key} is missing from the store {self.root}") from None
+            raise self._missing(key) from None
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under a folder-like prefix such as ``journal/`` or ``keys/``, sorted."""
+        self.check()  # an empty listing of a missing store would read as an empty vault
         base = prefix.rstrip("/")
         folder = self.root / base
         if base == "data":

@@ -1,0 +1,99 @@
+"""File names are bytes: how a local name becomes a vault path and back, exactly.
+
+POSIX file names are byte strings; Python hands them over as ``str`` decoded
+with ``surrogateescape`` (a byte that is not UTF-8 becomes a lone surrogate
+U+DC80..U+DCFF).  Lone surrogates cannot be written as UTF-8, so they must
+never reach a journal, the index or a JSON document.  A vault path keeps each
+such byte as the noncharacter U+FDD0 followed by the byte in two lowercase hex
+digits (``bad-\\xff.txt`` is stored as ``"bad-\\ufdd0ff.txt"``); a U+FDD0 in a
+valid name is written as the escapes of its own three UTF-8 bytes, so the
+mapping is one-to-one and a download writes the very bytes that were uploaded.
+Names that are valid UTF-8 without U+FDD0 (all names in practice) are
+unchanged.
+
+For people, :func:`shown` renders a name with undecodable bytes as ``\\xNN``
+and every control character escaped, so no name can move the cursor, retitle
+the terminal or forge a line of output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+MARK = "\ufdd0"
+# A stored byte: the mark and the byte's two hex digits (only bytes >= 0x80 are stored so).
+_ESCAPE = re.compile("\ufdd0([89a-f][0-9a-f])")
+_NEEDS_WORK = re.compile("[\udc80-\udcff\ufdd0]")
+# C0 and C1 controls, DEL, and the line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def from_local(name: str) -> str:
+    """The vault form of a name read from the file system (``os.scandir``,
+    ``os.readlink``): every undecodable byte and every U+FDD0 escaped."""
+    if not _NEEDS_WORK.search(name):
+        return name
+    out: list[str] = []
+    for ch in name:
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"{MARK}{ord(ch) - 0xDC00:02x}")
+        elif ch == MARK:
+            out.append("".join(f"{MARK}{b:02x}" for b in MARK.encode()))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def from_argument(text: str) -> str:
+    """The vault form of a path typed by a user (``sys.argv``, also
+    ``surrogateescape``-decoded): undecodable bytes escaped; escapes already
+    there are kept, so a vault path passes through unchanged."""
+    if not _NEEDS_WORK.search(text):
+        return text
+    return re.sub("[\udc80-\udcff]", lambda m: f"{MARK}{ord(m.group()) - 0xDC00:02x}", text)
+
+
+def to_bytes(path: str) -> bytes:
+    """The exact bytes of a vault path (or of a local name with surrogates)."""
+    if not _NEEDS_WORK.search(path):
+        return path.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(path):
+        out += path[pos : m.start()].encode("utf-8", "surrogateescape")
+        out.append(int(m.group(1), 16))
+        pos = m.end()
+    out += path[pos:].encode("utf-8", "surrogateescape")
+    return bytes(out)
+
+
+def to_local(path: str) -> str:
+    """A vault path as the file system's ``str`` (``surrogateescape``), for ``os`` calls."""
+    if not _NEEDS_WORK.search(path):
+        return path
+    return os.fsdecode(to_bytes(path))
+
+
+def shown(name: str) -> str:
+    """A vault path or local name for a terminal: bytes that are not UTF-8 as
+    ``\\xNN``, control characters as ``\\n``, ``\\t``, ``\\xNN`` or ``\\uNNNN``."""
+    if _NEEDS_WORK.search(name):
+        name = to_bytes(name).decode("utf-8", "backslashreplace")
+    if not _CONTROL.search(name):
+        return name
+    return _CONTROL.sub(_escape_control, name)
+
+
+def for_json(name: str) -> str:
+    """A vault path for a JSON document: valid Unicode; undecodable bytes as ``\\xNN``
+    (JSON escapes control characters itself)."""
+    if _NEEDS_WORK.search(name):
+        return to_bytes(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _escape_control(m: re.Match[str]) -> str:
+    ch = m.group()
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
