@@ -93,7 +93,7 @@ def test_ls_escapes_control_characters_and_null_gives_them_raw(vault_cli: Cli) -
     vault_cli.ok("upload", "x.txt", "--as", "plain.txt")
     for args in (["ls"], ["ls", "--long"]):
         out = vault_cli.ok(*args).out
-        assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07\\x0aname.txt" in out, args
+        assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07\\nname.txt" in out, args
         assert len(out.splitlines()) == 2
     raw = vault_cli.ok("ls", "-0").stdout
     assert raw.split(b"\0") == [evil.encode(), b"plain.txt", b""]
