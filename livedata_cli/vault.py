@@ -1063,6 +1063,64 @@ class Vault:
         self._delete_unreferenced(victims)
         return victims
 
+    def remove_many(
+        self, refs: list[str], *, purge: bool, recursive: bool = False
+    ) -> tuple[dict[str, list[Version]], list[tuple[str, LivedataError]]]:
+        """``rm`` of several paths, globs (``'photos/*.jpg'``) and, with ``recursive``,
+        prefixes (``photos/``), in one journal: the removed versions by path, and
+        the refs that named nothing (each with its error).  A file already in the
+        trash counts only for a purge."""
+        self.sync()
+        chosen: dict[str, tuple[list[Version], list[Version]]] = {}
+        failed: list[tuple[str, LivedataError]] = []
+        for ref in refs:
+            try:
+                paths = self._paths_for_rm(ref, purge=purge, recursive=recursive)
+            except LivedataError as e:
+                failed.append((ref, e))
+                continue
+            for path in paths:
+                live, trashed = self.index.versions_of(path), self.index.versions_of(path, trash=True)
+                if live or (purge and trashed):
+                    chosen[path] = (live, trashed)
+            if not paths:
+                failed.append((ref, NotFound(f"{ref}: no file matches" if _is_glob(ref) else f"nothing under {ref}")))
+        now = time.time()
+        if purge:
+            victims = [v for live, trashed in chosen.values() for v in live + trashed]
+            if victims:
+                self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
+                self._delete_unreferenced(victims)
+            return {p: live + trashed for p, (live, trashed) in chosen.items()}, failed
+        if chosen:
+            self._write_journal([{"t": "rm", "path": p, "time": now} for p in chosen])
+        return {p: live for p, (live, _t) in chosen.items()}, failed
+
+    def _paths_for_rm(self, ref: str, *, purge: bool, recursive: bool) -> list[str]:
+        if ref.endswith("/") or (recursive and not _is_glob(ref) and not self.index.versions_of(_path_of(ref))
+                                 and not self.index.versions_of(_path_of(ref), trash=True)):
+            if not recursive:
+                raise UsageError(f"{ref} is a folder: add --recursive to remove everything under it")
+            prefix = clean_vault_path(ref, folder=True)
+            found = [v.path for v, _n in self.index.latest(prefix)]
+            if purge:
+                found += [v.path for v, _n in self.index.latest(prefix, trash=True)]
+            return sorted(set(found))
+        if _is_glob(ref):
+            import fnmatch
+
+            pattern = clean_vault_path(ref)
+            found = [p for p in self.index.newest_paths() if fnmatch.fnmatchcase(p, pattern)]
+            if purge:
+                found += [p for p in self.index.newest_paths(trash=True) if fnmatch.fnmatchcase(p, pattern)]
+            return sorted(set(found))
+        path = _path_of(ref)
+        if not self.index.versions_of(path) and not self.index.versions_of(path, trash=True):
+            path = self.resolve(ref).path  # by id, or NotFound with the usual message
+        if not purge and not self.index.versions_of(path):
+            raise NotFound(f"{ref} is already in the trash (--purge removes it for good)")
+        return [path]
+
     def _delete_unreferenced(self, gone: list[Version]) -> int:
         """Delete the store objects that no version refers to any more (a pack
         when none of its members is left); returns the bytes freed."""
@@ -1652,6 +1710,10 @@ def _path_of(ref: str) -> str:
         return clean_vault_path(ref)
     except UsageError:
         return ""
+
+
+def _is_glob(ref: str) -> bool:
+    return any(c in ref for c in "*?[")
 
 
 def _looks_like_id(ref: str) -> bool:

@@ -363,22 +363,42 @@ def info(
 
 
 def rm(
-    ref: Annotated[str, typer.Argument(help="Vault path or version id.")],
+    refs: Annotated[
+        list[str], typer.Argument(metavar="REF...", help="Vault paths, version ids, globs in quotes, or folders (with -r).")
+    ],
     purge: Annotated[bool, typer.Option("--purge", help="Delete every version and its data for good.")] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="A folder (photos/) removes everything under it.")
+    ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Move a file to the trash ('livedata restore' brings it back); --purge deletes its data.
+    """Move files to the trash ('livedata restore' brings them back); --purge deletes their data.
 
-    Example: livedata rm report.pdf
+    Several paths, globs ('photos/*.jpg') and, with --recursive, folders (photos/) are
+    removed in one go; a REF that matches nothing is named (exit 8 when others went).
+    Example: livedata rm 'tmp/*.log' old-report.pdf
     """
     env = setup(json_, quiet)
     with open_vault(env) as vault:
-        gone = vault.remove(ref, purge=purge)
+        gone, failed = vault.remove_many(refs, purge=purge, recursive=recursive)
+    versions = sum(len(v) for v in gone.values())
     if env.json:
-        env.emit({"path": for_json(gone[0].path), "purged": purge, "versions": len(gone)})
+        first = next(iter(gone), "")
+        env.emit({
+            "path": for_json(first), "paths": [for_json(p) for p in gone], "purged": purge, "versions": versions,
+            "failed": [{"ref": ref, "error": e.message, "exit_code": int(e.exit_code)} for ref, e in failed],
+        })
     else:
-        env.say(f"{'purged' if purge else 'moved to trash'}: {shown(gone[0].path)} ({len(gone)} version(s))")
+        for ref, e in failed:
+            env.warn(f"livedata: {shown(ref)}: {e.message}")
+        if gone:
+            files = sum(1 for vs in gone.values() if vs and vs[0].kind != "dir")  # folders' entries go too
+            what = shown(next(iter(gone))) if len(gone) == 1 else f"{files} files"
+            env.say(f"{'purged' if purge else 'moved to trash'}: {what} ({versions} version(s))")
+    if failed:
+        codes = {int(e.exit_code) for _ref, e in failed}
+        raise typer.Exit(codes.pop() if not gone and len(codes) == 1 else 8)
 
 
 def restore(

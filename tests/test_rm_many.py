@@ -1,0 +1,44 @@
+"""rm of several paths, globs and folders, in one journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Cli, assert_one_line_error, data_objects, write
+
+
+def _tree(cli: Cli) -> None:
+    for rel in ("a.txt", "b.txt", "c.log", "photos/1.jpg", "photos/2.jpg", "photos/raw/3.cr2"):
+        write(cli.cwd / "t" / rel, rel)
+    cli.ok("upload", "t", "--recursive", "--as", "")
+
+
+def test_several_paths_globs_and_a_folder(vault_cli: Cli, store_dir: Path) -> None:
+    cli = vault_cli
+    _tree(cli)
+    journals = len(list(store_dir.glob("journal/*")))
+    r = cli.ok("rm", "a.txt", "*.log", "--json").json()
+    assert sorted(r["paths"]) == ["a.txt", "c.log"] and r["versions"] == 2 and r["failed"] == []
+    assert len(list(store_dir.glob("journal/*"))) == journals + 1  # one journal for the lot
+    assert_one_line_error(cli("rm", "photos/"), 2)  # a folder needs --recursive
+    r = cli.ok("rm", "photos/", "--recursive")
+    assert "3 files" in r.stderr
+    assert cli.ok("ls").out.split() == ["b.txt"]
+    assert sorted(cli.ok("ls", "--trash").out.split()) == ["a.txt", "c.log", "photos/1.jpg", "photos/2.jpg",
+                                                         "photos/raw/3.cr2"]
+    cli.ok("restore", "photos/1.jpg")
+    before = len(data_objects(store_dir))
+    cli.ok("rm", "photos/", "-r", "--purge")
+    assert not any(p.startswith("photos/") for p in cli.ok("ls", "--trash").out.split() + cli.ok("ls").out.split())
+    assert len(data_objects(store_dir)) <= before
+
+
+def test_a_ref_that_matches_nothing_is_named_and_the_rest_go(vault_cli: Cli) -> None:
+    cli = vault_cli
+    _tree(cli)
+    r = cli("rm", "b.txt", "nosuch.txt", "*.zip")
+    assert r.code == 8, r.stderr
+    assert "nosuch.txt" in r.stderr and "*.zip" in r.stderr and "Traceback" not in r.stderr
+    assert "b.txt" in cli.ok("ls", "--trash").out
+    assert_one_line_error(cli("rm", "nosuch.txt"), 3)
+    assert_one_line_error(cli("rm", "b.txt"), 3)  # already in the trash
