@@ -325,11 +325,14 @@ def same_link(target: Path, link_to: str) -> bool:
         return False
 
 
-def make_symlink(target: Path, link_to: str) -> None:
-    """Create (or replace) a symlink atomically; the link itself is never followed."""
+def make_symlink(target: Path, link_to: str, mtime: float | None = None) -> None:
+    """Create (or replace) a symlink atomically, with its own mtime; the link
+    itself is never followed."""
     tmp = target.parent / _temp_name("link")
     os.symlink(link_to, tmp)
     try:
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime), follow_symlinks=False)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

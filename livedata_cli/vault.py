@@ -920,7 +920,7 @@ class Vault:
         place only after the final segment authenticated."""
         if v.kind == "symlink":
             target.parent.mkdir(parents=True, exist_ok=True)
-            tree.make_symlink(target, names.to_local(v.target or ""))
+            tree.make_symlink(target, names.to_local(v.target or ""), v.mtime)
             return 0
         if v.kind == "dir":
             raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")

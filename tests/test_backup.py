@@ -30,6 +30,7 @@ def test_tree_round_trip_keeps_links_empty_folders_modes_and_times(vault_cli: Cl
     src = vault_cli.cwd / "work"
     _tree(src)
     os.mkfifo(src / "pipe")  # a special file: skipped with a warning, not a failure
+    os.utime(src / "link", (1_400_000_000, 1_400_000_000), follow_symlinks=False)
     r = vault_cli("upload", "work", "-r", "--as", "backups/work/")
     assert r.code == 0, r.stderr
     assert "pipe" in r.stderr and "skipped" in r.stderr
@@ -39,6 +40,7 @@ def test_tree_round_trip_keeps_links_empty_folders_modes_and_times(vault_cli: Cl
     assert (out / "empty").is_dir() and not any((out / "empty").iterdir())
     assert os.readlink(out / "link") == "sub/b.txt" and (out / "link").read_text() == "beta"
     assert os.readlink(out / "dangling") == "/nonexistent/target"
+    assert os.lstat(out / "link").st_mtime == 1_400_000_000  # a link keeps its own time
     assert (out / "sub").stat().st_mode & 0o777 == 0o750
     assert (out / "sub").stat().st_mtime == 1_500_000_000
     assert not (out / "pipe").exists()
