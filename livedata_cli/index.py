@@ -341,6 +341,11 @@ class Index:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as e:
+            from livedata_cli import envfail
+
+            known = envfail.translate(e)  # a full or read-only home, not a damaged index
+            if known is not None:
+                raise known from None
             raise IndexError_(f"the index {path} is unusable ({e}): delete it and run 'livedata sync'") from None
 
     def close(self) -> None:

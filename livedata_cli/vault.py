@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, packs, retention, tree
+from livedata_cli import audit, config, envfail, journal, locking, packs, retention, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -120,8 +120,13 @@ class BatchReport:
         if isinstance(err, tree.Skipped):
             self.items.append(ItemResult(source, path, "skipped", error=err.message))
             return
-        if isinstance(err, OSError):
-            msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        known = envfail.translate(err) if isinstance(err, OSError) else None
+        if known is not None:
+            msg, code = known.message, int(known.exit_code)
+            msg = msg.removeprefix(f"{source}: ")  # the line names the source already
+        elif isinstance(err, OSError):
+            named = err.filename is not None and os.fsdecode(err.filename) not in (source, path)
+            msg = f"{err.strerror or err}" + (f": {os.fsdecode(err.filename)}" if named else "")
             code = 3 if isinstance(err, FileNotFoundError) else 1
         else:
             msg, code = err.message, int(err.exit_code)
@@ -466,6 +471,9 @@ class Vault:
                     outcome = next(done)
                 if isinstance(outcome, AuthError):  # the vault key, not this file: the command fails
                     raise outcome
+                if isinstance(outcome, Exception) and envfail.is_fatal(outcome):  # a full or vanished store
+                    left = sum(s.stat.st_size for s in todo[todo.index(src):] if s.stat is not None)
+                    raise _with_report(envfail.translate(outcome, needed=left, place=envfail.STORE) or outcome, report) from None
                 if isinstance(outcome, Exception):
                     report.fail(src.local, src.path, outcome)  # type: ignore[arg-type]
                     continue
@@ -892,6 +900,8 @@ class Vault:
                 report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
                 report.bytes_read += n
             except (LivedataError, OSError) as e:
+                if envfail.is_fatal(e):  # a full target fails every later file too
+                    raise envfail.translate(e, needed=v.size, place=envfail.TARGET) or e from None
                 report.fail(v.path, rel, e)
                 self.events.failed("download", v.path, e, v.object)
         for target, v in reversed(folders):
@@ -1282,6 +1292,14 @@ class Vault:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _with_report(e: BaseException, report: BatchReport) -> BaseException:
+    """``e``, carrying what the batch did before it: ``--json`` prints that too."""
+    report.duration = time.monotonic() - report.started
+    with contextlib.suppress(AttributeError):
+        e.document = report.to_json()  # type: ignore[attr-defined]
+    return e
 
 
 def _unchanged(

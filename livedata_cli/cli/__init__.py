@@ -162,8 +162,7 @@ def _dispatch(args: list[str]) -> int:
             _error("interrupted")
         return int(result) if isinstance(result, int) else 0
     except LivedataError as e:
-        _error(e.message)
-        return int(e.exit_code)
+        return _fail(e)
     except typer.Exit as e:
         return int(e.exit_code)
     except typer.Abort:
@@ -183,6 +182,11 @@ def _dispatch(args: list[str]) -> int:
     except Exception as e:
         from typer._click.exceptions import ClickException
 
+        from livedata_cli import envfail
+
+        known = envfail.translate(e)
+        if known is not None:  # a full disk, a read-only or vanished store: not a bug
+            return _fail(known)
         if isinstance(e, ClickException):
             # One line, as for every other error, with where to look next.
             ctx = getattr(e, "ctx", None)
@@ -206,3 +210,17 @@ def _reader_gone() -> int:
 
 def _error(message: str) -> None:
     sys.stderr.write(f"livedata: error: {message}\n")
+
+
+def _fail(e: LivedataError) -> int:
+    """One line on stderr; with ``--json`` also the command's document, when it
+    printed none, with the error and exit code in it."""
+    _error(e.message)
+    if ENV.json and not ENV.emitted:
+        doc = dict(getattr(e, "document", None) or {})
+        doc.update(error=e.message, exit_code=int(e.exit_code))
+        try:
+            ENV.emit(doc)
+        except BrokenPipeError:
+            _reader_gone()
+    return int(e.exit_code)

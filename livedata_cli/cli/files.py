@@ -138,6 +138,7 @@ def download(
 
         download_share(env, ref, key=key, output=output, overwrite=overwrite)
         return
+    from livedata_cli import envfail
     from livedata_cli.errors import NotFound, UsageError
     from livedata_cli.vault import BatchReport, ItemResult
 
@@ -150,6 +151,7 @@ def download(
             if output == "-":
                 raise UsageError("a folder cannot be written to stdout: give -o DIR")
             root = Path(output) if output else Path(prefix.rstrip("/").split("/")[-1] or ".")
+            envfail.register(envfail.TARGET, root)
             with env.progress(sum(v.size for v in versions), "download") as bar:
                 vault.download_tree(versions, prefix, root, overwrite=overwrite, report=report, progress=bar)
             finish_batch(env, report, "download")
@@ -175,8 +177,12 @@ def download(
             target = target / v.path.split("/")[-1]
         elif output is None and target.exists() and not overwrite:
             raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+        envfail.register(envfail.TARGET, target.parent, target)
         with env.progress(v.size, "download") as bar:
-            n = vault.download_to(v, target, bar)
+            try:
+                n = vault.download_to(v, target, bar)
+            except OSError as e:
+                raise envfail.translate(e, needed=v.size, place=envfail.TARGET) or e from None
         report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
         report.bytes_read = n
     finish_batch(env, report, "download")

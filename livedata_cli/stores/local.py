@@ -59,7 +59,7 @@ class LocalStore:
 
     def _commit(self, tmp: str, key: str, *, exclusive: bool) -> None:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._folders(str(dest.parent))
         if exclusive:
             try:
                 os.link(tmp, dest)  # fails if dest exists: create-only without a race
@@ -69,6 +69,17 @@ class LocalStore:
         else:
             os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+
+    def _folders(self, folder: str) -> None:
+        """Create ``folder`` and its parents below the root, never the root: a
+        store deleted or unmounted mid-run fails (exit 6) instead of being re-created."""
+        missing = []
+        while folder != self.url and not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for f in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(f)
 
     # -- ObjectStore -------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
@@ -104,7 +115,7 @@ class LocalStore:
             dest = self._spath(key)
             folder = os.path.dirname(dest)
             if folder not in self._made:
-                os.makedirs(folder, exist_ok=True)
+                self._folders(folder)
                 self._made.add(folder)
             os.replace(tmp, dest)
             with self._lock:
