@@ -4,14 +4,18 @@ the vault inconsistent or loses an index row."""
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Cli, data_objects, write
+from conftest import Cli, data_objects, livedata_exe, write
 
 pytestmark = pytest.mark.subprocess
 
@@ -107,3 +111,140 @@ def test_ctrl_c_exits_130_with_one_line_and_stores_nothing(vault_cli: Cli) -> No
     assert p.returncode == 130
     assert err.decode().strip().splitlines() == ["livedata: error: interrupted"]
     assert vault_cli.ok("ls", "--json").json() == []
+
+
+# -- seeded fault injection ----------------------------------------------------------
+# LIVEDATA_FAULT_TRIALS raises the number of trials per family (a long run);
+# LIVEDATA_FAULT_SEED replays one.  Each family records what it tried and survived
+# in FAULT_COUNTS, printed at the end of the run (pytest -s).
+
+TRIALS = int(os.environ.get("LIVEDATA_FAULT_TRIALS", "3"))
+SEED = int(os.environ.get("LIVEDATA_FAULT_SEED", "18"))
+FAULT_COUNTS: dict[str, list[int]] = {}
+
+
+def _count(family: str, survived: bool) -> None:
+    tried_survived = FAULT_COUNTS.setdefault(family, [0, 0])
+    tried_survived[0] += 1
+    tried_survived[1] += int(survived)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report_fault_counts() -> Iterator[None]:
+    yield
+    for family, (tried, survived) in sorted(FAULT_COUNTS.items()):
+        print(f"\nfaults: {family}: {survived}/{tried} survived")
+
+
+def _tree_of(root: Path, n: int, seed: int) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    files = {}
+    for i in range(n):
+        rel = f"d{i % 50:02d}/f{i:04d}"
+        data = rng.randbytes(16 + rng.randrange(3000))
+        write(root / rel, data)
+        files[rel] = data
+    return files
+
+
+def _leftover_processes(home: str) -> list[int]:
+    """Processes (the command and its workers) still running with this home."""
+    needle = f"LIVEDATA_HOME={home}\0".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes() and b"livedata" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _fresh_home(cli: Cli, name: str) -> Cli:
+    home = cli.cwd.parent / name
+    shutil.rmtree(home, ignore_errors=True)
+    other = Cli({**cli.env, "LIVEDATA_HOME": str(home)}, cli.cwd)
+    other.ok("init")
+    return other
+
+
+def _check_after_fault(cli: Cli, files: dict[str, bytes], prefix: str) -> None:
+    """Whatever is listed downloads byte-identical, and verify --data is clean."""
+    listed = [row["path"] for row in cli.ok("ls", "--json").json()]
+    if listed:
+        out = cli.cwd.parent / f"check-{uuid.uuid4().hex[:8]}"
+        cli.ok("download", prefix, "-o", str(out))
+        for path in listed:
+            rel = path.removeprefix(prefix)
+            assert (out / rel).read_bytes() == files[rel], path
+        shutil.rmtree(out)
+    cli.ok("verify", "--data")
+
+
+def test_ctrl_c_during_many_file_upload_always_ends_promptly(cli: Cli) -> None:
+    """SIGINT at seeded random moments of a 5,000-file upload through the worker
+    processes (and after its summary): exit 130 within seconds, one line, no
+    process left, and the vault as a rerun finds it is whole."""
+    rng = random.Random(SEED)
+    files = _tree_of(cli.cwd / "tree", 5000, SEED)
+    timing = _fresh_home(cli, "timing")
+    t0 = time.monotonic()
+    timing.ok("upload", "tree", "-r")
+    full = time.monotonic() - t0
+    for trial in range(TRIALS):
+        run = _fresh_home(cli, f"sigint-{trial}")
+        home = run.env["LIVEDATA_HOME"]
+        delay = rng.uniform(0.2, full * 1.1)
+        p = run.popen("upload", "tree", "-r", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _count("SIGINT upload 5,000 files", False)
+            raise AssertionError(f"trial {trial} (SIGINT at {delay:.2f}s, seed {SEED}): hung") from None
+        took = time.monotonic() - sent
+        lines = [line for line in err.decode().splitlines() if line.strip()]
+        finished = p.returncode == 0 and len(lines) == 1 and lines[0].startswith("upload: ")
+        interrupted = p.returncode == 130 and lines == ["livedata: error: interrupted"]
+        ok = (finished or interrupted) and took < 5 and not _leftover_processes(home)
+        _count("SIGINT upload 5,000 files", ok)
+        assert ok, (trial, delay, p.returncode, took, err.decode()[-2000:])
+        _check_after_fault(run, files, "tree/")
+        run.ok("upload", "tree", "-r")
+        assert len(run.ok("ls", "--json").json()) == len(files)
+
+
+def test_ctrl_c_after_the_summary_is_one_line(vault_cli: Cli) -> None:
+    """A SIGINT while the command is writing its audit trail, after the summary."""
+    write(vault_cli.cwd / "a.txt", "a")
+    env = {**vault_cli.env, "PYTHONPATH": str(vault_cli.cwd)}
+    # Make the audit trail slow, so the signal lands there, after the summary.
+    write(vault_cli.cwd / "sitecustomize.py", (
+        "import os\n"
+        "if os.environ.get('LIVEDATA_TEST_SLOW_AUDIT'):\n"
+        "    import time\n"
+        "    from livedata_cli import audit\n"
+        "    real = audit.finish\n"
+        "    def slow(*a, **k):\n"
+        "        open(os.environ['LIVEDATA_TEST_SLOW_AUDIT'], 'w').close()\n"
+        "        time.sleep(30)\n"
+        "        return real(*a, **k)\n"
+        "    audit.finish = slow\n"
+    ))
+    marker = vault_cli.cwd / "in-audit"
+    p = subprocess.Popen(
+        [*livedata_exe(), "upload", "a.txt"], env={**env, "LIVEDATA_TEST_SLOW_AUDIT": str(marker)},
+        cwd=vault_cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    assert _wait_for(marker.exists)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 130
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert lines[-1] == "livedata: error: interrupted" and "Traceback" not in err.decode(), err
+    assert [x["path"] for x in vault_cli.ok("ls", "--json").json()] == ["a.txt"]

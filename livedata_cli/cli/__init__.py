@@ -138,10 +138,16 @@ def _only(args: list[str]) -> typer.Typer | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (DESIGN §6); the audit trail records it."""
+    from livedata_cli import interrupt
+
     args = sys.argv[1:] if argv is None else argv
-    code = _dispatch(args)
-    record_audit(args, code)
-    return code
+    interrupt.install()  # Ctrl-C: one line and 130 within seconds, whatever the phase
+    try:
+        code = _dispatch(args)
+        record_audit(args, code)
+    except KeyboardInterrupt:  # after the command's own end (the audit trail)
+        code = int(ExitCode.INTERRUPTED)
+    return interrupt.finish(code)
 
 
 def _dispatch(args: list[str]) -> int:
@@ -209,6 +215,10 @@ def _reader_gone() -> int:
 
 
 def _error(message: str) -> None:
+    if message == "interrupted":
+        from livedata_cli import interrupt
+
+        interrupt.said()
     sys.stderr.write(f"livedata: error: {message}\n")
 
 
