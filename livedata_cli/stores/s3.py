@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from livedata_cli import aws
 from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, HEADER_LEN, TAG_LEN
-from livedata_cli.errors import IntegrityError, NotFound, UsageError
+from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024
@@ -114,6 +114,7 @@ class S3Store:
         self.kms_key_id: str | None = None
         self._client: Any = None
         self._lock = threading.Lock()
+        self._silent: LivedataError | None = None  # set once the endpoint failed after its retries
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -133,15 +134,20 @@ class S3Store:
 
     def _call(self, op: str, key: str | None, **kw: Any) -> Any:
         """One S3 call, its failures turned into livedata errors (exit 3/4/5/6)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
 
+        if self._silent is not None:  # the endpoint stopped answering: do not wait on it again
+            raise self._silent
         try:
             return getattr(self.client, op)(Bucket=self.bucket, **kw)
         except (ClientError, BotoCoreError) as e:
             what = f"{self.url}/{key}" if key else self.url
             if aws.error_code(e) in ("NoSuchKey", "404", "NotFound") and key:
                 raise NotFound(f"object {key} is missing from the store {self.url}") from None
-            raise aws.translate(e, what, bucket=self.bucket) from None
+            err = aws.translate(e, what, bucket=self.bucket)
+            if isinstance(e, ConnectionError | ReadTimeoutError):
+                self._silent = err
+            raise err from None
 
     def sse(self) -> dict[str, str]:
         """Server-side encryption arguments for writes (``LIVEDATA_S3_SSE``)."""
