@@ -137,7 +137,7 @@ def _retry_notice(service: str, attempts: int) -> Any:
         failed = caught_exception is not None
         if not failed and response is not None:
             status = int(response[1].get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            failed = status >= 500
+            failed = status in (500, 502, 503, 504)  # what botocore retries; 501 is final
         if failed:
             from livedata_cli import netwait
 

@@ -45,6 +45,12 @@ def announce(what: str, attempt: int, total: int, wait: float | None) -> None:
     _notice(f"livedata: {what} not answering, retry {attempt}/{total}{after}")
 
 
+def note(text: str) -> None:
+    """A one-line note (housekeeping a server cannot do was skipped), not under --quiet."""
+    if _notice is not None:
+        _notice(f"livedata: note: {text}")
+
+
 def attempts_within_budget(stall: float, wanted: int) -> int:
     """How many attempts of a silent call fit the budget (at least 1)."""
     return max(1, min(wanted, 1 + int(BUDGET // max(stall, 0.001))))

@@ -102,3 +102,34 @@ def test_slow_but_moving_transfer_completes(relayed: Relayed) -> None:
     assert r.code == 0, r.stderr
     assert r.stdout == data and took > 2, took
     assert "not answering" not in r.stderr
+
+
+def test_server_without_list_multipart_uploads_still_verifies(cli: Cli, moto_url: str, s3: object) -> None:  # noqa: F811
+    """An S3-compatible server answering ListMultipartUploads with 501 NotImplemented:
+    that housekeeping is skipped with one note; the check itself runs."""
+    from s3server import CountingProxy
+
+    relay = CountingProxy(moto_url)
+    try:
+        relay.unsupported.add("s3:ListMultipartUploads")
+        bucket = f"ld-{uuid.uuid4().hex[:16]}"
+        s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        aws_env(cli, relay.url)
+        cli.ok("init", "--store", f"s3://{bucket}/vault")
+        data = os.urandom(300_000)
+        write(cli.cwd / "f.bin", data)
+        cli.ok("upload", "f.bin")
+        r = cli("verify", "--data")
+        assert r.code == 0, r.stderr
+        notes = [line for line in r.stderr.splitlines() if line.startswith("livedata")]
+        assert len(notes) == 1 and notes[0].startswith("livedata: note: ") and "ListMultipartUploads" in notes[0]
+        assert relay.counts["s3:ListMultipartUploads"] >= 1
+        assert "note" not in cli("--quiet", "verify", "--data").stderr
+        # The check still runs: damage is found.
+        key = next(k for k in (o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) if "/data/" in k)  # type: ignore[attr-defined]
+        body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+        body[-1] ^= 1
+        s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))  # type: ignore[attr-defined]
+        assert cli("verify", "--data").code == 5
+    finally:
+        relay.close()

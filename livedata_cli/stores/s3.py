@@ -105,6 +105,14 @@ def concurrency() -> int:
     return max(1, min(n, 32))
 
 
+def _not_implemented(e: BaseException) -> bool:
+    """A call the server does not implement (501 NotImplemented, NotSupported)."""
+    cause = e.__context__
+    from livedata_cli import aws
+
+    return cause is not None and aws.error_code(cause) in ("NotImplemented", "NotSupported", "501")
+
+
 class S3Store:
     """An :class:`~livedata_cli.stores.ObjectStore` in an S3 bucket, under a prefix."""
 
@@ -289,7 +297,18 @@ class S3Store:
         strip = len(self.prefix) + 1 if self.prefix else 0
         kw: dict[str, Any] = {"Prefix": full}
         while True:
-            page = self._call("list_multipart_uploads", None, **kw)
+            try:
+                page = self._call("list_multipart_uploads", None, **kw)
+            except LivedataError as e:
+                if not _not_implemented(e):
+                    raise
+                # Housekeeping only: a server without the call (s3rver, some gateways)
+                # has no abandoned uploads livedata can find; the command goes on.
+                from livedata_cli import netwait
+
+                netwait.note(f"{self.url}: the server does not support ListMultipartUploads; "
+                             "abandoned multipart uploads are not looked for")
+                return
             for up in page.get("Uploads", []):
                 started = up.get("Initiated")
                 ts = started.timestamp() if hasattr(started, "timestamp") else time.time()
