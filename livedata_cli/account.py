@@ -527,9 +527,9 @@ class Client:
                 time.sleep(wait)
                 continue
             if resp.status_code in RETRYABLE_STATUS and attempt < last:
-                wait = retry_after(resp)
+                asked = retry_after(resp)
                 resp.close()
-                wait = backoff(attempt) if wait is None else wait
+                wait = backoff(attempt) if asked is None else asked
                 if resp.status_code >= 500:
                     netwait.announce(f"server {self.server}", attempt + 2, last + 1, wait)
                 time.sleep(wait)

@@ -161,6 +161,6 @@ def translate(e: BaseException, *, needed: int | None = None, place: str | None 
         return None
     if e.errno == errno.ENOENT:
         return NotFound(f"{shown}: {why}" if shown else why)
-    if e.errno in NOT_WRITABLE + (errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+    if e.errno in (*NOT_WRITABLE, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
         return UsageError(f"{shown}: {why}" if shown else why)
     return None

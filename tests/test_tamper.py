@@ -12,7 +12,7 @@ import pytest
 import store_kinds
 from store_kinds import KindVault
 
-from conftest import Cli, assert_one_line_error, data_objects, write
+from conftest import Cli, assert_one_line_error, write
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 

@@ -142,7 +142,12 @@ class S3Store:
 
     def _call(self, op: str, key: str | None, **kw: Any) -> Any:
         """One S3 call, its failures turned into livedata errors (exit 3/4/5/6)."""
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            ReadTimeoutError,
+        )
 
         if self._silent is not None:  # the endpoint stopped answering: do not wait on it again
             raise self._silent
