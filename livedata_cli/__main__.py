@@ -1,5 +1,5 @@
 """Allows ``python -m livedata_cli``."""
 
-from livedata_cli.cli import main
+from livedata_cli.entry import main
 
 raise SystemExit(main())

@@ -248,3 +248,117 @@ def test_ctrl_c_after_the_summary_is_one_line(vault_cli: Cli) -> None:
     lines = [line for line in err.decode().splitlines() if line.strip()]
     assert lines[-1] == "livedata: error: interrupted" and "Traceback" not in err.decode(), err
     assert [x["path"] for x in vault_cli.ok("ls", "--json").json()] == ["a.txt"]
+
+
+# Each family: what is set up first, the command faulted, and what must hold after.
+NEW_PASSPHRASE = "a new passphrase after the fault"
+FAMILIES = ["upload one big file", "upload 5,000 files", "download", "keys passwd", "sync --rebuild"]
+
+
+@pytest.fixture(scope="module")
+def fault_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    root = tmp_path_factory.mktemp("faults") / "tree"
+    return root, _tree_of(root, 5000, SEED)
+
+
+def _fault_setup(family: str, run: Cli, tree: Path, big: Path) -> list[str]:
+    """Prepare the home for the family; the command to fault."""
+    if family == "upload one big file":
+        return ["upload", str(big), "--as", "big.bin"]
+    if family == "upload 5,000 files":
+        return ["upload", str(tree), "-r", "--as", "tree/"]
+    if family == "download":
+        run.ok("upload", str(big), "--as", "big.bin")
+        return ["download", "big.bin", "-o", "restored.bin"]
+    if family == "keys passwd":
+        write(run.cwd / "k.txt", "opened")
+        run.ok("upload", "k.txt")
+        return ["keys", "passwd"]
+    run.ok("upload", str(tree), "-r", "--as", "tree/")
+    return ["sync", "--rebuild"]
+
+
+def _unlocks(run: Cli) -> str:
+    """The passphrase that opens the vault now: the old one or the new one, never neither."""
+    opens = [
+        secret for secret in (run.env["LIVEDATA_PASSPHRASE"], NEW_PASSPHRASE)
+        if run("download", "k.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": secret}).stdout == b"opened"
+    ]
+    assert opens, "no passphrase opens the vault after the fault"
+    return opens[-1]
+
+
+def _fault_check(family: str, run: Cli, tree: dict[str, bytes], big: bytes, command: list[str]) -> None:
+    """After the fault: what is listed is whole, verify --data is clean, a rerun completes."""
+    secret = _unlocks(run) if family == "keys passwd" else run.env["LIVEDATA_PASSPHRASE"]
+    env = {"LIVEDATA_PASSPHRASE": secret, "LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE}
+    if family == "download":
+        out = run.cwd / "restored.bin"
+        if out.exists():  # renamed into place only when whole
+            assert out.read_bytes() == big
+            out.unlink()
+        # A killed download may leave its temporary .part file (kill -9 runs no cleanup);
+        # never a partial file under the target's name.
+    if family != "sync --rebuild":  # a killed rebuild's index is the rebuild's own business
+        listed = [row["path"] for row in run.ok("ls", "--json", env=env).json()]
+        if "big.bin" in listed:
+            assert run.ok("download", "big.bin", "-o", "-", env=env).stdout == big
+        if any(p.startswith("tree/") for p in listed):
+            _check_after_fault(run, tree, "tree/")
+    run.ok("verify", "--data", env=env)
+    run.ok(*command, env=env)  # the rerun completes
+    if family == "keys passwd":
+        assert _unlocks(run) == NEW_PASSPHRASE
+        assert run("download", "k.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": "not it"}).code == 4
+        env["LIVEDATA_PASSPHRASE"] = NEW_PASSPHRASE
+    if family == "download":
+        assert (run.cwd / "restored.bin").read_bytes() == big
+    listed = {row["path"] for row in run.ok("ls", "--json", env=env).json()}
+    if family in ("upload 5,000 files", "sync --rebuild"):
+        assert listed == {f"tree/{k}" for k in tree}
+    run.ok("verify", "--data", env=env)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_seeded_faults_leave_the_vault_whole(cli: Cli, family: str, fault_tree: tuple[Path, dict[str, bytes]]) -> None:
+    """kill -9 and SIGINT (alternately) at seeded random moments of each command."""
+    tree_root, tree = fault_tree
+    rng = random.Random(f"{SEED}-{family}")
+    big_data = rng.randbytes(24 * 1024 * 1024)
+    big = write(cli.cwd.parent / "big.bin", big_data)
+    timing = _fresh_home(cli, "timing")
+    command = _fault_setup(family, timing, tree_root, big)
+    t0 = time.monotonic()
+    timing.ok(*command, env={"LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE})
+    full = time.monotonic() - t0
+    for trial in range(TRIALS):
+        sig = signal.SIGKILL if trial % 2 == 0 else signal.SIGINT
+        name = f"{'kill -9' if sig == signal.SIGKILL else 'SIGINT'} {family}"
+        work = cli.cwd.parent / f"w-{trial}"
+        work.mkdir()
+        run = _fresh_home(Cli(cli.env, work), f"fault-{trial}")
+        command = _fault_setup(family, run, tree_root, big)
+        delay = rng.uniform(0.0, full)
+        p = subprocess.Popen(
+            [*livedata_exe(), *command], env={**run.env, "LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE},
+            cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        time.sleep(delay)
+        p.send_signal(sig)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _count(name, False)
+            raise AssertionError(f"{name}: trial {trial} hung (signal at {delay:.2f}s, seed {SEED})") from None
+        documented = (0, -9) if sig == signal.SIGKILL else (0, 130)
+        survived = False
+        try:
+            assert p.returncode in documented, (p.returncode, err.decode()[-1000:])
+            if sig == signal.SIGINT and p.returncode == 130:
+                assert err.decode().splitlines()[-1] == "livedata: error: interrupted", err
+                assert "Traceback" not in err.decode()
+            _fault_check(family, run, tree, big_data, command)
+            survived = True
+        finally:
+            _count(name, survived)
