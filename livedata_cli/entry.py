@@ -16,4 +16,8 @@ def main() -> int:
         from livedata_cli.cli import main as run
     except KeyboardInterrupt:
         return interrupt.finish(130)
-    return run()
+    try:
+        code = run()
+    except KeyboardInterrupt:  # between the command's end and here
+        code = 130
+    return interrupt.finish(code)

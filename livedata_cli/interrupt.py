@@ -35,6 +35,10 @@ def was_interrupted() -> bool:
     return _state["interrupted"]
 
 
+def was_said() -> bool:
+    return _state["said"]
+
+
 def _hard_exit() -> None:
     with _lock:
         if not _state["said"]:
@@ -54,7 +58,8 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Called once by ``main()`` in the main thread."""
+    """Called once by the console script (``livedata_cli.entry``) in the main thread;
+    ``livedata_cli.cli.main`` called in-process leaves the caller's handlers alone."""
     _state.update(interrupted=False, said=False)
     if threading.current_thread() is not threading.main_thread():
         return

@@ -138,16 +138,17 @@ def _only(args: list[str]) -> typer.Typer | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (DESIGN §6); the audit trail records it."""
-    from livedata_cli import interrupt
-
     args = sys.argv[1:] if argv is None else argv
-    interrupt.install()  # Ctrl-C: one line and 130 within seconds, whatever the phase
     try:
         code = _dispatch(args)
         record_audit(args, code)
-    except KeyboardInterrupt:  # after the command's own end (the audit trail)
+    except KeyboardInterrupt:  # after the command's own end (the audit trail): no traceback
+        from livedata_cli import interrupt
+
+        if not interrupt.was_said():
+            _error("interrupted")
         code = int(ExitCode.INTERRUPTED)
-    return interrupt.finish(code)
+    return code
 
 
 def _dispatch(args: list[str]) -> int:
