@@ -183,6 +183,7 @@ def _check_after_fault(cli: Cli, files: dict[str, bytes], prefix: str) -> None:
     cli.ok("verify", "--data")
 
 
+@pytest.mark.timeout(300 + 120 * TRIALS)
 def test_ctrl_c_during_many_file_upload_always_ends_promptly(cli: Cli) -> None:
     """SIGINT at seeded random moments of a 5,000-file upload through the worker
     processes (and after its summary): exit 130 within seconds, one line, no
@@ -319,6 +320,7 @@ def _fault_check(family: str, run: Cli, tree: dict[str, bytes], big: bytes, comm
     run.ok("verify", "--data", env=env)
 
 
+@pytest.mark.timeout(300 + 120 * TRIALS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_seeded_faults_leave_the_vault_whole(cli: Cli, family: str, fault_tree: tuple[Path, dict[str, bytes]]) -> None:
     """kill -9 and SIGINT (alternately) at seeded random moments of each command."""
