@@ -448,6 +448,7 @@ class Vault:
         """Run the plan on ``jobs`` threads, collecting records in plan order into
         journals, which are written on a thread of their own meanwhile."""
         pending: list[dict[str, Any]] = []
+        unflushed: list[ItemResult] = []  # the items of the records in pending
         pending_bytes = 0
         last_flush = time.monotonic()
 
@@ -473,7 +474,14 @@ class Vault:
                     raise outcome
                 if isinstance(outcome, Exception) and envfail.is_fatal(outcome):  # a full or vanished store
                     left = sum(s.stat.st_size for s in todo[todo.index(src):] if s.stat is not None)
-                    raise _with_report(envfail.translate(outcome, needed=left, place=envfail.STORE) or outcome, report) from None
+                    err = envfail.translate(outcome, needed=left, place=envfail.STORE) or outcome
+                    try:  # keep what was stored before it: its journal, if the store still takes one
+                        journals.submit(pending)
+                        journals.wait()
+                    except (LivedataError, OSError):
+                        for item in unflushed:  # stored, but no journal names them: not in the vault
+                            item.status, item.error, item.exit_code = "failed", str(err), getattr(err, "exit_code", 1)
+                    raise _with_report(err, report) from None
                 if isinstance(outcome, Exception):
                     report.fail(src.local, src.path, outcome)  # type: ignore[arg-type]
                     continue
@@ -484,6 +492,7 @@ class Vault:
                     record["derived_from"] = batch.derived_from.get(src.path)
                 if record is not None:
                     pending.append(record)
+                    unflushed.append(result)
                     pending_bytes += result.stored
                 report.bytes_stored += result.stored
                 if (
@@ -492,7 +501,7 @@ class Vault:
                     or time.monotonic() - last_flush >= FLUSH_SECONDS
                 ):
                     journals.submit(pending)
-                    pending, pending_bytes, last_flush = [], 0, time.monotonic()
+                    pending, unflushed, pending_bytes, last_flush = [], [], 0, time.monotonic()
             journals.submit(pending)
 
     def _upload_one(self, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:

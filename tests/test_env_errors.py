@@ -147,11 +147,13 @@ def test_full_store_is_exit_7_naming_the_store_and_harms_nothing(cli: Cli, tmp_p
         _assert_no_space(r, str(store))
         doc = r.json()
         assert doc["exit_code"] == 7 and "no space left on the store" in doc["error"]
+        reported = {i["path"] for i in doc.get("items", []) if i["status"] in ("new", "changed")}
         # Nothing already stored is harmed, and the vault still works.
         assert cli.ok("download", "kept.bin", "-o", "-").stdout == kept
         cli.ok("verify", "--data")
         listed = {x["path"] for x in cli.ok("ls", "--json").json()}
         assert "kept.bin" in listed and "big.bin" not in listed
+        assert reported <= listed, "every file the report calls stored is in the vault"
         for path in listed - {"kept.bin"}:  # whatever a full store let through is whole
             assert cli.ok("download", path, "-o", "-").stdout == (cli.cwd / path).read_bytes()
 
