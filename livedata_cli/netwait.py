@@ -24,11 +24,7 @@ _notice: Callable[[str], None] | None = None
 def stall_timeout() -> float:
     from livedata_cli import profiles
 
-    try:
-        value = profiles.setting("stall_timeout")
-    except Exception:  # a broken config file is reported by the command itself
-        value = None
-    return float(value or DEFAULT_STALL)
+    return float(profiles.setting("stall_timeout") or DEFAULT_STALL)  # a bad value is exit 2, never ignored
 
 
 def set_notice(fn: Callable[[str], None] | None) -> None:

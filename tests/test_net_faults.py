@@ -133,3 +133,14 @@ def test_server_without_list_multipart_uploads_still_verifies(cli: Cli, moto_url
         assert cli("verify", "--data").code == 5
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3"])
+def test_bad_stall_timeout_is_a_usage_error(cli: Cli, value: str) -> None:
+    from conftest import assert_one_line_error
+
+    env = {"LIVEDATA_STALL_TIMEOUT": value, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}
+    r = cli("init", "--store", "s3://bucket1/vault", env=env)
+    assert_one_line_error(r, 2)
+    assert "stall_timeout" in r.stderr
