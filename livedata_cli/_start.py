@@ -7,7 +7,7 @@ standard library's small modules: a Tab is answered from ``commands.json``
 current by a test) and, for arguments that name vault paths, from the local
 index read directly with :mod:`sqlite3` (read-only; no vault opened, no
 config file parsed unless a profile is in play).  Everything else goes to
-:func:`livedata_cli.cli.main`.
+:func:`livedata_cli.entry.main`.
 
 The completion protocol is the one the shipped scripts speak: the words in
 ``COMP_WORDS``, the cursor in ``COMP_CWORD``, ``_LIVEDATA_COMPLETE`` naming the
@@ -38,9 +38,9 @@ def main() -> int:
     mode = os.environ.get(COMPLETE_VAR, "")
     if mode.startswith("complete_") and _complete(mode.removeprefix("complete_")):
         return 0
-    from livedata_cli.cli import main as full
+    from livedata_cli.entry import main as full  # Ctrl-C handled before the heavy imports
 
-    return full(args)
+    return full()
 
 
 def _complete(shell: str) -> bool:

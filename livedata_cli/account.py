@@ -389,7 +389,7 @@ class Client:
 
                 self._http = httpx.Client(
                     base_url=self.server + API,
-                    timeout=httpx.Timeout(60.0, connect=10.0),
+                    timeout=_timeout(),
                     headers={"User-Agent": user_agent()},
                     limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
                     follow_redirects=False,
@@ -505,7 +505,10 @@ class Client:
 
         unsent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
+        from livedata_cli import netwait
+
         last = retries() if attempts is None else attempts
+        deadline = netwait.Deadline()
         hdrs = dict(headers or {})
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
@@ -515,16 +518,21 @@ class Client:
                 req = self.http.build_request(method, path, params=params, json=json_body, content=content, headers=hdrs)
                 resp = self.http.send(req, stream=stream)
             except httpx.TransportError as e:
-                if attempt >= last or (once and not isinstance(e, unsent)):
+                wait = backoff(attempt)
+                if attempt >= last or (once and not isinstance(e, unsent)) or not deadline.may_retry(wait):
                     raise StoreUnreachable(
-                        f"cannot reach {self.server} after {last + 1} attempt(s): {_reason(e)}"
+                        f"cannot reach {self.server} after {attempt + 1} attempt(s): {_reason(e)}"
                     ) from None
-                time.sleep(backoff(attempt))
+                netwait.announce(f"server {self.server}", attempt + 2, last + 1, wait)
+                time.sleep(wait)
                 continue
             if resp.status_code in RETRYABLE_STATUS and attempt < last:
-                wait = retry_after(resp)
+                asked = retry_after(resp)
                 resp.close()
-                time.sleep(backoff(attempt) if wait is None else wait)
+                wait = backoff(attempt) if asked is None else asked
+                if resp.status_code >= 500:
+                    netwait.announce(f"server {self.server}", attempt + 2, last + 1, wait)
+                time.sleep(wait)
                 continue
             return resp
         raise AssertionError("unreachable")
@@ -569,6 +577,16 @@ class Client:
 
     def get_json(self, path: str, *, what: str, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, what=what, params=params).json()
+
+
+def _timeout() -> httpx.Timeout:
+    """Connect, first byte and every read bounded by the stall timeout (livedata_cli/netwait.py)."""
+    import httpx
+
+    from livedata_cli import netwait
+
+    stall = netwait.stall_timeout()
+    return httpx.Timeout(stall, connect=min(10.0, stall))
 
 
 def _reason(e: Exception) -> str:

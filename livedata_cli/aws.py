@@ -100,9 +100,13 @@ def client(service: str, *, pool: int = 10) -> Any:
         _session = boto3.session.Session()  # one per process: S3 and KMS share its loaders
     session = _session
     region = session.region_name or (settings.region if settings else None) or "us-east-1"
+    from livedata_cli import netwait
+
+    stall = netwait.stall_timeout()
     retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard"}
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or netwait.attempts_within_budget(stall, MAX_ATTEMPTS))
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
-        retries["max_attempts"] = MAX_ATTEMPTS
+        retries["max_attempts"] = attempts
     custom = endpoint is not None or env_endpoint(service) is not None
     cfg = Config(
         request_checksum_calculation="when_required",
@@ -110,16 +114,40 @@ def client(service: str, *, pool: int = 10) -> Any:
         # S3-compatible servers (MinIO, Ceph, moto) want path-style addressing.
         s3={"addressing_style": "path" if custom else "auto"},
         retries=retries,  # type: ignore[arg-type]
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connect_timeout=min(CONNECT_TIMEOUT, stall),
+        read_timeout=stall,  # first byte and every later read: a moving transfer is never cut
         max_pool_connections=pool,
     )
     try:
-        return session.client(service, endpoint_url=endpoint, region_name=region, config=cfg)  # type: ignore[call-overload]
+        made = session.client(service, endpoint_url=endpoint, region_name=region, config=cfg)  # type: ignore[call-overload]
     except ValueError as e:  # a malformed endpoint URL
         from livedata_cli.errors import UsageError
 
         raise UsageError(f"invalid {service} endpoint: {e}") from None
+    made.meta.events.register(f"needs-retry.{service}", _retry_notice(service, attempts))
+    return made
+
+
+def _retry_notice(service: str, attempts: int) -> Any:
+    """A botocore hook announcing each retry of a silent or failing call."""
+
+    def hook(attempts_done: int = 0, caught_exception: Any = None, response: Any = None, **_: Any) -> None:
+        if attempts_done >= attempts:
+            return
+        failed = caught_exception is not None
+        if not failed and response is not None:
+            status = int(response[1].get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            failed = status in (500, 502, 503, 504)  # what botocore retries; 501 is final
+        if failed:
+            from livedata_cli import netwait
+
+            netwait.announce(f"{service} endpoint", attempts_done + 1, attempts, None)
+
+    def adapter(**kw: Any) -> None:
+        hook(attempts_done=int(kw.get("attempts") or 0), caught_exception=kw.get("caught_exception"),
+             response=kw.get("response"))
+
+    return adapter
 
 
 def error_code(e: BaseException) -> str:

@@ -390,6 +390,11 @@ class Index:
             self.db.row_factory = sqlite3.Row
             self.read_only = True
         except sqlite3.DatabaseError as e:
+            from livedata_cli import envfail
+
+            known = envfail.translate(e)  # a full or read-only home, not a damaged index
+            if known is not None:
+                raise known from None
             raise index_file.damaged(path, str(e)) from None
 
     def close(self) -> None:

@@ -153,6 +153,9 @@ def _start_worker(keys: tuple[bytes, str, bytes], parent: int) -> None:
     must not leave workers behind holding its vault lock."""
     global _keys
     _keys = keys
+    # Ctrl-C on a terminal reaches the whole process group: the command ends
+    # the workers; their own KeyboardInterrupt would only print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
@@ -249,4 +252,13 @@ class SmallFileSealer:
         return outcome
 
     def close(self) -> None:
+        """Wait for the workers when every chunk was taken; otherwise (an error,
+        Ctrl-C) end them at once: a worker may be blocked handing back a result
+        nobody will read, and joining it would hang the command."""
+        if self._submitted or self._next < len(self._chunks):
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError, AttributeError):
+                    proc.kill()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            return
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -85,6 +85,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("no_keyring", bool, "LIVEDATA_NO_KEYRING", "--no-keyring", "Never use the OS keyring."),
         Setting("json", bool, "LIVEDATA_JSON", "--json", "Print one JSON document on stdout, as --json."),
         Setting("quiet", bool, "LIVEDATA_QUIET", "--quiet", "Print nothing but errors, as --quiet."),
+        Setting(
+            "stall_timeout", int, "LIVEDATA_STALL_TIMEOUT", None,
+            "Seconds an S3 or server connection may stay silent (connect, first byte, any read) "
+            "before the call is retried or the store is unreachable (exit 6). Default: 30.",
+        ),
     )
 }
 _PASSPHRASE_VARS = ("LIVEDATA_PASSPHRASE", "LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND")
@@ -206,6 +211,8 @@ def parse(path: Path, text: str) -> ConfigFile:
                 raise fail(table, key, f"'{key}' is only valid in a profile table [profiles.NAME]")
             if s.kind is bool and not isinstance(value, bool):
                 raise fail(table, key, f"'{key}' must be true or false")
+            if s.kind is int and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise fail(table, key, f"'{key}' must be a whole number above 0")
             if s.kind is str and (not isinstance(value, str) or not value.strip()):
                 raise fail(table, key, f"'{key}' must be a non-empty string")
         if "passphrase_file" in values and "passphrase_command" in values:
@@ -289,6 +296,10 @@ def parse_value(s: Setting, raw: str, origin: str) -> Any:
         raise UsageError(f"{origin}: '{s.name}' must be true or false, not {raw!r}")
     if not raw.strip():
         raise UsageError(f"{origin}: '{s.name}' must not be empty")
+    if s.kind is int:
+        if not raw.strip().isdigit() or int(raw) <= 0:
+            raise UsageError(f"{origin}: '{s.name}' must be a whole number above 0, not {raw!r}")
+        return int(raw)
     return raw
 
 
@@ -453,6 +464,8 @@ def _edit(text: str, table: str, key: str, new_line: str) -> str:
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     out = []
     for ch in str(value):
         if ch in '"\\':

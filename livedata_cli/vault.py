@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, cast
 from livedata_cli import (
     audit,
     config,
+    envfail,
     index_file,
     journal,
     locking,
@@ -138,8 +139,13 @@ class BatchReport:
         if isinstance(err, tree.Skipped):
             self.items.append(ItemResult(source, path, "skipped", error=err.message))
             return
-        if isinstance(err, OSError):
-            msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        known = envfail.translate(err) if isinstance(err, OSError) else None
+        if known is not None:
+            msg, code = known.message, int(known.exit_code)
+            msg = msg.removeprefix(f"{source}: ")  # the line names the source already
+        elif isinstance(err, OSError):
+            named = err.filename is not None and os.fsdecode(err.filename) not in (source, path)
+            msg = f"{err.strerror or err}" + (f": {os.fsdecode(err.filename)}" if named else "")
             code = 3 if isinstance(err, FileNotFoundError) else 1
         else:
             msg, code = err.message, int(err.exit_code)
@@ -510,6 +516,7 @@ class Vault:
         """Run the plan on ``jobs`` threads, collecting records in plan order into
         journals, which are written on a thread of their own meanwhile."""
         pending: list[dict[str, Any]] = []
+        unflushed: list[ItemResult] = []  # the items of the records in pending
         pending_bytes = 0
         last_flush = time.monotonic()
 
@@ -533,6 +540,16 @@ class Vault:
                     outcome = next(done)
                 if isinstance(outcome, AuthError):  # the vault key, not this file: the command fails
                     raise outcome
+                if isinstance(outcome, Exception) and envfail.is_fatal(outcome):  # a full or vanished store
+                    left = sum(s.stat.st_size for s in todo[todo.index(src):] if s.stat is not None)
+                    err = envfail.translate(outcome, needed=left, place=envfail.STORE) or outcome
+                    try:  # keep what was stored before it: its journal, if the store still takes one
+                        journals.submit(pending)
+                        journals.wait()
+                    except (LivedataError, OSError):
+                        for item in unflushed:  # stored, but no journal names them: not in the vault
+                            item.status, item.error, item.exit_code = "failed", str(err), getattr(err, "exit_code", 1)
+                    raise _with_report(err, report) from None
                 if isinstance(outcome, Exception):
                     report.fail(src.local, src.path, outcome)  # type: ignore[arg-type]
                     continue
@@ -544,6 +561,7 @@ class Vault:
                     record["derived_from"] = batch.derived_from.get(src.path)
                 if record is not None:
                     pending.append(record)
+                    unflushed.append(result)
                     pending_bytes += result.stored
                 report.bytes_stored += result.stored
                 if (
@@ -552,7 +570,7 @@ class Vault:
                     or time.monotonic() - last_flush >= FLUSH_SECONDS
                 ):
                     journals.submit(pending)
-                    pending, pending_bytes, last_flush = [], 0, time.monotonic()
+                    pending, unflushed, pending_bytes, last_flush = [], [], 0, time.monotonic()
             journals.submit(pending)
 
     def _upload_one(self, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:
@@ -970,6 +988,8 @@ class Vault:
                 report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
                 report.bytes_read += n
             except (LivedataError, OSError) as e:
+                if envfail.is_fatal(e):  # a full target fails every later file too
+                    raise envfail.translate(e, needed=v.size, place=envfail.TARGET) or e from None
                 report.fail(v.path, rel, e)
                 self.events.failed("download", v.path, e, v.object)
         for target, v in reversed(folders):
@@ -1474,6 +1494,14 @@ class Vault:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _with_report(e: BaseException, report: BatchReport) -> BaseException:
+    """``e``, carrying what the batch did before it: ``--json`` prints that too."""
+    report.duration = time.monotonic() - report.started
+    with contextlib.suppress(AttributeError):
+        e.document = report.to_json()  # type: ignore[attr-defined]
+    return e
 
 
 def _unchanged(

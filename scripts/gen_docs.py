@@ -35,12 +35,14 @@ from livedata_cli.profiles import SETTINGS  # noqa: E402
 EXIT_MEANINGS = {
     ExitCode.OK: "Success.",
     ExitCode.UNEXPECTED: "Unexpected error: a bug (\\-\\-debug shows the traceback).",
-    ExitCode.USAGE: "Usage error: a bad option, vault path or config file, or two passphrase sources set.",
+    ExitCode.USAGE: "Usage error: a bad option, vault path or config file, or two passphrase sources set; "
+    "the index home or a download target cannot be written.",
     ExitCode.NOT_FOUND: "Not found: file, version, vault, or an object missing from the store.",
     ExitCode.AUTH: "Authentication: wrong passphrase, or no unlocked key and no way to ask for one.",
     ExitCode.INTEGRITY: "Integrity: tampered, truncated or foreign data.",
-    ExitCode.UNREACHABLE: "The store is unreachable.",
-    ExitCode.REFUSED: "Refused by a limit: the vault lock is held, a quota is full.",
+    ExitCode.UNREACHABLE: "The store is unreachable: not answering within about a minute, read-only, or gone.",
+    ExitCode.REFUSED: "Refused by a limit: no space left (store, index home or download target), "
+    "the vault lock is held, a quota is full.",
     ExitCode.PARTIAL: "Partial: some items of a batch failed, the rest succeeded (\\-\\-json lists which).",
     ExitCode.INTERRUPTED: "Interrupted (Ctrl\\-C).",
 }
@@ -268,7 +270,7 @@ def main_page(root: Any, tree: list[tuple[list[str], Any]]) -> str:
     for s in SETTINGS.values():
         env = f" (environment: {s.env})" if s.env else ""
         flag = f" (flag: {s.flag})" if s.flag else ""
-        kind = "true or false" if s.kind is bool else "string"
+        kind = "true or false" if s.kind is bool else "whole number" if s.kind is int else "string"
         lines += [".TP", f"\\fB{esc(s.name)}\\fR = \\fI{kind}\\fR", esc(s.help + env + flag)]
     lines += [".PP", "Example:", ".PP", ".nf", ".RS 4"]
     lines += [esc(line) for line in (

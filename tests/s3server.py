@@ -122,6 +122,8 @@ def operation(method: str, path: str, headers: Any) -> str:
         return "s3:CompleteMultipartUpload"
     if method == "GET" and "uploadId" in query:
         return "s3:ListParts"
+    if method == "GET" and "uploads" in query:
+        return "s3:ListMultipartUploads"
     return f"s3:{method}"
 
 
@@ -129,7 +131,9 @@ class CountingProxy:
     """Relays HTTP requests to ``upstream``, counting them by operation.
 
     ``hold(op, after=n)`` lets ``n`` requests of ``op`` through and keeps the
-    next ones waiting (until ``close``), as a stalled network would.
+    next ones waiting (until ``close``), as a stalled network would.  Operations
+    in ``unsupported`` are answered ``501 NotImplemented``, as by an
+    S3-compatible server that lacks them.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -140,6 +144,7 @@ class CountingProxy:
         self._hold: dict[str, int] = {}
         self._released = threading.Event()
         self.parts: list[tuple[str, bytes]] = []  # (path, body) of every part that reached the store
+        self.unsupported: set[str] = set()  # operations answered 501 NotImplemented
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -152,6 +157,17 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 op = operation(self.command, self.path, self.headers)
+                if op in proxy.unsupported:  # an S3-compatible server without this call
+                    answer = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                              b"<Message>A header or query you provided implies functionality that is not "
+                              b"implemented</Message></Error>")
+                    proxy._count(op)
+                    self.send_response(501)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 if proxy._count(op):
                     proxy._released.wait()
                     self.send_response(503)

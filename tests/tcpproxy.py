@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 
 class Proxy:
@@ -30,6 +31,8 @@ class Proxy:
         self._armed: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self._stopped = False
+        self.frozen = False  # accept connections, read requests, never answer (a hung server)
+        self.pace = 0.0  # seconds to wait before passing on each chunk to the client (a slow download)
         self._socks: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -49,6 +52,11 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.frozen:
+                with self._lock:
+                    self._socks.append(client)
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 server = socket.create_connection(self.target)
             except OSError:
@@ -59,6 +67,11 @@ class Proxy:
             pair = _Pair(client, server)
             threading.Thread(target=self._pump, args=(pair, client, server, "up"), daemon=True).start()
             threading.Thread(target=self._pump, args=(pair, server, client, "down"), daemon=True).start()
+
+    def _swallow(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                pass
 
     def _take(self, direction: str, n: int) -> int | None:
         """How many of these n bytes may pass before a cut (None: all, no cut)."""
@@ -103,6 +116,10 @@ class Proxy:
                         self.bytes[direction] += allowed
                     pair.reset()
                     return
+                if self.frozen:
+                    continue  # swallowed: the answer never comes
+                if self.pace and direction == "down":
+                    time.sleep(self.pace)
                 dst.sendall(data)
                 self.bytes[direction] += len(data)
         except OSError:

@@ -4,14 +4,18 @@ the vault inconsistent or loses an index row."""
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Cli, data_objects, write
+from conftest import Cli, data_objects, livedata_exe, write
 
 pytestmark = pytest.mark.subprocess
 
@@ -107,3 +111,263 @@ def test_ctrl_c_exits_130_with_one_line_and_stores_nothing(vault_cli: Cli) -> No
     assert p.returncode == 130
     assert err.decode().strip().splitlines() == ["livedata: error: interrupted"]
     assert vault_cli.ok("ls", "--json").json() == []
+
+
+# -- seeded fault injection ----------------------------------------------------------
+# LIVEDATA_FAULT_TRIALS raises the number of trials per family (a long run);
+# LIVEDATA_FAULT_SEED replays one.  Each family records what it tried and survived
+# in FAULT_COUNTS, printed at the end of the run (pytest -s).
+
+TRIALS = int(os.environ.get("LIVEDATA_FAULT_TRIALS", "2"))  # one kill -9 and one SIGINT a family
+SEED = int(os.environ.get("LIVEDATA_FAULT_SEED", "18"))
+FAULT_COUNTS: dict[str, list[int]] = {}
+# A SIGINT in the first moments of a process, before Python runs livedata's code
+# (interpreter start-up, the console script's first import), ends it by the signal
+# itself: the shell shows 130, but no line can be printed yet.
+STARTUP = 1.0
+
+
+def _count(family: str, survived: bool) -> None:
+    tried_survived = FAULT_COUNTS.setdefault(family, [0, 0])
+    tried_survived[0] += 1
+    tried_survived[1] += int(survived)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report_fault_counts() -> Iterator[None]:
+    yield
+    for family, (tried, survived) in sorted(FAULT_COUNTS.items()):
+        print(f"\nfaults: {family}: {survived}/{tried} survived")
+
+
+def _tree_of(root: Path, n: int, seed: int) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    files = {}
+    for i in range(n):
+        rel = f"d{i % 50:02d}/f{i:04d}"
+        data = rng.randbytes(16 + rng.randrange(3000))
+        write(root / rel, data)
+        files[rel] = data
+    return files
+
+
+def _leftover_processes(home: str) -> list[int]:
+    """Processes (the command and its workers) still running with this home."""
+    needle = f"LIVEDATA_HOME={home}\0".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes() and b"livedata" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _fresh_home(cli: Cli, name: str) -> Cli:
+    home = cli.cwd.parent / name
+    shutil.rmtree(home, ignore_errors=True)
+    other = Cli({**cli.env, "LIVEDATA_HOME": str(home)}, cli.cwd)
+    other.ok("init")
+    return other
+
+
+def _check_after_fault(cli: Cli, files: dict[str, bytes], prefix: str) -> None:
+    """Whatever is listed downloads byte-identical, and verify --data is clean."""
+    listed = [row["path"] for row in cli.ok("ls", "--json").json()]
+    if listed:
+        out = cli.cwd.parent / f"check-{uuid.uuid4().hex[:8]}"
+        cli.ok("download", prefix, "-o", str(out))
+        for path in listed:
+            rel = path.removeprefix(prefix)
+            assert (out / rel).read_bytes() == files[rel], path
+        shutil.rmtree(out)
+    cli.ok("verify", "--data")
+
+
+@pytest.mark.timeout(300 + 120 * TRIALS)
+def test_ctrl_c_during_many_file_upload_always_ends_promptly(cli: Cli) -> None:
+    """SIGINT at seeded random moments of a 5,000-file upload through the worker
+    processes (and after its summary): exit 130 within seconds, one line, no
+    process left, and the vault as a rerun finds it is whole."""
+    rng = random.Random(SEED)
+    files = _tree_of(cli.cwd / "tree", 5000, SEED)
+    timing = _fresh_home(cli, "timing")
+    t0 = time.monotonic()
+    timing.ok("upload", "tree", "-r")
+    full = time.monotonic() - t0
+    for trial in range(TRIALS):
+        run = _fresh_home(cli, f"sigint-{trial}")
+        home = run.env["LIVEDATA_HOME"]
+        delay = rng.uniform(0.2, full * 1.1)
+        p = run.popen("upload", "tree", "-r", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _count("SIGINT upload 5,000 files", False)
+            raise AssertionError(f"trial {trial} (SIGINT at {delay:.2f}s, seed {SEED}): hung") from None
+        took = time.monotonic() - sent
+        lines = [line for line in err.decode().splitlines() if line.strip()]
+        finished = p.returncode == 0 and len(lines) == 1 and lines[0].startswith("upload: ")
+        interrupted = p.returncode == 130 and lines == ["livedata: error: interrupted"]
+        interrupted = interrupted or (delay < STARTUP and p.returncode == -signal.SIGINT)
+        ok = (finished or interrupted) and took < 5 and not _leftover_processes(home)
+        _count("SIGINT upload 5,000 files", ok)
+        assert ok, (trial, delay, p.returncode, took, err.decode()[-2000:])
+        _check_after_fault(run, files, "tree/")
+        run.ok("upload", "tree", "-r")
+        assert len(run.ok("ls", "--json").json()) == len(files)
+
+
+def test_ctrl_c_after_the_summary_is_one_line(vault_cli: Cli) -> None:
+    """A SIGINT while the command is writing its audit trail, after the summary."""
+    write(vault_cli.cwd / "a.txt", "a")
+    env = {**vault_cli.env, "PYTHONPATH": str(vault_cli.cwd)}
+    # Make the audit trail slow, so the signal lands there, after the summary.
+    write(vault_cli.cwd / "sitecustomize.py", (
+        "import os\n"
+        "if os.environ.get('LIVEDATA_TEST_SLOW_AUDIT'):\n"
+        "    import time\n"
+        "    from livedata_cli import audit\n"
+        "    real = audit.finish\n"
+        "    def slow(*a, **k):\n"
+        "        open(os.environ['LIVEDATA_TEST_SLOW_AUDIT'], 'w').close()\n"
+        "        time.sleep(30)\n"
+        "        return real(*a, **k)\n"
+        "    audit.finish = slow\n"
+    ))
+    marker = vault_cli.cwd / "in-audit"
+    p = subprocess.Popen(
+        [*livedata_exe(), "upload", "a.txt"], env={**env, "LIVEDATA_TEST_SLOW_AUDIT": str(marker)},
+        cwd=vault_cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    assert _wait_for(marker.exists)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 130
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert lines[-1] == "livedata: error: interrupted" and "Traceback" not in err.decode(), err
+    assert [x["path"] for x in vault_cli.ok("ls", "--json").json()] == ["a.txt"]
+
+
+# Each family: what is set up first, the command faulted, and what must hold after.
+NEW_PASSPHRASE = "a new passphrase after the fault"
+FAMILIES = ["upload one big file", "upload 5,000 files", "download", "keys passwd", "sync --rebuild"]
+
+
+@pytest.fixture(scope="module")
+def fault_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    root = tmp_path_factory.mktemp("faults") / "tree"
+    return root, _tree_of(root, 5000, SEED)
+
+
+def _fault_setup(family: str, run: Cli, tree: Path, big: Path) -> list[str]:
+    """Prepare the home for the family; the command to fault."""
+    if family == "upload one big file":
+        return ["upload", str(big), "--as", "big.bin"]
+    if family == "upload 5,000 files":
+        return ["upload", str(tree), "-r", "--as", "tree/"]
+    if family == "download":
+        run.ok("upload", str(big), "--as", "big.bin")
+        return ["download", "big.bin", "-o", "restored.bin"]
+    if family == "keys passwd":
+        write(run.cwd / "k.txt", "opened")
+        run.ok("upload", "k.txt")
+        return ["keys", "passwd"]
+    run.ok("upload", str(tree), "-r", "--as", "tree/")
+    return ["sync", "--rebuild"]
+
+
+def _unlocks(run: Cli) -> str:
+    """The passphrase that opens the vault now: the old one or the new one, never neither."""
+    opens = [
+        secret for secret in (run.env["LIVEDATA_PASSPHRASE"], NEW_PASSPHRASE)
+        if run("download", "k.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": secret}).stdout == b"opened"
+    ]
+    assert opens, "no passphrase opens the vault after the fault"
+    return opens[-1]
+
+
+def _fault_check(family: str, run: Cli, tree: dict[str, bytes], big: bytes, command: list[str]) -> None:
+    """After the fault: what is listed is whole, verify --data is clean, a rerun completes."""
+    secret = _unlocks(run) if family == "keys passwd" else run.env["LIVEDATA_PASSPHRASE"]
+    env = {"LIVEDATA_PASSPHRASE": secret, "LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE}
+    if family == "download":
+        out = run.cwd / "restored.bin"
+        if out.exists():  # renamed into place only when whole
+            assert out.read_bytes() == big
+            out.unlink()
+        # A killed download may leave its temporary .part file (kill -9 runs no cleanup);
+        # never a partial file under the target's name.
+    if family != "sync --rebuild":  # a killed rebuild's index is the rebuild's own business
+        listed = [row["path"] for row in run.ok("ls", "--json", env=env).json()]
+        if "big.bin" in listed:
+            assert run.ok("download", "big.bin", "-o", "-", env=env).stdout == big
+        if any(p.startswith("tree/") for p in listed):
+            _check_after_fault(run, tree, "tree/")
+    run.ok("verify", "--data", env=env)
+    run.ok(*command, env=env)  # the rerun completes
+    if family == "keys passwd":
+        assert _unlocks(run) == NEW_PASSPHRASE
+        assert run("download", "k.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": "not it"}).code == 4
+        env["LIVEDATA_PASSPHRASE"] = NEW_PASSPHRASE
+    if family == "download":
+        assert (run.cwd / "restored.bin").read_bytes() == big
+    listed = {row["path"] for row in run.ok("ls", "--json", env=env).json()}
+    if family in ("upload 5,000 files", "sync --rebuild"):
+        assert listed == {f"tree/{k}" for k in tree}
+    run.ok("verify", "--data", env=env)
+
+
+@pytest.mark.timeout(300 + 120 * TRIALS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_seeded_faults_leave_the_vault_whole(cli: Cli, family: str, fault_tree: tuple[Path, dict[str, bytes]]) -> None:
+    """kill -9 and SIGINT (alternately) at seeded random moments of each command."""
+    tree_root, tree = fault_tree
+    rng = random.Random(f"{SEED}-{family}")
+    big_data = rng.randbytes(24 * 1024 * 1024)
+    big = write(cli.cwd.parent / "big.bin", big_data)
+    timing = _fresh_home(cli, "timing")
+    command = _fault_setup(family, timing, tree_root, big)
+    t0 = time.monotonic()
+    timing.ok(*command, env={"LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE})
+    full = time.monotonic() - t0
+    for trial in range(TRIALS):
+        sig = signal.SIGKILL if trial % 2 == 0 else signal.SIGINT
+        name = f"{'kill -9' if sig == signal.SIGKILL else 'SIGINT'} {family}"
+        work = cli.cwd.parent / f"w-{trial}"
+        work.mkdir()
+        run = _fresh_home(Cli(cli.env, work), f"fault-{trial}")
+        command = _fault_setup(family, run, tree_root, big)
+        delay = rng.uniform(0.0, full)
+        p = subprocess.Popen(
+            [*livedata_exe(), *command], env={**run.env, "LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE},
+            cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        time.sleep(delay)
+        p.send_signal(sig)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _count(name, False)
+            raise AssertionError(f"{name}: trial {trial} hung (signal at {delay:.2f}s, seed {SEED})") from None
+        documented = (0, -9) if sig == signal.SIGKILL else (0, 130)
+        if sig == signal.SIGINT and delay < STARTUP:
+            documented += (-signal.SIGINT,)  # before livedata's own code ran: the shell shows 130
+        survived = False
+        try:
+            assert p.returncode in documented, (p.returncode, err.decode()[-1000:])
+            if sig == signal.SIGINT and p.returncode == 130:
+                assert err.decode().splitlines()[-1] == "livedata: error: interrupted", err
+                assert "Traceback" not in err.decode()
+            _fault_check(family, run, tree, big_data, command)
+            survived = True
+        finally:
+            _count(name, survived)

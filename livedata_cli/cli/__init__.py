@@ -155,8 +155,15 @@ def _only(args: list[str]) -> typer.Typer | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (DESIGN §6); the audit trail records it."""
     args = sys.argv[1:] if argv is None else argv
-    code = _dispatch(args)
-    record_audit(args, code)
+    try:
+        code = _dispatch(args)
+        record_audit(args, code)
+    except KeyboardInterrupt:  # after the command's own end (the audit trail): no traceback
+        from livedata_cli import interrupt
+
+        if not interrupt.was_said():
+            _error("interrupted")
+        code = int(ExitCode.INTERRUPTED)
     return code
 
 
@@ -178,8 +185,7 @@ def _dispatch(args: list[str]) -> int:
             _error("interrupted")
         return int(result) if isinstance(result, int) else 0
     except LivedataError as e:
-        _error(e.message)
-        return int(e.exit_code)
+        return _fail(e)
     except typer.Exit as e:
         return int(e.exit_code)
     except typer.Abort:
@@ -205,6 +211,11 @@ def _dispatch(args: list[str]) -> int:
     except Exception as e:
         from typer._click.exceptions import ClickException
 
+        from livedata_cli import envfail
+
+        known = envfail.translate(e)
+        if known is not None:  # a full disk, a read-only or vanished store: not a bug
+            return _fail(known)
         if isinstance(e, ClickException):
             # One line, as for every other error, with where to look next.
             ctx = getattr(e, "ctx", None)
@@ -233,6 +244,24 @@ def _reader_gone() -> int:
 
 
 def _error(message: str) -> None:
+    if message == "interrupted":
+        from livedata_cli import interrupt
+
+        interrupt.said()
     from livedata_cli.names import shown
 
     sys.stderr.write(f"livedata: error: {shown(message)}\n")  # a name in it never drives the terminal
+
+
+def _fail(e: LivedataError) -> int:
+    """One line on stderr; with ``--json`` also the command's document, when it
+    printed none, with the error and exit code in it."""
+    _error(e.message)
+    if ENV.json and not ENV.emitted:
+        doc = dict(getattr(e, "document", None) or {})
+        doc.update(error=e.message, exit_code=int(e.exit_code))
+        try:
+            ENV.emit(doc)
+        except BrokenPipeError:
+            _reader_gone()
+    return int(e.exit_code)

@@ -36,6 +36,7 @@ class Env:
     quiet: bool = False
     debug: bool = False
     no_keyring: bool = False
+    emitted: bool = False  # the JSON document went out
     stdin_tty: bool = field(default_factory=lambda: sys.stdin.isatty())
     stdout_tty: bool = field(default_factory=lambda: sys.stdout.isatty())
     stderr_tty: bool = field(default_factory=lambda: sys.stderr.isatty())
@@ -59,6 +60,7 @@ class Env:
     # -- output ------------------------------------------------------------
     def emit(self, data: Any) -> None:
         """The one JSON document of a ``--json`` run."""
+        self.emitted = True
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
@@ -220,6 +222,9 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
     from livedata_cli import config
 
     config.notice = ENV.warn  # e.g. the test-only weak KDF, announced when used
+    from livedata_cli import netwait
+
+    netwait.set_notice(None if ENV.quiet else ENV.warn)  # retries of a silent server, as they happen
     if ENV.can_prompt():  # an ended session asks to log in again instead of exit 4
         from livedata_cli import account
 
@@ -333,7 +338,8 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
             if item.status in ("failed", "skipped"):
                 from livedata_cli.names import shown
 
-                env.warn(f"livedata: {shown(f'{item.source or item.path}: {item.error}')}")
+                kind = "error: " if item.status == "failed" else ""
+                env.warn(f"livedata: {kind}{shown(f'{item.source or item.path}: {item.error}')}")
         if not failed or len(failed) < len(report.items):
             counts = report.counts()
             parts = [f"{counts[k]} {k}" for k in ("new", "changed", "unchanged", "downloaded", "skipped", "failed") if counts.get(k)]
@@ -400,7 +406,12 @@ def record_audit(args: list[str], code: int) -> None:
     try:
         audit.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
     except Exception as e:  # the command's own outcome stands
+        from livedata_cli import envfail
         from livedata_cli.errors import LivedataError
+
+        cause = e.__cause__ or e.__context__ or e
+        if code in (6, 7) and (envfail.is_fatal(cause) or envfail.translate(cause) is not None):
+            return  # the store or home failed (events stay in the index): the command's one line said so
 
         why = e.message if isinstance(e, LivedataError) else f"not written: {type(e).__name__}: {e}"
         ENV.warn(f"livedata: warning: audit trail: {why}")

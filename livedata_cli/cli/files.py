@@ -219,6 +219,7 @@ def download(
 
         download_share(env, ref, key=key, output=output, overwrite=overwrite)
         return
+    from livedata_cli import envfail
     from livedata_cli.errors import NotFound, UsageError
     from livedata_cli.vault import BatchReport, ItemResult
 
@@ -235,6 +236,7 @@ def download(
             if output == "-":
                 raise UsageError("a folder cannot be written to stdout: give -o DIR")
             root = Path(output) if output else Path(prefix.rstrip("/").split("/")[-1] or ".")
+            envfail.register(envfail.TARGET, root)
             with env.progress(sum(v.size for v in versions), "download") as bar:
                 vault.download_tree(versions, prefix, root, overwrite=overwrite, report=report, progress=bar)
             finish_batch(env, report, "download")
@@ -268,8 +270,12 @@ def download(
             report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
             finish_batch(env, report, "download")
             return
+        envfail.register(envfail.TARGET, target.parent, target)
         with env.progress(v.size, "download") as bar:
-            n = vault.download_to(v, target, bar)
+            try:
+                n = vault.download_to(v, target, bar)
+            except OSError as e:
+                raise envfail.translate(e, needed=v.size, place=envfail.TARGET) or e from None
         report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
         report.bytes_read = n
         report.duration = time.monotonic() - report.started

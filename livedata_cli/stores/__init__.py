@@ -67,6 +67,9 @@ def open_store(url: str) -> ObjectStore:
         return ApiStore(url)
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}: this version stores to a folder")
+    from livedata_cli import envfail
     from livedata_cli.stores.local import LocalStore
 
-    return LocalStore(url.removeprefix("file://"))
+    store = LocalStore(url.removeprefix("file://"))
+    envfail.register(envfail.STORE, store.root)
+    return store

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from livedata_cli import aws
 from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, HEADER_LEN, TAG_LEN
-from livedata_cli.errors import IntegrityError, NotFound, UsageError
+from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024
@@ -105,6 +105,14 @@ def concurrency() -> int:
     return max(1, min(n, 32))
 
 
+def _not_implemented(e: BaseException) -> bool:
+    """A call the server does not implement (501 NotImplemented, NotSupported)."""
+    cause = e.__context__
+    from livedata_cli import aws
+
+    return cause is not None and aws.error_code(cause) in ("NotImplemented", "NotSupported", "501")
+
+
 class S3Store:
     """An :class:`~livedata_cli.stores.ObjectStore` in an S3 bucket, under a prefix."""
 
@@ -114,6 +122,7 @@ class S3Store:
         self.kms_key_id: str | None = None
         self._client: Any = None
         self._lock = threading.Lock()
+        self._silent: LivedataError | None = None  # set once the endpoint failed after its retries
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -133,15 +142,25 @@ class S3Store:
 
     def _call(self, op: str, key: str | None, **kw: Any) -> Any:
         """One S3 call, its failures turned into livedata errors (exit 3/4/5/6)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            ReadTimeoutError,
+        )
 
+        if self._silent is not None:  # the endpoint stopped answering: do not wait on it again
+            raise self._silent
         try:
             return getattr(self.client, op)(Bucket=self.bucket, **kw)
         except (ClientError, BotoCoreError) as e:
             what = f"{self.url}/{key}" if key else self.url
             if aws.error_code(e) in ("NoSuchKey", "404", "NotFound") and key:
                 raise NotFound(f"object {key} is missing from the store {self.url}") from None
-            raise aws.translate(e, what, bucket=self.bucket) from None
+            err = aws.translate(e, what, bucket=self.bucket)
+            if isinstance(e, ConnectionError | ReadTimeoutError):
+                self._silent = err
+            raise err from None
 
     def sse(self) -> dict[str, str]:
         """Server-side encryption arguments for writes (``LIVEDATA_S3_SSE``)."""
@@ -283,7 +302,18 @@ class S3Store:
         strip = len(self.prefix) + 1 if self.prefix else 0
         kw: dict[str, Any] = {"Prefix": full}
         while True:
-            page = self._call("list_multipart_uploads", None, **kw)
+            try:
+                page = self._call("list_multipart_uploads", None, **kw)
+            except LivedataError as e:
+                if not _not_implemented(e):
+                    raise
+                # Housekeeping only: a server without the call (s3rver, some gateways)
+                # has no abandoned uploads livedata can find; the command goes on.
+                from livedata_cli import netwait
+
+                netwait.note(f"{self.url}: the server does not support ListMultipartUploads; "
+                             "abandoned multipart uploads are not looked for")
+                return
             for up in page.get("Uploads", []):
                 started = up.get("Initiated")
                 ts = started.timestamp() if hasattr(started, "timestamp") else time.time()

@@ -1,0 +1,81 @@
+"""Ctrl-C always ends the command: one line, exit 130, within a second or two.
+
+The first SIGINT raises :class:`KeyboardInterrupt` in the main thread as
+usual, so files, locks and temporary objects are cleaned up on the way out.
+It also starts a watchdog: should the way out block (a thread waiting on a
+worker process, a pool joining at exit), the watchdog prints the line, if
+nobody did, and ends the process with 130 after :data:`GRACE` seconds.  The
+worker processes die with it (``PR_SET_PDEATHSIG``); whatever a killed
+command left in the store is what ``kill -9`` leaves, and ``prune`` clears it.
+A SIGINT once the command is done (the summary printed, the audit trail
+being written) ends it the same way, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+GRACE = 1.5
+LINE = b"livedata: error: interrupted\n"
+
+_state = {"interrupted": False, "said": False}
+_lock = threading.Lock()
+
+
+def said() -> None:
+    """The interrupted line went out (by the normal error path)."""
+    _state["said"] = True
+
+
+def was_interrupted() -> bool:
+    return _state["interrupted"]
+
+
+def was_said() -> bool:
+    return _state["said"]
+
+
+def _hard_exit() -> None:
+    with _lock:
+        if not _state["said"]:
+            _state["said"] = True
+            os.write(2, LINE)
+    os._exit(130)
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    if _state["interrupted"]:
+        return  # the watchdog is running; a second Ctrl-C changes nothing
+    _state["interrupted"] = True
+    timer = threading.Timer(GRACE, _hard_exit)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Called once by the console script (``livedata_cli.entry``) in the main thread;
+    ``livedata_cli.cli.main`` called in-process leaves the caller's handlers alone."""
+    _state.update(interrupted=False, said=False)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return  # started to ignore Ctrl-C (a background job of a script): so be it
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def finish(code: int) -> int:
+    """The exit code once the command is done; a SIGINT from here on exits 130 at once."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda s, f: _hard_exit())
+    if _state["interrupted"]:
+        if not _state["said"]:
+            _state["said"] = True
+            sys.stderr.write(LINE.decode())
+        return 130
+    return code
