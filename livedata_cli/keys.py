@@ -61,6 +61,7 @@ class StoreConfig:
     suite: int = 1
     kms_key_id: str | None = None
     kms_per_object: bool = False
+    mac: str | None = None  # HMAC of the other fields under the master key (livedata_cli/state.py)
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, indent=1).encode()

@@ -258,10 +258,7 @@ def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None
 
 def _journal(vault: Any, record: dict[str, Any]) -> None:
     """One journal record of a share event (audited by the caller, with its path)."""
-    name = journal.new_name()
-    vault.store.flush()
-    vault.store.put_bytes(name, journal.encode(vault.master_key, vault.vault_id, name, [record]))
-    vault.index.apply(name, [record])
+    vault._write_journal([record], audited=False)
 
 
 def list_shares(vault: Any) -> list[Share]:
