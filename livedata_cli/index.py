@@ -427,6 +427,7 @@ class Index:
         *,
         link: tuple[str, int, str, str] | None = None,
         failed: list[str] | None = None,
+        covers: tuple[dict[str, int], bool] | None = None,
     ) -> bool:
         """Apply one journal's records atomically; False if it was applied already.
         Runs of "put" records (a backup's thousands of files) go in bulk.
@@ -434,10 +435,14 @@ class Index:
         ``link`` is the journal's (writer, counter, hash, predecessor's hash).
         With ``failed`` given, a record that cannot be applied is rolled back
         alone and described there, and the rest of the journal still applies;
-        without it, the whole journal fails."""
+        without it, the whole journal fails.  ``covers`` (a snapshot's: counters
+        per writer, and whether journals made before chains are covered) drops
+        what the covered journals put first: the snapshot restates it."""
         with self.write() as db:
             if db.execute("SELECT 1 FROM journals WHERE name = ?", (journal,)).fetchone():
                 return False
+            if covers is not None:
+                _supersede(db, covers)
             puts: list[dict[str, Any]] = []
             for rec in records:
                 if rec.get("t") == "put":
@@ -462,7 +467,12 @@ class Index:
             db.execute("DELETE FROM search_fts")
             db.execute("DELETE FROM journals")
             db.execute("DELETE FROM version_numbers")
-            db.execute("DELETE FROM meta WHERE key IN ('rebuild', 'bad_records', 'damaged_journals')")
+            db.execute("DELETE FROM meta WHERE key IN ('rebuild', 'bad_records', 'damaged_journals', 'snapshot_floors')")
+
+    def forget_journals(self, names: Iterable[str]) -> None:
+        """Journals a snapshot covers and that are gone from the store."""
+        with self.write() as db:
+            db.execute("DELETE FROM journals WHERE name IN (SELECT value FROM json_each(?))", (json.dumps(list(names)),))
 
     def pruned_numbers(self, path: str) -> list[int]:
         """The numbers of this path's versions that were purged (gaps in its numbering)."""
@@ -597,6 +607,23 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+def _supersede(db: sqlite3.Connection, covers: tuple[dict[str, int], bool]) -> None:
+    """Forget the versions that journals covered by a snapshot put."""
+    floors, legacy = covers
+    names = [
+        r[0]
+        for r in db.execute("SELECT name, writer, seq FROM journals")
+        if (r[1] is None and legacy) or (r[1] is not None and r[2] is not None and r[2] <= floors.get(r[1], 0))
+    ]
+    if not names:
+        return
+    gone = "SELECT value FROM json_each(?)"
+    db.execute(
+        f"DELETE FROM search_fts WHERE rowid IN (SELECT rowid FROM versions WHERE journal IN ({gone}))", (json.dumps(names),)
+    )
+    db.execute(f"DELETE FROM versions WHERE journal IN ({gone})", (json.dumps(names),))
+
+
 _RECORD_ERRORS = (KeyError, ValueError, TypeError, AttributeError, sqlite3.Error)
 
 
@@ -686,6 +713,12 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
             "UPDATE versions SET wrapped_key = ?, protected = ? WHERE vid = ?",
             (bytes.fromhex(rec["wrapped_key"]), int(bool(rec.get("protected"))), rec["vid"]),
         )
+    elif kind == "numbered":
+        # A snapshot's trace of a purged version: its number stays taken.
+        db.execute(
+            "INSERT OR IGNORE INTO version_numbers (vid, path, created) VALUES (?, ?, ?)",
+            (rec["vid"], rec["path"], float(rec["created"])),
+        )
     elif kind == "unshare":
         db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))
     # Unknown kinds come from a newer livedata: skip them rather than fail.
@@ -706,7 +739,7 @@ def _apply_puts(db: sqlite3.Connection, journal: str, puts: list[dict[str, Any]]
     before = db.total_changes
     db.executemany(
         f"INSERT OR IGNORE INTO versions ({_COLUMNS}, journal, newest) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, 1)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         [
             (
                 rec["vid"],
@@ -726,6 +759,7 @@ def _apply_puts(db: sqlite3.Connection, journal: str, puts: list[dict[str, Any]]
                 rec.get("derived_from"),
                 json.dumps(sorted(set(tags))) if (tags := rec.get("tags")) else "[]",
                 rec.get("notes", ""),
+                rec.get("deleted"),  # set only in a snapshot: a version in the trash
                 rec.get("kind", "file"),
                 rec.get("target"),
                 int(bool(rec.get("protected"))),

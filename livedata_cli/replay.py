@@ -28,6 +28,39 @@ if TYPE_CHECKING:
 # Kept in the index's meta table: what the last sync could not use.
 DAMAGED = "damaged_journals"
 BAD_RECORDS = "bad_records"
+FLOORS = "snapshot_floors"  # what the snapshots applied here cover
+
+
+@dataclass
+class Floors:
+    """Per writer, the newest journal a snapshot covers; and whether journals
+    made before chains are covered."""
+
+    writers: dict[str, tuple[int, str]] = field(default_factory=dict)
+    legacy: bool = False
+
+    def covers(self, writer: str | None, seq: int | None) -> bool:
+        if writer is None or seq is None:
+            return self.legacy
+        return seq <= self.writers.get(writer, (0, ""))[0]
+
+    def add(self, link: state.Link, legacy: bool) -> None:
+        for w, (s, h) in link.covers.items():
+            if s > self.writers.get(w, (0, ""))[0]:
+                self.writers[w] = (s, h)
+        self.legacy = self.legacy or legacy
+
+    @staticmethod
+    def load(index: Index) -> Floors:
+        import json
+
+        d = json.loads(index.get_meta(FLOORS) or "{}")
+        return Floors({w: (int(v[0]), str(v[1])) for w, v in d.get("writers", {}).items()}, bool(d.get("legacy")))
+
+    def save(self, index: Index) -> None:
+        import json
+
+        index.set_meta(FLOORS, json.dumps({"writers": {w: list(v) for w, v in self.writers.items()}, "legacy": self.legacy}))
 
 
 @dataclass
@@ -58,6 +91,7 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
     by_hash = {h: n for n, (_w, _s, h, _p) in links.items() if h}
     by_seq = {(w, s): n for n, (w, s, _h, _p) in links.items() if w is not None and s is not None}
     seen_heads: list[tuple[str, str, int, str]] = []  # (journal naming it, writer, counter, hash)
+    floors = Floors.load(index)
     for name in listing:
         if name in links:
             continue
@@ -67,13 +101,18 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
             continue  # deleted since the listing (a compaction): its snapshot covers it
         digest = state.blob_hash(blob)
         try:
-            records = journal.decode(vault.master_key, vault.vault_id, name, blob)
+            records = decode(vault, name, blob)
             link = state.Link.of(records, digest)
         except IntegrityError as e:
             if digest in by_hash:
                 out.lost.append(f"the store replayed journal {by_hash[digest]} as {name}")
             else:
                 out.damaged[name] = e.message
+            continue
+        if floors.covers(link.writer if link else None, link.seq if link else None):
+            # Restated by a snapshot already applied: a leftover of a compaction
+            # (or a copy the store kept), recorded and never applied again.
+            index.apply(name, [], link=(link.writer, link.seq, link.hash, link.prev) if link else None)
             continue
         if link is not None:
             other = by_seq.get((link.writer, link.seq))
@@ -86,7 +125,12 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
             seen_heads += [(name, w, s, h) for w, (s, h) in link.heads.items()]
         failed: list[str] = []
         chain = (link.writer, link.seq, link.hash, link.prev) if link else None
-        if index.apply(name, records, link=chain, failed=failed):
+        covers = None
+        if link is not None and link.snapshot:
+            floors.add(link, bool(records[0].get("legacy")))
+            floors.save(index)
+            covers = ({w: s for w, (s, _h) in floors.writers.items()}, floors.legacy)
+        if index.apply(name, records, link=chain, failed=failed, covers=covers):
             out.journals += 1
             out.records += len(records) - (1 if link else 0)
         by_hash[digest] = name
@@ -94,7 +138,11 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
     present = set(listing)
     links = index.journal_links()
     st = vault.pins()
-    out.lost += _chain_problems(links, present, seen_heads, st, len(out.damaged))
+    gone = [n for n, (w, s, _h, _p) in links.items() if n not in present and floors.covers(w, s)]
+    if gone:  # compacted away: nothing to check any more
+        index.forget_journals(gone)
+        links = {n: v for n, v in links.items() if n not in set(gone)}
+    out.lost += _chain_problems(links, present, seen_heads, st, len(out.damaged), floors)
     index.set_meta(DAMAGED, json.dumps(out.damaged, sort_keys=True))
     old = json.loads(index.get_meta(BAD_RECORDS) or "[]")
     if out.bad_records:
@@ -111,6 +159,7 @@ def _chain_problems(
     seen_heads: list[tuple[str, str, int, str]],
     st: state.State,
     n_damaged: int,
+    floors: Floors,
 ) -> list[str]:
     """What is wrong with the chain.  Counters missing from it are the store's
     doing unless there are no more of them than damaged journals, which may be
@@ -124,7 +173,8 @@ def _chain_problems(
             chains.setdefault(w, {})[s] = (h or "", p or "", name)
     for w, seqs in sorted(chains.items()):
         top = max(seqs)
-        missing = [s for s in range(1, top) if s not in seqs]
+        floor, floor_hash = floors.writers.get(w, (0, ""))
+        missing = [s for s in range(floor + 1, top) if s not in seqs]
         n_missing += len(missing)
         if missing:
             gaps.append(
@@ -133,12 +183,16 @@ def _chain_problems(
             )
         for s, (_h, prev, name) in sorted(seqs.items()):
             before = seqs.get(s - 1)
+            if s == floor + 1 and floor and before is None:
+                before = (floor_hash, "", "")
             if (s == 1 and prev) or (before is not None and before[0] != prev):
                 problems.append(f"the store replaced a journal before {name} (writer {w} number {s} does not follow it)")
     beyond: dict[str, int] = {}  # per writer, the highest counter someone names that the store lacks
     wanted = [(f"this machine's record of the newest journal of writer {w}", w, h.seq, h.hash) for w, h in st.heads.items()]
     wanted += [(f"journal {n}", w, s, h) for n, w, s, h in seen_heads]
     for who, w, s, h in wanted:
+        if floors.covers(w, s):
+            continue
         got = chains.get(w, {}).get(s)
         if got is None:
             gaps.append(f"the store lost or rolled back journal number {s} of writer {w} ({who} names it)")
@@ -180,10 +234,30 @@ def _advance_heads(links: dict[str, tuple[str | None, int | None, str | None, st
             st.save()
 
 
+def decode(vault: Vault, name: str, blob: bytes) -> list[dict[str, Any]]:
+    """A journal's records, under the vault key or, for journals written before
+    a ``keys rotate``, under a previous key that the config keeps."""
+    try:
+        return journal.decode(vault.master_key, vault.vault_id, name, blob)
+    except IntegrityError:
+        for old in vault.previous_keys():
+            try:
+                return journal.decode(old, vault.vault_id, name, blob)
+            except IntegrityError:
+                continue
+        raise
+
+
 def write(
-    vault: Vault, records: list[dict[str, Any]], index: Index, before_apply: Callable[[], None] | None = None
+    vault: Vault,
+    records: list[dict[str, Any]],
+    index: Index,
+    before_apply: Callable[[], None] | None = None,
+    *,
+    snapshot: dict[str, Any] | None = None,
 ) -> str:
-    """Write one journal as the next link of this home's chain, then apply it."""
+    """Write one journal as the next link of this home's chain, then apply it
+    (a ``snapshot``: the chain record's extra fields, see compaction.py)."""
     journal.validate(records)
     master = vault.master_key
     vault.store.flush()  # the data a journal refers to is durable before the journal
@@ -193,7 +267,7 @@ def write(
         own = st.heads.get(st.writer)
         seq, prev = (own.seq + 1, own.hash) if own else (1, "")
         name = journal.new_name()
-        chained = [state.chain_record(st.writer, seq, prev, st.heads), *records]
+        chained = [state.chain_record(st.writer, seq, prev, st.heads, **(snapshot or {})), *records]
         blob = journal.encode(master, vault.vault_id, name, chained)
         vault.store.put_bytes(name, blob)
         digest = state.blob_hash(blob)
@@ -201,8 +275,18 @@ def write(
         st.save()
     if before_apply is not None:
         before_apply()
-    index.apply(name, records, link=(st.writer, seq, digest, prev))
+    covers = None
+    if snapshot is not None:
+        floors = Floors.load(index)
+        floors.add(state.Link.of(chained, digest) or _never(), bool(snapshot.get("legacy")))
+        floors.save(index)
+        covers = ({w: s for w, (s, _h) in floors.writers.items()}, floors.legacy)
+    index.apply(name, records, link=(st.writer, seq, digest, prev), covers=covers)
     return name
+
+
+def _never() -> state.Link:
+    raise AssertionError("a chain record was just written")
 
 
 def raise_for(out: Replay, *, strict: bool, notice: Callable[[str], None]) -> None:

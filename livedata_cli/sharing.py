@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from livedata_cli import journal
 from livedata_cli.crypto import container
 from livedata_cli.crypto import share as sc
 from livedata_cli.errors import (

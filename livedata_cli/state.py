@@ -45,9 +45,10 @@ CONFIG_MAC_PURPOSE = "config-mac"  # HKDF info "livedata/v1/config-mac"
 
 # -- the config MAC ------------------------------------------------------------
 def config_fields(data: dict[str, Any]) -> bytes:
-    """The bytes the config MAC covers: every field but ``mac``, as compact JSON
-    with sorted keys."""
-    body = {k: v for k, v in data.items() if k != "mac"}
+    """The bytes the config MAC covers: every field but ``mac`` and those that
+    are null, as compact JSON with sorted keys (so an optional field added
+    later leaves the MAC of configs without it as it was)."""
+    body = {k: v for k, v in data.items() if k != "mac" and v is not None}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -176,6 +177,7 @@ class Link:
     hash: str  # hash of this journal object
     heads: dict[str, tuple[int, str]]  # other writers' heads, as the writer saw them
     snapshot: bool = False
+    covers: dict[str, tuple[int, str]] = field(default_factory=dict)  # a snapshot's: what it restates
 
     @staticmethod
     def of(records: list[dict[str, Any]], blob_digest: str) -> Link | None:
@@ -185,7 +187,10 @@ class Link:
         r = records[0]
         try:
             heads = {str(w): (int(h[0]), str(h[1])) for w, h in dict(r.get("heads", {})).items()}
-            return Link(str(r["writer"]), int(r["seq"]), str(r.get("prev", "")), blob_digest, heads, bool(r.get("snapshot")))
+            covers = {str(w): (int(h[0]), str(h[1])) for w, h in dict(r.get("covers", {})).items()}
+            return Link(
+                str(r["writer"]), int(r["seq"]), str(r.get("prev", "")), blob_digest, heads, bool(r.get("snapshot")), covers
+            )
         except (KeyError, TypeError, ValueError, IndexError):
             raise IntegrityError("its chain record is malformed") from None
 

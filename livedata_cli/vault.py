@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, packs, replay, retention, state, tree
+from livedata_cli import audit, config, locking, packs, replay, retention, state, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -201,7 +201,7 @@ class Vault:
                     f"the store {self.store.url} holds vault {cfg.vault_id}, not {self._vault_id} as this machine expects"
                 )
             st = self.pins()
-            state.check_pins(st, cfg.vault_id, cfg.key_id, cfg.kms_key_id, self.store.url)
+            state.check_pins(st, cfg.vault_id, _rotated_key_id(cfg, st), cfg.kms_key_id, self.store.url)
             _configure_store(self.store, cfg)
             self._cfg = cfg
         return self._cfg
@@ -313,6 +313,28 @@ class Vault:
             state.check_config_mac(master, cfg.vault_id, cfg.__dict__, self.store.url)
         elif self.pins().config_mac:
             raise IntegrityError(f"the vault config at {self.store.url} lost its MAC: refusing to use it")
+        if self.pins().key_id != cfg.key_id:  # a 'keys rotate' elsewhere, proven by the MAC under the new key
+            self._repin(cfg.key_id)
+
+    def _repin(self, new_key_id: str) -> None:
+        with state.locked():
+            st = self.pins(reload=True)
+            st.key_id = new_key_id
+            st.save()
+
+    def adopt_key(self, cfg: StoreConfig, master: bytes) -> None:
+        """Use a new master key and config from now on (``keys rotate``)."""
+        self._cfg, self._master = cfg, master
+        self._repin(cfg.key_id)
+
+    def previous_keys(self) -> list[bytes]:
+        """Master keys this vault had before ``keys rotate`` (newest first), so
+        journals not yet compacted still open."""
+        if not self.cfg.previous_keys:
+            return []
+        from livedata_cli import rotation
+
+        return rotation.open_previous(self.master_key, self.cfg)
 
     def ensure_config_mac(self, st: state.State) -> None:
         """A vault made before config MACs gets one on its first unlocked write;
@@ -1121,7 +1143,14 @@ class Vault:
 
         if kms.is_per_object(wrapped):
             return kms.open_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid, wrapped)
-        key = unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+        try:
+            key = unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+        except IntegrityError:
+            if not self.cfg.previous_keys:
+                raise
+            from livedata_cli import rotation
+
+            key = rotation.unwrap_any(self, oid, wrapped)
         if filepass.is_envelope(key):  # the vault key found a password envelope, not the data key
             return self._open_protected(oid, key)[0]
         return key
@@ -1537,6 +1566,15 @@ def _configure_store(store: ObjectStore, cfg: StoreConfig) -> None:
 
 def _read_config(store: ObjectStore) -> StoreConfig:
     return StoreConfig.read(store)
+
+
+def _rotated_key_id(cfg: StoreConfig, pins: state.State) -> str:
+    """The key id to hold against the pin: the pinned one when the config says
+    it rotated away from it (the MAC under the new key, checked at unlock,
+    proves that), else the config's own."""
+    if cfg.key_id != pins.key_id and any(p.get("key_id") == pins.key_id for p in cfg.previous_keys or []):
+        return pins.key_id
+    return cfg.key_id
 
 
 def _path_of(ref: str) -> str:

@@ -50,7 +50,7 @@ def _config_mac(master: bytes, vault_id: str, data: dict[str, Any]) -> str:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     key = HKDF(hashes.SHA256(), 32, vault_id.encode(), b"livedata/v1/config-mac").derive(master)
-    body = json.dumps({k: v for k, v in data.items() if k != "mac"}, sort_keys=True, separators=(",", ":"))
+    body = json.dumps({k: v for k, v in data.items() if k != "mac" and v is not None}, sort_keys=True, separators=(",", ":"))
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
@@ -337,3 +337,162 @@ def test_version_numbers_survive_prune_on_every_machine(kind_vault: KindVault) -
     assert other.ok("info", "f.txt", "--json").json()["version"] == 4
     cli.ok("sync", "--rebuild")
     assert cli.ok("download", "f.txt", "--version", "4", "-o", "-").stdout == b"version 4\n"
+
+
+# -- 6. journal compaction and key rotation ------------------------------------------------
+def _compact(cli: Cli) -> Any:
+    """compaction.compact_journals on the vault of this home (the function prune calls)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from livedata_cli.keys import Unlocker; from livedata_cli.vault import Vault; "
+        "from livedata_cli.compaction import compact_journals\n"
+        "with Vault.open(Unlocker()) as v, v.lock():\n"
+        "    c = compact_journals(v); print(json.dumps([c.snapshot, c.records, c.deleted]))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=cli.env, cwd=cli.cwd, capture_output=True, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    return json.loads(p.stdout)
+
+
+def _state_of(cli: Cli) -> dict[str, Any]:
+    info = cli.ok("info", "a.txt", "--json").json()
+    return {
+        "ls": sorted(cli.ok("ls").out.split()),
+        "trash": sorted(cli.ok("ls", "--trash").out.split()),
+        "a": ([v["version"] for v in info["versions"]], info["pruned"], info["tags"], info["notes"]),
+        "a3": cli.ok("download", "a.txt", "--version", "3", "-o", "-").stdout,
+        "c": cli.ok("download", "c.txt", "-o", "-").stdout,
+    }
+
+
+def _history(kv: KindVault) -> Cli:
+    cli = kv.cli
+    for i in range(1, 4):
+        write(cli.cwd / "a.txt", f"a {i}\n")
+        cli.ok("upload", "a.txt")
+    cli.ok("prune", "--keep-last", "2")
+    write(cli.cwd / "b.txt", "b\n")
+    write(cli.cwd / "c.txt", "c\n")
+    cli.ok("upload", "b.txt", "c.txt")
+    cli.ok("rm", "b.txt")
+    cli.ok("tag", "a.txt", "kept")
+    cli.ok("note", "a.txt", "a note")
+    second = kv.other_machine()
+    write(second.cwd / "d.txt", "from the second machine\n")
+    second.ok("upload", "d.txt")
+    cli.ok("sync")
+    return second
+
+
+def test_compaction_restates_everything_and_keeps_the_chain(kind_vault: KindVault) -> None:
+    second = _history(kind_vault)
+    cli = kind_vault.cli
+    before = _state_of(cli)
+    assert before["a"] == ([2, 3], [1], ["kept"], "a note") and before["trash"] == ["b.txt"]
+    snapshot, _records, deleted = _compact(cli)
+    assert _journals(kind_vault) == [snapshot] and deleted >= 8
+    assert _state_of(cli) == before
+    second.ok("sync")  # its journals are gone, covered by the snapshot: not a loss
+    assert _state_of(second) == before
+    fresh = kind_vault.other_machine()
+    assert _state_of(fresh) == before
+    fresh.ok("verify")
+    write(second.cwd / "e.txt", "after\n")
+    second.ok("upload", "e.txt")
+    for who in (cli, fresh):
+        who.ok("sync")
+        assert "e.txt" in who.ok("ls").out.split()
+    with kind_vault.raw() as store:  # the snapshot itself dropped: a loss again
+        store.delete(snapshot)
+    assert_one_line_error(cli("sync"), 5)
+
+
+def test_compaction_leftovers_and_replayed_old_journals_change_nothing(kind_vault: KindVault) -> None:
+    """A compaction killed before it deleted the covered journals, or a store
+    that plants them back: readers skip what the snapshot restates."""
+    _history(kind_vault)
+    cli = kind_vault.cli
+    before = _state_of(cli)
+    with kind_vault.raw() as store:
+        old = {n: store.get_bytes(n) for n in store.list("journal/")}
+    _compact(cli)
+    with kind_vault.raw() as store:
+        for name, blob in old.items():
+            store.put_bytes(name, blob)
+    cli.ok("sync")
+    assert _state_of(cli) == before
+    fresh = kind_vault.other_machine()
+    assert _state_of(fresh) == before  # no purged version comes back
+    fresh.ok("sync", "--rebuild")
+    assert _state_of(fresh) == before
+
+
+def test_keys_rotate(kind_vault: KindVault) -> None:
+    cli = kind_vault.cli
+    second = _history(kind_vault)
+    recovery = cli.ok("keys", "add", "--recovery").out.strip()
+    before = _state_of(cli)
+    old_key = _config(kind_vault)["key_id"]
+    with kind_vault.raw() as store:
+        data_before = {k: store.get_bytes(k) for k in store.list("data/")}
+        old_slots = {k: store.get_bytes(k) for k in store.list("keys/")}
+    out = cli.ok("keys", "rotate", "--json").json()
+    assert out["previous_key_id"] == old_key and out["key_id"] == _config(kind_vault)["key_id"] != old_key
+    with kind_vault.raw() as store:  # no data re-encrypted
+        assert {k: store.get_bytes(k) for k in store.list("data/")} == data_before
+        assert not set(store.list("keys/")) & set(old_slots)
+    assert _state_of(cli) == before
+    assert _state_of(second) == before  # its pin follows the rotation, proven by the new key's MAC
+    assert_one_line_error(cli("download", "c.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": recovery}), 4)
+    with kind_vault.raw() as store:  # an old slot put back by the store opens only the old key
+        for k, blob in old_slots.items():
+            store.put_bytes(k, blob)
+    fresh = kind_vault.other_machine(attach=False)
+    assert_one_line_error(fresh("init", "--store", kind_vault.url, env={"LIVEDATA_PASSPHRASE": recovery}), 4)
+    fresh.ok("init", "--store", kind_vault.url)
+    assert _state_of(fresh) == before
+    cli.ok("audit", "verify")  # the audit chain continues across the rotation
+    write(cli.cwd / "new.txt", "under the new key\n")
+    cli.ok("upload", "new.txt")
+    assert second.ok("download", "new.txt", "-o", "-").stdout == b"under the new key\n"
+
+
+def test_keys_rotate_killed_at_random_points_loses_nothing(cli: Cli) -> None:
+    import random
+    import signal
+    import subprocess
+    import time
+
+    cli.ok("init")
+    files = {f"f{i}.txt": os.urandom(2000 + i) for i in range(12)}
+    for name, data in files.items():
+        write(cli.cwd / "t" / name, data)
+    cli.ok("upload", "t", "--recursive", "--as", "t/")
+    rng = random.Random(19)
+    t0 = time.monotonic()
+    cli.ok("keys", "rotate")
+    span = time.monotonic() - t0
+    outcomes = []
+
+    def all_there(who: Cli, trial: int) -> None:
+        out = who.cwd / f"restore-{trial}"
+        who.ok("download", "t/", "-o", str(out))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+    for trial in range(6):
+        p = cli.popen("keys", "rotate", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0, span))
+        p.send_signal(signal.SIGKILL)
+        outcomes.append(p.wait())
+        all_there(cli, trial)  # every file, right after the kill
+        if trial % 2:
+            cli.ok("keys", "rotate")  # a rerun finishes; or the next killed run goes on from here
+    cli.ok("keys", "rotate")
+    cli.ok("verify")
+    assert -signal.SIGKILL in outcomes  # some runs really were killed mid-way
+    other_home = Cli({**cli.env, "LIVEDATA_HOME": str(cli.cwd.parent / "fresh")}, cli.cwd)
+    other_home.ok("init", "--store", str(cli.cwd.parent / "home" / "store"))
+    all_there(other_home, 99)
+    cli.ok("audit", "verify")
