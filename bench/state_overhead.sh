@@ -2,18 +2,24 @@
 # Cost of the authenticated vault state (config MAC, pins, journal chain):
 # first backup of 10,000 x 4 KiB files and its no-change rerun, this checkout
 # against a baseline checkout, alternating, median of BENCH_RUNS runs each.
-#   BENCH_BASE=/path/to/baseline/checkout bench/state_overhead.sh
-# (make one with: git worktree add --detach /tmp/ld-base <commit before the chain>)
+#   bench/state_overhead.sh     (BENCH_RUNS, default 3; BENCH_DIR, default /tmp/ldstate)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || dirname "$here")
-BASE=${BENCH_BASE:?set BENCH_BASE to a baseline checkout}
+# Baseline: BENCH_BASE (a checkout), else a temporary worktree of BENCH_BASE_REF
+# (default: the last commit before config MACs and journal chains).
+BASE=${BENCH_BASE:-}
+if [ -z "$BASE" ]; then
+  BASE=$(mktemp -d /tmp/ldstate-base.XXXXXX)
+  git -C "$repo" worktree add -q --detach "$BASE" "${BENCH_BASE_REF:-a8f68b8}"
+  trap 'git -C "$repo" worktree remove --force "$BASE"' EXIT
+fi
 RUNS=${BENCH_RUNS:-3}
 W=${BENCH_DIR:-/tmp/ldstate}
 LD=$repo/.venv/bin/livedata
 "$repo/.venv/bin/python" -m compileall -q "$repo/livedata_cli" "$BASE/livedata_cli" >/dev/null
 rm -rf "$W"; mkdir -p "$W/tree"
-trap 'rm -rf "$W"' EXIT
+trap 'rm -rf "$W"; [ -n "${BENCH_BASE:-}" ] || git -C "$repo" worktree remove --force "$BASE"' EXIT
 python3 - "$W/tree" <<'PY'
 import os, sys
 r = sys.argv[1]

@@ -220,18 +220,21 @@ def _advance_heads(links: dict[str, tuple[str | None, int | None, str | None, st
     for name, (w, s, h, _p) in links.items():
         if w is not None and s is not None and (w not in newest or s > newest[w].seq):
             newest[w] = state.Head(s, h or "", name)
-    with state.locked():
-        st = state.State.load()
-        if st is None:
-            return
-        changed = False
-        for w, head in newest.items():
-            mine = st.heads.get(w)
-            if mine is None or head.seq > mine.seq:
-                st.heads[w] = head
-                changed = True
-        if changed:
-            st.save()
+    try:
+        with state.locked():
+            st = state.State.load()
+            if st is None:
+                return
+            changed = False
+            for w, head in newest.items():
+                mine = st.heads.get(w)
+                if mine is None or head.seq > mine.seq:
+                    st.heads[w] = head
+                    changed = True
+            if changed:
+                st.save()
+    except OSError:
+        pass  # a read-only home: the heads move on at the next sync that can write
 
 
 def decode(vault: Vault, name: str, blob: bytes) -> list[dict[str, Any]]:

@@ -299,11 +299,13 @@ class Vault:
             found = state.State.load()
             if found is None:
                 cfg = self._cfg or _read_config(self.store)
-                with state.locked():
-                    found = state.State.load()
-                    if found is None:
-                        found = state.State.pin(cfg.vault_id, cfg.key_id, cfg.kms_key_id, cfg.mac is not None)
+                found = state.State.pin(cfg.vault_id, cfg.key_id, cfg.kms_key_id, cfg.mac is not None)
+                try:
+                    with state.locked():
+                        found = state.State.load() or found
                         found.save()
+                except OSError:
+                    pass  # a read-only home: pinned for this command only
             self._state = found
         return self._state
 
