@@ -142,14 +142,18 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
     if gone:  # compacted away: nothing to check any more
         index.forget_journals(gone)
         links = {n: v for n, v in links.items() if n not in set(gone)}
-    out.lost += _chain_problems(links, present, seen_heads, st, len(out.damaged), floors)
+    # The keyring's copy is read when this home's own record has nothing (a
+    # state.json lost or reset): reading it on every sync would cost the
+    # keyring's start-up on every command.
+    kept = state.keyring_heads(vault.unlocker.cache, vault.vault_id) if not st.heads else {}
+    out.lost += _chain_problems(links, present, seen_heads, st, len(out.damaged), floors, kept)
     index.set_meta(DAMAGED, json.dumps(out.damaged, sort_keys=True))
     old = json.loads(index.get_meta(BAD_RECORDS) or "[]")
     if out.bad_records:
         index.set_meta(BAD_RECORDS, json.dumps(old + out.bad_records))
     out.bad_records = old + out.bad_records  # reported until a rebuild applies them
     if not out.lost:
-        _advance_heads(links)
+        _advance_heads(vault, links)
     return out
 
 
@@ -160,6 +164,7 @@ def _chain_problems(
     st: state.State,
     n_damaged: int,
     floors: Floors,
+    kept: dict[str, state.Head],
 ) -> list[str]:
     """What is wrong with the chain.  Counters missing from it are the store's
     doing unless there are no more of them than damaged journals, which may be
@@ -189,6 +194,7 @@ def _chain_problems(
                 problems.append(f"the store replaced a journal before {name} (writer {w} number {s} does not follow it)")
     beyond: dict[str, int] = {}  # per writer, the highest counter someone names that the store lacks
     wanted = [(f"this machine's record of the newest journal of writer {w}", w, h.seq, h.hash) for w, h in st.heads.items()]
+    wanted += [(f"the OS keyring's record of the newest journal of writer {w}", w, h.seq, h.hash) for w, h in kept.items()]
     wanted += [(f"journal {n}", w, s, h) for n, w, s, h in seen_heads]
     for who, w, s, h in wanted:
         if floors.covers(w, s):
@@ -214,7 +220,7 @@ def _ranges(nums: list[int]) -> str:
     return ", ".join(map(str, nums[:5])) + (" ..." if len(nums) > 5 else "")
 
 
-def _advance_heads(links: dict[str, tuple[str | None, int | None, str | None, str | None]]) -> None:
+def _advance_heads(vault: Vault, links: dict[str, tuple[str | None, int | None, str | None, str | None]]) -> None:
     """Remember the newest journal of every writer, so a later rollback shows."""
     newest: dict[str, state.Head] = {}
     for name, (w, s, h, _p) in links.items():
@@ -233,6 +239,7 @@ def _advance_heads(links: dict[str, tuple[str | None, int | None, str | None, st
                     changed = True
             if changed:
                 st.save()
+                state.remember_heads(vault.unlocker.cache, vault.vault_id, st.heads)
     except OSError:
         pass  # a read-only home: the heads move on at the next sync that can write
 
@@ -276,6 +283,7 @@ def write(
         digest = state.blob_hash(blob)
         st.heads[st.writer] = state.Head(seq, digest, name)
         st.save()
+        state.remember_heads(vault.unlocker.cache, vault.vault_id, st.heads)
     if before_apply is not None:
         before_apply()
     covers = None

@@ -32,11 +32,14 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livedata_cli import config
 from livedata_cli.crypto.wrap import subkey
 from livedata_cli.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from livedata_cli.keys import KeyCache
 
 STATE_FILE = "state.json"
 CHAIN = "chain"  # the kind of a journal's first record
@@ -204,3 +207,31 @@ def chain_record(writer: str, seq: int, prev: str, heads: dict[str, Head], **ext
         "heads": {w: [h.seq, h.hash] for w, h in sorted(heads.items()) if w != writer},
         **extra,
     }
+
+
+# -- the heads in the OS keyring -------------------------------------------------
+# A copy of the heads beside the cached vault key (service "livedata", account
+# "<vault id>:journal-heads"), so a home whose state.json was lost or reset
+# still knows how far the journals went, as long as the keyring keeps it.
+def _heads_account(vault_id: str) -> str:
+    return f"{vault_id}:journal-heads"
+
+
+def keyring_heads(cache: KeyCache, vault_id: str) -> dict[str, Head]:
+    """The heads the keyring remembers ({} when there is no usable keyring)."""
+    kr = cache.backend()
+    if kr is None:
+        return {}
+    try:
+        value = kr.get_password("livedata", _heads_account(vault_id))
+        return {str(w): Head(int(h[0]), str(h[1]), str(h[2])) for w, h in json.loads(value or "{}").items()}
+    except Exception:  # a broken keyring or value: the heads in state.json still count
+        return {}
+
+
+def remember_heads(cache: KeyCache, vault_id: str, heads: dict[str, Head]) -> None:
+    kr = cache.backend()
+    if kr is None:
+        return
+    with contextlib.suppress(Exception):  # the keyring is a second copy; state.json holds the heads
+        kr.set_password("livedata", _heads_account(vault_id), json.dumps({w: h.to_json() for w, h in heads.items()}))

@@ -496,3 +496,21 @@ def test_keys_rotate_killed_at_random_points_loses_nothing(cli: Cli) -> None:
     other_home.ok("init", "--store", str(cli.cwd.parent / "home" / "store"))
     all_there(other_home, 99)
     cli.ok("audit", "verify")
+
+
+def test_keyring_keeps_the_heads_when_state_json_is_lost(cli: Cli, secret_service: dict[str, str]) -> None:
+    """The store rolls back the newest journal and this home lost its state.json
+    and index: the OS keyring's copy of the heads still tells."""
+    env = {**secret_service, "LIVEDATA_NO_KEYRING": None}
+    cli.ok("init", env=env)
+    write(cli.cwd / "a.txt", "1\n")
+    cli.ok("upload", "a.txt", env=env)
+    write(cli.cwd / "a.txt", "2\n")
+    cli.ok("upload", "a.txt", env=env)
+    home = cli.cwd.parent / "home"
+    newest = sorted((home / "store" / "journal").iterdir())[-1]
+    newest.unlink()
+    (home / "state.json").unlink()
+    r = cli("sync", "--rebuild", env=env)
+    assert_one_line_error(r, 5)
+    assert "OS keyring" in r.stderr
