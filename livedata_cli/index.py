@@ -425,7 +425,7 @@ class Index:
         journal: str,
         records: Iterable[dict[str, Any]],
         *,
-        link: tuple[str, int, str, str] | None = None,
+        link: tuple[str | None, int | None, str | None, str | None] | None = None,
         failed: list[str] | None = None,
         covers: tuple[dict[str, int], bool] | None = None,
     ) -> bool:

@@ -124,7 +124,7 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
             by_seq[(link.writer, link.seq)] = name
             seen_heads += [(name, w, s, h) for w, (s, h) in link.heads.items()]
         failed: list[str] = []
-        chain = (link.writer, link.seq, link.hash, link.prev) if link else None
+        chain = (link.writer, link.seq, link.hash, link.prev) if link else (None, None, digest, None)
         covers = None
         if link is not None and link.snapshot:
             floors.add(link, bool(records[0].get("legacy")))
@@ -323,6 +323,22 @@ def raise_for(out: Replay, *, strict: bool, notice: Callable[[str], None]) -> No
         if strict:
             raise PartialFailure(msg)
         notice(f"livedata: warning: {msg}")
+
+
+def check_stored(vault: Vault) -> list[dict[str, str]]:
+    """``verify``: every applied journal still in the store, byte for byte
+    (its SHA-256 as applied), without decrypting it again."""
+    problems = []
+    for name, (_w, _s, h, _p) in sorted(vault.index.journal_links().items()):
+        if not h:
+            continue
+        try:
+            same = state.blob_hash(vault.store.get_bytes(name)) == h
+        except NotFound:
+            same = False
+        if not same:
+            problems.append({"path": name, "object": name, "error": f"journal {name} changed in the store since it was applied"})
+    return problems
 
 
 def stale_since(index: Index) -> tuple[str, float] | None:

@@ -1130,6 +1130,7 @@ class Vault:
                     container.verify_header(data_key, header, v.header_hash)
             except (LivedataError, OSError) as e:
                 problems.append({"path": v.path, "object": v.object, "error": str(e)})
+        problems += replay.check_stored(self)
         return {
             "versions": n_versions,
             "objects": len(checked),

@@ -514,3 +514,14 @@ def test_keyring_keeps_the_heads_when_state_json_is_lost(cli: Cli, secret_servic
     r = cli("sync", "--rebuild", env=env)
     assert_one_line_error(r, 5)
     assert "OS keyring" in r.stderr
+
+
+def test_verify_notices_an_applied_journal_changed_in_the_store(kind_vault: KindVault) -> None:
+    names = _three_journals(kind_vault)
+    with kind_vault.raw() as store:
+        blob = bytearray(store.get_bytes(names[2]))
+        blob[-3] ^= 1
+        store.put_bytes(names[2], bytes(blob))
+    kind_vault.cli.ok("sync")  # applied already: sync does not read it again
+    r = kind_vault.cli("verify")
+    assert r.code == 5 and names[2] in r.stderr
