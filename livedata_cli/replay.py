@@ -86,6 +86,9 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
     if rebuild or index.get_meta("rebuild"):
         index.clear()
     out = Replay()
+    # The heads this home knows, read before the listing: a journal another
+    # process of this home writes meanwhile is in the store before its head is.
+    st = vault.pins()
     listing = list(vault.store.list(journal.PREFIX))
     links = index.journal_links()
     by_hash = {h: n for n, (_w, _s, h, _p) in links.items() if h}
@@ -137,7 +140,6 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
         out.bad_records += failed
     present = set(listing)
     links = index.journal_links()
-    st = vault.pins()
     gone = [n for n, (w, s, _h, _p) in links.items() if n not in present and floors.covers(w, s)]
     if gone:  # compacted away: nothing to check any more
         index.forget_journals(gone)
