@@ -525,3 +525,25 @@ def test_verify_notices_an_applied_journal_changed_in_the_store(kind_vault: Kind
     kind_vault.cli.ok("sync")  # applied already: sync does not read it again
     r = kind_vault.cli("verify")
     assert r.code == 5 and names[2] in r.stderr
+
+
+def test_processes_of_one_home_writing_at_once_keep_one_chain(cli: Cli) -> None:
+    """Commands that take no vault lock (tag, note) racing in one home: each
+    journal still gets the next counter of the home's writer."""
+    import subprocess
+
+    cli.ok("init")
+    for i in range(4):
+        write(cli.cwd / f"f{i}.txt", f"{i}\n")
+    cli.ok("upload", *[f"f{i}.txt" for i in range(4)])
+    procs = [
+        cli.popen(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for i in range(4)
+        for args in (("tag", f"f{i}.txt", f"t{i}"), ("note", f"f{i}.txt", f"note {i}"))
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * len(procs)
+    cli.ok("sync")
+    cli.ok("verify")
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(cli.cwd.parent / "fresh")}, cli.cwd)
+    fresh.ok("init", "--store", str(cli.cwd.parent / "home" / "store"))
+    assert fresh.ok("info", "f3.txt", "--json").json()["tags"] == ["t3"]
