@@ -399,11 +399,14 @@ class Trail:
         self.master = master
         self.cache = cache
         self._key = subkey(master, vault_id, "audit")
+        self.previous: list[bytes] = []  # master keys before 'keys rotate': older events verify under them
 
     @staticmethod
     def of(vault: Vault) -> Trail:
         """The trail of an opened vault (unlocking it)."""
-        return Trail(vault.index, vault.store, vault.vault_id, vault.master_key, vault.unlocker.cache)
+        trail = Trail(vault.index, vault.store, vault.vault_id, vault.master_key, vault.unlocker.cache)
+        trail.previous = vault.previous_keys()
+        return trail
 
     # -- chain identity ------------------------------------------------------------
     def own_chain(self) -> str | None:
@@ -413,9 +416,21 @@ class Trail:
     def mac(self, ev: dict[str, Any]) -> str:
         return keyed_hash(self._key, b"livedata/v1/audit\x00" + _canonical(ev))
 
+    def _decode(self, name: str, blob: bytes) -> list[dict[str, Any]]:
+        """An audit object, under the vault key or one it had before 'keys rotate'."""
+        for master in [self.master, *self.previous]:
+            try:
+                return journal.decode(master, self.vault_id, name, blob)
+            except LivedataError:
+                if master is (self.previous or [self.master])[-1]:
+                    raise
+        raise AssertionError("unreachable")
+
     def _mac_ok(self, ev: dict[str, Any]) -> bool:
         try:
-            return hmac.compare_digest(self.mac(ev), str(ev["mac"]))
+            body = b"livedata/v1/audit\x00" + _canonical(ev)
+            keys = [self._key, *(subkey(m, self.vault_id, "audit") for m in self.previous)]
+            return any(hmac.compare_digest(keyed_hash(k, body), str(ev["mac"])) for k in keys)
         except (KeyError, TypeError, ValueError):
             return False
 
@@ -646,7 +661,7 @@ class Trail:
                 if name in done:
                     continue
                 try:
-                    events = journal.decode(self.master, self.vault_id, name, self.store.get_bytes(name))
+                    events = self._decode(name, self.store.get_bytes(name))
                 except (LivedataError, OSError):
                     continue  # 'audit verify' says what is wrong with it
                 good = [e for e in events if e.get("chain") == chain and e.get("vault") == self.vault_id and self._mac_ok(e)]
@@ -801,7 +816,7 @@ class Trail:
         for name in names:
             first = _name_first(name)
             try:
-                events = journal.decode(self.master, self.vault_id, name, self.store.get_bytes(name))
+                events = self._decode(name, self.store.get_bytes(name))
             except (LivedataError, OSError):
                 moved = self._decodes_as(name, names)
                 if moved:

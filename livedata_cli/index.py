@@ -238,6 +238,38 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        # The journal chain (livedata_cli/state.py): each applied journal's
+        # writer, counter, own hash and predecessor's hash; NULL for journals
+        # made before chains.
+        "0013_journal_chain",
+        """
+        ALTER TABLE journals ADD COLUMN writer TEXT;
+        ALTER TABLE journals ADD COLUMN seq INTEGER;
+        ALTER TABLE journals ADD COLUMN hash TEXT;
+        ALTER TABLE journals ADD COLUMN prev TEXT;
+        CREATE INDEX journals_chain ON journals(writer, seq) WHERE writer IS NOT NULL;
+        CREATE INDEX journals_hash ON journals(hash) WHERE hash IS NOT NULL
+        """,
+    ),
+    (
+        # Stable version numbers: every version ever put, purged ones too, so a
+        # version keeps its number after a prune.  An index from before this
+        # has already forgotten its purged versions: the next sync rebuilds it
+        # from the journals (meta "rebuild").
+        "0014_version_numbers",
+        """
+        CREATE TABLE version_numbers (
+            vid TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE INDEX version_numbers_path ON version_numbers(path, created, vid);
+        INSERT INTO version_numbers (vid, path, created) SELECT vid, path, created FROM versions;
+        INSERT OR REPLACE INTO meta (key, value)
+            SELECT 'rebuild', 'version numbers' WHERE EXISTS (SELECT 1 FROM journals)
+        """,
+    ),
 ]
 
 # Recomputes versions.newest for every version of one path.
@@ -332,10 +364,13 @@ _COLUMNS = (
     "vid, path, object, \"offset\", length, size, mtime, mode, mime, hash, header_hash, "
     "wrapped_key, key_id, created, derived_from, tags, notes, deleted, kind, target, protected, pack"
 )
-_NUMBERED = (
-    f"SELECT {_COLUMNS}, ROW_NUMBER() OVER (PARTITION BY path ORDER BY created, vid) AS number "
-    "FROM versions"
+# A version's number counts every version of its path ever put up to it,
+# purged ones included (version_numbers), so numbers never move.
+_NUMBER_OF = (
+    "(SELECT COUNT(*) FROM version_numbers n WHERE n.path = versions.path "
+    "AND (n.created < versions.created OR (n.created = versions.created AND n.vid <= versions.vid)))"
 )
+_NUMBERED = f"SELECT {_COLUMNS}, {_NUMBER_OF} AS number FROM versions"
 
 
 def _version(row: sqlite3.Row) -> Version:
@@ -439,24 +474,49 @@ class Index:
     def applied_journals(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM journals")}
 
-    def apply(self, journal: str, records: Iterable[dict[str, Any]]) -> bool:
+    def journal_links(self) -> dict[str, tuple[str | None, int | None, str | None, str | None]]:
+        """Every applied journal: name -> (writer, counter, hash, predecessor's hash)."""
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in self.db.execute("SELECT name, writer, seq, hash, prev FROM journals")}
+
+    def apply(
+        self,
+        journal: str,
+        records: Iterable[dict[str, Any]],
+        *,
+        link: tuple[str | None, int | None, str | None, str | None] | None = None,
+        failed: list[str] | None = None,
+        covers: tuple[dict[str, int], bool] | None = None,
+    ) -> bool:
         """Apply one journal's records atomically; False if it was applied already.
-        Runs of "put" records (a backup's thousands of files) go in bulk."""
+        Runs of "put" records (a backup's thousands of files) go in bulk.
+
+        ``link`` is the journal's (writer, counter, hash, predecessor's hash).
+        With ``failed`` given, a record that cannot be applied is rolled back
+        alone and described there, and the rest of the journal still applies;
+        without it, the whole journal fails.  ``covers`` (a snapshot's: counters
+        per writer, and whether journals made before chains are covered) drops
+        what the covered journals put first: the snapshot restates it."""
         with self.write() as db:
             if db.execute("SELECT 1 FROM journals WHERE name = ?", (journal,)).fetchone():
                 return False
+            if covers is not None:
+                _supersede(db, covers)
             puts: list[dict[str, Any]] = []
             for rec in records:
                 if rec.get("t") == "put":
                     puts.append(rec)
                     continue
                 if puts:
-                    _apply_puts(db, journal, puts)
+                    _guarded(db, journal, puts, failed)
                     puts = []
-                _apply_record(db, journal, rec)
+                _guarded(db, journal, [rec], failed)
             if puts:
-                _apply_puts(db, journal, puts)
-            db.execute("INSERT INTO journals (name) VALUES (?)", (journal,))
+                _guarded(db, journal, puts, failed)
+            writer, seq, hash_, prev = link or (None, None, None, None)
+            db.execute(
+                "INSERT INTO journals (name, writer, seq, hash, prev) VALUES (?, ?, ?, ?, ?)",
+                (journal, writer, seq, hash_, prev),
+            )
         return True
 
     def clear(self) -> None:
@@ -464,6 +524,21 @@ class Index:
             db.execute("DELETE FROM versions")
             db.execute("DELETE FROM search_fts")
             db.execute("DELETE FROM journals")
+            db.execute("DELETE FROM version_numbers")
+            db.execute("DELETE FROM meta WHERE key IN ('rebuild', 'bad_records', 'damaged_journals', 'snapshot_floors')")
+
+    def forget_journals(self, names: Iterable[str]) -> None:
+        """Journals a snapshot covers and that are gone from the store."""
+        with self.write() as db:
+            db.execute("DELETE FROM journals WHERE name IN (SELECT value FROM json_each(?))", (json.dumps(list(names)),))
+
+    def pruned_numbers(self, path: str) -> list[int]:
+        """The numbers of this path's versions that were purged (gaps in its numbering)."""
+        rows = self.db.execute(
+            "SELECT vid, ROW_NUMBER() OVER (ORDER BY created, vid) FROM version_numbers WHERE path = ?", (path,)
+        ).fetchall()
+        live = {r[0] for r in self.db.execute("SELECT vid FROM versions WHERE path = ?", (path,))}
+        return [int(r[1]) for r in rows if r[0] not in live]
 
     # -- queries ---------------------------------------------------------
     def versions_of(self, path: str, *, trash: bool = False) -> list[Version]:
@@ -627,6 +702,60 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+def _supersede(db: sqlite3.Connection, covers: tuple[dict[str, int], bool]) -> None:
+    """Forget the versions that journals covered by a snapshot put."""
+    floors, legacy = covers
+    names = [
+        r[0]
+        for r in db.execute("SELECT name, writer, seq FROM journals")
+        if (r[1] is None and legacy) or (r[1] is not None and r[2] is not None and r[2] <= floors.get(r[1], 0))
+    ]
+    if not names:
+        return
+    gone = "SELECT value FROM json_each(?)"
+    db.execute(
+        f"DELETE FROM search_fts WHERE rowid IN (SELECT rowid FROM versions WHERE journal IN ({gone}))", (json.dumps(names),)
+    )
+    db.execute(f"DELETE FROM versions WHERE journal IN ({gone})", (json.dumps(names),))
+
+
+_RECORD_ERRORS = (KeyError, ValueError, TypeError, AttributeError, sqlite3.Error)
+
+
+def _guarded(db: sqlite3.Connection, journal: str, recs: list[dict[str, Any]], failed: list[str] | None) -> None:
+    """Apply records inside a savepoint: one that fails is rolled back alone and
+    named in ``failed`` (a bulk run of puts is retried one by one to find it)."""
+    if failed is None:
+        _apply_puts(db, journal, recs) if recs[0].get("t") == "put" else _apply_record(db, journal, recs[0])
+        return
+    db.execute("SAVEPOINT record")
+    try:
+        if recs[0].get("t") == "put":
+            _apply_puts(db, journal, recs)
+        else:
+            _apply_record(db, journal, recs[0])
+    except _RECORD_ERRORS as e:
+        db.execute("ROLLBACK TO record")
+        db.execute("RELEASE record")
+        if len(recs) > 1:
+            for rec in recs:
+                _guarded(db, journal, [rec], failed)
+            return
+        failed.append(_describe(journal, recs[0], e))
+        return
+    db.execute("RELEASE record")
+
+
+def _describe(journal: str, rec: Any, err: Exception) -> str:
+    """A bad record, named without its secrets: journal, kind, path or version id."""
+    if not isinstance(rec, dict):
+        return f"{journal}: a record that is not an object"
+    what = rec.get("path") or rec.get("vid") or rec.get("id") or ""
+    kind = rec.get("t", "?")
+    reason = type(err).__name__ + (f" {err}" if isinstance(err, KeyError) else "")
+    return f"{journal}: {kind} record{' of ' + repr(what) if what else ''} ({reason})"
+
+
 def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> None:
     """Replay one journal record; every kind is idempotent and order-tolerant."""
     kind = rec.get("t")
@@ -688,6 +817,12 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
     elif kind == "relocate":
         # A pack member copied byte for byte into another pack (reseal.py).
         db.execute('UPDATE versions SET pack = ?, "offset" = ? WHERE vid = ?', (rec["pack"], int(rec["offset"]), rec["vid"]))
+    elif kind == "numbered":
+        # A snapshot's trace of a purged version: its number stays taken.
+        db.execute(
+            "INSERT OR IGNORE INTO version_numbers (vid, path, created) VALUES (?, ?, ?)",
+            (rec["vid"], rec["path"], float(rec["created"])),
+        )
     elif kind == "unshare":
         db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))
     # Unknown kinds come from a newer livedata: skip them rather than fail.
@@ -708,7 +843,7 @@ def _apply_puts(db: sqlite3.Connection, journal: str, puts: list[dict[str, Any]]
     before = db.total_changes
     db.executemany(
         f"INSERT OR IGNORE INTO versions ({_COLUMNS}, journal, newest) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, 1)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         [
             (
                 rec["vid"],
@@ -728,6 +863,7 @@ def _apply_puts(db: sqlite3.Connection, journal: str, puts: list[dict[str, Any]]
                 rec.get("derived_from"),
                 json.dumps(sorted(set(tags))) if (tags := rec.get("tags")) else "[]",
                 rec.get("notes", ""),
+                rec.get("deleted"),  # set only in a snapshot: a version in the trash
                 rec.get("kind", "file"),
                 rec.get("target"),
                 int(bool(rec.get("protected"))),
@@ -741,6 +877,10 @@ def _apply_puts(db: sqlite3.Connection, journal: str, puts: list[dict[str, Any]]
     if db.total_changes - before != len(puts):  # some were replays: keep the rows this journal added
         mine = {r[0] for r in db.execute("SELECT vid FROM versions WHERE journal = ?", (journal,))}
         new = [rec for rec in puts if rec["vid"] in mine]
+    db.executemany(
+        "INSERT OR IGNORE INTO version_numbers (vid, path, created) VALUES (?, ?, ?)",
+        [(rec["vid"], rec["path"], float(rec["created"])) for rec in new],
+    )
     # Search rows: the name is the last part of the path, the tags are words.
     db.executemany(
         "INSERT INTO search_fts (rowid, vid, path, name, tags, notes, mime, text) "

@@ -19,7 +19,7 @@ from typing import Any
 
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import WRAPPED_LEN, unwrap_data_key, wrap_data_key
-from livedata_cli.errors import IntegrityError
+from livedata_cli.errors import IntegrityError, LivedataError
 
 MAGIC = b"LDJ\x01"
 PREFIX = "journal/"
@@ -54,3 +54,42 @@ def decode(master_key: bytes, vault_id: str, name: str, blob: bytes) -> list[dic
         return [json.loads(line) for line in lines if line]
     except (zlib.error, ValueError):
         raise IntegrityError(f"{name} holds authenticated but unreadable records") from None
+
+
+# The fields each kind of record must carry, and their types: checked before a
+# journal is written, so a record that could not be replayed never reaches the store.
+_NUM = (int, float)
+_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+    "put": {
+        "vid": (str,), "path": (str,), "object": (str,), "length": (int,), "size": (int,), "hash": (str,),
+        "header_hash": (str,), "wrapped_key": (str,), "key_id": (str,), "created": _NUM,
+    },
+    "rm": {"path": (str,), "time": _NUM},
+    "restore": {"path": (str,), "time": _NUM},
+    "purge": {"vids": (list,)},
+    "tag": {"vid": (str,)},
+    "note": {"vid": (str,), "text": (str,)},
+    "share": {"id": (str,), "vid": (str,), "path": (str,), "created": _NUM},
+    "file-password": {"vid": (str,), "wrapped_key": (str,)},
+    "unshare": {"id": (str,), "time": _NUM},
+}
+
+
+def validate(records: Iterable[dict[str, Any]]) -> None:
+    """Refuse (exit 1: a bug) a record that replay could not apply: a missing or
+    mistyped field, a hex field that is not hex, or text that is not UTF-8."""
+    for i, rec in enumerate(records):
+        kind = rec.get("t") if isinstance(rec, dict) else None
+        if not isinstance(kind, str):
+            raise LivedataError(f"refusing to write journal record {i}: it has no kind")
+        for key, types in _REQUIRED.get(kind, {}).items():
+            value = rec.get(key)
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise LivedataError(f"refusing to write a {kind} record: field {key!r} is {type(value).__name__}")
+        try:
+            if kind in ("put", "file-password"):
+                bytes.fromhex(rec["wrapped_key"])
+            json.dumps(rec, ensure_ascii=False).encode()
+        except (ValueError, TypeError) as e:
+            what = rec.get("path") or rec.get("vid") or ""
+            raise LivedataError(f"refusing to write a {kind} record{' of ' + repr(what) if what else ''}: {e}") from None

@@ -63,6 +63,8 @@ class StoreConfig:
     suite: int = 1
     kms_key_id: str | None = None
     kms_per_object: bool = False
+    mac: str | None = None  # HMAC of the other fields under the master key (livedata_cli/state.py)
+    previous_keys: list[dict[str, str]] | None = None  # master keys before 'keys rotate', sealed (rotation.py)
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, indent=1).encode()

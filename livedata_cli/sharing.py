@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from livedata_cli import journal
 from livedata_cli.crypto import container
 from livedata_cli.crypto import share as sc
 from livedata_cli.errors import (
@@ -260,10 +259,7 @@ def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None
 
 def _journal(vault: Any, record: dict[str, Any]) -> None:
     """One journal record of a share event (audited by the caller, with its path)."""
-    name = journal.new_name()
-    vault.store.flush()
-    vault.store.put_bytes(name, journal.encode(vault.master_key, vault.vault_id, name, [record]))
-    vault.index.apply(name, [record])
+    vault._write_journal([record], audited=False)
 
 
 def list_shares(vault: Any) -> list[Share]:

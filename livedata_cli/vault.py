@@ -10,6 +10,7 @@ command runs first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hmac
 import io
@@ -30,12 +31,13 @@ from livedata_cli import (
     config,
     envfail,
     index_file,
-    journal,
     locking,
     names,
     packs,
+    replay,
     resume,
     retention,
+    state,
     tree,
 )
 from livedata_cli.crypto import container, filepass
@@ -172,6 +174,8 @@ class SyncResult:
     journals: int
     records: int
     versions: int
+    damaged: tuple[str, ...] = ()  # journals that did not authenticate
+    bad_records: tuple[str, ...] = ()  # records that could not be applied
 
 
 # -- the vault ------------------------------------------------------------------
@@ -193,6 +197,7 @@ class Vault:
         self.index = index
         self.unlocker = unlocker
         self._master: bytes | None = None
+        self._state: state.State | None = None
         # File passwords: asked through this (the CLI sets a prompt), cached by salt once they open.
         self.ask_file_password: Callable[[str], str | None] = _file_password_from_env
         self._file_keys: dict[tuple[str, bytes, str], tuple[filepass.PasswordKey, filepass.PasswordKey]] = {}
@@ -236,6 +241,8 @@ class Vault:
                 raise IntegrityError(
                     f"the store {self.store.url} holds vault {cfg.vault_id}, not {self._vault_id} as this machine expects"
                 )
+            st = self.pins()
+            state.check_pins(st, cfg.vault_id, _rotated_key_id(cfg, st), cfg.kms_key_id, self.store.url)
             _configure_store(self.store, cfg)
             self._cfg = cfg
         return self._cfg
@@ -268,11 +275,17 @@ class Vault:
         index = Index(config.home() / config.INDEX_FILE)
         if store.exists("config"):
             cfg = _read_config(store)
+            pinned = state.State.load()
+            if pinned is not None:  # this home used a vault here before: it must be the same one
+                state.check_pins(pinned, cfg.vault_id, cfg.key_id, cfg.kms_key_id, store.url)
             vault = Vault(store, cfg, index, unlocker)
-            vault.unlock()  # before anything is written locally
+            vault._state = pinned or state.State.pin(cfg.vault_id, cfg.key_id, cfg.kms_key_id, cfg.mac is not None)
+            vault.unlock()  # before anything is written locally; checks the config MAC
             if kms_key and kms_key != cfg.kms_key_id:
                 raise UsageError(f"the vault at {store.url} already exists, with KMS key {cfg.kms_key_id or 'none'}")
             config.VaultSettings.for_store(store.url, cfg.vault_id).save()
+            if pinned is None:
+                vault._state.save()  # trust on first use: the config this attach opened with the vault key
             vault.sync(rebuild=True)
             return vault, False
         _refuse_headless(store)
@@ -288,6 +301,7 @@ class Vault:
             kms_key_id=kms_key,
             kms_per_object=kms_per_object,
         )
+        cfg = dataclasses.replace(cfg, mac=state.config_mac(master, vault_id, cfg.__dict__))
         if secret is None:
             from livedata_cli import kms
 
@@ -305,6 +319,7 @@ class Vault:
             raise StoreUnreachable(f"cannot write to {store.url}: {e.strerror}") from None
         index.clear()
         config.VaultSettings.for_store(store.url, vault_id).save()
+        state.State.pin(vault_id, cfg.key_id, kms_key, True).save()
         if not kms_key:  # a KMS vault opens through KMS each time, never from the keyring
             unlocker.remember(vault_id, master)
         vault = Vault(store, cfg, index, unlocker)
@@ -317,8 +332,68 @@ class Vault:
     def unlock(self) -> bytes:
         """The master key, asked for (or taken from the keyring) on first use."""
         if self._master is None:
-            self._master = self.unlocker.unlock(self.store, self.cfg)
+            master = self.unlocker.unlock(self.store, self.cfg)
+            self._check_config_mac(master)
+            self._master = master
         return self._master
+
+    def pins(self, *, reload: bool = False) -> state.State:
+        """This home's pins and journal heads (``state.json``); a home made before
+        pins existed pins the store's config on first use."""
+        if self._state is None or reload:
+            found = state.State.load()
+            if found is None:
+                cfg = self._cfg or _read_config(self.store)
+                found = state.State.pin(cfg.vault_id, cfg.key_id, cfg.kms_key_id, cfg.mac is not None)
+                try:
+                    with state.locked():
+                        found = state.State.load() or found
+                        found.save()
+                except OSError:
+                    pass  # a read-only home: pinned for this command only
+            self._state = found
+        return self._state
+
+    def _check_config_mac(self, master: bytes) -> None:
+        cfg = self.cfg
+        if cfg.mac is not None:
+            state.check_config_mac(master, cfg.vault_id, cfg.__dict__, self.store.url)
+        elif self.pins().config_mac:
+            raise IntegrityError(f"the vault config at {self.store.url} lost its MAC: refusing to use it")
+        if self.pins().key_id != cfg.key_id:  # a 'keys rotate' elsewhere, proven by the MAC under the new key
+            self._repin(cfg.key_id)
+
+    def _repin(self, new_key_id: str) -> None:
+        with state.locked():
+            st = self.pins(reload=True)
+            st.key_id = new_key_id
+            st.save()
+
+    def adopt_key(self, cfg: StoreConfig, master: bytes) -> None:
+        """Use a new master key and config from now on (``keys rotate``)."""
+        self._cfg, self._master = cfg, master
+        self._repin(cfg.key_id)
+
+    def previous_keys(self) -> list[bytes]:
+        """Master keys this vault had before ``keys rotate`` (newest first), so
+        journals not yet compacted still open."""
+        if not self.cfg.previous_keys:
+            return []
+        from livedata_cli import rotation
+
+        return rotation.open_previous(self.master_key, self.cfg)
+
+    def ensure_config_mac(self, st: state.State) -> None:
+        """A vault made before config MACs gets one on its first unlocked write;
+        from then on this home refuses a config without one."""
+        cfg = self.cfg
+        if cfg.mac is None:
+            cfg = dataclasses.replace(cfg, mac=state.config_mac(self.master_key, cfg.vault_id, cfg.__dict__))
+            self.store.put_bytes("config", cfg.to_bytes())
+            self._cfg = cfg
+        if not st.config_mac:
+            st.config_mac = True
+            st.save()
 
     @property
     def master_key(self) -> bytes:
@@ -329,33 +404,34 @@ class Vault:
         return self._vault_id
 
     # -- sync ----------------------------------------------------------------
-    def sync(self, *, rebuild: bool = False) -> SyncResult:
-        """Replay the store's journals that this index has not seen."""
-        if rebuild:  # built aside, swapped in when complete: a killed rebuild leaves the old index
+    def sync(self, *, rebuild: bool = False, strict: bool = False) -> SyncResult:
+        """Replay the store's journals that this index has not seen, and check
+        their chain (:mod:`livedata_cli.replay`).  A lost or rolled-back journal
+        is exit 5; with ``strict`` (the sync and verify commands) a damaged
+        journal is exit 5 and a record that could not be applied exit 8, after
+        everything else was applied; otherwise they are a warning.  A rebuild
+        is built aside and swapped in when complete, so a killed rebuild leaves
+        the old index in use."""
+        if rebuild:
             self.index = index_file.aside(self.index)
-        seen = self.index.applied_journals()
-        n_journals = n_records = 0
-        for name in self.store.list(journal.PREFIX):
-            if name in seen:
-                continue
-            records = journal.decode(self.master_key, self.vault_id, name, self.store.get_bytes(name))
-            if self.index.apply(name, records):
-                n_journals += 1
-                n_records += len(records)
-        result = SyncResult(n_journals, n_records, self.index.count())
+        out = replay.sync(self, rebuild=rebuild)
         if self.index.swap_to is not None:
             self.index = index_file.swap_in(self.index)
-        return result
+        replay.raise_for(out, strict=strict, notice=self.unlocker.notice)
+        return SyncResult(
+            out.journals, out.records, self.index.count(), tuple(sorted(out.damaged)), tuple(out.bad_records)
+        )
 
-    def _write_journal(self, records: list[dict[str, Any]], index: Index | None = None) -> None:
+    def _write_journal(self, records: list[dict[str, Any]], index: Index | None = None, *, audited: bool = True) -> None:
         if not records:
             return
         index = index or self.index
-        name = journal.new_name()
-        self.store.flush()  # the data a journal refers to is durable before the journal
-        self.store.put_bytes(name, journal.encode(self.master_key, self.vault_id, name, records))
-        self.events.journal(records, index)  # before apply: a purge's paths are still known
-        index.apply(name, records)
+
+        def audit_it() -> None:  # before apply: a purge's paths are still known
+            if audited:
+                self.events.journal(records, index)
+
+        replay.write(self, records, index, audit_it)
 
     # -- upload ----------------------------------------------------------------
     def lock(self, *, wait: bool = True) -> AbstractContextManager[None]:
@@ -867,10 +943,25 @@ class Vault:
             self.sync()
             found = self._resolve(ref, version, trash, at)
         if found is None:
-            if version is not None and self.index.versions_of(_path_of(ref), trash=trash):
+            path = _path_of(ref)
+            if version is not None and version in self.index.pruned_numbers(path):
+                raise NotFound(f"version {version} of {path} was pruned")
+            if version is not None and self.index.versions_of(path, trash=trash):
                 raise NotFound(f"{ref} has no version {version}")
             raise NotFound(f"{ref}: no such file in the vault" + (" at that time" if at else ""))
+        if version is None and at is None and found.path == _path_of(ref):
+            self._refuse_stale(found)
         return found
+
+    def _refuse_stale(self, v: Version) -> None:
+        """Never serve a file's older version as its newest: a damaged journal
+        written after it may hold a newer one (or its removal)."""
+        stale = replay.stale_since(self.index)
+        if stale is not None and v.created <= stale[1]:
+            raise IntegrityError(
+                f"{v.path}: its newest version may be in damaged journal {stale[0]}; "
+                f"'--version {v.number}' gets the newest version this machine can read"
+            )
 
     def _resolve(self, ref: str, version: int | None, trash: bool, at: float | None) -> Version | None:
         path = _path_of(ref)
@@ -1189,7 +1280,7 @@ class Vault:
         """Check every referenced object: present, header authentic and matching
         its record; with ``data``, every byte authenticated too."""
         self.events.reads = False  # reading to check is not a download
-        self.sync()
+        self.sync(strict=True)
         problems: list[dict[str, str]] = []
         checked: set[str] = set()
         sizes: dict[str, int] = {}  # per store object: a pack is looked at once
@@ -1218,6 +1309,7 @@ class Vault:
                     container.verify_header(data_key, header, v.header_hash)
             except (LivedataError, OSError) as e:
                 problems.append({"path": v.path, "object": v.object, "error": str(e)})
+        problems += replay.check_stored(self)
         return {
             "versions": n_versions,
             "objects": len(checked),
@@ -1237,7 +1329,14 @@ class Vault:
 
         if kms.is_per_object(wrapped):
             return kms.open_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid, wrapped)
-        key = unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+        try:
+            key = unwrap_data_key(self.master_key, self.vault_id, oid, wrapped)
+        except IntegrityError:
+            if not self.cfg.previous_keys:
+                raise
+            from livedata_cli import rotation
+
+            key = rotation.unwrap_any(self, oid, wrapped)
         if filepass.is_envelope(key):  # the vault key found a password envelope, not the data key
             return self._open_protected(oid, key)[0]
         return key
@@ -1731,6 +1830,15 @@ def _refuse_headless(store: ObjectStore) -> None:
 
 def _read_config(store: ObjectStore) -> StoreConfig:
     return StoreConfig.read(store)
+
+
+def _rotated_key_id(cfg: StoreConfig, pins: state.State) -> str:
+    """The key id to hold against the pin: the pinned one when the config says
+    it rotated away from it (the MAC under the new key, checked at unlock,
+    proves that), else the config's own."""
+    if cfg.key_id != pins.key_id and any(p.get("key_id") == pins.key_id for p in cfg.previous_keys or []):
+        return pins.key_id
+    return cfg.key_id
 
 
 def _path_of(ref: str) -> str:

@@ -344,7 +344,8 @@ def info(
         v = vault.resolve(ref, version=version)
         versions = vault.index.versions_of(v.path, trash=v.deleted is not None)
         source = vault.index.version_by_id(v.derived_from) if v.derived_from else None
-    data = {**v.to_json(), "versions": [x.to_json() for x in versions]}
+        pruned = vault.index.pruned_numbers(v.path)
+    data = {**v.to_json(), "versions": [x.to_json() for x in versions], "pruned": pruned}
     if env.json:
         env.emit(data)
         return
@@ -366,6 +367,22 @@ def info(
     env.out("     versions:")
     for x in versions:
         env.out(f"  {x.number:>4}  {human_time(x.created)}  {human_size(x.size):>10}  {x.vid}")
+    if pruned:  # numbers never move: a pruned version leaves a gap
+        env.out(f"       pruned: {_number_ranges(pruned)}")
+
+
+def _number_ranges(numbers: list[int]) -> str:
+    """1, 2, 3, 5 -> "1-3, 5"."""
+    out: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(out)
 
 
 def rm(

@@ -1,5 +1,6 @@
-"""Key commands: passwd, add, ls, rm.  No data is re-encrypted by any of them:
-a slot wraps the same master key under another secret."""
+"""Key commands: passwd, add, ls, rm, rotate.  No data is re-encrypted by any
+of them: a slot wraps the same master key under another secret, and rotate
+rewraps data keys (small records), never data."""
 
 from __future__ import annotations
 
@@ -169,3 +170,36 @@ def _new_secret(env: object) -> str:
     if not secret or secret != ENV.prompt("Repeat the new passphrase: "):
         raise UsageError("the new passphrases are empty or differ; nothing was changed")
     return secret
+
+
+@app.command()
+def rotate(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Replace the vault's master key; data keys are rewrapped, no data is re-encrypted.
+
+    The passphrase given now (from the usual sources) opens the new key; other
+    passphrases, recovery keys and key files stop working (add them again with
+    'keys add'), and so do keys cached in keyrings of other machines: they ask
+    for the passphrase once.  Safe to interrupt: run it again to finish.
+    Example: livedata keys rotate
+    """
+    env = setup(json_, quiet)
+    from livedata_cli.rotation import rotate as run
+
+    with open_vault(env) as vault, vault.lock():
+        done = run(vault)
+        vault.events.add("keys-rotate", "", detail=f"{done.previous_key_id} -> {done.key_id}")
+    if env.json:
+        env.emit(
+            {
+                "key_id": done.key_id,
+                "previous_key_id": done.previous_key_id,
+                "records": done.records,
+                "journals_compacted": done.journals_compacted,
+                "slots_removed": done.slots_removed,
+            }
+        )
+    else:
+        env.say(
+            f"rotated: key {done.previous_key_id} -> {done.key_id}; {done.records} record(s) rewrapped, "
+            f"{done.journals_compacted} journal(s) compacted, {done.slots_removed} old slot(s) removed"
+        )

@@ -113,7 +113,7 @@ def sync(
     """
     env = setup(json_, quiet)
     with open_vault(env, recover_index=rebuild) as vault:
-        result = vault.sync(rebuild=rebuild)
+        result = vault.sync(rebuild=rebuild, strict=True)
         aborted = vault.abort_abandoned_uploads()  # S3: multipart uploads no one will resume
     if env.json:
         env.emit(
