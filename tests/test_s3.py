@@ -25,7 +25,7 @@ s3, kms, bucket, kms_key = s3server.s3, s3server.kms, s3server.bucket, s3server.
 
 OPAQUE_KEY = re.compile(
     r"^(config|keys/(pass|reco|kms)-[0-9a-f]{12}|data/[0-9a-f]{32}|journal/\d{20}-[0-9a-f]{16}"
-    r"|audit/[0-9a-f]{16}/\d{12}-\d{12})$"
+    r"|audit/[0-9a-f]{16}/\d{12}-\d{12}|audit-head/[0-9a-f]{16})$"
 )
 
 

@@ -157,6 +157,12 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def log_notice(message: str) -> None:
+    """A notice (such as the test-only weak-KDF warning) as one line of the JSON log."""
+    sys.stderr.write(json.dumps({"event": "notice", "message": message.removeprefix("livedata: ")}) + "\n")
+    sys.stderr.flush()
+
+
 def listening_line(url: str) -> None:
     sys.stderr.write(json.dumps({"event": "listening", "url": url}) + "\n")
     sys.stderr.flush()
