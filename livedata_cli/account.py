@@ -207,10 +207,12 @@ class TokenStore:
         removed = self._drop_from_file(server)
         kr = self._cache.backend()
         if kr is not None:
+            from keyring.errors import PasswordDeleteError
+
             try:
                 kr.delete_password(TOKEN_SERVICE, _account(server))
                 removed = True
-            except Exception:
+            except PasswordDeleteError:  # none there; any other keyring failure is reported
                 pass
         return removed
 

@@ -356,14 +356,22 @@ class KeyCache:
             return False
 
     def delete(self, vault_id: str) -> bool:
+        """Remove the cached key: True when one was cached, False when none was.
+        A keyring that fails to delete it is an error, never "nothing was cached"."""
         kr = self.backend()
         if kr is None:
             return False
+        from keyring.errors import KeyringError, PasswordDeleteError
+
         try:
             kr.delete_password(KEYRING_SERVICE, vault_id)
             return True
-        except Exception:
-            return False
+        except PasswordDeleteError:
+            return False  # no such entry
+        except KeyringError as e:
+            raise UsageError(
+                f"the OS keyring did not remove the cached key ({type(e).__name__}: {e}); it may still be cached"
+            ) from None
 
 
 class Unlocker:

@@ -552,7 +552,7 @@ def test_hostile_segment_size_rejected_before_allocation(log2: int) -> None:
 
 @pytest.mark.parametrize("log2", [MIN_LOG2_SEGMENT, MAX_LOG2_SEGMENT])
 def test_segment_size_limits_accepted(log2: int) -> None:
-    Decryptor(KEY, forged_header(log2))
+    assert Decryptor(KEY, forged_header(log2)).segment_size == 1 << log2
 
 
 @pytest.mark.parametrize("pos", range(4))

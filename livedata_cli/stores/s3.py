@@ -489,10 +489,10 @@ class _PartWriter:
         """The block failed: stop, and abort the upload unless it can be resumed."""
         if self._error is None:
             self._error = IntegrityError("upload abandoned")
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):  # the block's own error is the one to report
             self._wait()
         if self.upload_id is not None and not self._done and not self.keep_on_failure:
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):  # prune removes an upload left behind; Ctrl-C still ends
                 self.store.abort_upload(self.key, self.upload_id)
 
 
