@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from livedata_cli import audit, config, journal, locking, packs, retention, tree
+from livedata_cli import audit, config, housekeeping, journal, locking, packs, retention, tree
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -175,6 +175,7 @@ class Vault:
         self._file_passwords: list[str] = []
         self._file_lock = threading.Lock()
         self.events = audit.attach(self)  # this command's audit events (audit.finish writes them)
+        self.store_lock: locking.StoreLock | None = None  # held by Vault.lock (livedata_cli/housekeeping.py)
         if cfg is not None:
             _configure_store(store, cfg)
 
@@ -306,17 +307,33 @@ class Vault:
         index = index or self.index
         name = journal.new_name()
         self.store.flush()  # the data a journal refers to is durable before the journal
-        self.store.put_bytes(name, journal.encode(self.master_key, self.vault_id, name, records))
+        blob = journal.encode(self.master_key, self.vault_id, name, records)
+        housekeeping.pause_point("journal")
+        housekeeping.guard(self)  # a prune elsewhere may have cleared a stale lock of ours
+        self.store.put_bytes(name, blob)
+        housekeeping.guard(self)  # cleared while it was written: this command does not claim it
+        housekeeping.pause_point("journaled")
         self.events.journal(records, index)  # before apply: a purge's paths are still known
         index.apply(name, records)
 
     # -- upload ----------------------------------------------------------------
-    def lock(self, *, wait: bool = True) -> AbstractContextManager[None]:
+    def lock(
+        self, *, wait: bool = True, exclusive: bool = False, command: str = "upload"
+    ) -> AbstractContextManager[None]:
         """The write lock: in the store folder for local stores (so every home on
-        this machine shares it), else in this home."""
+        this machine shares it), else in this home; and a lock object in the
+        store, shared or (for commands that delete data) ``exclusive``, for
+        every machine that shares the store (livedata_cli/housekeeping.py)."""
         root = getattr(self.store, "root", None)
         path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
-        return locking.exclusive(path, wait=wait, notice=self.unlocker.notice)
+        return self._locked(path, wait=wait, exclusive=exclusive, command=command)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path, *, wait: bool, exclusive: bool, command: str) -> Iterator[None]:
+        with locking.exclusive(path, wait=wait, notice=self.unlocker.notice):
+            with housekeeping.store_locked(self, exclusive=exclusive, command=command, wait=wait):
+                housekeeping.pause_point("locked")
+                yield
 
     def plan_upload(
         self,
@@ -920,28 +937,31 @@ class Vault:
         name = max(candidates, key=lambda g: max(v.created for v in candidates[g]))
         return f"{prefix}{name}/", candidates[name]
 
-    def prune(self, prefix: str, policy: retention.Policy, *, dry_run: bool) -> dict[str, Any]:
-        """Forget the versions the policy does not keep, and delete data no
-        version refers to any more."""
-        policy.check()
+    def prune(self, prefix: str, policy: retention.Policy | None, *, dry_run: bool) -> dict[str, Any]:
+        """Forget the versions the policy does not keep (none without a policy),
+        then reclaim space: partial uploads, unreferenced objects, dead space in
+        packs, abandoned multipart uploads (livedata_cli/housekeeping.py).  Run
+        it under the exclusive lock: ``lock(exclusive=True)``."""
+        if policy is not None:
+            policy.check()
         self.sync()
         prefix = clean_vault_path(prefix, folder=bool(prefix)) if prefix else ""
         drop: list[Version] = []
         kept = 0
-        for newest, _n in self.index.latest(prefix):
+        for newest, _n in self.index.latest(prefix) if policy is not None else []:
             versions = list(reversed(self.index.versions_of(newest.path)))
             keep = retention.keep([v.created for v in versions], policy)
             kept += len(keep)
             drop += [v for i, v in enumerate(versions) if i not in keep]
-        freed = 0
         if drop and not dry_run:
             self._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
-            freed = self._delete_unreferenced(drop)
+        reclaimed = housekeeping.reclaim(self, dry_run=dry_run, ignore={v.vid for v in drop})
         return {
             "dry_run": dry_run,
             "kept": kept,
             "removed": [{"path": v.path, "version": v.number, "id": v.vid, "created": v.created} for v in drop],
-            "bytes_freed": freed,
+            "bytes_freed": reclaimed.total_bytes,
+            "reclaimed": reclaimed.to_json(),
         }
 
     # -- changes -------------------------------------------------------------------
@@ -963,6 +983,7 @@ class Vault:
             return live
         victims = live + trashed
         self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
+        housekeeping.pause_point("purge-journaled")
         self._delete_unreferenced(victims)
         return victims
 
@@ -971,6 +992,7 @@ class Vault:
         when none of its members is left); returns the bytes freed."""
         freed = 0
         for key in sorted({v.store_key for v in gone if v.object}):
+            housekeeping.guard_fast(self)
             if self.index.store_refs(key) == 0 and self.store.exists(key):
                 freed += self.store.size(key)
                 self.store.delete(key)
@@ -1049,6 +1071,7 @@ class Vault:
             "data_checked": data,
             "problems": problems,
             "abandoned_uploads_aborted": self.abort_abandoned_uploads(),
+            "reclaimable": housekeeping.reclaimable(self).to_json(),
         }
 
     # -- data keys and new objects (KMS per-object keys, resumable uploads) ----------

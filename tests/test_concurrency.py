@@ -1,0 +1,225 @@
+"""Commands that delete data racing uploads, on one home and on two homes
+sharing a store, on every store kind.
+
+The upload is a real ``livedata`` process stopped (SIGSTOP, through the
+test-only ``LIVEDATA_TESTONLY_PAUSE_AT``) at a chosen stage: after it took its
+locks, after its data is written and its records are decided (deduplicated
+against what the vault already holds) but before its journal, and after its
+journal.  The deleting command then runs, the upload is resumed (SIGCONT),
+and whatever the upload reported as stored must download byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import store_kinds
+from store_kinds import KindVault
+
+from conftest import Cli, write
+
+kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
+
+STAGES = ("locked", "journal", "journaled")
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def wait_stopped(p: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the process has stopped itself at its pause point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _state(p.pid) == "T":
+            return
+        if p.poll() is not None:
+            raise AssertionError(f"the paused command ended ({p.returncode}) before its pause point")
+        time.sleep(0.02)
+    raise AssertionError("the command never reached its pause point")
+
+
+def run_against_paused(
+    paused_cli: Cli, paused_args: list[str], stage: str, other_cli: Cli, other_args: list[str], tmp: Path
+) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+    """Start ``paused_args`` stopped at ``stage``, run ``other_args`` against it,
+    resume; both results (code, stdout, stderr)."""
+    env = {**paused_cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": stage}
+    out1, err1, out2, err2 = (tmp / n for n in ("o1", "e1", "o2", "e2"))
+    with open(out1, "wb") as o1, open(err1, "wb") as e1:
+        paused = subprocess.Popen(
+            [*_exe(), *paused_args], env=env, cwd=paused_cli.cwd, stdin=subprocess.DEVNULL, stdout=o1, stderr=e1
+        )
+    try:
+        wait_stopped(paused)
+        with open(out2, "wb") as o2, open(err2, "wb") as e2:
+            other = other_cli.popen(*other_args, stdout=o2, stderr=e2)
+        # The other command either finishes (it did not need to wait) or says it waits.
+        deadline = time.monotonic() + 60
+        while other.poll() is None and time.monotonic() < deadline:
+            if b"waiting for the vault lock" in err2.read_bytes():
+                break
+            time.sleep(0.02)
+        os.kill(paused.pid, signal.SIGCONT)
+        paused.wait(timeout=120)
+        other.wait(timeout=120)
+    finally:
+        for p in (paused,):
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+    return (
+        (paused.returncode, out1.read_text(), err1.read_text()),
+        (other.returncode, out2.read_text(), err2.read_text()),
+    )
+
+
+def _exe() -> list[str]:
+    from conftest import livedata_exe
+
+    return livedata_exe()
+
+
+def _homes(kv: KindVault, two: bool) -> tuple[Cli, Cli]:
+    return kv.cli, (kv.other_machine() if two else kv.cli)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("two_homes", [False, True], ids=["one-home", "two-homes"])
+def test_purge_racing_a_deduplicating_upload(kind_vault: KindVault, stage: str, two_homes: bool, tmp_path: Path) -> None:
+    """The upload stores b.bin by referring to a.bin's data; rm --purge a.bin
+    runs meanwhile.  b.bin must survive whatever the upload reported."""
+    uploader, purger = _homes(kind_vault, two_homes)
+    data = os.urandom(200_000)
+    write(uploader.cwd / "a.bin", data)
+    write(uploader.cwd / "b.bin", data)
+    uploader.ok("upload", "a.bin")
+    purger.ok("sync")
+    up, rm = run_against_paused(uploader, ["upload", "b.bin"], stage, purger, ["rm", "--purge", "a.bin"], tmp_path)
+    assert rm[0] == 0, rm
+    assert up[0] == 0, up
+    for cli in {id(uploader): uploader, id(purger): purger}.values():
+        assert cli.ok("download", "b.bin", "-o", "-").stdout == data
+        cli.ok("verify", "--data")
+    assert purger("download", "a.bin", "-o", "-").code == 3
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("two_homes", [False, True], ids=["one-home", "two-homes"])
+def test_prune_racing_an_upload(kind_vault: KindVault, stage: str, two_homes: bool, tmp_path: Path) -> None:
+    """A prune without policy deletes objects no record refers to: an upload's
+    data before its journal is such an object, unless the prune waits."""
+    uploader, pruner = _homes(kind_vault, two_homes)
+    data = os.urandom(300_000)
+    small = os.urandom(3000)
+    write(uploader.cwd / "new" / "big.bin", data)
+    write(uploader.cwd / "new" / "small.bin", small)
+    up, pr = run_against_paused(
+        uploader, ["upload", "new", "--recursive"], stage, pruner, ["prune", "--json"], tmp_path
+    )
+    assert pr[0] == 0, pr
+    assert up[0] == 0, up
+    for cli in {id(uploader): uploader, id(pruner): pruner}.values():
+        assert cli.ok("download", "new/big.bin", "-o", "-").stdout == data
+        assert cli.ok("download", "new/small.bin", "-o", "-").stdout == small
+        cli.ok("verify", "--data")
+
+
+@pytest.mark.parametrize("stage", ["locked", "journal"])
+def test_policy_prune_racing_a_deduplicating_upload(kind_vault: KindVault, stage: str, tmp_path: Path) -> None:
+    """prune --keep-last 1 forgets the old version whose content the upload is
+    storing again under another name."""
+    cli = kind_vault.cli
+    other = kind_vault.other_machine()
+    old = os.urandom(100_000)
+    write(cli.cwd / "f.bin", old)
+    cli.ok("upload", "f.bin")
+    write(cli.cwd / "f.bin", os.urandom(100_000))
+    cli.ok("upload", "f.bin")
+    write(cli.cwd / "copy.bin", old)
+    up, pr = run_against_paused(cli, ["upload", "copy.bin"], stage, other, ["prune", "--keep-last", "1"], tmp_path)
+    assert pr[0] == 0 and up[0] == 0, (up, pr)
+    assert other.ok("download", "copy.bin", "-o", "-").stdout == old
+    other.ok("verify", "--data")
+
+
+def test_prune_waits_for_a_writer_and_no_wait_refuses(kind_vault: KindVault, tmp_path: Path) -> None:
+    """While an upload holds its shared lock in the store, prune --no-wait
+    exits 7 naming the holder; a second upload does not wait for it."""
+    cli = kind_vault.cli
+    other = kind_vault.other_machine()
+    write(cli.cwd / "x.bin", os.urandom(5000))
+    write(other.cwd / "y.bin", os.urandom(5000))
+    env = {**cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": "journal"}
+    p = subprocess.Popen([*_exe(), "upload", "x.bin"], env=env, cwd=cli.cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_stopped(p)
+        r = other("prune", "--no-wait")
+        assert r.code == 7, r
+        assert "the vault is locked by" in r.stderr and "--no-wait" in r.stderr
+        if kind_vault.kind != "folder":  # a folder store's machine lock keeps one writer at a time
+            assert "upload (shared lock" in r.stderr
+            other.ok("upload", "y.bin")  # writers share the store lock
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        p.wait(timeout=60)
+    assert p.returncode == 0
+    if kind_vault.kind == "folder":
+        other.ok("upload", "y.bin")
+    other.ok("prune")
+    assert other.ok("ls").out.split() == ["x.bin", "y.bin"]
+    assert kind_vault.keys("locks/") == []
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(kind_vault: KindVault) -> None:
+    """kill -9 leaves a lock object; the next prune sees its holder is dead."""
+    cli = kind_vault.cli
+    write(cli.cwd / "x.bin", os.urandom(5000))
+    env = {**cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": "journal"}
+    p = subprocess.Popen([*_exe(), "upload", "x.bin"], env=env, cwd=cli.cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_stopped(p)
+    assert len(kind_vault.keys("locks/")) == 1
+    p.kill()
+    p.wait()
+    r = cli.ok("prune", "--no-wait", "--json")
+    assert r.json()["reclaimed"]["unreferenced"]["objects"] >= 1  # the killed upload's data
+    assert kind_vault.keys("locks/") == []
+
+
+def test_a_writer_whose_lock_was_cleared_writes_no_journal(kind_vault: KindVault, tmp_path: Path) -> None:
+    """A writer paused longer than the stale time loses its lock to a prune; on
+    waking it stops before its journal, with exit 7, and claims nothing."""
+    cli = kind_vault.cli
+    other = kind_vault.other_machine()
+    write(cli.cwd / "x.bin", os.urandom(50_000))
+    env = {**cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": "journal", "LIVEDATA_LOCK_STALE_AFTER": "1"}
+    err = tmp_path / "err"
+    with open(err, "wb") as e:
+        p = subprocess.Popen([*_exe(), "upload", "x.bin"], env=env, cwd=cli.cwd, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=e)
+    wait_stopped(p)
+    # On another "machine" (so the pid check does not apply) the lock goes stale by its age.
+    with kind_vault.raw() as store:
+        key = next(iter(store.list("locks/")))
+        body = store.get_bytes(key).replace(b'"host":"', b'"host":"x')
+        store.put_bytes(key, body)
+    time.sleep(1.2)
+    r = other("prune", "--json", env={"LIVEDATA_LOCK_STALE_AFTER": "1"})
+    assert r.code == 0, r.stderr
+    os.kill(p.pid, signal.SIGCONT)
+    p.wait(timeout=60)
+    assert p.returncode == 7, err.read_text()
+    assert "cleared as stale" in err.read_text()
+    assert other.ok("ls").out.split() == []
+    other.ok("verify", "--data")
