@@ -247,8 +247,8 @@ def _abandoned_uploads(vault: Vault) -> list[tuple[str, str, int]]:
     list_uploads = getattr(vault.store, "list_uploads", None)
     if list_uploads is None:
         return []
-    from livedata_cli.index import PendingUploads
     from livedata_cli import config
+    from livedata_cli.index import PendingUploads
 
     age = float(os.environ.get("LIVEDATA_S3_ABANDON_AFTER", "") or 86400)
     pending = PendingUploads(config.home() / config.INDEX_FILE)
@@ -447,3 +447,59 @@ def _copy_members(
         new_pack, offset = writer.add(blob)
         moved.append([m.object, new_pack, offset])
     return moved, size
+
+
+# -- doctor -----------------------------------------------------------------------
+TMP_OLD = 3600.0  # doctor counts tmp/ files untouched this long: no command writes that slowly
+
+
+def doctor_summary(store_url: str, index_path: Path) -> tuple[str, str, dict[str, Any]]:
+    """Doctor's line on reclaimable space: status ("ok" or "warn"), message, details.
+
+    No unlock and no listing of data: partial uploads of a folder store that
+    nothing touched for an hour, and the figure the last ``verify`` or
+    ``prune`` on this machine found."""
+    import json
+    import sqlite3
+
+    details: dict[str, Any] = {}
+    litter = Part()
+    root = Path(store_url.removeprefix("file://"))
+    if "://" not in store_url.removeprefix("file://") and (root / "tmp").is_dir():
+        cutoff = time.time() - TMP_OLD
+        for entry in os.scandir(root / "tmp"):
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if st.st_mtime < cutoff:
+                    litter.add(st.st_size)
+    details["tmp"] = litter.to_json()
+    last: dict[str, Any] | None = None
+    if index_path.exists():
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'reclaimable'").fetchone()
+            finally:
+                db.close()
+            last = json.loads(row[0]) if row else None
+    details["last_check"] = last
+    notes: list[str] = []
+    if litter.objects:
+        notes.append(f"{litter.objects} partial upload(s) in tmp/ ({_human(litter.bytes)}) left by killed runs")
+    if last and last.get("total_objects"):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(last.get("time", 0))))
+        notes.append(f"{_human(int(last.get('total_bytes', 0)))} in {last['total_objects']} object(s) reclaimable at the last verify ({when})")
+    if notes:
+        return "warn", "; ".join(notes), details
+    if last is None:
+        return "ok", "no partial uploads; run 'livedata verify' for the reclaimable space", details
+    return "ok", "nothing to reclaim at the last verify or prune", details
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +270,7 @@ class StoreLock:
         """Raise :class:`LockLost` unless the lock is surely still ours: refreshed
         recently enough that nobody can have counted it stale, and (``in_store``)
         still in the store."""
-        if self._lost or time.monotonic() - self._refreshed > self._stale / 2:
-            self._lost = True
-        elif in_store and not self.store.exists(self.key):
+        if self._lost or time.monotonic() - self._refreshed > self._stale / 2 or (in_store and not self.store.exists(self.key)):
             self._lost = True
         if self._lost:
             raise LockLost(
@@ -285,10 +283,8 @@ class StoreLock:
         if self._thread is not None:
             self._thread.join()
         if self.key and not self._lost:
-            try:
+            with suppress(LivedataError, OSError):  # left behind, it goes stale
                 self.store.delete(self.key)
-            except (LivedataError, OSError):
-                pass  # left behind, it goes stale
 
 
 @contextmanager

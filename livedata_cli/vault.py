@@ -318,7 +318,7 @@ class Vault:
 
     # -- upload ----------------------------------------------------------------
     def lock(
-        self, *, wait: bool = True, exclusive: bool = False, command: str = "upload"
+        self, *, wait: bool = True, exclusive: bool = False, command: str = "livedata"
     ) -> AbstractContextManager[None]:
         """The write lock: in the store folder for local stores (so every home on
         this machine shares it), else in this home; and a lock object in the
@@ -330,10 +330,12 @@ class Vault:
 
     @contextlib.contextmanager
     def _locked(self, path: Path, *, wait: bool, exclusive: bool, command: str) -> Iterator[None]:
-        with locking.exclusive(path, wait=wait, notice=self.unlocker.notice):
-            with housekeeping.store_locked(self, exclusive=exclusive, command=command, wait=wait):
-                housekeeping.pause_point("locked")
-                yield
+        with (
+            locking.exclusive(path, wait=wait, notice=self.unlocker.notice),
+            housekeeping.store_locked(self, exclusive=exclusive, command=command, wait=wait),
+        ):
+            housekeeping.pause_point("locked")
+            yield
 
     def plan_upload(
         self,
@@ -950,9 +952,11 @@ class Vault:
         kept = 0
         for newest, _n in self.index.latest(prefix) if policy is not None else []:
             versions = list(reversed(self.index.versions_of(newest.path)))
-            keep = retention.keep([v.created for v in versions], policy)
+            keep = retention.keep([v.created for v in versions], policy)  # type: ignore[arg-type]
             kept += len(keep)
             drop += [v for i, v in enumerate(versions) if i not in keep]
+        if policy is None:
+            kept = self.index.count()
         if drop and not dry_run:
             self._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
         reclaimed = housekeeping.reclaim(self, dry_run=dry_run, ignore={v.vid for v in drop})

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import store_kinds
+from paused import run_against_paused, start_paused
 from store_kinds import KindVault
 
 from conftest import Cli, write
@@ -26,67 +26,6 @@ from conftest import Cli, write
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 STAGES = ("locked", "journal", "journaled")
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-def wait_stopped(p: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Until the process has stopped itself at its pause point."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _state(p.pid) == "T":
-            return
-        if p.poll() is not None:
-            raise AssertionError(f"the paused command ended ({p.returncode}) before its pause point")
-        time.sleep(0.02)
-    raise AssertionError("the command never reached its pause point")
-
-
-def run_against_paused(
-    paused_cli: Cli, paused_args: list[str], stage: str, other_cli: Cli, other_args: list[str], tmp: Path
-) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
-    """Start ``paused_args`` stopped at ``stage``, run ``other_args`` against it,
-    resume; both results (code, stdout, stderr)."""
-    env = {**paused_cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": stage}
-    out1, err1, out2, err2 = (tmp / n for n in ("o1", "e1", "o2", "e2"))
-    with open(out1, "wb") as o1, open(err1, "wb") as e1:
-        paused = subprocess.Popen(
-            [*_exe(), *paused_args], env=env, cwd=paused_cli.cwd, stdin=subprocess.DEVNULL, stdout=o1, stderr=e1
-        )
-    try:
-        wait_stopped(paused)
-        with open(out2, "wb") as o2, open(err2, "wb") as e2:
-            other = other_cli.popen(*other_args, stdout=o2, stderr=e2)
-        # The other command either finishes (it did not need to wait) or says it waits.
-        deadline = time.monotonic() + 60
-        while other.poll() is None and time.monotonic() < deadline:
-            if b"waiting for the vault lock" in err2.read_bytes():
-                break
-            time.sleep(0.02)
-        os.kill(paused.pid, signal.SIGCONT)
-        paused.wait(timeout=120)
-        other.wait(timeout=120)
-    finally:
-        for p in (paused,):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                p.kill()
-    return (
-        (paused.returncode, out1.read_text(), err1.read_text()),
-        (other.returncode, out2.read_text(), err2.read_text()),
-    )
-
-
-def _exe() -> list[str]:
-    from conftest import livedata_exe
-
-    return livedata_exe()
 
 
 def _homes(kv: KindVault, two: bool) -> tuple[Cli, Cli]:
@@ -159,11 +98,8 @@ def test_prune_waits_for_a_writer_and_no_wait_refuses(kind_vault: KindVault, tmp
     other = kind_vault.other_machine()
     write(cli.cwd / "x.bin", os.urandom(5000))
     write(other.cwd / "y.bin", os.urandom(5000))
-    env = {**cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": "journal"}
-    p = subprocess.Popen([*_exe(), "upload", "x.bin"], env=env, cwd=cli.cwd, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = start_paused(cli, ["upload", "x.bin"], "journal")
     try:
-        wait_stopped(p)
         r = other("prune", "--no-wait")
         assert r.code == 7, r
         assert "the vault is locked by" in r.stderr and "--no-wait" in r.stderr
@@ -185,10 +121,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(kind_vault: KindVault) -> No
     """kill -9 leaves a lock object; the next prune sees its holder is dead."""
     cli = kind_vault.cli
     write(cli.cwd / "x.bin", os.urandom(5000))
-    env = {**cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": "journal"}
-    p = subprocess.Popen([*_exe(), "upload", "x.bin"], env=env, cwd=cli.cwd, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_stopped(p)
+    p = start_paused(cli, ["upload", "x.bin"], "journal")
     assert len(kind_vault.keys("locks/")) == 1
     p.kill()
     p.wait()
@@ -203,12 +136,9 @@ def test_a_writer_whose_lock_was_cleared_writes_no_journal(kind_vault: KindVault
     cli = kind_vault.cli
     other = kind_vault.other_machine()
     write(cli.cwd / "x.bin", os.urandom(50_000))
-    env = {**cli.env, "LIVEDATA_TESTONLY_PAUSE_AT": "journal", "LIVEDATA_LOCK_STALE_AFTER": "1"}
     err = tmp_path / "err"
     with open(err, "wb") as e:
-        p = subprocess.Popen([*_exe(), "upload", "x.bin"], env=env, cwd=cli.cwd, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=e)
-    wait_stopped(p)
+        p = start_paused(cli, ["upload", "x.bin"], "journal", env={"LIVEDATA_LOCK_STALE_AFTER": "1"}, stderr=e)
     # On another "machine" (so the pid check does not apply) the lock goes stale by its age.
     with kind_vault.raw() as store:
         key = next(iter(store.list("locks/")))

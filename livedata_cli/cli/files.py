@@ -78,7 +78,7 @@ def upload(
 
         raise UsageError("--password and --no-password exclude each other")
     secret = env.new_file_password() if password else None
-    with open_vault(env) as vault, vault.lock(wait=not no_wait):
+    with open_vault(env) as vault, vault.lock(wait=not no_wait, command="upload"):
         report = BatchReport()
         plan = vault.plan_upload(paths, as_path=as_, recursive=recursive, excludes=excludes, report=report)
         total = sum(s.stat.st_size for s in plan if s.stat is not None)
