@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import random
 import secrets
@@ -119,6 +120,44 @@ def _alive(pid: int, start: str) -> bool:
     return not start or not _process_start(pid) or _process_start(pid) == start
 
 
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "exclusive": (bool,),
+    "command": (str,),
+    "host": (str,),
+    "boot": (str,),
+    "pid": (int,),
+    "start": (str,),
+    "created": (int, float),
+    "refreshed": (int, float),
+}
+
+
+def parse_lock(blob: bytes) -> dict[str, Any] | None:
+    """A lock object's fields, or None when it is not one livedata wrote (the
+    store is untrusted: anything may be there)."""
+    try:
+        info = json.loads(blob)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    out: dict[str, Any] = {}
+    for name, types in _FIELDS.items():
+        value = info.get(name)
+        if not isinstance(value, types) or (name != "exclusive" and isinstance(value, bool)):
+            return None
+        if name in ("created", "refreshed"):
+            try:
+                value = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                return None
+            if not math.isfinite(value):
+                return None
+        out[name] = value
+    out["command"] = out["command"][:40]
+    return out
+
+
 class StoreLock:
     """A lock object in the store, refreshed by a thread while it is held.
 
@@ -163,10 +202,14 @@ class StoreLock:
         ).encode()
 
     def _describe(self, info: dict[str, Any]) -> str:
-        where = f"pid {info.get('pid')} on this machine" if info.get("host") == self._host else "another machine"
-        since = time.strftime("%H:%M:%S", time.localtime(float(info.get("created") or 0)))
-        kind = "exclusive" if info.get("exclusive") else "shared"
-        return f"{info.get('command') or 'livedata'} ({kind} lock, {where}, since {since})"
+        where = f"pid {info['pid']} on this machine" if info["host"] == self._host else "another machine"
+        try:
+            since = time.strftime("%H:%M:%S", time.localtime(info["created"]))
+        except (OverflowError, OSError, ValueError):
+            since = "an unknown time"
+        kind = "exclusive" if info["exclusive"] else "shared"
+        command = "".join(c if c.isprintable() else "?" for c in info["command"]) or "livedata"
+        return f"{command} ({kind} lock, {where}, since {since})"
 
     def _stale_lock(self, key: str, blob: bytes, info: dict[str, Any] | None) -> bool:
         now = time.monotonic()
@@ -177,20 +220,13 @@ class StoreLock:
             return True  # seen unchanged for the whole stale time
         if info is None:
             return False  # unreadable: stale only once seen unchanged that long
-        if info.get("host") == self._host:
-            if info.get("boot") != self._boot:
+        if info["host"] == self._host:
+            if info["boot"] != self._boot:
                 return True  # taken before this machine last booted
-            try:
-                pid = int(info.get("pid") or 0)
-            except (TypeError, ValueError):
-                pid = 0
-            if pid and not _alive(pid, str(info.get("start") or "")):
+            pid = info["pid"]
+            if 0 < pid < 2**22 and pid != os.getpid() and not _alive(pid, info["start"]):
                 return True
-        try:
-            refreshed = float(info.get("refreshed") or 0)
-        except (TypeError, ValueError):
-            return False
-        return time.time() - refreshed > self._stale
+        return time.time() - float(info["refreshed"]) > self._stale
 
     def _conflicts(self) -> list[str]:
         """Live locks that exclude ours; stale ones in the way are deleted."""
@@ -202,13 +238,8 @@ class StoreLock:
                 blob = self.store.get_bytes(key)
             except NotFound:
                 continue
-            try:
-                info = json.loads(blob)
-                if not isinstance(info, dict):
-                    info = None
-            except ValueError:
-                info = None
-            conflicting = self.exclusive or info is None or bool(info.get("exclusive"))
+            info = parse_lock(blob)
+            conflicting = self.exclusive or info is None or info["exclusive"]
             if not conflicting:
                 continue
             if self._stale_lock(key, blob, info):

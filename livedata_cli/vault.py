@@ -850,7 +850,14 @@ class Vault:
     def read_version(self, v: Version, dst: BinaryIO, progress: Progress = _noop) -> int:
         """Authenticate and decrypt one version into a stream."""
         data_key = self._data_key(v.object, v.wrapped_key)
-        with self.store.open(v.store_key) as src:
+        try:
+            source = self.store.open(v.store_key)
+        except NotFound:
+            moved = self._repacked(v)
+            if moved is None:
+                raise
+            v, source = moved, self.store.open(moved.store_key)
+        with source as src:
             if v.offset:
                 src.seek(v.offset)
             n = container.decrypt_stream(
@@ -864,6 +871,15 @@ class Vault:
             raise IntegrityError(f"{v.path}: {n} bytes decrypted where the record says {v.size}")
         self.events.read(v.path, v.object)
         return n
+
+    def _repacked(self, v: Version) -> Version | None:
+        """A packed version whose pack is gone may have been moved by a prune on
+        another machine (livedata_cli/housekeeping.py): replay, and look again."""
+        if not v.pack:
+            return None
+        self.sync()
+        moved = self.index.version_by_id(v.vid)
+        return moved if moved is not None and moved.store_key != v.store_key else None
 
     def download_to(self, v: Version, target: Path, progress: Progress = _noop) -> int:
         """Write one version to a file, atomically: a temporary file renamed into

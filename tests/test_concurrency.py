@@ -11,6 +11,7 @@ and whatever the upload reported as stored must download byte for byte.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import pytest
 import store_kinds
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paused import run_against_paused, start_paused
 from store_kinds import KindVault
 
-from conftest import Cli, write
+from conftest import Cli, assert_one_line_error, write
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
@@ -153,3 +156,54 @@ def test_a_writer_whose_lock_was_cleared_writes_no_journal(kind_vault: KindVault
     assert "cleared as stale" in err.read_text()
     assert other.ok("ls").out.split() == []
     other.ok("verify", "--data")
+
+
+# -- lock objects are store input: anything may be there ------------------------------
+@given(st.binary(max_size=300) | st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=9),
+    max_leaves=20,
+).map(lambda v: json.dumps(v).encode()))
+@settings(max_examples=300, deadline=None)
+def test_any_lock_object_is_parsed_or_refused(blob: bytes) -> None:
+    from livedata_cli import locking
+
+    info = locking.parse_lock(blob)
+    if info is not None:
+        assert isinstance(info["exclusive"], bool) and isinstance(info["pid"], int)
+        assert isinstance(info["refreshed"], float)
+
+
+@given(st.fixed_dictionaries({
+    "v": st.integers(), "exclusive": st.booleans(), "command": st.text(max_size=60), "host": st.text(max_size=20),
+    "boot": st.text(max_size=20), "pid": st.integers(), "start": st.text(max_size=10),
+    "created": st.floats() | st.integers(), "refreshed": st.floats() | st.integers(),
+}))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_planted_lock_is_judged_without_error(tmp_path: Path, fields: dict[str, object]) -> None:
+    """A well-formed but hostile lock: described and judged stale or live, no exception."""
+    from livedata_cli import locking
+    from livedata_cli.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    blob = json.dumps(fields).encode()
+    store.put_bytes("locks/0-planted", blob)
+    lock = locking.StoreLock(store, exclusive=True, command="prune", notice=lambda _m: None)
+    info = locking.parse_lock(blob)
+    if info is not None:
+        lock._describe(info)
+    conflicts = lock._conflicts()
+    assert len(conflicts) <= 1
+    store.delete("locks/0-planted")
+
+
+def test_a_planted_unreadable_lock_holds_prune_back_until_stale(kind_vault: KindVault) -> None:
+    """Garbage in locks/: prune --no-wait refuses with one line (exit 7), and
+    once the object has sat unchanged for the stale time it is cleared."""
+    cli = kind_vault.cli
+    with kind_vault.raw() as store:
+        store.put_bytes("locks/00000000000000000001-planted", b"\xff not a lock")
+    assert_one_line_error(cli("prune", "--no-wait"), 7)
+    r = cli("prune", env={"LIVEDATA_LOCK_STALE_AFTER": "1"})
+    assert r.code == 0, r.stderr
+    assert kind_vault.keys("locks/") == []
