@@ -39,8 +39,9 @@ def exclusive(path: Path, *, wait: bool, notice: Callable[[str], None]) -> Itera
                 raise LockHeld(f"the vault is locked by {holder} (--no-wait given)") from None
             notice(f"livedata: waiting for the vault lock held by {holder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode()
+        with suppress(OSError):  # for the waiting message only: a full disk must not stop a purge
+            os.pwrite(fd, holder.ljust(200), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock
