@@ -39,9 +39,9 @@ def exclusive(path: Path, *, wait: bool, notice: Callable[[str], None]) -> Itera
                 raise LockHeld(f"the vault is locked by {holder} (--no-wait given)") from None
             notice(f"livedata: waiting for the vault lock held by {holder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode()
+        note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode()
         with suppress(OSError):  # for the waiting message only: a full disk must not stop a purge
-            os.pwrite(fd, holder.ljust(200), 0)
+            os.pwrite(fd, note.ljust(200), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -238,7 +238,14 @@ class StoreLock:
             try:
                 blob = self.store.get_bytes(key)
             except NotFound:
-                continue
+                # Gone, or rewritten by its holder's refresh since the listing
+                # (a store that caches where a name lives): look once more.
+                try:
+                    blob = self.store.get_bytes(key) if self.store.exists(key) else None
+                except NotFound:
+                    blob = None
+                if blob is None:
+                    continue
             info = parse_lock(blob)
             conflicting = self.exclusive or info is None or info["exclusive"]
             if not conflicting:
