@@ -9,8 +9,10 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +33,21 @@ def _store_bytes(kv: KindVault, prefix: str = "data/") -> int:
 
 
 def _check_all(cli: Cli, files: dict[str, bytes]) -> None:
-    """Every file downloads byte for byte and verify --data is clean."""
+    """Every file downloads byte for byte (a folder prefix in one command) and
+    verify --data is clean."""
+    out = Path(tempfile.mkdtemp(dir=cli.cwd))
+    folders = sorted({p.split("/")[0] for p in files if "/" in p})
+    for folder in folders:
+        cli.ok("download", f"{folder}/", "-o", str(out / folder))
     for path, data in files.items():
-        got = cli.ok("download", path, "-o", "-").stdout
+        if "/" in path:
+            got = (out / path).read_bytes()
+        else:
+            got = cli.ok("download", path, "-o", "-").stdout
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), path
     r = cli.ok("verify", "--data", "--json").json()
     assert r["problems"] == []
+    shutil.rmtree(out)
 
 
 def _versions(cli: Cli) -> list[tuple[str, int]]:
