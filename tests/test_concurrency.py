@@ -47,8 +47,14 @@ def test_purge_racing_a_deduplicating_upload(kind_vault: KindVault, stage: str, 
     uploader.ok("upload", "a.bin")
     purger.ok("sync")
     up, rm = run_against_paused(uploader, ["upload", "b.bin"], stage, purger, ["rm", "--purge", "a.bin"], tmp_path)
-    assert rm[0] == 0, rm
     assert up[0] == 0, up
+    if rm[0] != 0:
+        # One home: a writer stopped inside an index transaction keeps the other
+        # command from opening the index (SQLite's 30 s busy timeout); it fails
+        # cleanly, deletes nothing, and succeeds when run again.
+        assert not two_homes and "database is locked" in rm[2], rm
+        assert rm[2].count("\n") == 1 and rm[2].startswith("livedata: error:"), rm
+        purger.ok("rm", "--purge", "a.bin")
     for cli in {id(uploader): uploader, id(purger): purger}.values():
         assert cli.ok("download", "b.bin", "-o", "-").stdout == data
         cli.ok("verify", "--data")

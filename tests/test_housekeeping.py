@@ -285,6 +285,7 @@ def test_purge_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
     cli = kind_vault.cli
     files = _vault_with_litter(kind_vault)
     kill_at(cli, ["rm", "--purge", "t/big.bin"], stage)
+    cli.ok("sync")  # killed after its journal, before its own index saw it
     purged = cli("download", "t/big.bin", "-o", "-").code == 3
     if not purged:
         _check_all(cli, files)
@@ -323,6 +324,7 @@ def test_prune_and_purge_killed_at_random_moments(vault_cli: Cli, seed: int) -> 
     time.sleep(rng.uniform(0.2, 1.5))
     p.send_signal(signal.SIGKILL)
     p.wait()
+    cli.ok("sync")
     if mode == 2:
         if cli("download", "t/f001.txt", "-o", "-").code != 3:
             cli.ok("rm", "--purge", "t/f001.txt")
