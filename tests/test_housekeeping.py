@@ -334,3 +334,22 @@ def test_prune_and_purge_killed_at_random_moments(vault_cli: Cli, seed: int) -> 
     _check_all(cli, files)
     assert cli.ok("verify", "--json").json()["reclaimable"]["total_objects"] == 0
     assert all(n == 1 for _p, n in _versions(cli))
+
+
+def test_prune_deletes_no_data_while_a_journal_is_unread(vault_cli: Cli) -> None:
+    """Objects that only an unreadable journal refers to look unreferenced to
+    the index: prune must not take them for garbage."""
+    cli = vault_cli
+    store = Path(cli.env["LIVEDATA_HOME"]) / "store"
+    write(cli.cwd / "a.bin", os.urandom(20_000))
+    cli.ok("upload", "a.bin")
+    write(cli.cwd / "lost.bin", os.urandom(20_000))
+    kill_at(cli, ["upload", "lost.bin"], "journal")
+    before = sorted(p.name for p in (store / "data").rglob("*") if p.is_file())
+    planted = store / "journal" / "99999999999999999999-0000000000000000"
+    planted.write_bytes(b"LDJ\x01" + os.urandom(200))  # a journal nobody can replay
+    r = cli("prune", "--json")
+    assert r.code != 0 or "not replayed" in r.out
+    assert sorted(p.name for p in (store / "data").rglob("*") if p.is_file()) == before
+    planted.unlink()
+    assert cli.ok("prune", "--json").json()["reclaimed"]["unreferenced"]["objects"] == 1
