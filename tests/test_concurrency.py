@@ -142,6 +142,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(kind_vault: KindVault) -> No
 def test_a_writer_whose_lock_was_cleared_writes_no_journal(kind_vault: KindVault, tmp_path: Path) -> None:
     """A writer paused longer than the stale time loses its lock to a prune; on
     waking it stops before its journal, with exit 7, and claims nothing."""
+    if kind_vault.kind == "folder":
+        pytest.skip("homes on one machine share a folder store's flock, which the paused writer holds")
     cli = kind_vault.cli
     other = kind_vault.other_machine()
     write(cli.cwd / "x.bin", os.urandom(50_000))
