@@ -265,8 +265,8 @@ class StoreLock:
         while True:
             self.started = time.time()
             self.key = f"{LOCK_PREFIX}{time.time_ns():020d}-{secrets.token_hex(8)}"
+            self._refreshed = time.monotonic()  # before the write: a stall during it counts
             self.store.put_bytes(self.key, self._body(), exclusive=True)
-            self._refreshed = time.monotonic()
             try:
                 conflicts = self._conflicts()
             except BaseException:
@@ -296,14 +296,20 @@ class StoreLock:
         if self._lost or time.monotonic() - self._refreshed > self._stale / 2:
             self._lost = True
             return
+        began = time.monotonic()
         try:
             if not self.store.exists(self.key):
                 self._lost = True
                 return
             self.store.put_bytes(self.key, self._body())
-            self._refreshed = time.monotonic()
         except (LivedataError, OSError):
-            pass  # tried again at the next tick; held too long without one, it is lost
+            return  # tried again at the next tick; held too long without one, it is lost
+        if time.monotonic() - began > self._stale / 2:
+            # Paused or stalled mid-write: the lock may have been cleared as stale
+            # meanwhile, and this write brought it back.  It is not ours any more.
+            self._lost = True
+        else:
+            self._refreshed = began  # the time written in it, not when the write ended
 
     def check(self, *, in_store: bool = True) -> None:
         """Raise :class:`LockLost` unless the lock is surely still ours: refreshed
@@ -321,7 +327,7 @@ class StoreLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.key and not self._lost:
+        if self.key:  # ours alone (a unique name), even when lost: nobody else needs it
             with suppress(LivedataError, OSError):  # left behind, it goes stale
                 self.store.delete(self.key)
 

@@ -149,14 +149,14 @@ def test_a_writer_whose_lock_was_cleared_writes_no_journal(kind_vault: KindVault
     write(cli.cwd / "x.bin", os.urandom(50_000))
     err = tmp_path / "err"
     with open(err, "wb") as e:
-        p = start_paused(cli, ["upload", "x.bin"], "journal", env={"LIVEDATA_LOCK_STALE_AFTER": "1"}, stderr=e)
+        p = start_paused(cli, ["upload", "x.bin"], "journal", env={"LIVEDATA_LOCK_STALE_AFTER": "3"}, stderr=e)
     # On another "machine" (so the pid check does not apply) the lock goes stale by its age.
     with kind_vault.raw() as store:
         key = next(iter(store.list("locks/")))
         body = store.get_bytes(key).replace(b'"host":"', b'"host":"x')
         store.put_bytes(key, body)
-    time.sleep(1.2)
-    r = other("prune", "--json", env={"LIVEDATA_LOCK_STALE_AFTER": "1"})
+    time.sleep(3.2)
+    r = other("prune", "--json", env={"LIVEDATA_LOCK_STALE_AFTER": "3"})
     assert r.code == 0, r.stderr
     os.kill(p.pid, signal.SIGCONT)
     p.wait(timeout=60)
@@ -212,6 +212,6 @@ def test_a_planted_unreadable_lock_holds_prune_back_until_stale(kind_vault: Kind
     with kind_vault.raw() as store:
         store.put_bytes("locks/00000000000000000001-planted", b"\xff not a lock")
     assert_one_line_error(cli("prune", "--no-wait"), 7)
-    r = cli("prune", env={"LIVEDATA_LOCK_STALE_AFTER": "1"})
+    r = cli("prune", env={"LIVEDATA_LOCK_STALE_AFTER": "3"})
     assert r.code == 0, r.stderr
     assert kind_vault.keys("locks/") == []
