@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint system-deps docs bench bench-compiled bench-big bench-small bench-rss bench-search bench-s3 bench-server
+.PHONY: install demo test lint system-deps docs bench bench-compiled bench-big bench-small bench-rss bench-search bench-s3 bench-server bench-prune
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,12 +51,16 @@ test: install system-deps lint
 
 
 # Every benchmark, each next to its peers in the same run.
-bench: bench-big bench-small bench-search bench-s3 bench-state
+bench: bench-big bench-small bench-search bench-s3 bench-state bench-prune
 
 # Byte-code compiled ahead, as an installed wheel is: a run must not pay for
 # compiling edited modules (PYTHONDONTWRITEBYTECODE would make it pay every time).
 bench-compiled: install
 	$(PY) -m compileall -q livedata_cli
+
+# prune reclaiming the space of 2,000 purged files of 10,000 (repacking), median of 3 runs.
+bench-prune: bench-compiled
+	$(PY) bench/prune_bench.py
 
 # One 1 GiB file up and down, against cp, age, gpg, restic, borg and rclone crypt.
 bench-big: bench-compiled

@@ -285,7 +285,18 @@ def run(*, use_keyring: bool, can_prompt: bool) -> list[Check]:
     checks.append(check_keyring(use_keyring=use_keyring, can_prompt=can_prompt, vault_id=vault_id))
     checks.append(store)
     checks.append(check_index(journals) if vault_id else Check("index", "warn", "no vault: no index to check", None, {}))
+    if vault_id and store.status == "ok":
+        checks.append(check_reclaimable())
     return checks
+
+
+def check_reclaimable() -> Check:
+    """Space that ``livedata prune`` would reclaim (livedata_cli/housekeeping.py)."""
+    from livedata_cli import housekeeping
+
+    settings = config.VaultSettings.load()
+    status, message, details = housekeeping.doctor_summary(settings.store, config.home() / config.INDEX_FILE)
+    return Check("reclaimable", status, message, "run 'livedata prune'" if status == "warn" else None, details)
 
 
 def exit_code(checks: list[Check]) -> int:

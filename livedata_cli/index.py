@@ -825,6 +825,12 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
         )
     elif kind == "unshare":
         db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))
+    elif kind == "repack":
+        # prune moved a pack's live members, byte for byte, into new packs (livedata_cli/housekeeping.py).
+        db.executemany(
+            'UPDATE versions SET pack = ?, "offset" = ? WHERE object = ? AND +pack = ?',  # by object: a pack has thousands
+            [(str(new), int(offset), str(obj), rec["from"]) for obj, new, offset in rec["members"]],
+        )
     # Unknown kinds come from a newer livedata: skip them rather than fail.
 
 

@@ -30,6 +30,7 @@ from livedata_cli import (
     audit,
     config,
     envfail,
+    housekeeping,
     index_file,
     locking,
     names,
@@ -204,6 +205,7 @@ class Vault:
         self._file_passwords: list[str] = []
         self._file_lock = threading.Lock()
         self.events = audit.attach(self)  # this command's audit events (audit.finish writes them)
+        self.store_lock: locking.StoreLock | None = None  # held by Vault.lock (livedata_cli/housekeeping.py)
         if cfg is not None:
             _configure_store(store, cfg)
 
@@ -434,15 +436,28 @@ class Vault:
         replay.write(self, records, index, audit_it)
 
     # -- upload ----------------------------------------------------------------
-    def lock(self, *, wait: bool = True) -> AbstractContextManager[None]:
+    def lock(
+        self, *, wait: bool = True, exclusive: bool = False, command: str = "livedata"
+    ) -> AbstractContextManager[None]:
         """The write lock: in the store folder for local stores (so every home on
-        this machine shares it), else in this home."""
+        this machine shares it), else in this home; and a lock object in the
+        store, shared or (for commands that delete data) ``exclusive``, for
+        every machine that shares the store (livedata_cli/housekeeping.py)."""
         root = getattr(self.store, "root", None)
         check = getattr(self.store, "check", None)
         if check is not None:  # a folder store that is gone is unreachable, never re-created
             check()
         path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
-        return locking.exclusive(path, wait=wait, notice=self.unlocker.notice)
+        return self._locked(path, wait=wait, exclusive=exclusive, command=command)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path, *, wait: bool, exclusive: bool, command: str) -> Iterator[None]:
+        with (
+            locking.exclusive(path, wait=wait, notice=self.unlocker.notice),
+            housekeeping.store_locked(self, exclusive=exclusive, command=command, wait=wait),
+        ):
+            housekeeping.pause_point("locked")
+            yield
 
     def plan_upload(
         self,
@@ -1009,7 +1024,14 @@ class Vault:
     def read_version(self, v: Version, dst: BinaryIO, progress: Progress = _noop) -> int:
         """Authenticate and decrypt one version into a stream."""
         data_key = self._data_key(v.object, v.wrapped_key)
-        with self.store.open(v.store_key) as src:
+        try:
+            source = self.store.open(v.store_key)
+        except NotFound:
+            moved = self._repacked(v)
+            if moved is None:
+                raise
+            v, source = moved, self.store.open(moved.store_key)
+        with source as src:
             if v.offset:
                 src.seek(v.offset)
             n = container.decrypt_stream(
@@ -1023,6 +1045,15 @@ class Vault:
             raise IntegrityError(f"{v.path}: {n} bytes decrypted where the record says {v.size}")
         self.events.read(v.path, v.object)
         return n
+
+    def _repacked(self, v: Version) -> Version | None:
+        """A packed version whose pack is gone may have been moved by a prune on
+        another machine (livedata_cli/housekeeping.py): replay, and look again."""
+        if not v.pack:
+            return None
+        self.sync()
+        moved = self.index.version_by_id(v.vid)
+        return moved if moved is not None and moved.store_key != v.store_key else None
 
     def download_to(self, v: Version, target: Path, progress: Progress = _noop) -> int:
         """Write one version to a file, atomically: a temporary file renamed into
@@ -1128,28 +1159,33 @@ class Vault:
         name = max(candidates, key=lambda g: max(v.created for v in candidates[g]))
         return f"{prefix}{name}/", candidates[name]
 
-    def prune(self, prefix: str, policy: retention.Policy, *, dry_run: bool) -> dict[str, Any]:
-        """Forget the versions the policy does not keep, and delete data no
-        version refers to any more."""
-        policy.check()
+    def prune(self, prefix: str, policy: retention.Policy | None, *, dry_run: bool) -> dict[str, Any]:
+        """Forget the versions the policy does not keep (none without a policy),
+        then reclaim space: partial uploads, unreferenced objects, dead space in
+        packs, abandoned multipart uploads (livedata_cli/housekeeping.py).  Run
+        it under the exclusive lock: ``lock(exclusive=True)``."""
+        if policy is not None:
+            policy.check()
         self.sync()
         prefix = clean_vault_path(prefix, folder=bool(prefix)) if prefix else ""
         drop: list[Version] = []
         kept = 0
-        for newest, _n in self.index.latest(prefix):
+        for newest, _n in self.index.latest(prefix) if policy is not None else []:
             versions = list(reversed(self.index.versions_of(newest.path)))
-            keep = retention.keep([v.created for v in versions], policy)
+            keep = retention.keep([v.created for v in versions], policy)  # type: ignore[arg-type]
             kept += len(keep)
             drop += [v for i, v in enumerate(versions) if i not in keep]
-        freed = 0
+        if policy is None:
+            kept = self.index.count()
         if drop and not dry_run:
             self._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
-            freed = self._delete_unreferenced(drop)
+        reclaimed = housekeeping.reclaim(self, dry_run=dry_run, ignore={v.vid for v in drop})
         return {
             "dry_run": dry_run,
             "kept": kept,
             "removed": [{"path": v.path, "version": v.number, "id": v.vid, "created": v.created} for v in drop],
-            "bytes_freed": freed,
+            "bytes_freed": reclaimed.total_bytes,
+            "reclaimed": reclaimed.to_json(),
         }
 
     # -- changes -------------------------------------------------------------------
@@ -1171,6 +1207,7 @@ class Vault:
             return live
         victims = live + trashed
         self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
+        housekeeping.pause_point("purge-journaled")
         self._delete_unreferenced(victims)
         return victims
 
@@ -1201,6 +1238,7 @@ class Vault:
             victims = [v for live, trashed in chosen.values() for v in live + trashed]
             if victims:
                 self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
+                housekeeping.pause_point("purge-journaled")
                 self._delete_unreferenced(victims)
             return {p: live + trashed for p, (live, trashed) in chosen.items()}, failed
         if chosen:
@@ -1237,6 +1275,7 @@ class Vault:
         when none of its members is left); returns the bytes freed."""
         freed = 0
         for key in sorted({v.store_key for v in gone if v.object}):
+            housekeeping.guard_fast(self)
             if self.index.store_refs(key) == 0 and self.store.exists(key):
                 freed += self.store.size(key)
                 self.store.delete(key)
@@ -1316,6 +1355,7 @@ class Vault:
             "data_checked": data,
             "problems": problems,
             "abandoned_uploads_aborted": self.abort_abandoned_uploads(),
+            "reclaimable": housekeeping.reclaimable(self).to_json(),
         }
 
     # -- data keys and new objects (KMS per-object keys, resumable uploads) ----------

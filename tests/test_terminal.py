@@ -332,7 +332,7 @@ def test_doctor_on_a_healthy_vault(vault_cli: Cli) -> None:
     data = vault_cli.ok("doctor", "--json").json()
     assert data["ok"] is True and data["exit_code"] == 0
     assert {c["name"]: c["status"] for c in data["checks"]} == {
-        "config": "ok", "versions": "ok", "keyring": "ok", "store": "ok", "index": "ok",
+        "config": "ok", "versions": "ok", "keyring": "ok", "store": "ok", "index": "ok", "reclaimable": "ok",
     }
     assert set(data["versions"]) >= {"livedata", "python", "cryptography", "sqlite"}
     index = data["checks"][4]["details"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -119,7 +120,7 @@ def upload(
         )
         return
     secret = env.new_file_password() if password else None
-    with open_vault(env) as vault, vault.lock(wait=not no_wait):
+    with open_vault(env) as vault, vault.lock(wait=not no_wait, command="upload"):
         report = BatchReport()
         plan = _plan(vault, paths or [], listed, as_, recursive, excludes, report)
         total = sum(s.stat.st_size for s in plan if s.stat is not None)
@@ -403,7 +404,7 @@ def rm(
     Example: livedata rm 'tmp/*.log' old-report.pdf
     """
     env = setup(json_, quiet)
-    with open_vault(env) as vault:
+    with open_vault(env) as vault, vault.lock(exclusive=True, command="rm --purge") if purge else nullcontext():
         gone, failed = vault.remove_many(refs, purge=purge, recursive=recursive)
     versions = sum(len(v) for v in gone.values())
     if env.json:
@@ -473,7 +474,12 @@ def prune(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Forget old versions by a retention policy and delete data nothing refers to.
+    """Reclaim space, and with --keep-* flags forget old versions by a retention policy.
+
+    Without a policy no version is forgotten: prune deletes partial uploads of
+    killed runs, data no record refers to and abandoned S3 multipart uploads,
+    and repacks packs with dead space. It holds an exclusive lock in the store:
+    uploads on every machine wait for it, and it waits for them.
     The newest version of every file is always kept.
 
     Example: livedata prune backups/ --keep-last 5 --keep-daily 7 --keep-weekly 4 --dry-run
@@ -482,17 +488,41 @@ def prune(
     from livedata_cli.retention import Policy
 
     policy = Policy(last=keep_last, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
-    with open_vault(env) as vault, vault.lock(wait=not no_wait):
-        result = vault.prune(prefix, policy, dry_run=dry_run)
+    forget = policy if (keep_last or keep_daily or keep_weekly or keep_monthly) else None
+    if forget is None and prefix:
+        from livedata_cli.errors import UsageError
+
+        raise UsageError("a prefix selects versions to forget: give it with --keep-last, --keep-daily, ...")
+    with open_vault(env) as vault, vault.lock(wait=not no_wait, exclusive=True, command="prune"):
+        result = vault.prune(prefix, forget, dry_run=dry_run)
     if env.json:
         env.emit(result)
+        return
+    if env.quiet:  # cron: nothing unless something failed
+        for problem in result["reclaimed"].get("problems", []):
+            env.warn(f"livedata: warning: {problem}")
         return
     verb = "would remove" if dry_run else "removed"
     for r in result["removed"]:
         env.out(f"{verb}: {shown(r['path'])} version {r['version']} ({human_time(r['created'])})")
+    rec = result["reclaimed"]
+    parts = [
+        f"{rec[k]['objects']} {label} ({human_size(rec[k]['bytes'])})"
+        for k, label in (
+            ("tmp", "partial upload(s)"),
+            ("unreferenced", "unreferenced object(s)"),
+            ("packs", "pack(s) repacked"),
+            ("uploads", "abandoned multipart upload(s)"),
+        )
+        if rec[k]["objects"]
+    ]
+    for line in parts:
+        env.out(f"{'would reclaim' if dry_run else 'reclaimed'}: {line}")
+    for problem in rec.get("problems", []):
+        env.warn(f"livedata: warning: {problem}")
     env.say(
-        f"prune: {len(result['removed'])} version(s) {verb}, {result['kept']} kept"
-        + ("" if dry_run else f", {human_size(result['bytes_freed'])} freed")
+        f"prune: {len(result['removed'])} version(s) {verb}, {result['kept']} kept, "
+        f"{human_size(result['bytes_freed'])} {'reclaimable' if dry_run else 'freed'}"
     )
 
 

@@ -1,0 +1,517 @@
+"""Housekeeping: what ``livedata prune`` reclaims, and the store lock it runs under.
+
+A vault gathers space nobody can use: partial uploads in a folder store's
+``tmp/`` (a killed upload's half-written file), data objects no record refers
+to (a run killed after its data and before its journal), dead space in packs
+(members whose versions were purged), and on S3 multipart uploads that were
+never completed.  ``prune`` reclaims all of it, under an exclusive lock in the
+store (:mod:`livedata_cli.locking`), and forgets no version while doing so.
+
+Crash safety: every step leaves the vault consistent when killed.
+
+* ``tmp/`` files and unreferenced objects are garbage already: deleting them
+  one by one can stop anywhere.
+* A pack with dead space is repacked: its live members are copied, byte for
+  byte, into new packs; the new packs are made durable; a journal moves the
+  members there (a ``repack`` record); only then is the old pack deleted.
+  Killed before the journal, the new packs are unreferenced objects that the
+  next prune deletes; killed after it, the old pack is.
+
+A full store: a folder store keeps a small ``reserve`` file.  A command that
+deletes data and finds the store (nearly) full deletes the reserve first, so
+its lock and journal fit; the reserve is written again when there is room.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hmac
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from livedata_cli import locking
+from livedata_cli.crypto import container
+from livedata_cli.errors import LivedataError, NotFound
+
+# prune compacts the journals into one snapshot once there are more than this many.
+COMPACT_AFTER = 200
+
+if TYPE_CHECKING:
+    from livedata_cli.vault import Vault
+
+# A folder store keeps this much space in its ``reserve`` file for deletions.
+RESERVE_KEY = "reserve"
+RESERVE_SIZE = 1024 * 1024
+# Old packs repacked per journal: a killed prune redoes at most this many.
+REPACK_BATCH = 64
+# A partial upload in tmp/ must be this much older than the prune (clock and
+# file-system time granularity, NFS servers).
+TMP_MARGIN = 2.0
+
+
+# -- test-only pause points ------------------------------------------------------
+_paused: set[str] = set()
+
+
+def pause_point(stage: str) -> None:
+    """Stop this process (SIGSTOP) the first time it reaches ``stage``, when
+    ``LIVEDATA_TESTONLY_PAUSE_AT`` names it: the concurrency tests resume it
+    with SIGCONT once the other command has run, so a race is hit every time."""
+    wanted = os.environ.get("LIVEDATA_TESTONLY_PAUSE_AT", "")
+    if wanted and stage in wanted.split(",") and stage not in _paused:
+        _paused.add(stage)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+# -- the lock, the reserve -------------------------------------------------------
+def _root(vault: Vault) -> Path | None:
+    root = getattr(vault.store, "root", None)
+    return root if isinstance(root, Path) else None
+
+
+def _free(root: Path) -> int:
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize
+
+
+def release_reserve(vault: Vault) -> bool:
+    """Delete a folder store's reserve when the store is (nearly) full."""
+    root = _root(vault)
+    if root is None or not (root / RESERVE_KEY).exists():
+        return False
+    free = _free(root)
+    if free < 0 or free >= RESERVE_SIZE:
+        return False
+    vault.store.delete(RESERVE_KEY)
+    return True
+
+
+def ensure_reserve(vault: Vault) -> None:
+    """Write a folder store's reserve if it is missing and the store has room
+    for it and as much again (best effort: a full store keeps going without)."""
+    root = _root(vault)
+    if root is None or (root / RESERVE_KEY).exists() or not (root / "config").exists():
+        return
+    if _free(root) < 2 * RESERVE_SIZE:
+        return
+    with contextlib.suppress(OSError, LivedataError):
+        vault.store.put_bytes(RESERVE_KEY, bytes(RESERVE_SIZE))
+
+
+@contextlib.contextmanager
+def store_locked(vault: Vault, *, exclusive: bool, command: str, wait: bool) -> Iterator[locking.StoreLock]:
+    """Hold a lock object in the vault's store (shared, or exclusive for
+    commands that delete data); the vault's journal writes check it."""
+    if exclusive:
+        release_reserve(vault)
+    try:
+        lock_cm = locking.store_lock(
+            vault.store, exclusive=exclusive, command=command, wait=wait, notice=vault.unlocker.notice
+        )
+        lock = lock_cm.__enter__()
+    except OSError as e:
+        if e.errno != errno.ENOSPC or not exclusive:
+            raise
+        # Full, and the reserve did not show it (another file filled the disk since): use it.
+        if _root(vault) is None or not (_root(vault) / RESERVE_KEY).exists():  # type: ignore[operator]
+            raise
+        vault.store.delete(RESERVE_KEY)
+        lock_cm = locking.store_lock(
+            vault.store, exclusive=exclusive, command=command, wait=wait, notice=vault.unlocker.notice
+        )
+        lock = lock_cm.__enter__()
+    previous = getattr(vault, "store_lock", None)
+    vault.store_lock = lock
+    try:
+        yield lock
+    except BaseException as e:
+        vault.store_lock = previous
+        if not lock_cm.__exit__(type(e), e, e.__traceback__):
+            raise
+    else:
+        vault.store_lock = previous
+        lock_cm.__exit__(None, None, None)
+        ensure_reserve(vault)
+
+
+def guard(vault: Vault) -> None:
+    """Before (and after) a journal goes to the store: the lock is still ours."""
+    lock = getattr(vault, "store_lock", None)
+    if lock is not None:
+        lock.check()
+
+
+# -- what can be reclaimed ---------------------------------------------------------
+@dataclass
+class Part:
+    """One kind of reclaimable space: how many objects and bytes."""
+
+    objects: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.objects += 1
+        self.bytes += size
+
+    def to_json(self) -> dict[str, int]:
+        return {"objects": self.objects, "bytes": self.bytes}
+
+
+@dataclass
+class Reclaim:
+    """Reclaimable (or reclaimed) space by kind."""
+
+    tmp: Part = field(default_factory=Part)  # partial uploads in a folder store's tmp/
+    unreferenced: Part = field(default_factory=Part)  # data objects no record refers to
+    packs: Part = field(default_factory=Part)  # packs with dead space, and the dead bytes
+    uploads: Part = field(default_factory=Part)  # abandoned S3 multipart uploads
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.tmp.bytes + self.unreferenced.bytes + self.packs.bytes + self.uploads.bytes
+
+    @property
+    def total_objects(self) -> int:
+        return self.tmp.objects + self.unreferenced.objects + self.packs.objects + self.uploads.objects
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tmp": self.tmp.to_json(),
+            "unreferenced": self.unreferenced.to_json(),
+            "packs": self.packs.to_json(),
+            "uploads": self.uploads.to_json(),
+            "total_bytes": self.total_bytes,
+            "total_objects": self.total_objects,
+        }
+        if self.problems:
+            out["problems"] = self.problems
+        return out
+
+
+@dataclass(frozen=True)
+class _Member:
+    object: str
+    offset: int
+    length: int
+    header_hash: str
+
+
+@dataclass
+class _Plan:
+    reclaim: Reclaim
+    tmp: list[tuple[str, int]]  # file path, size
+    unreferenced: list[tuple[str, int]]  # store key, size
+    repack: dict[str, list[_Member]]  # pack id -> live members, by offset
+    uploads: list[tuple[str, str, int]]  # key, upload id, bytes
+
+
+def _tmp_litter(vault: Vault, before: float) -> Iterator[tuple[str, int]]:
+    root = _root(vault)
+    if root is None:
+        return
+    try:
+        entries = list(os.scandir(root / "tmp"))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if entry.is_file(follow_symlinks=False) and st.st_mtime < before:
+            yield entry.path, st.st_size
+
+
+def _references(vault: Vault, ignore: set[str]) -> tuple[set[str], dict[str, list[_Member]]]:
+    """Store keys that some version refers to, and each pack's live members."""
+    refs: set[str] = set()
+    members: dict[str, dict[str, _Member]] = {}
+    rows = vault.index.db.execute('SELECT vid, object, pack, "offset", length, header_hash, kind FROM versions')
+    for vid, obj, pack, offset, length, hh, kind in rows:
+        if vid in ignore or kind not in (None, "file") or not obj:
+            continue
+        refs.add(f"data/{pack or obj}")
+        if pack:
+            members.setdefault(pack, {})[obj] = _Member(obj, int(offset), int(length), str(hh))
+    return refs, {p: sorted(m.values(), key=lambda x: x.offset) for p, m in members.items()}
+
+
+def _abandoned_uploads(vault: Vault) -> list[tuple[str, str, int]]:
+    list_uploads = getattr(vault.store, "list_uploads", None)
+    if list_uploads is None:
+        return []
+    from livedata_cli import config
+    from livedata_cli.index import PendingUploads
+
+    age = float(os.environ.get("LIVEDATA_S3_ABANDON_AFTER", "") or 86400)
+    pending = PendingUploads(config.home() / config.INDEX_FILE)
+    try:
+        known = pending.upload_ids()
+    finally:
+        pending.close()
+    now = time.time()
+    return [(key, uid, 0) for key, uid, started in list_uploads("data/") if uid not in known and now - started >= age]
+
+
+def plan(vault: Vault, *, before: float | None = None, ignore: set[str] | None = None) -> _Plan:
+    """What a prune would reclaim now.  ``ignore``: version ids about to be
+    purged (a dry run of a policy); ``before``: tmp/ files older than this."""
+    reclaim = Reclaim()
+    cutoff = (before if before is not None else time.time()) - TMP_MARGIN
+    tmp = list(_tmp_litter(vault, cutoff))
+    for _path, size in tmp:
+        reclaim.tmp.add(size)
+    refs, members = _references(vault, ignore or set())
+    unreferenced: list[tuple[str, int]] = []
+    repack: dict[str, list[_Member]] = {}
+    # What the index does not know may refer to any object: with a journal the
+    # index could not replay, no data object counts as unreferenced.
+    unread = sorted(set(vault.store.list("journal/")) - vault.index.applied_journals())
+    if unread:
+        reclaim.problems.append(
+            f"{len(unread)} journal(s) not replayed into the index ({unread[0]}, ...): "
+            "no data object is deleted or repacked until 'livedata sync' reads them"
+        )
+    for key in [] if unread else vault.store.list("data/"):
+        try:
+            if key not in refs:
+                size = vault.store.size(key)
+                unreferenced.append((key, size))
+                reclaim.unreferenced.add(size)
+                continue
+            pack = key.removeprefix("data/")
+            live = members.get(pack)
+            if not live:
+                continue
+            size = vault.store.size(key)
+        except NotFound:
+            continue  # deleted while listed
+        used = sum(m.length for m in live)
+        if used < size:
+            repack[pack] = live
+            reclaim.packs.objects += 1
+            reclaim.packs.bytes += size - used
+    uploads = _abandoned_uploads(vault)
+    for _key, _uid, size in uploads:
+        reclaim.uploads.add(size)
+    return _Plan(reclaim, tmp, unreferenced, repack, uploads)
+
+
+def reclaimable(vault: Vault) -> Reclaim:
+    """The reclaimable space (``verify`` reports it; ``doctor`` shows the last figure)."""
+    found = plan(vault).reclaim
+    with contextlib.suppress(LivedataError, OSError):
+        import json
+
+        vault.index.set_meta("reclaimable", json.dumps({"time": time.time(), **found.to_json()}))
+    return found
+
+
+def last_reclaimable(index: Any) -> dict[str, Any] | None:
+    """The figure of the last ``verify`` or ``prune`` on this machine."""
+    import json
+
+    raw = index.get_meta("reclaimable")
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# -- reclaiming --------------------------------------------------------------------
+def reclaim(vault: Vault, *, dry_run: bool, ignore: set[str] | None = None) -> Reclaim:
+    """Reclaim what :func:`plan` finds.  Runs under the exclusive store lock:
+    no writer is running, so nothing in ``tmp/`` or ``data/`` is in flight."""
+    lock = getattr(vault, "store_lock", None)
+    before = lock.started if lock is not None and lock.started else time.time()
+    todo = plan(vault, before=before, ignore=ignore)
+    if dry_run:
+        return todo.reclaim
+    done = Reclaim()
+
+    for path, size in todo.tmp:
+        guard_fast(vault)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        done.tmp.add(size)
+
+    for key, size in todo.unreferenced:
+        guard_fast(vault)
+        vault.store.delete(key)
+        done.unreferenced.add(size)
+    pause_point("prune-deleted")
+
+    if todo.repack:
+        _repack(vault, todo.repack, done)
+
+    for key, uid, size in todo.uploads:
+        guard_fast(vault)
+        vault.store.abort_upload(key, uid)  # type: ignore[attr-defined]
+        done.uploads.add(size)
+
+    # -- journal compaction -------------------------------------------------
+    # Last, under the same exclusive lock: once the journals are many, one
+    # snapshot journal restates them (compaction.py) and they are deleted.
+    if len(vault.index.journal_links()) > int(os.environ.get("LIVEDATA_COMPACT_AFTER") or COMPACT_AFTER):
+        from livedata_cli import compaction
+
+        compaction.compact_journals(vault)
+    with contextlib.suppress(LivedataError, OSError):
+        import json
+
+        left = Reclaim(problems=done.problems)  # what this prune could not reclaim
+        left.packs.objects = todo.reclaim.packs.objects - done.packs.objects
+        left.packs.bytes = todo.reclaim.packs.bytes - done.packs.bytes
+        vault.index.set_meta("reclaimable", json.dumps({"time": time.time(), **left.to_json()}))
+    return done
+
+
+def guard_fast(vault: Vault) -> None:
+    """Before each deletion: the lock was refreshed recently (no store call)."""
+    lock = getattr(vault, "store_lock", None)
+    if lock is not None:
+        lock.check(in_store=False)
+
+
+def _read_exact(src: Any, length: int) -> bytes:
+    chunks: list[bytes] = []
+    left = length
+    while left:
+        chunk = src.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _repack(vault: Vault, packs_: dict[str, list[_Member]], done: Reclaim) -> None:
+    """Copy the live members of packs with dead space into new packs, journal the
+    move, then delete the old packs; ``REPACK_BATCH`` old packs at a time."""
+    from livedata_cli.packs import PackWriter
+
+    names = sorted(packs_)
+    for start in range(0, len(names), REPACK_BATCH):
+        batch = names[start : start + REPACK_BATCH]
+        writer = PackWriter(vault.store)
+        records: list[dict[str, Any]] = []
+        sizes: dict[str, int] = {}
+        try:
+            for pack in batch:
+                moved = _copy_members(vault, pack, packs_[pack], writer, done)
+                if moved is None:
+                    continue
+                sizes[pack] = moved[1]
+                records.append({"t": "repack", "from": pack, "members": moved[0], "time": time.time()})
+            writer.seal()
+        except BaseException as e:
+            writer.discard(e)
+            raise
+        if not records:
+            continue
+        pause_point("repack-written")
+        vault._write_journal(records)  # flushes the new packs first
+        pause_point("repack-journaled")
+        for rec in records:
+            guard_fast(vault)
+            old = rec["from"]
+            if vault.index.store_refs(f"data/{old}") == 0:
+                vault.store.delete(f"data/{old}")
+                done.packs.objects += 1
+                done.packs.bytes += sizes[old] - sum(m.length for m in packs_[old])
+
+
+def _copy_members(
+    vault: Vault, pack: str, members: list[_Member], writer: Any, done: Reclaim
+) -> tuple[list[list[Any]], int] | None:
+    """Append one pack's live members to ``writer``; None (pack left as it is)
+    when a member is not what its record says."""
+    key = f"data/{pack}"
+    moved: list[list[Any]] = []
+    try:
+        size = vault.store.size(key)
+        with vault.store.open(key) as src:
+            blobs: list[tuple[_Member, bytes]] = []
+            for m in members:
+                src.seek(m.offset)
+                blob = _read_exact(src, m.length)
+                if len(blob) != m.length or not hmac.compare_digest(
+                    container.header_hash(blob[: container.HEADER_LEN]).encode(), m.header_hash.lower().encode()
+                ):
+                    done.problems.append(f"pack {pack}: member {m.object} does not match its record; pack left as it is")
+                    return None
+                blobs.append((m, blob))
+    except (NotFound, OSError) as e:
+        done.problems.append(f"pack {pack}: {e}")
+        return None
+    for m, blob in blobs:
+        new_pack, offset = writer.add(blob)
+        moved.append([m.object, new_pack, offset])
+    return moved, size
+
+
+# -- doctor -----------------------------------------------------------------------
+TMP_OLD = 3600.0  # doctor counts tmp/ files untouched this long: no command writes that slowly
+
+
+def doctor_summary(store_url: str, index_path: Path) -> tuple[str, str, dict[str, Any]]:
+    """Doctor's line on reclaimable space: status ("ok" or "warn"), message, details.
+
+    No unlock and no listing of data: partial uploads of a folder store that
+    nothing touched for an hour, and the figure the last ``verify`` or
+    ``prune`` on this machine found."""
+    import json
+    import sqlite3
+
+    details: dict[str, Any] = {}
+    litter = Part()
+    root = Path(store_url.removeprefix("file://"))
+    if "://" not in store_url.removeprefix("file://") and (root / "tmp").is_dir():
+        cutoff = time.time() - TMP_OLD
+        for entry in os.scandir(root / "tmp"):
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if st.st_mtime < cutoff:
+                    litter.add(st.st_size)
+    details["tmp"] = litter.to_json()
+    last: dict[str, Any] | None = None
+    if index_path.exists():
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'reclaimable'").fetchone()
+            finally:
+                db.close()
+            last = json.loads(row[0]) if row else None
+    details["last_check"] = last
+    notes: list[str] = []
+    if litter.objects:
+        notes.append(f"{litter.objects} partial upload(s) in tmp/ ({_human(litter.bytes)}) left by killed runs")
+    if last and last.get("total_objects"):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(last.get("time", 0))))
+        notes.append(f"{_human(int(last.get('total_bytes', 0)))} in {last['total_objects']} object(s) reclaimable at the last verify ({when})")
+    if notes:
+        return "warn", "; ".join(notes), details
+    if last is None:
+        return "ok", "no partial uploads; run 'livedata verify' for the reclaimable space", details
+    return "ok", "nothing to reclaim at the last verify or prune", details
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
