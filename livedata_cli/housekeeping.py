@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from livedata_cli import locking
 from livedata_cli.crypto import container
 from livedata_cli.errors import LivedataError, NotFound
+from livedata_cli.packs import padded
 
 # prune compacts the journals into one snapshot once there are more than this many.
 COMPACT_AFTER = 200
@@ -296,7 +297,7 @@ def plan(vault: Vault, *, before: float | None = None, ignore: set[str] | None =
             size = vault.store.size(key)
         except NotFound:
             continue  # deleted while listed
-        used = sum(m.length for m in live)
+        used = sum(padded(m.length) for m in live)  # each member is padded to its size class (packs.py)
         if used < size:
             repack[pack] = live
             reclaim.packs.objects += 1
@@ -429,7 +430,7 @@ def _repack(vault: Vault, packs_: dict[str, list[_Member]], done: Reclaim) -> No
             if vault.index.store_refs(f"data/{old}") == 0:
                 vault.store.delete(f"data/{old}")
                 done.packs.objects += 1
-                done.packs.bytes += sizes[old] - sum(m.length for m in packs_[old])
+                done.packs.bytes += sizes[old] - sum(padded(m.length) for m in packs_[old])
 
 
 def _copy_members(

@@ -419,6 +419,11 @@ class Index:
         except sqlite3.OperationalError as e:
             if "locked" in str(e):
                 raise
+            from livedata_cli import envfail
+
+            full = envfail.translate(e)  # a full home is no damage
+            if full is not None and not index_file.read_only_error(e):
+                raise full from None
             if not index_file.read_only_error(e) or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
                 raise index_file.damaged(path, str(e)) from None
             self.db = index_file.connect_read_only(path)  # ls, search and download still work

@@ -43,7 +43,7 @@ def clean_vault_path(path: str, *, folder: bool = False) -> str:
     """Check a user-given vault path: relative, ``/``-separated, no ``..``.
     Bytes of a typed name that are not UTF-8 are kept exactly (names.py)."""
     path = names.from_argument(path)
-    if "\x00" in path or "\\" in path:
+    if "\x00" in path:  # a backslash is an ordinary character of a POSIX name, as the walk stores it
         raise UsageError(f"invalid vault path {path!r}")
     if path.startswith("/"):
         raise UsageError(f"vault paths are relative: {path!r} starts with '/'")

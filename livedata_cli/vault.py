@@ -1166,7 +1166,7 @@ class Vault:
         it under the exclusive lock: ``lock(exclusive=True)``."""
         if policy is not None:
             policy.check()
-        self.sync()
+        self.sync(strict=True)  # a damaged or unreadable journal stops a prune: its objects look unreferenced
         prefix = clean_vault_path(prefix, folder=bool(prefix)) if prefix else ""
         drop: list[Version] = []
         kept = 0

@@ -216,7 +216,7 @@ def test_account_mfa_and_round_trips_leave_no_plaintext_on_the_server(
         db = sqlite3.connect(srv.home / "server" / "server.sqlite")
         names = [r[0] for r in db.execute("SELECT file_name FROM files")]
         db.close()
-        assert names and all(n == "config" or n.split("/")[0] in ("keys", "data", "journal", "audit") for n in names)
+        assert names and all(n == "config" or n.split("/")[0] in ("keys", "data", "journal", "audit", "audit-head", "locks") for n in names)
 
 
 def test_dropped_connections_resume_and_overloads_are_retried(

@@ -193,6 +193,7 @@ def test_any_planted_lock_is_judged_without_error(tmp_path: Path, fields: dict[s
     from livedata_cli import locking
     from livedata_cli.stores.local import LocalStore
 
+    (tmp_path / "store").mkdir(exist_ok=True)  # a store folder exists before it is used (only init makes one)
     store = LocalStore(tmp_path / "store")
     blob = json.dumps(fields).encode()
     store.put_bytes("locks/0-planted", blob)

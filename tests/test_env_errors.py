@@ -92,17 +92,14 @@ FAULTWRAP = textwrap.dedent(
             return self._f.__exit__(*exc)
 
     def install():
-        import builtins
-
         from livedata_cli.stores import local
 
-        real_open = builtins.open
+        real_create = local.LocalStore._create
 
-        def store_open(file, mode="r", *args, **kw):
-            f = real_open(file, mode, *args, **kw)
-            return _Full(f) if "w" in mode and isinstance(file, str) and "/tmp/" in file else f
+        def create(self, tmp):
+            return _Full(real_create(self, tmp))  # every object the folder store writes
 
-        local.open = store_open  # only the store module's own open()
+        local.LocalStore._create = create
 
     install()
     '''

@@ -192,6 +192,5 @@ def test_port_in_use_is_a_clean_error(cli: Cli) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        # (a real KDF: the suite's weak one would be announced first, as a line of the JSON log)
-        r = cli("server", "--port", str(s.getsockname()[1]), env={"LIVEDATA_TESTONLY_WEAKEN_KDF": None})
+        r = cli("server", "--port", str(s.getsockname()[1]))
     assert_one_line_error(r, 2)

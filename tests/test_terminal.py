@@ -389,8 +389,12 @@ def test_colours_only_on_a_terminal_and_never_with_no_color(vault_cli: Cli) -> N
     assert "\x1b[" not in vault_cli.ok("doctor", env={"NO_COLOR": None}).out
 
 
-def test_errors_go_to_stderr_and_nothing_to_stdout(cli: Cli) -> None:
+def test_errors_go_to_stderr_and_json_still_gets_its_document(cli: Cli) -> None:
     r = cli("ls", "--json")
+    assert_one_line_error(r, 3)
+    doc = r.json()  # one document on stdout, with the error in it, for scripts
+    assert doc["exit_code"] == 3 and "livedata init" in doc["error"]
+    r = cli("ls")
     assert_one_line_error(r, 3)
     assert r.stdout == b""
 

@@ -157,12 +157,23 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+_NOTICES: list[str] | None = []  # held until the server listens; None once it does
+
+
 def log_notice(message: str) -> None:
-    """A notice (such as the test-only weak-KDF warning) as one line of the JSON log."""
-    sys.stderr.write(json.dumps({"event": "notice", "message": message.removeprefix("livedata: ")}) + "\n")
-    sys.stderr.flush()
+    """A notice (such as the test-only weak-KDF warning) as one line of the JSON
+    log, once the server listens: a server that fails to start says only why."""
+    line = json.dumps({"event": "notice", "message": message.removeprefix("livedata: ")}) + "\n"
+    if _NOTICES is not None:
+        _NOTICES.append(line)
+    else:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def listening_line(url: str) -> None:
+    global _NOTICES
     sys.stderr.write(json.dumps({"event": "listening", "url": url}) + "\n")
+    sys.stderr.writelines(_NOTICES or [])
+    _NOTICES = None
     sys.stderr.flush()

@@ -311,8 +311,10 @@ class S3Store:
                 # has no abandoned uploads livedata can find; the command goes on.
                 from livedata_cli import netwait
 
-                netwait.note(f"{self.url}: the server does not support ListMultipartUploads; "
-                             "abandoned multipart uploads are not looked for")
+                if not getattr(self, "_said_no_list_uploads", False):  # once per command
+                    self._said_no_list_uploads = True
+                    netwait.note(f"{self.url}: the server does not support ListMultipartUploads; "
+                                 "abandoned multipart uploads are not looked for")
                 return
             for up in page.get("Uploads", []):
                 started = up.get("Initiated")
