@@ -626,9 +626,7 @@ def test_share_password_lockout_holds_under_parallel_guesses(start: Any, db_args
     wrong = statuses[:9]
     # at most 5 guesses (--share-max-failures) were ever checked; the rest found it locked
     assert wrong.count(401) <= 5 and set(wrong) <= {401, 410}, statuses
-    assert statuses[9] in (200, 410)
-    if statuses[9] == 200:  # the right one was among the 5 checked
-        assert wrong.count(401) <= 4, statuses
+    assert statuses[9] in (200, 410)  # the right one opens unless five failures came first
     r = httpx.get(f"{server.url}{API}/shares/{share['id']}/public", headers={"X-Share-Verifier": "right" * 4})
     assert r.status_code == 410 or wrong.count(401) < 5
 
