@@ -23,7 +23,14 @@ import errno
 import os
 import sqlite3
 
-from livedata_cli.errors import LivedataError, NotFound, Refused, StoreUnreachable, UsageError
+from livedata_cli.errors import (
+    LivedataError,
+    LockHeld,
+    NotFound,
+    Refused,
+    StoreUnreachable,
+    UsageError,
+)
 
 STORE, HOME, TARGET = "the store", "the index home", "the download target"
 
@@ -127,6 +134,11 @@ def translate(e: BaseException, *, needed: int | None = None, place: str | None 
         full = "disk is full" in text or ("disk i/o error" in text and (_free(home) or 0) < 256 * 1024)
         if full:  # SQLite reports a full disk as an I/O error when its WAL cannot grow
             return no_space(HOME, home, home, needed)
+        if "database is locked" in text:
+            return LockHeld(
+                f"the index in {home} stayed busy: another livedata process of this home held it "
+                "for 30 s (a stopped or hung one?); try again once it has finished"
+            )
         if "readonly database" in text or "unable to open database" in text:
             return UsageError(
                 f"the index home {home} is not writable ({e}): make it writable, or set LIVEDATA_HOME to another folder"

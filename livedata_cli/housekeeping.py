@@ -67,6 +67,10 @@ def pause_point(stage: str) -> None:
     wanted = os.environ.get("LIVEDATA_TESTONLY_PAUSE_AT", "")
     if wanted and stage in wanted.split(",") and stage not in _paused:
         _paused.add(stage)
+        from livedata_cli.index import others_writing
+
+        while others_writing():  # stopped inside SQLite, it would stop every other command too
+            time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGSTOP)
 
 

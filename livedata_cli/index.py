@@ -273,6 +273,27 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 # Recomputes versions.newest for every version of one path.
+# Write transactions open in this process, by thread: a test's pause point
+# waits until no other thread holds one (housekeeping.pause_point).
+_open_writes: dict[int, int] = {}
+_open_writes_lock = threading.Lock()
+
+
+def _writing(delta: int) -> None:
+    me = threading.get_ident()
+    with _open_writes_lock:
+        _open_writes[me] = _open_writes.get(me, 0) + delta
+        if not _open_writes[me]:
+            del _open_writes[me]
+
+
+def others_writing() -> bool:
+    """Whether another thread of this process is inside an index write transaction."""
+    me = threading.get_ident()
+    with _open_writes_lock:
+        return any(t != me for t in _open_writes)
+
+
 _RESTATE = """
     UPDATE versions SET newest = NOT EXISTS (
         SELECT 1 FROM versions w WHERE w.path = versions.path
@@ -448,12 +469,16 @@ class Index:
                 f"the index {self.path} is read-only here: this command needs to write it (make {self.path.parent} writable)"
             )
         self.db.execute("BEGIN IMMEDIATE")
+        _writing(+1)
         try:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            _writing(-1)
 
     def _migrate(self) -> None:
         with self.write() as db:

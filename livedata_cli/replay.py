@@ -88,9 +88,12 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
     out = Replay()
     # The heads this home knows, read before the listing: a journal another
     # process of this home writes meanwhile is in the store before its head is.
+    # Likewise the journals this index has applied: read after the listing,
+    # they could include one that another process wrote and applied since,
+    # which the listing lacks and which would look lost.
     st = vault.pins()
-    listing = list(vault.store.list(journal.PREFIX))
     links = index.journal_links()
+    listing = list(vault.store.list(journal.PREFIX))
     by_hash = {h: n for n, (_w, _s, h, _p) in links.items() if h}
     by_seq = {(w, s): n for n, (w, s, _h, _p) in links.items() if w is not None and s is not None}
     seen_heads: list[tuple[str, str, int, str]] = []  # (journal naming it, writer, counter, hash)
@@ -138,8 +141,9 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
             out.records += len(records) - (1 if link else 0)
         by_hash[digest] = name
         out.bad_records += failed
-    present = set(listing)
+    applied_before = set(links)
     links = index.journal_links()
+    present = set(listing) | (set(links) - applied_before)  # applied meanwhile: read from the store just now
     gone = [n for n, (w, s, _h, _p) in links.items() if n not in present and floors.covers(w, s)]
     if gone:  # compacted away: nothing to check any more
         index.forget_journals(gone)

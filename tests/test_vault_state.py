@@ -541,7 +541,8 @@ def test_processes_of_one_home_writing_at_once_keep_one_chain(cli: Cli) -> None:
         for i in range(4)
         for args in (("tag", f"f{i}.txt", f"t{i}"), ("note", f"f{i}.txt", f"note {i}"))
     ]
-    assert [p.wait(timeout=120) for p in procs] == [0] * len(procs)
+    done = [(p.wait(timeout=120), p.stderr.read().decode() if p.stderr else "") for p in procs]
+    assert [code for code, _err in done] == [0] * len(procs), done
     cli.ok("sync")
     cli.ok("verify")
     fresh = Cli({**cli.env, "LIVEDATA_HOME": str(cli.cwd.parent / "fresh")}, cli.cwd)
