@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
+from itertools import islice
 
 MARK = "\ufdd0"
 # A stored byte: the mark and the byte's two hex digits (only bytes >= 0x80 are stored so).
@@ -84,6 +86,23 @@ def shown(name: str) -> str:
     if not _CONTROL.search(name):
         return name
     return _CONTROL.sub(_escape_control, name)
+
+
+# Any character that makes a listing line need :func:`shown` (the newline aside).
+_LINE_WORK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff\ufdd0]")
+
+
+def shown_lines(names: Iterable[str], block: int = 2048) -> Iterator[str]:
+    """``shown(name) + "\n"`` for many names, in blocks: a block whose names
+    need no escaping (nearly all) is checked by one regex search and written
+    as one string."""
+    it = iter(names)
+    while chunk := list(islice(it, block)):
+        text = "\n".join(chunk) + "\n"
+        if text.count("\n") == len(chunk) and not _LINE_WORK.search(text):
+            yield text
+        else:
+            yield "".join(shown(n) + "\n" for n in chunk)
 
 
 def for_json(name: str) -> str:

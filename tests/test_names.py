@@ -245,6 +245,18 @@ def test_the_vault_form_of_a_name_is_exact_unicode_and_shown_safely(raw: bytes) 
     names.for_json(vault).encode("utf-8")
 
 
+@settings(max_examples=300, deadline=None)
+@given(raws=st.lists(st.binary(max_size=24) | st.text(max_size=12).map(str.encode), max_size=40), block=st.integers(1, 8))
+def test_a_listing_in_blocks_shows_each_name_as_one_safe_line(raws: list[bytes], block: int) -> None:
+    """``ls`` writes names in blocks: the same text as one ``shown`` line per name."""
+    from livedata_cli import names
+
+    vault = [names.from_local(os.fsdecode(raw)) for raw in raws]
+    text = "".join(names.shown_lines(vault, block))
+    assert text == "".join(names.shown(v) + "\n" for v in vault)
+    assert text.count("\n") == len(vault)
+
+
 def test_a_literal_mark_in_a_name_does_not_collide_with_an_escaped_byte() -> None:
     from livedata_cli import names
 

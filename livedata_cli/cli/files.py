@@ -311,8 +311,9 @@ def ls(
                 out.flush()
                 sys.stdout.buffer.writelines(to_bytes(p) + b"\0" for p in paths)
                 return
-            for path in paths:
-                out.write(printable(path) + "\n")  # a name from the store never drives the terminal
+            from livedata_cli.names import shown_lines
+
+            out.writelines(shown_lines(paths))  # a name from the store never drives the terminal
             return
         rows = vault.index.latest(prefix, trash=trash)
     rows = [(v, n) for v, n in rows if all_ or v.kind != "dir"]  # (--long, or --json)
