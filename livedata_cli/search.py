@@ -212,13 +212,13 @@ def parse_size(text: str, option: str = "--larger-than") -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-_AGO = re.compile(r"^\s*(\d+)\s*(s|min|h|d|w|y)\s*$", re.IGNORECASE)
-_AGO_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_AGO = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w|y)\s*$", re.IGNORECASE)
+_AGO_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 def parse_when(text: str, option: str = "--since", *, end_of_day: bool = False, now: float | None = None) -> float:
     """A time from an ISO date or time (``2026-01-31``, ``2026-01-31T12:00``) or
-    an age (``7d``, ``12h``, ``30min``, ``2w``, ``1y``); dates are local midnight,
+    an age (``7d``, ``12h``, ``30m`` or ``30min``, ``2w``, ``1y``); dates are local midnight,
     or the midnight after them with ``end_of_day`` (for --until)."""
     now = time.time() if now is None else now
     m = _AGO.match(text)

@@ -92,6 +92,7 @@ def test_dates() -> None:
     now = dt.datetime(2026, 3, 10, 15, 0).timestamp()
     assert parse_when("7d", now=now) == now - 7 * 86400
     assert parse_when("12h", now=now) == now - 12 * 3600
+    assert parse_when("90m", now=now) == parse_when("90min", now=now) == now - 90 * 60  # --at and --since alike
     assert parse_when("2026-01-01", now=now) == dt.datetime(2026, 1, 1).timestamp()
     assert parse_when("2026-01-01", end_of_day=True, now=now) == dt.datetime(2026, 1, 2).timestamp()
     assert parse_when("2026-01-01T09:30", now=now) == dt.datetime(2026, 1, 1, 9, 30).timestamp()

@@ -243,18 +243,10 @@ def human_size(n: int) -> str:
 
 def parse_when(text: str, option: str) -> float:
     """A point in time from an ISO date or date-time (local time unless it says),
-    or an age such as ``90m``, ``36h``, ``7d``, ``2w`` before now."""
-    import datetime as dt
-    import re
+    ``today``, ``yesterday``, or an age such as ``90m``, ``36h``, ``7d``, ``2w`` before now."""
+    from livedata_cli.search import parse_when as parse
 
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if m:
-        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-        return time.time() - int(m.group(1)) * seconds
-    try:
-        return dt.datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise UsageError(f"{option}: {text!r} is not a date (2026-11-20, 2026-11-20T03:00) or an age (7d)") from None
+    return parse(text, option)
 
 
 def human_time(t: float | None) -> str:

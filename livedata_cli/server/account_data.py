@@ -55,8 +55,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server import db, files, shares, uploads
-from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
+from livedata_cli.server import db, files, reauth, shares, uploads
+from livedata_cli.server.api import ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.blobs import read_range
 from livedata_cli.server.security import new_id
 from livedata_cli.server.users import public_keys
@@ -353,40 +353,6 @@ class Erased(BaseModel):
 OWNER_COLUMNS = ("user_id", "owner_id", "recipient_id")
 
 
-def _reauthenticate(c: Context, who: Client, user_id: str, email: str, body: DeleteBody) -> None:
-    """The password again, and a TOTP or recovery code when MFA is on (rate limited like a login).
-
-    A wrong one is a 403, not a 401: the access token is fine, and a client
-    must not take the answer for an expired login and refresh.
-    """
-    from livedata_cli.server.auth import login_limit, mfa_limit, second_factor_ok
-
-    login_limit(c, email, who.ip)
-    with c.db.read() as conn:
-        row = conn.execute(
-            sa.select(db.users.c.password_hash, db.users.c.mfa_enabled).where(
-                db.users.c.id == user_id
-            )
-        ).one()
-    if not c.passwords.verify(row.password_hash, body.password):
-        with c.db.write() as conn:
-            audit(conn, who, user_id, "account.delete", "user", user_id, "failed")
-        raise ApiError(403, "invalid_credentials", "wrong password; nothing was deleted")
-    if not row.mfa_enabled:
-        return
-    mfa_limit(c, user_id, who.ip)
-    with c.db.write() as conn:
-        ok = second_factor_ok(c, conn, user_id, body.code, body.recovery_code)
-        if not ok:
-            audit(conn, who, user_id, "account.delete", "user", user_id, "failed")
-    if not ok:
-        raise ApiError(
-            403,
-            "invalid_code",
-            "MFA is on: a current code or an unused recovery code is needed; nothing was deleted",
-        )
-
-
 def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
     """Erase the account: its share links first, then blobs and file rows in batches, then every
     row naming it; one anonymous audit record stays."""
@@ -497,5 +463,8 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
     },
 )
 def delete_me(body: DeleteBody, c: CtxDep, user: UserDep, who: ClientDep) -> Erased:
-    _reauthenticate(c, who, user.id, user.email, body)
+    reauth.confirm(
+        c, who, user.id, user.email, "account.delete",
+        password=body.password, code=body.code, recovery_code=body.recovery_code, refused="nothing was deleted",
+    )
     return erase_account(c, user.id, who.request_id)

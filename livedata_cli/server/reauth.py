@@ -26,8 +26,14 @@ def confirm(
     password: str,
     code: str | None = None,
     recovery_code: str | None = None,
+    refused: str = "",
 ) -> bool:
-    """Check the password (and the second factor when MFA is on); returns whether MFA is on."""
+    """Check the password (and the second factor when MFA is on); returns whether MFA is on.
+
+    A wrong one is a 403, not a 401: the access token is fine, and a client
+    must not take the answer for an expired login and refresh.  ``refused``
+    says what did not happen (added to the message)."""
+    tail = f"; {refused}" if refused else ""
     from livedata_cli.server.auth import (  # it builds on this module
         login_limit,
         mfa_limit,
@@ -42,7 +48,7 @@ def confirm(
     if not c.passwords.verify(row.password_hash, password):
         with c.db.write() as conn:
             audit(conn, who, user_id, action, "user", user_id, "failed")
-        raise ApiError(403, "invalid_credentials", "the current password is wrong")
+        raise ApiError(403, "invalid_credentials", f"wrong password{tail}")
     if not row.mfa_enabled:
         return False
     mfa_limit(c, user_id, who.ip)
@@ -51,7 +57,7 @@ def confirm(
         if not ok:
             audit(conn, who, user_id, action, "user", user_id, "failed")
     if not ok:
-        raise ApiError(403, "invalid_code", "MFA is on: a current code or an unused recovery code is needed")
+        raise ApiError(403, "invalid_code", f"MFA is on: a current code or an unused recovery code is needed{tail}")
     return True
 
 
