@@ -49,7 +49,7 @@ def _complete(shell: str) -> bool:
         table = json.loads(TABLE.read_text())
     except (OSError, ValueError):
         return False
-    words, incomplete = _words(shell)
+    words, incomplete = shell_words(shell)
     answers = candidates(table, words, incomplete)
     if answers is None:
         return False
@@ -67,7 +67,7 @@ def _complete(shell: str) -> bool:
     return True
 
 
-def _words(shell: str) -> tuple[list[str], str]:
+def shell_words(shell: str) -> tuple[list[str], str]:
     """The words before the cursor (without the program) and the word being typed."""
     import shlex
 

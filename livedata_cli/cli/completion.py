@@ -11,7 +11,6 @@ them to ``completions/``, which the wheel installs where each shell looks.
 
 from __future__ import annotations
 
-import os
 import re
 from enum import StrEnum
 from typing import Annotated, Any
@@ -21,9 +20,9 @@ from typer._click.shell_completion import (
     CompletionItem,
     ShellComplete,
     add_completion_class,
-    split_arg_string,
 )
 
+from livedata_cli._start import shell_words
 from livedata_cli.cli.common import JsonOpt, QuietOpt, setup
 
 COMPLETE_VAR = "_LIVEDATA_COMPLETE"
@@ -150,9 +149,7 @@ class _Bash(ShellComplete):
         return BASH
 
     def get_completion_args(self) -> tuple[list[str], str]:
-        words = split_arg_string(os.environ.get("COMP_WORDS", ""))
-        cword = int(os.environ.get("COMP_CWORD", "0") or 0)
-        return words[1:cword], words[cword] if 0 <= cword < len(words) else ""
+        return shell_words("bash")  # the fast path's reading, so both complete alike
 
     def format_completion(self, item: CompletionItem) -> str:
         return f"{item.type},{item.value}"
@@ -183,15 +180,7 @@ class _Fish(ShellComplete):
         return FISH
 
     def get_completion_args(self) -> tuple[list[str], str]:
-        words = split_arg_string(os.environ.get("COMP_WORDS", ""))
-        token = os.environ.get("COMP_CWORD", "")
-        parts = split_arg_string(token) if token else []
-        incomplete = parts[0] if parts else ""
-        args = words[1:]
-        # fish gives the word being completed in COMP_WORDS too.
-        if incomplete and args and args[-1] == incomplete:
-            args.pop()
-        return args, incomplete
+        return shell_words("fish")
 
     def format_completion(self, item: CompletionItem) -> str:
         help_ = _one_line(item.help)
