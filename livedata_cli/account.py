@@ -48,7 +48,9 @@ from livedata_cli import __version__, config
 from livedata_cli.errors import (
     AuthError,
     LivedataError,
+    LoginRequired,
     NotFound,
+    QuotaFull,
     Refused,
     StoreUnreachable,
     UsageError,
@@ -66,14 +68,6 @@ DEVICE_FILE = "device.json"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0
-
-
-class LoginRequired(AuthError):
-    """Not logged in to this server: run 'livedata login'."""
-
-
-class QuotaFull(Refused):
-    """The account's storage quota is full."""
 
 
 # -- server URLs ------------------------------------------------------------------------

@@ -26,8 +26,8 @@ import sqlite3
 from livedata_cli.errors import (
     LivedataError,
     LockHeld,
+    NoSpace,
     NotFound,
-    Refused,
     StoreUnreachable,
     UsageError,
 )
@@ -40,10 +40,6 @@ _places: list[tuple[str, str, str]] = []
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 GONE = (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV, errno.EIO)
-
-
-class NoSpace(Refused):
-    """No space left."""
 
 
 def register(label: str, folder: str | os.PathLike[str], shown: str | os.PathLike[str] | None = None) -> None:

@@ -100,3 +100,63 @@ class ConversionFailed(LivedataError):
     """The conversion failed; the source file is unchanged."""
 
     exit_code = ExitCode.UNEXPECTED
+
+
+# -- the particular errors, by exit code --------------------------------------------
+# 2: usage
+class ConfigError(UsageError):
+    """The config file is not valid."""
+
+
+class IndexReadOnly(UsageError):
+    """The local index is read-only here: this command needs to write it."""
+
+
+QUERY_HINT = 'words, "a phrase", prefix*, a OR b, -word, tag:word'
+
+
+class QueryError(UsageError):
+    """The search query cannot be understood."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"bad search query: {problem} (syntax: {QUERY_HINT})")
+
+
+# 4: authentication
+class LoginRequired(AuthError):
+    """Not logged in to this server: run 'livedata login'."""
+
+
+class WrongFilePassword(AuthError):
+    """The server's lock refused the verifier: a wrong file password."""
+
+
+class ShareKeyError(AuthError):
+    """The key (or password) does not open this share."""
+
+
+class IndexLocked(AuthError):
+    """The local index is encrypted ('livedata lock --index'): this needs the vault key."""
+
+
+# 5: integrity
+class IndexDamaged(IntegrityError):
+    """The local index is damaged."""
+
+
+# 7: refused by a limit
+class QuotaFull(Refused):
+    """The account's storage quota is full."""
+
+
+class NoSpace(Refused):
+    """No space left."""
+
+
+class LockLost(LockHeld):
+    """This command's lock in the store went stale and was cleared by another command."""
+
+
+# 1: never reaches the user (a batch reports the item as skipped)
+class Skipped(LivedataError):
+    """Skipped: not something livedata stores (a socket, FIFO or device)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from livedata_cli import index_file
-from livedata_cli.errors import LivedataError
+from livedata_cli.errors import IndexReadOnly
 from livedata_cli.names import for_json
 
 # Named, ordered migrations, applied on open.  Never edit one that has shipped:
@@ -309,10 +309,6 @@ _RESTATE = """
 """
 
 
-class IndexError_(LivedataError):
-    """The local index cannot be used: run 'livedata sync --rebuild'."""
-
-
 @dataclass(frozen=True)
 class Version:
     """One stored version of one vault path, as the index knows it."""
@@ -434,7 +430,7 @@ class Index:
                 # Names and tags are plaintext here: the file is for this user only.
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as e:
-            raise index_file.IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
+            raise IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
         index_file.check_header(path)
         try:
             # Upload workers look up content hashes from their threads, under _lock.
@@ -471,7 +467,7 @@ class Index:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once so concurrent writers queue."""
         if self.read_only:
-            raise index_file.IndexReadOnly(
+            raise IndexReadOnly(
                 f"the index {self.path} is read-only here: this command needs to write it (make {self.path.parent} writable)"
             )
         self.db.execute("BEGIN IMMEDIATE")

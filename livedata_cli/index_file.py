@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from livedata_cli.errors import IntegrityError, UsageError
+from livedata_cli.errors import IndexDamaged
 
 if TYPE_CHECKING:
     from livedata_cli.index import Index
@@ -30,14 +30,6 @@ REBUILD_SUFFIX = ".rebuild"
 # trail, pending uploads, pinned keys, meta...) is carried over from the old index.
 REBUILT = frozenset({"versions", "journals", "migrations"})
 _HEADER = b"SQLite format 3\x00"
-
-
-class IndexDamaged(IntegrityError):
-    """The local index is damaged."""
-
-
-class IndexReadOnly(UsageError):
-    """The local index is read-only here: this command needs to write it."""
 
 
 def damaged(path: Path, why: str) -> IndexDamaged:

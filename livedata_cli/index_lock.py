@@ -24,13 +24,11 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from livedata_cli.errors import AuthError
+from livedata_cli.errors import (
+    IndexLocked,
+)
 
 SUFFIX = ".locked"
-
-
-class IndexLocked(AuthError):
-    """The local index is encrypted ('livedata lock --index'): this needs the vault key."""
 
 
 def locked_path(index_path: Path) -> Path:

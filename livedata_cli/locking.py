@@ -22,7 +22,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from livedata_cli.errors import LivedataError, LockHeld, NotFound
+from livedata_cli.errors import (
+    LivedataError,
+    LockHeld,
+    LockLost,
+    NotFound,
+)
 
 
 @contextmanager
@@ -63,10 +68,6 @@ def exclusive(path: Path, *, wait: bool, notice: Callable[[str], None]) -> Itera
 LOCK_PREFIX = "locks/"
 # A lock not refreshed for this long is stale (its holder died or hangs).
 STALE_AFTER = 600.0
-
-
-class LockLost(LockHeld):
-    """This command's lock in the store went stale and was cleared by another command."""
 
 
 def stale_after() -> float:

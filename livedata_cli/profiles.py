@@ -30,17 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livedata_cli.errors import UsageError
+from livedata_cli.errors import (
+    ConfigError,
+    UsageError,
+)
 
 CONFIG_FILE = "config.toml"
 PROFILE_VAR = "LIVEDATA_PROFILE"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class ConfigError(UsageError):
-    """The config file is not valid."""
 
 
 @dataclass(frozen=True)

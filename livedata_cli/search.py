@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from livedata_cli.errors import UsageError
+from livedata_cli.errors import QueryError, UsageError
 
 # Column weights for bm25, in the FTS table's column order:
 # vid (not indexed), path, name, tags, notes, mime, text.
@@ -63,14 +63,6 @@ _TYPE_ALIASES = {
 }
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in snippets
 MAX_QUERY = 2000
-QUERY_HINT = 'words, "a phrase", prefix*, a OR b, -word, tag:word'
-
-
-class QueryError(UsageError):
-    """The search query cannot be understood."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(f"bad search query: {problem} (syntax: {QUERY_HINT})")
 
 
 # -- the query language ----------------------------------------------------------

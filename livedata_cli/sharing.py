@@ -39,6 +39,7 @@ from livedata_cli.errors import (
     IntegrityError,
     NotFound,
     Refused,
+    ShareKeyError,
     StoreUnreachable,
     UsageError,
 )
@@ -441,7 +442,7 @@ def open_share(ref: ShareRef, key: str | None, password: Callable[[], str | None
         if hint:
             pw = password()
             if pw is None:
-                raise sc.ShareKeyError(
+                raise ShareKeyError(
                     f"this share is protected by a password: set {PASSWORD_ENV} or run on a terminal to be asked"
                 )
             verifier = sc.check_from_hint(secret, hint, pw).hex()
@@ -476,7 +477,7 @@ def _api_status(r: Any) -> None:
     except ValueError:
         message = ""
     if r.status_code == 401:
-        raise sc.ShareKeyError("the password does not open this share (the server counts failed attempts)")
+        raise ShareKeyError("the password does not open this share (the server counts failed attempts)")
     if r.status_code == 404:
         raise NotFound("no such share on this server (the link is wrong, or the file was deleted)")
     if r.status_code in (410, 429):

@@ -18,7 +18,12 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from livedata_cli import names
-from livedata_cli.errors import IntegrityError, LivedataError, UsageError
+from livedata_cli.errors import (
+    IntegrityError,
+    LivedataError,
+    Skipped,
+    UsageError,
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,6 @@ class UploadSource:
 
 
 Fail = Callable[[str, LivedataError | OSError], None]
-
-
-class Skipped(LivedataError):
-    """Skipped: not something livedata stores (a socket, FIFO or device)."""
 
 
 # -- vault paths ------------------------------------------------------------------

@@ -55,8 +55,10 @@ from livedata_cli.errors import (
     IntegrityError,
     LivedataError,
     NotFound,
+    Skipped,
     StoreUnreachable,
     UsageError,
+    WrongFilePassword,
 )
 from livedata_cli.index import Index, PendingUpload, Seen, Version
 from livedata_cli.keys import StoreConfig, Unlocker, make_slot
@@ -139,7 +141,7 @@ class BatchReport:
         return [i for i in self.items if i.status == "failed"]
 
     def fail(self, source: str, path: str, err: LivedataError | OSError) -> None:
-        if isinstance(err, tree.Skipped):
+        if isinstance(err, Skipped):
             self.items.append(ItemResult(source, path, "skipped", error=err.message))
             return
         known = envfail.translate(err) if isinstance(err, OSError) else None
@@ -1417,7 +1419,7 @@ class Vault:
                 if lock is not None:
                     try:
                         opener = key.gated(file_locks.release(self.store, lock, key.verifier(), path))
-                    except file_locks.WrongFilePassword:
+                    except WrongFilePassword:
                         opener = None
                 data_key = filepass.open_envelope(opener, self.vault_id, oid, envelope) if opener else None
                 if data_key is not None and opener is not None:

@@ -33,7 +33,7 @@ from livedata_cli.cli import (
 from livedata_cli.cli.common import ENV, record_audit
 from livedata_cli.cli.completion import completion
 from livedata_cli.cli.doctor import doctor
-from livedata_cli.errors import ExitCode, LivedataError
+from livedata_cli.errors import ConfigError, ExitCode, LivedataError
 
 app = typer.Typer(
     name="livedata",
@@ -82,7 +82,7 @@ def _root(
     profiles.use_profile(profile)
     try:
         config_cmds.apply_profile(ctx, json_flag=json_, quiet_flag=quiet, no_keyring_flag=no_keyring)
-    except profiles.ConfigError:
+    except ConfigError:
         if ctx.invoked_subcommand not in config_cmds.SELF_CONFIGURED:
             raise
 

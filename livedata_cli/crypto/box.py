@@ -25,15 +25,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from livedata_cli.crypto.wrap import hkdf, open_sealed, seal, subkey
-from livedata_cli.errors import AuthError, IntegrityError
+from livedata_cli.errors import (
+    IntegrityError,
+)
 
 MAGIC = b"LDB\x01"
 KEY_LEN = 32
 PRIVATE_MAGIC = b"LDX\x01"
-
-
-class BoxKeyError(AuthError):
-    """This private key does not open the box (it was sealed to another key)."""
 
 
 def generate() -> tuple[bytes, bytes]:
@@ -70,7 +68,7 @@ def seal_to(public: bytes, plaintext: bytes, context: bytes) -> bytes:
 
 
 def open_box(private: bytes, blob: bytes, context: bytes) -> bytes:
-    """The plaintext of a box; :class:`BoxKeyError` (exit 4) or :class:`IntegrityError` (exit 5)."""
+    """The plaintext of a box, or :class:`IntegrityError` (exit 5): damaged, or sealed to another key."""
     if blob[:4] != MAGIC or len(blob) < 4 + KEY_LEN + 12 + 16:
         raise IntegrityError("this is not a livedata sealed box (or it is damaged)")
     eph_pub = blob[4 : 4 + KEY_LEN]

@@ -47,7 +47,10 @@ from cryptography.exceptions import InvalidTag
 
 from livedata_cli.crypto.kdf import Argon2Params, derive_key
 from livedata_cli.crypto.wrap import hkdf, open_sealed, seal
-from livedata_cli.errors import AuthError, IntegrityError
+from livedata_cli.errors import (
+    IntegrityError,
+    ShareKeyError,
+)
 
 MAGIC = b"LDS\x01"
 SECRET_LEN = 32
@@ -55,10 +58,6 @@ SALT_LEN = 16
 CHECK_LEN = 16
 # A manifest is a few hundred bytes; this bounds what a hostile envelope can make us parse.
 MAX_PUBLIC = 4096
-
-
-class ShareKeyError(AuthError):
-    """The key (or password) does not open this share."""
 
 
 def new_secret() -> bytes:

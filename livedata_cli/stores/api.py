@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from livedata_cli import config
-from livedata_cli.account import Client, QuotaFull, audit_logs, backoff, retries
-from livedata_cli.errors import IntegrityError, LivedataError, NotFound, StoreUnreachable
+from livedata_cli.account import Client, audit_logs, backoff, retries
+from livedata_cli.errors import IntegrityError, LivedataError, NotFound, QuotaFull, StoreUnreachable
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024

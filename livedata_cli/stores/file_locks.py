@@ -6,11 +6,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from livedata_cli.errors import AuthError
-
-
-class WrongFilePassword(AuthError):
-    """The server's lock refused the verifier: a wrong file password."""
+from livedata_cli.errors import (
+    WrongFilePassword,
+)
 
 
 def supported(store: Any) -> bool:
