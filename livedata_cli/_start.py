@@ -49,6 +49,8 @@ def _complete(shell: str) -> bool:
         table = json.loads(TABLE.read_text())
     except (OSError, ValueError):
         return False
+    from livedata_cli.shellwords import shell_words
+
     words, incomplete = shell_words(shell)
     answers = candidates(table, words, incomplete)
     if answers is None:
@@ -65,34 +67,6 @@ def _complete(shell: str) -> bool:
             return False
     sys.stdout.write("".join(line + "\n" for line in out))
     return True
-
-
-def shell_words(shell: str) -> tuple[list[str], str]:
-    """The words before the cursor (without the program) and the word being typed."""
-    import shlex
-
-    def split(text: str) -> list[str]:
-        lex = shlex.shlex(text, posix=True)
-        lex.whitespace_split = True
-        lex.commenters = ""
-        out: list[str] = []
-        try:
-            out.extend(lex)
-        except ValueError:  # an open quote: keep what was read, and the rest as one word
-            out.append(lex.token)
-        return out
-
-    words = split(os.environ.get("COMP_WORDS", ""))
-    if shell == "fish":
-        token = os.environ.get("COMP_CWORD", "")
-        parts = split(token) if token else []
-        incomplete = parts[0] if parts else ""
-        args = words[1:]
-        if incomplete and args and args[-1] == incomplete:
-            args.pop()
-        return args, incomplete
-    cword = int(os.environ.get("COMP_CWORD", "0") or 0)
-    return words[1:cword], words[cword] if 0 <= cword < len(words) else ""
 
 
 def candidates(table: dict[str, Any], words: list[str], incomplete: str) -> list[tuple[str, str]] | None:

@@ -148,7 +148,7 @@ class TokenStore:
     The device record (name, trust secret) beside them, stored apart."""
 
     def __init__(self) -> None:
-        from livedata_cli.keys import KeyCache
+        from livedata_cli.oskeyring import KeyCache
 
         self._cache = KeyCache(True)
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from livedata_cli.errors import VaultNotFound
+from livedata_cli.profiles import active_home, base_home
 
 
 def _no_notice(_message: str) -> None:
@@ -32,19 +33,7 @@ INDEX_FILE = "index.sqlite"
 def home() -> Path:
     """The folder that holds this machine's livedata state: the chosen profile's
     home (see :mod:`livedata_cli.profiles`), else the base home."""
-    from livedata_cli.profiles import active_home
-
     return active_home() or base_home()
-
-
-def base_home() -> Path:
-    """``LIVEDATA_HOME``, else the platform's data folder; holds the default vault."""
-    env = os.environ.get("LIVEDATA_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    from platformdirs import user_data_path
-
-    return user_data_path("livedata", appauthor=False)
 
 
 def ensure_home() -> Path:

@@ -31,6 +31,7 @@ from livedata_cli.errors import (
     StoreUnreachable,
     UsageError,
 )
+from livedata_cli.sizes import human_size
 
 STORE, HOME, TARGET = "the store", "the index home", "the download target"
 
@@ -86,19 +87,15 @@ def _free(folder: str) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _size(n: int) -> str:
-    from livedata_cli.cli.common import human_size
-
-    return human_size(n)
 
 
 def no_space(label: str, folder: str, shown: str, needed: int | None) -> NoSpace:
     free = _free(folder)
     parts = []
     if free is not None:
-        parts.append(f"{_size(free)} free")
+        parts.append(f"{human_size(free)} free")
     if needed:
-        parts.append(f"{_size(needed)} needed")
+        parts.append(f"{human_size(needed)} needed")
     detail = f" ({', '.join(parts)})" if parts else ""
     return NoSpace(f"no space left on {label} {shown}{detail}: free some space and run the command again")
 

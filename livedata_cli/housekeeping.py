@@ -39,6 +39,7 @@ from livedata_cli import locking
 from livedata_cli.crypto import container
 from livedata_cli.errors import LivedataError, NotFound
 from livedata_cli.packs import padded
+from livedata_cli.sizes import human_size
 
 # prune compacts the journals into one snapshot once there are more than this many.
 COMPACT_AFTER = 200
@@ -502,10 +503,10 @@ def doctor_summary(store_url: str, index_path: Path) -> tuple[str, str, dict[str
     details["last_check"] = last
     notes: list[str] = []
     if litter.objects:
-        notes.append(f"{litter.objects} partial upload(s) in tmp/ ({_human(litter.bytes)}) left by killed runs")
+        notes.append(f"{litter.objects} partial upload(s) in tmp/ ({human_size(litter.bytes)}) left by killed runs")
     if last and last.get("total_objects"):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(last.get("time", 0))))
-        notes.append(f"{_human(int(last.get('total_bytes', 0)))} in {last['total_objects']} object(s) reclaimable at the last verify ({when})")
+        notes.append(f"{human_size(int(last.get('total_bytes', 0)))} in {last['total_objects']} object(s) reclaimable at the last verify ({when})")
     if notes:
         return "warn", "; ".join(notes), details
     if last is None:
@@ -513,10 +514,3 @@ def doctor_summary(store_url: str, index_path: Path) -> tuple[str, str, dict[str
     return "ok", "nothing to reclaim at the last verify or prune", details
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

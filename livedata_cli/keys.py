@@ -40,9 +40,10 @@ from livedata_cli.errors import (
     VaultNotFound,
     WrongPassphrase,
 )
+from livedata_cli.oskeyring import KEYRING_SERVICE as KEYRING_SERVICE
+from livedata_cli.oskeyring import KeyCache as KeyCache
 from livedata_cli.stores import ObjectStore
 
-KEYRING_SERVICE = "livedata"
 MAX_SLOTS = 32  # slots read from a store at most: a hostile store may plant thousands
 LAST_SLOT_FILE = "last-slot.json"  # in the home: the slot that opened each vault last
 PASSPHRASE_VARS = ("LIVEDATA_PASSPHRASE", "LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND")
@@ -183,6 +184,21 @@ def make_slot(vault_id: str, master_key: bytes, secret: str, kind: str = "passph
     return slot
 
 
+def make_kms_slot(vault_id: str, master_key: bytes, kms_key_id: str) -> Slot:
+    """A ``keys/kms-…`` slot: the master key encrypted by KMS, bound to this vault."""
+    from livedata_cli import kms
+
+    blob, arn = kms.provider(kms_key_id).encrypt(master_key, kms.vault_context(vault_id))
+    return Slot(
+        slot_id=f"kms-{secrets.token_hex(6)}",
+        kind="kms",
+        salt=b"",
+        wrapped=blob,
+        created=time.time(),
+        kdf={"kms_key_id": kms_key_id, "kms_key_arn": arn, "context": kms.VAULT_CONTEXT},
+    )
+
+
 def list_slots(store: ObjectStore, *, warn: Callable[[str], None] | None = None) -> list[Slot]:
     """The vault's key slots: at most ``MAX_SLOTS`` of them.  A malformed slot,
     or one whose KDF parameters exceed the caps, is skipped with a one-line
@@ -298,80 +314,6 @@ NO_PASSPHRASE_HELP = (
     "the vault is locked and no passphrase is available: run on a terminal, or set one of "
     "LIVEDATA_PASSPHRASE, LIVEDATA_PASSPHRASE_FILE or LIVEDATA_PASSPHRASE_COMMAND"
 )
-
-
-# -- keyring cache -------------------------------------------------------------
-class KeyCache:
-    """The unlocked master key in the OS keyring, when a real one is available."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and not config.env_flag("LIVEDATA_NO_KEYRING")
-        self._backend: Any = None
-        self.reason = "disabled by LIVEDATA_NO_KEYRING or --no-keyring" if not self.enabled else ""
-
-    def backend(self) -> Any:
-        """The keyring backend, or None (with ``reason`` saying why)."""
-        if not self.enabled:
-            return None
-        if self._backend is None:
-            try:
-                import keyring
-                import keyring.core
-
-                kr = keyring.get_keyring()
-                if not keyring.core.recommended(kr):
-                    self.reason = f"no secure OS keyring ({type(kr).__name__} is not one)"
-                    self.enabled = False
-                    return None
-                self._backend = kr
-            except Exception as e:  # keyring raises many kinds on broken setups
-                self.reason = f"the OS keyring is not usable ({type(e).__name__})"
-                self.enabled = False
-                return None
-        return self._backend
-
-    def get(self, vault_id: str) -> bytes | None:
-        kr = self.backend()
-        if kr is None:
-            return None
-        try:
-            value = kr.get_password(KEYRING_SERVICE, vault_id)
-        except Exception as e:
-            self.reason = f"the OS keyring refused to read ({type(e).__name__})"
-            return None
-        try:
-            return bytes.fromhex(value) if value else None
-        except ValueError:
-            return None
-
-    def put(self, vault_id: str, master_key: bytes) -> bool:
-        kr = self.backend()
-        if kr is None:
-            return False
-        try:
-            kr.set_password(KEYRING_SERVICE, vault_id, master_key.hex())
-            return True
-        except Exception as e:
-            self.reason = f"the OS keyring refused to store the key ({type(e).__name__})"
-            return False
-
-    def delete(self, vault_id: str) -> bool:
-        """Remove the cached key: True when one was cached, False when none was.
-        A keyring that fails to delete it is an error, never "nothing was cached"."""
-        kr = self.backend()
-        if kr is None:
-            return False
-        from keyring.errors import KeyringError, PasswordDeleteError
-
-        try:
-            kr.delete_password(KEYRING_SERVICE, vault_id)
-            return True
-        except PasswordDeleteError:
-            return False  # no such entry
-        except KeyringError as e:
-            raise UsageError(
-                f"the OS keyring did not remove the cached key ({type(e).__name__}: {e}); it may still be cached"
-            ) from None
 
 
 class Unlocker:

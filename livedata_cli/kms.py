@@ -20,9 +20,7 @@ the local wrapping.
 from __future__ import annotations
 
 import hmac
-import secrets
 import threading
-import time
 from typing import Any
 
 from livedata_cli import aws
@@ -142,21 +140,6 @@ def provider(kms_key_id: str) -> Kms:
 # -- the KMS key slot ------------------------------------------------------------------
 def vault_context(vault_id: str) -> dict[str, str]:
     return {VAULT_CONTEXT: vault_id}
-
-
-def make_slot(vault_id: str, master_key: bytes, kms_key_id: str) -> Any:
-    """A ``keys/kms-…`` slot: the master key encrypted by KMS, bound to this vault."""
-    from livedata_cli.keys import Slot
-
-    blob, arn = provider(kms_key_id).encrypt(master_key, vault_context(vault_id))
-    return Slot(
-        slot_id=f"kms-{secrets.token_hex(6)}",
-        kind="kms",
-        salt=b"",
-        wrapped=blob,
-        created=time.time(),
-        kdf={"kms_key_id": kms_key_id, "kms_key_arn": arn, "context": VAULT_CONTEXT},
-    )
 
 
 def open_slots(slots: list[Any], vault_id: str, expected_key_id: str, kms_key_id: str) -> bytes:

@@ -326,19 +326,23 @@ def _default(name: str, profile: str | None) -> Any:
     if name == "home":
         return str(profile_home(profile)) if profile else None
     if name == "store":
-        return str((profile_home(profile) if profile else _base_home()) / "store")
+        return str((profile_home(profile) if profile else base_home()) / "store")
     return False if SETTINGS[name].kind is bool else None
 
 
-def _base_home() -> Path:
-    from livedata_cli.config import base_home
+def base_home() -> Path:
+    """``LIVEDATA_HOME``, else the platform's data folder; holds the default vault."""
+    env = os.environ.get("LIVEDATA_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    from platformdirs import user_data_path
 
-    return base_home()
+    return user_data_path("livedata", appauthor=False)
 
 
 def profile_home(profile: str) -> Path:
     """Where a profile keeps its vault settings and index."""
-    base = _base_home()
+    base = base_home()
     value = current().table(profile).get("home")
     if not value:
         return base / "profiles" / profile

@@ -39,7 +39,7 @@ from livedata_cli.crypto.wrap import (
     wrap_data_key,
 )
 from livedata_cli.errors import IntegrityError, UsageError
-from livedata_cli.keys import StoreConfig, list_slots, make_slot, open_with_secret
+from livedata_cli.keys import StoreConfig, list_slots, make_kms_slot, make_slot, open_with_secret
 
 if TYPE_CHECKING:
     from livedata_cli.vault import Vault
@@ -109,7 +109,7 @@ def rotate(vault: Vault) -> Rotation:
             raise UsageError("that passphrase opens another key than the vault's")
         new_slots.append(make_slot(vid, new_master, secret, slot.kind))
     if cfg.kms_key_id:
-        new_slots.append(kms.make_slot(vid, new_master, cfg.kms_key_id))
+        new_slots.append(make_kms_slot(vid, new_master, cfg.kms_key_id))
     for slot in new_slots:  # 1
         store.put_bytes(slot.key, slot.to_bytes(), exclusive=True)
     previous = [seal_previous(new_master, vid, m) for m in [old_master, *vault.previous_keys()]]

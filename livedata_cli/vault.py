@@ -61,7 +61,7 @@ from livedata_cli.errors import (
     WrongFilePassword,
 )
 from livedata_cli.index import Index, PendingUpload, Seen, Version
-from livedata_cli.keys import StoreConfig, Unlocker, make_slot
+from livedata_cli.keys import StoreConfig, Unlocker, make_kms_slot, make_slot
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
 from livedata_cli.packs import PackWriter, Sealed, SmallFileSealer, packs_small_files
 from livedata_cli.stores import ObjectStore, open_store
@@ -307,9 +307,8 @@ class Vault:
         )
         cfg = dataclasses.replace(cfg, mac=state.config_mac(master, vault_id, cfg.__dict__))
         if secret is None:
-            from livedata_cli import kms
 
-            slot = kms.make_slot(vault_id, master, str(kms_key))
+            slot = make_kms_slot(vault_id, master, str(kms_key))
         else:
             slot = make_slot(vault_id, master, secret)
         _configure_store(store, cfg)

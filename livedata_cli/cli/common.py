@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from livedata_cli.errors import UsageError
+from livedata_cli.sizes import human_size as human_size  # for the commands
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
@@ -230,15 +231,6 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
 
         account.set_relogin(ENV.relogin)
     return ENV
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def parse_when(text: str, option: str) -> float:

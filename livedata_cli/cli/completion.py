@@ -22,8 +22,8 @@ from typer._click.shell_completion import (
     add_completion_class,
 )
 
-from livedata_cli._start import shell_words
 from livedata_cli.cli.common import JsonOpt, QuietOpt, setup
+from livedata_cli.shellwords import shell_words
 
 COMPLETE_VAR = "_LIVEDATA_COMPLETE"
 
