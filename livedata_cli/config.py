@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from livedata_cli.errors import VaultNotFound
 from livedata_cli.profiles import active_home, base_home
-
-
-def _no_notice(_message: str) -> None:
-    pass
-
-
-# Where a core module sends a line meant for the user's terminal; the CLI sets it
-# (the core never prints).
-notice: Callable[[str], None] = _no_notice
 
 VAULT_FILE = "vault.json"
 INDEX_FILE = "index.sqlite"

@@ -220,10 +220,9 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
     """Merge a command's own --json/--quiet into the global environment."""
     ENV.json = ENV.json or json_
     ENV.quiet = ENV.quiet or quiet
-    from livedata_cli import config
+    from livedata_cli import netwait, notices
 
-    config.notice = ENV.warn  # e.g. the test-only weak KDF, announced when used
-    from livedata_cli import netwait
+    notices.notice = ENV.warn  # e.g. the test-only weak KDF, announced when used
 
     netwait.set_notice(None if ENV.quiet else ENV.warn)  # retries of a silent server, as they happen
     if ENV.can_prompt():  # an ended session asks to log in again instead of exit 4

@@ -140,10 +140,10 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
-    from livedata_cli import config as client_config
+    from livedata_cli import notices
     from livedata_cli.server.run import log_notice
 
-    client_config.notice = log_notice  # the server's stderr is its JSON log: every line one document
+    notices.notice = log_notice  # the server's stderr is its JSON log: every line one document
     if mfa_policy not in (None, "untrusted", "always"):
         from livedata_cli.errors import UsageError
 

@@ -6,7 +6,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from livedata_cli import config
+from livedata_cli import notices
 from livedata_cli.errors import UsageError
 
 # RFC 9106 §4, second recommended option: 64 MiB, 3 passes, 4 lanes.
@@ -46,7 +46,7 @@ def test_only_weakened() -> bool:
     with _warned_lock:
         first, _warned = not _warned, True
     if first:
-        config.notice(
+        notices.notice(
             f"livedata: WARNING: {WEAKEN_VAR}=1 ({MARKER_VAR}={os.environ[MARKER_VAR][:60]}): Argon2id is "
             "weakened to m = 1 MiB, t = 1; anything protected now is guessable. Never use this for real data"
         )
