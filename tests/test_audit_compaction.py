@@ -8,6 +8,7 @@ or rolled-back object (compacted or written after) is still caught.  A
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def test_chunks_cover_every_event_once_aligned(newest: int, size: int) -> None:
         newest = size * 2000 + newest % size or 1
     ranges = chunks(newest, size)
     assert ranges[0][0] == 1 and ranges[-1][1] == newest
-    for (lo, hi), (nlo, _nhi) in zip(ranges, ranges[1:], strict=False):
+    for (_lo, hi), (nlo, _nhi) in itertools.pairwise(ranges):
         assert nlo == hi + 1
     for lo, hi in ranges:
         assert (lo - 1) % size == 0 and 1 <= hi - lo + 1 <= size
