@@ -292,3 +292,48 @@ def test_below_the_threshold_nothing_is_compacted(cli: Cli, store_dir: Path) -> 
     names = sorted(p.name for p in chain.iterdir())
     cli.ok("prune")  # default threshold: far above four objects
     assert set(names) <= {p.name for p in chain.iterdir()}
+
+
+# -- journal writers against a compacting prune ------------------------------------------------
+JOURNAL_WRITERS = {
+    "tag": (["tag", "a.txt", "kept"], lambda cli: "kept" in cli.ok("info", "a.txt", "--json").json()["tags"]),
+    "note": (["note", "a.txt", "a kept note"],
+             lambda cli: cli.ok("note", "a.txt").out.strip() == "a kept note"),
+    "rm": (["rm", "b.txt"], lambda cli: cli("download", "b.txt", "-o", "-").code == 3),
+    "restore": (["restore", "c.txt"], lambda cli: cli.ok("download", "c.txt", "-o", "-").stdout == b"c\n"),
+    "share": (["share", "a.txt", "-o", "a.ldshare"],
+              lambda cli: [s["path"] for s in cli.ok("share", "ls", "--json").json()["shares"]] == ["a.txt"]),
+}
+
+
+@pytest.mark.parametrize("stage", ["journal", "journaled"])
+@pytest.mark.parametrize("writer", sorted(JOURNAL_WRITERS))
+@pytest.mark.parametrize("where", ["same-home", "other-home"])
+def test_a_journal_written_during_a_compacting_prune_is_kept(
+    cli: Cli, store_dir: Path, tmp_path: Path, stage: str, writer: str, where: str
+) -> None:
+    from paused import run_against_paused
+
+    cli.ok("init")
+    write(cli.cwd / "a.txt", "a\n")
+    write(cli.cwd / "b.txt", "b\n")
+    write(cli.cwd / "c.txt", "c\n")
+    cli.ok("upload", "a.txt", "b.txt", "c.txt")
+    cli.ok("rm", "c.txt")
+    other = cli
+    if where == "other-home":
+        other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other")}, cli.cwd)
+        other.ok("init", "--store", str(store_dir))
+    args, done = JOURNAL_WRITERS[writer]
+    pruner = Cli({**cli.env, "LIVEDATA_COMPACT_AFTER": "1"}, cli.cwd)
+    (code1, _o1, err1), (code2, _o2, err2) = run_against_paused(other, args, stage, pruner, ["prune"], tmp_path)
+    assert code1 == 0, err1
+    assert code2 == 0, err2
+    for home in (cli, other):
+        home.ok("sync")
+        assert done(home), f"{writer} lost on {home.env['LIVEDATA_HOME']}"
+        home.ok("verify")
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd)
+    fresh.ok("init", "--store", str(store_dir))
+    assert done(fresh), f"{writer} lost on a fresh home"
+    fresh.ok("verify")
