@@ -337,3 +337,28 @@ def test_a_journal_written_during_a_compacting_prune_is_kept(
     fresh.ok("init", "--store", str(store_dir))
     assert done(fresh), f"{writer} lost on a fresh home"
     fresh.ok("verify")
+
+
+@pytest.mark.parametrize("stage", ["journal", "journaled"])
+def test_a_tag_written_during_keys_rotate_is_kept(cli: Cli, store_dir: Path, tmp_path: Path, stage: str) -> None:
+    """keys rotate compacts the journals too: a tag of another machine meanwhile is kept."""
+    from paused import run_against_paused
+
+    cli.ok("init")
+    write(cli.cwd / "a.txt", "a\n")
+    cli.ok("upload", "a.txt")
+    other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other")}, cli.cwd)
+    other.ok("init", "--store", str(store_dir))
+    args, done = JOURNAL_WRITERS["tag"]
+    (code1, _o1, err1), (code2, _o2, err2) = run_against_paused(other, args, stage, cli, ["keys", "rotate"], tmp_path)
+    assert code2 == 0, err2
+    if code1 != 0:  # refused, with the documented message, never half-done
+        assert "Traceback" not in err1
+        other.ok(*args)
+    for home in (cli, other):
+        home.ok("sync")
+        assert done(home), f"tag lost on {home.env['LIVEDATA_HOME']}"
+        home.ok("verify")
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd)
+    fresh.ok("init", "--store", str(store_dir))
+    assert done(fresh), "tag lost on a fresh home"
