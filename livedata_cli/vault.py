@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, ParamSpec, TypeVar, cast
 
 from livedata_cli import (
     audit,
@@ -89,6 +89,22 @@ SEALER_MIN_FILES = 256
 REMOTE_JOBS = 4
 # The fields of a record that name its data object (shared by deduplicated versions).
 _OBJECT_FIELDS = ("object", "pack", "offset", "length", "header_hash", "wrapped_key", "key_id")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _journal_locked(command: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A Vault method that writes a journal runs under :meth:`Vault.journal_lock`."""
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with cast("Vault", args[0]).journal_lock(command):
+                return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap
 
 
 def _noop(_n: int) -> None:
@@ -450,6 +466,18 @@ class Vault:
             check()
         path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
         return self._locked(path, wait=wait, exclusive=exclusive, command=command)
+
+    @contextlib.contextmanager
+    def journal_lock(self, command: str) -> Iterator[None]:
+        """A shared lock in the store around a command that writes a journal and
+        holds no store lock yet (tag, note, rm, restore, share): a prune's journal
+        compaction (exclusive) then never runs between its sync and its journal,
+        which could restate the state without its change."""
+        if self.store_lock is not None:
+            yield
+            return
+        with housekeeping.store_locked(self, exclusive=False, command=command, wait=True):
+            yield
 
     @contextlib.contextmanager
     def _locked(self, path: Path, *, wait: bool, exclusive: bool, command: str) -> Iterator[None]:
@@ -1190,6 +1218,7 @@ class Vault:
         }
 
     # -- changes -------------------------------------------------------------------
+    @_journal_locked("rm")
     def remove(self, ref: str, *, purge: bool) -> list[Version]:
         """Move a file (all its versions) to the trash, or purge it with its data."""
         self.sync()
@@ -1212,6 +1241,7 @@ class Vault:
         self._delete_unreferenced(victims)
         return victims
 
+    @_journal_locked("rm")
     def remove_many(
         self, refs: list[str], *, purge: bool, recursive: bool = False
     ) -> tuple[dict[str, list[Version]], list[tuple[str, LivedataError]]]:
@@ -1282,6 +1312,7 @@ class Vault:
                 self.store.delete(key)
         return freed
 
+    @_journal_locked("restore")
     def restore(self, ref: str) -> list[Version]:
         """Bring a removed file back from the trash."""
         self.sync()
@@ -1292,6 +1323,7 @@ class Vault:
         self._write_journal([{"t": "restore", "path": path, "time": time.time()}])
         return trashed
 
+    @_journal_locked("tag")
     def tag(self, ref: str, tags: list[str], *, remove: bool) -> Version:
         self.sync()
         v = self.resolve(ref)
@@ -1301,6 +1333,7 @@ class Vault:
         assert updated is not None
         return updated
 
+    @_journal_locked("note")
     def note(self, ref: str, text: str, *, append: bool = False) -> Version:
         """Set (or, with ``append``, extend) the note of a file's newest version;
         an empty text removes it.  New versions inherit the note."""

@@ -185,7 +185,7 @@ def rotate(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     env = setup(json_, quiet)
     from livedata_cli.rotation import rotate as run
 
-    with open_vault(env) as vault, vault.lock():
+    with open_vault(env) as vault, vault.lock(exclusive=True, command="keys rotate"):
         done = run(vault)
         vault.events.add("keys-rotate", "", detail=f"{done.previous_key_id} -> {done.key_id}")
     if env.json:

@@ -97,7 +97,7 @@ def create(
         return
     secret = _new_password(env) if password else None
     page: str | None = None
-    with open_vault(env) as vault:
+    with open_vault(env) as vault, vault.journal_lock("share"):
         made = sharing.create(
             vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
         )
@@ -260,7 +260,7 @@ def revoke(
     env = setup(json_, quiet)
     from livedata_cli import sharing
 
-    with open_vault(env) as vault:
+    with open_vault(env) as vault, vault.journal_lock("share revoke"):
         s = sharing.revoke(vault, share_id)
     if env.json:
         env.emit(s.to_json(sharing.now()))
