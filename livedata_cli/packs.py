@@ -26,6 +26,7 @@ whole; a killed upload leaves at most an unreferenced temporary file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import signal
@@ -34,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import keyed_hash, wrap_data_key
@@ -56,8 +57,35 @@ def padded(n: int) -> int:
 
 
 def packs_small_files(store: ObjectStore) -> bool:
-    """Whether small files go into packs on this store (folder stores)."""
+    """Whether small files go into packs on this store (folder, S3 and API stores)."""
     return bool(getattr(store, "packs", False))
+
+
+def open_range(store: ObjectStore, key: str, offset: int, length: int) -> BinaryIO:
+    """``key`` positioned at ``offset``, for reading ``length`` bytes from there.
+
+    A remote store fetches only that range (S3 ranged GETs, ``Range`` on the
+    API store); a folder store simply seeks.  Positions stay those of the
+    whole object, so a caller may seek within the range."""
+    ranged = getattr(store, "open_range", None)
+    if ranged is not None:
+        return cast(BinaryIO, ranged(key, offset, length))
+    src = store.open(key)
+    if offset:
+        src.seek(offset)
+    return src
+
+
+def open_stored(store: ObjectStore, key: str, pack: str | None, offset: int, length: int) -> BinaryIO:
+    """A version's container: its range of a pack, or its whole object."""
+    return open_range(store, key, offset, length) if pack else store.open(key)
+
+
+def share_copy_key(share_id: str) -> str:
+    """The object a share of a packed file is copied to (its own, so that a
+    presigned link or a server share hands out that member and nothing else).
+    Derived from the share id, so ``prune`` knows it from the share's record."""
+    return "data/" + hashlib.sha256(b"livedata/share-copy/" + share_id.encode()).hexdigest()[:32]
 
 
 class PackWriter:

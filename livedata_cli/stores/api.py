@@ -53,6 +53,7 @@ class ApiStore:
         self.client = Client(url)
         self.url = self.client.server
         self.remote = True
+        self.packs = True  # small files share pack objects (livedata_cli/packs.py)
         self._ids: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
@@ -290,6 +291,29 @@ class ApiStore:
         """The account's audit records kept by the server, newest first."""
         return audit_logs(self.client, since=since, limit=limit)
 
+    # -- pack members and their share copies ------------------------------------------
+    def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
+        """``key`` positioned at ``offset``, of which only ``length`` bytes are asked
+        for (``Range: bytes=A-B``: a pack member, never the whole pack)."""
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        reader = _Download(self, key, *found, start=offset, length=length)
+        return io.BufferedReader(reader, buffer_size=CHUNK)  # type: ignore[return-value]
+
+    def copy_range(self, src: str, offset: int, length: int, dst: str) -> None:
+        """Bytes ``offset`` to ``offset + length`` of ``src`` as a new object ``dst``,
+        copied by the server (``POST /files/{id}/copy``): nothing travels twice."""
+        check_key(dst)
+        found = self._lookup(src)
+        if found is None:
+            raise self._missing(src)
+        made = self.client.request(
+            "POST", f"/files/{found[0]}/copy", what=self._what(src),
+            json_body={"offset": offset, "length": length, "file_name": dst}, ok=(201,),
+        ).json()
+        self._remember(dst, str(made["id"]), int(made["size"]))
+
 
 class _Aborted(Exception):
     """The writer failed: the upload in flight must not complete."""
@@ -466,13 +490,17 @@ class _Upload:
 class _Download(io.RawIOBase):
     """One object, streamed; a dropped connection goes on from the last byte with ``Range``."""
 
-    def __init__(self, store: ApiStore, key: str, fid: str, size: int) -> None:
+    def __init__(self, store: ApiStore, key: str, fid: str, size: int, start: int = 0, length: int | None = None) -> None:
+        """With ``length``, only bytes ``start`` to ``start + length`` are asked for
+        (``Range: bytes=A-B``, a pack member), and the stream starts there."""
         super().__init__()
         self.store = store
         self.key = key
         self.fid = fid
-        self.total = size
-        self._pos = 0
+        self.size = size
+        self.total = size if length is None else min(size, start + length)
+        self._bounded = length is not None
+        self._pos = start
         self._resp: Any = None
         self._chunks: Iterator[bytes] | None = None
         self._chunk = b""
@@ -506,6 +534,8 @@ class _Download(io.RawIOBase):
 
     def _open(self) -> None:
         headers = {"Range": f"bytes={self._pos}-"} if self._pos else {}
+        if self._bounded and self._pos < self.total:
+            headers = {"Range": f"bytes={self._pos}-{self.total - 1}"}
         try:
             resp = self.store.client.request(
                 "GET", f"/files/{self.fid}/download", what=self.store._what(self.key), headers=headers,
@@ -515,7 +545,7 @@ class _Download(io.RawIOBase):
             # Replaced since it was looked up: once more by name, else it is gone.
             found = None if self._relooked else self.store._lookup(self.key, fresh=True)
             self._relooked = True
-            if found is None or found[1] != self.total:
+            if found is None or found[1] != self.size:
                 raise self.store._missing(self.key) from None
             self.fid = found[0]
             return self._open()
