@@ -277,7 +277,7 @@ def test_sharing_a_packed_file_copies_it_and_the_link_opens(remote_vault: KindVa
 @remote_kinds
 def test_share_copies_go_with_a_purge_an_expiry_and_a_prune(remote_vault: KindVault, tmp_path: Path) -> None:
     kv, cli = remote_vault, remote_vault.cli
-    files, _entries_ = _share_member(kv)
+    files, _ = _share_member(kv)
     purged = cli.ok("share", "t/d1/f001.bin", "--json").json()
     expiring = cli.ok("share", "t/d3/f003.bin", "--expires", "1h", "--json").json()
     kept = cli.ok("share", "t/d0/f004.bin", "--json").json()
@@ -316,7 +316,7 @@ def test_a_share_of_a_big_file_makes_no_copy(remote_vault: KindVault, tmp_path: 
 def test_s3_share_link_fetches_the_copy_not_the_pack(cli: Cli, moto_url: str, s3: Any, tmp_path: Path) -> None:
     owner, proxy, files = _proxied_s3(cli, moto_url, s3, tmp_path)
     made = owner.ok("share", "t/f123.bin", "--json").json()
-    assert "127.0.0.1:%d" % proxy.port in made["link"]
+    assert f"127.0.0.1:{proxy.port}" in made["link"]
     other = _stranger(owner, tmp_path)
     before = proxy.bytes["down"]
     other.ok("download", made["link"], "-o", "got.bin")
