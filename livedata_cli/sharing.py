@@ -23,9 +23,9 @@ A file packed with others (livedata_cli/packs.py) is first copied into an
 object of its own, server-side (S3 ``UploadPartCopy`` of its byte range; the
 API server's ``POST /files/{id}/copy``), since a link hands out a whole
 object.  The copy's key follows from the share id
-(:func:`livedata_cli.packs.share_copy_key`); ``share revoke`` and
-``rm --purge`` delete it, and ``prune`` keeps it exactly as long as the share
-is live.
+(:func:`livedata_cli.packs.share_copy_key`); ``rm --purge`` deletes it, and
+so does ``share revoke`` on S3; ``prune`` keeps it exactly as long as the
+share is live.
 
 Each share is a journal record (``share``; ``unshare`` when revoked), so
 ``sync`` on another machine lists it too; records never hold a secret or key.
@@ -358,7 +358,12 @@ def revoke(vault: Any, share_id: str) -> Share:
         vault.store.delete(found.location)
     elif found.kind == "api":
         vault.store.revoke_share(found.location)
-    if found.kind in ("s3", "api"):
+    if found.kind == "s3":
+        # The manifest is gone, but a presigned URL of the copy works until it
+        # expires: deleting the copy ends it now.  (A server share refuses its
+        # revoked link itself; its copy goes at the next prune, since deleting
+        # it would delete the server's record of the revoke, and link holders
+        # would hear "no such share" instead of "revoked".)
         _delete_copy(vault, found.id)
     at = now()
     _journal(vault, {"t": "unshare", "id": found.id, "time": at})

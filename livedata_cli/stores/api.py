@@ -42,6 +42,7 @@ MIB = 1024 * 1024
 SPOOL_MEMORY = 8 * MIB  # an object up to this size is one request from memory
 PART = 8 * MIB  # a larger one goes up as a resumable upload in parts of this size
 CHUNK = 256 * 1024
+SKIP_AHEAD = 4 * MIB  # a seek this far ahead reads on in the open response (pack members in order)
 PAGE = 200  # the server's largest page
 CACHE_LIMIT = 50_000  # name → (id, size) entries kept
 
@@ -506,6 +507,7 @@ class _Download(io.RawIOBase):
         self._chunk = b""
         self._failures = 0
         self._relooked = False
+        self._skip = 0  # bytes of the open response to drop before _pos (a short seek ahead)
 
     def readable(self) -> bool:
         return True
@@ -522,7 +524,11 @@ class _Download(io.RawIOBase):
         elif whence == io.SEEK_END:
             offset += self.total
         if offset != self._pos:
-            self._drop()
+            ahead = offset - self._pos
+            if self._chunks is not None and 0 < ahead + self._skip <= SKIP_AHEAD:
+                self._skip += ahead  # the next member of a pack: read on rather than ask again
+            else:
+                self._drop()
             self._pos = offset
         return offset
 
@@ -530,7 +536,7 @@ class _Download(io.RawIOBase):
         if self._resp is not None:
             with contextlib.suppress(Exception):
                 self._resp.close()
-        self._resp, self._chunks, self._chunk = None, None, b""
+        self._resp, self._chunks, self._chunk, self._skip = None, None, b"", 0
 
     def _open(self) -> None:
         headers = {"Range": f"bytes={self._pos}-"} if self._pos else {}
@@ -570,6 +576,10 @@ class _Download(io.RawIOBase):
         while True:
             if self._pos >= self.total:
                 return 0
+            if self._chunk and self._skip:
+                n = min(len(self._chunk), self._skip)
+                self._chunk, self._skip = self._chunk[n:], self._skip - n
+                continue
             if self._chunk:
                 n = min(len(out), len(self._chunk))
                 out[:n] = self._chunk[:n]
