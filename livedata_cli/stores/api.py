@@ -55,6 +55,7 @@ class ApiStore:
         self.url = self.client.server
         self.remote = True
         self.packs = True  # small files share pack objects (livedata_cli/packs.py)
+        self._window: Any = None  # packs.Readahead, made on the first member read
         self._ids: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
@@ -296,11 +297,29 @@ class ApiStore:
     def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
         """``key`` positioned at ``offset``, of which only ``length`` bytes are asked
         for (``Range: bytes=A-B``: a pack member, never the whole pack)."""
+        from livedata_cli import packs
+
+        if length <= packs.MEMBER_MAX:
+            if self._window is None:
+                self._window = packs.Readahead(self._get_range)
+            return packs.read_member(self._window, key, offset, length)
         found = self._lookup(key)
         if found is None:
             raise self._missing(key)
         reader = _Download(self, key, *found, start=offset, length=length)
         return io.BufferedReader(reader, buffer_size=CHUNK)  # type: ignore[return-value]
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` of an object, in one request (fewer at its end)."""
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        with _Download(self, key, *found, start=start, length=end - start) as reader:
+            out = bytearray()
+            buf = bytearray(CHUNK)
+            while n := reader.readinto(buf):
+                out += buf[:n]
+            return bytes(out)
 
     def copy_range(self, src: str, offset: int, length: int, dst: str) -> None:
         """Bytes ``offset`` to ``offset + length`` of ``src`` as a new object ``dst``,

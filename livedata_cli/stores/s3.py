@@ -124,6 +124,7 @@ class S3Store:
         self._lock = threading.Lock()
         self._silent: LivedataError | None = None  # set once the endpoint failed after its retries
         self.packs = True  # small files share pack objects (livedata_cli/packs.py)
+        self._window: Any = None  # packs.Readahead, made on the first member read
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -346,8 +347,22 @@ class S3Store:
     def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
         """``key`` positioned at ``offset``, of which only ``length`` bytes are fetched
         (one ranged GET for a pack member, never the whole pack)."""
+        from livedata_cli import packs
+
+        if length <= packs.MEMBER_MAX:
+            if self._window is None:
+                self._window = packs.Readahead(self._get_range)
+            return packs.read_member(self._window, key, offset, length)
         reader = _RangedReader(self, key, offset, length)
         return io.BufferedReader(reader, buffer_size=64 * 1024)  # type: ignore[return-value]
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` of an object, in one GET (fewer at its end)."""
+        reader = _RangedReader(self, key, start, end - start)
+        try:
+            return bytes(reader._chunk)
+        finally:
+            reader.close()
 
     def copy_range(self, src: str, offset: int, length: int, dst: str) -> None:
         """Bytes ``offset`` to ``offset + length`` of ``src`` as a new object ``dst``,
