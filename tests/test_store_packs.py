@@ -362,3 +362,40 @@ def test_a_restore_of_many_members_reads_each_pack_in_few_requests(
         assert proxy.counts["s3:GET"] - one < 20, proxy.counts
     finally:
         proxy.close()
+
+
+@remote_kinds
+def test_mount_reads_packed_files_on_remote_stores(remote_vault: KindVault, tmp_path: Path) -> None:
+    """A FUSE mount of a vault on S3 or a server reads each packed file from its
+    range of the pack, in any order."""
+    import shutil
+    import subprocess
+
+    from conftest import livedata_exe
+
+    if not (os.path.exists("/dev/fuse") and shutil.which("fusermount3")):
+        pytest.fail("this suite needs FUSE (/dev/fuse and fusermount3)")
+    cli = remote_vault.cli
+    files = _small_tree(cli.cwd / "src", 20)
+    cli.ok("upload", "src", "-r", "--as", "t/")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen([*livedata_exe(), "mount", str(mnt)], env=cli.env, cwd=cli.cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.ismount(mnt):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        for rel in sorted(files, reverse=True):  # not the order they lie in the pack
+            assert (mnt / "t" / rel).read_bytes() == files[rel]
+        with open(mnt / "t" / "d3" / "f019.bin", "rb") as f:
+            f.seek(500)
+            assert f.read(40) == files["d3/f019.bin"][500:540]
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False, capture_output=True)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
