@@ -118,9 +118,10 @@ t "livedata api first" "$LD" upload "$W/small" -r -q --as t/
 t "livedata api restore" "$LD" download t/ -o "$W/out-api" -q
 diff -r "$W/small" "$W/out-api" >/dev/null || { echo "api restore differs"; exit 1; }
 row "livedata api objects (server files)" "$(find "$srv" -path '*data*' -type f | wc -l)"
-rm -f "$W/job.key"; unset LIVEDATA_PASSWORD
+rm -f "$W/job.key"; unset LIVEDATA_PASSWORD LIVEDATA_PASSPHRASE_FILE
 export LIVEDATA_HOME=$W/ld-folder
 LIVEDATA_PASSPHRASE=pw "$LD" init -q
 LIVEDATA_PASSPHRASE=pw "$LD" keys add -q --key-file "$W/job.key"
+export LIVEDATA_PASSPHRASE_FILE=$W/job.key
 t "livedata folder first" "$LD" upload "$W/small" -r -q --as t/
 t "livedata folder restore" "$LD" download t/ -o "$W/out-folder" -q
