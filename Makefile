@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint system-deps docs bench bench-compiled bench-big bench-small bench-rss bench-search bench-s3 bench-server bench-prune
+.PHONY: install demo test lint system-deps docs bench bench-compiled bench-big bench-small bench-rss bench-search bench-s3 bench-s3-small bench-server bench-prune
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ test: install system-deps lint
 
 
 # Every benchmark, each next to its peers in the same run.
-bench: bench-big bench-small bench-search bench-s3 bench-state bench-prune
+bench: bench-big bench-small bench-search bench-s3 bench-s3-small bench-state bench-prune
 
 # Byte-code compiled ahead, as an installed wheel is: a run must not pay for
 # compiling edited modules (PYTHONDONTWRITEBYTECODE would make it pay every time).
@@ -84,6 +84,11 @@ bench-search: bench-compiled
 # 1 GiB up and down a local S3-protocol server (moto): livedata against boto3's own transfers.
 bench-s3: bench-compiled
 	$(PY) bench/s3_bench.py
+
+# 2,000 x 4 KiB and 200 x 1 MiB to a local moto server, against restic and rclone crypt;
+# 2,000 small files to a local livedata server and to a folder store.
+bench-s3-small: bench-compiled
+	bash bench/s3_small.sh
 
 # The hosted API on PostgreSQL with 2 workers, loaded from a separate process.
 bench-server: bench-compiled system-deps

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 # A folder store keeps this much space in its ``reserve`` file for deletions.
 RESERVE_KEY = "reserve"
 RESERVE_SIZE = 1024 * 1024
+# A share's copy outlives its expiry by this much: a download may be under way.
+SHARE_COPY_MARGIN = 3600.0
 # Old packs repacked per journal: a killed prune redoes at most this many.
 REPACK_BATCH = 64
 # A partial upload in tmp/ must be this much older than the prune (clock and
@@ -242,6 +244,7 @@ def _references(vault: Vault, ignore: set[str]) -> tuple[set[str], dict[str, lis
     """Store keys that some version refers to, and each pack's live members."""
     refs: set[str] = set()
     members: dict[str, dict[str, _Member]] = {}
+    packed: set[str] = set()  # versions in packs: a share of one has a copy
     rows = vault.index.db.execute('SELECT vid, object, pack, "offset", length, header_hash, kind FROM versions')
     for vid, obj, pack, offset, length, hh, kind in rows:
         if vid in ignore or kind not in (None, "file") or not obj:
@@ -249,7 +252,28 @@ def _references(vault: Vault, ignore: set[str]) -> tuple[set[str], dict[str, lis
         refs.add(f"data/{pack or obj}")
         if pack:
             members.setdefault(pack, {})[obj] = _Member(obj, int(offset), int(length), str(hh))
+            packed.add(vid)
+    refs.update(_share_copies(vault, packed))
     return refs, {p: sorted(m.values(), key=lambda x: x.offset) for p, m in members.items()}
+
+
+def _share_copies(vault: Vault, packed: set[str]) -> set[str]:
+    """The objects that live share links of packed versions were copied to
+    (livedata_cli/sharing.py): referenced until the share is revoked, has
+    expired (with an hour's margin for a download under way) or its version
+    is purged."""
+    from livedata_cli.packs import share_copy_key
+    from livedata_cli.sharing import now as share_clock
+
+    now = share_clock()
+    rows = vault.index.db.execute(
+        "SELECT id, vid, expires FROM shares WHERE revoked IS NULL AND kind IN ('s3', 'api')"
+    )
+    return {
+        share_copy_key(sid)
+        for sid, vid, expires in rows
+        if vid in packed and (expires is None or float(expires) + SHARE_COPY_MARGIN > now)
+    }
 
 
 def _abandoned_uploads(vault: Vault) -> list[tuple[str, str, int]]:

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from livedata_cli.crypto import container
 from livedata_cli.errors import LivedataError, UsageError
 from livedata_cli.index import Version
+from livedata_cli.packs import open_stored
 
 VERSIONS = ".versions"
 
@@ -184,7 +185,8 @@ def operations(vault: Any, root: Node) -> Any:
             if v.protected:
                 raise fuse.FuseOSError(errno.EACCES)
             try:
-                handle = _Handle(v, vault.data_key_of(v), vault.store.open(v.store_key))
+                src = open_stored(vault.store, v.store_key, v.pack, v.offset, v.length)  # a pack member: its range only
+                handle = _Handle(v, vault.data_key_of(v), src)
             except LivedataError:
                 raise fuse.FuseOSError(errno.EIO) from None
             with self.lock:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from livedata_cli.crypto import container, filepass
 from livedata_cli.errors import IntegrityError
 from livedata_cli.index import Version
-from livedata_cli.packs import PackWriter
+from livedata_cli.packs import PackWriter, open_stored
 
 if TYPE_CHECKING:
     from livedata_cli.vault import Vault
@@ -51,8 +51,8 @@ def reseal_versions(
         fields = done.get(v.object)
         if fields is None:
             oid, new_dk = secrets.token_hex(16), secrets.token_bytes(32)
-            with vault.store.open(v.store_key) as src:
-                if v.offset:
+            with open_stored(vault.store, v.store_key, v.pack, v.offset, v.length) as src:
+                if v.offset and not v.pack:
                     src.seek(v.offset)
                 old = cast(BinaryIO, _Slice(src, v.length)) if v.pack else src
                 with vault.store.writer(f"data/{oid}") as out:

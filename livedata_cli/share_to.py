@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -174,24 +175,33 @@ def create(
     }
     context = box.share_context(CONTEXT, server_id, sender, to)
     sealed = box.seal_signed(private, public, json.dumps(manifest, sort_keys=True).encode(), context)
-    location = store.create_share(
-        v.store_key,
-        manifest=base64.b64encode(sealed).decode(),
-        expires_in=expires_in,
-        max_downloads=max_downloads,
-        verifier=None,
-        recipient=to,
-        share_id=server_id,
-    )
-    if location != server_id:
-        store.revoke_share(location)
-        raise IntegrityError(f"{store.url} did not keep the share's id (it needs a newer livedata server)")
-    record = {
-        "t": "share", "id": share_id, "vid": v.vid, "path": v.path, "object": v.object, "kind": "api",
-        "created": created, "expires": expires, "max_downloads": max_downloads, "password": False,
-        "location": location,
-    }
-    sharing._journal(vault, record)
+    # A packed file gets an object of its own first, as for a link (sharing.py).
+    with vault.lock(command="livedata share") if v.pack else contextlib.nullcontext():
+        store_key = sharing._copy_member(vault, v, share_id) if v.pack else v.store_key
+        try:
+            location = store.create_share(
+                store_key,
+                manifest=base64.b64encode(sealed).decode(),
+                expires_in=expires_in,
+                max_downloads=max_downloads,
+                verifier=None,
+                recipient=to,
+                share_id=server_id,
+            )
+        except BaseException:
+            if v.pack:
+                with contextlib.suppress(Exception):  # of no use now; prune deletes it otherwise
+                    store.delete(store_key)
+            raise
+        if location != server_id:
+            store.revoke_share(location)
+            raise IntegrityError(f"{store.url} did not keep the share's id (it needs a newer livedata server)")
+        record = {
+            "t": "share", "id": share_id, "vid": v.vid, "path": v.path, "object": v.object, "kind": "api",
+            "created": created, "expires": expires, "max_downloads": max_downloads, "password": False,
+            "location": location, **({"copy": store_key} if v.pack else {}),
+        }
+        sharing._journal(vault, record)
     vault.events.add(
         "share", v.path, object=v.object,
         detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {sharing._iso(expires)}",

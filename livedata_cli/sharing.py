@@ -15,6 +15,17 @@ S3 store
     presigned URL of it (valid until the share expires, at most 7 days)
     with the key in its fragment, and the manifest holds a presigned URL
     of the data object.  Revoking deletes the manifest object.
+Live-Data API store
+    The server keeps the sealed manifest and serves the data object at
+    ``/s/<id>``, counting downloads; revoking deletes the server's share.
+
+A file packed with others (livedata_cli/packs.py) is first copied into an
+object of its own, server-side (S3 ``UploadPartCopy`` of its byte range; the
+API server's ``POST /files/{id}/copy``), since a link hands out a whole
+object.  The copy's key follows from the share id
+(:func:`livedata_cli.packs.share_copy_key`); ``rm --purge`` deletes it, and
+so does ``share revoke`` on S3; ``prune`` keeps it exactly as long as the
+share is live.
 
 Each share is a journal record (``share``; ``unshare`` when revoked), so
 ``sync`` on another machine lists it too; records never hold a secret or key.
@@ -27,7 +38,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -188,7 +199,44 @@ def create(
         envelope = sc.seal_manifest(secret, share_id, manifest, password)
         _write_share_file(vault, v, envelope, target)
         location, link = str(target.absolute()), f"{target}#{key}"
-    elif kind == "api":
+    elif v.pack:
+        # A presigned link or a server share hands out a whole object, and a
+        # pack holds other files too: the member gets an object of its own,
+        # copied server-side, under the writer lock (a prune running now
+        # would take the copy for an unreferenced object).
+        with vault.lock(command="livedata share"):
+            copy = _copy_member(vault, v, share_id)
+            try:
+                location, link = _publish(vault, kind, v, copy, 0, manifest, share_id, secret, key, password,
+                                          expires_in, max_downloads)
+            except BaseException:
+                with suppress(Exception):  # the copy is of no use now; prune deletes it otherwise
+                    vault.store.delete(copy)
+                raise
+            return _recorded(vault, v, kind, share_id, created, expires, max_downloads, password, location,
+                             link, key, {"copy": copy})
+    if kind != "file":
+        location, link = _publish(vault, kind, v, v.store_key, v.offset, manifest, share_id, secret, key, password,
+                                  expires_in, max_downloads)
+    return _recorded(vault, v, kind, share_id, created, expires, max_downloads, password, location, link, key, {})
+
+
+def _copy_member(vault: Any, v: Any, share_id: str) -> str:
+    """A packed version's container copied into an object of its own (S3
+    ``UploadPartCopy`` of the byte range, the API server's copy endpoint)."""
+    from livedata_cli.packs import share_copy_key
+
+    copy = share_copy_key(share_id)
+    vault.store.copy_range(v.store_key, v.offset, v.length, copy)
+    return copy
+
+
+def _publish(
+    vault: Any, kind: str, v: Any, store_key: str, offset: int, manifest: dict[str, Any], share_id: str,
+    secret: bytes, key: str, password: str | None, expires_in: int, max_downloads: int | None,
+) -> tuple[str, str]:
+    """Hand ``store_key`` out as a share link: (location, link)."""
+    if kind == "api":
         import base64
 
         # The server keeps an Argon2id hash of a password share's check value
@@ -200,21 +248,27 @@ def create(
             verifier = sc.check_from_hint(secret, hint, password).hex()
             key = f"{key}.{hint}"
         location = vault.store.create_share(
-            v.store_key,
+            store_key,
             manifest=base64.b64encode(envelope).decode(),
             expires_in=expires_in,
             max_downloads=max_downloads,
             verifier=verifier,
         )
-        link = f"{vault.store.url}/s/{location}#{key}"
-    else:
-        store = vault.store
-        manifest["data"] = store.presign_get(v.store_key, expires_in)
-        manifest["offset"] = v.offset
-        envelope = sc.seal_manifest(secret, share_id, manifest, password)
-        location = f"shares/{share_id}"
-        store.put_bytes(location, envelope)
-        link = f"{store.presign_get(location, expires_in)}#{key}"
+        return location, f"{vault.store.url}/s/{location}#{key}"
+    store = vault.store
+    manifest["data"] = store.presign_get(store_key, expires_in)
+    manifest["offset"] = offset
+    envelope = sc.seal_manifest(secret, share_id, manifest, password)
+    location = f"shares/{share_id}"
+    store.put_bytes(location, envelope)
+    return location, f"{store.presign_get(location, expires_in)}#{key}"
+
+
+def _recorded(
+    vault: Any, v: Any, kind: str, share_id: str, created: float, expires: float, max_downloads: int | None,
+    password: str | None, location: str, link: str, key: str, extra: dict[str, Any],
+) -> Created:
+    """Journal the share (with its copy, if any), audit it and describe it."""
     record = {
         "t": "share",
         "id": share_id,
@@ -227,6 +281,7 @@ def create(
         "max_downloads": max_downloads,
         "password": password is not None,
         "location": location,
+        **extra,
     }
     _journal(vault, record)
     detail = f"share {share_id} ({kind}), expires {_iso(expires)}" + (", password" if password else "")
@@ -304,6 +359,13 @@ def revoke(vault: Any, share_id: str) -> Share:
         vault.store.delete(found.location)
     elif found.kind == "api":
         vault.store.revoke_share(found.location)
+    if found.kind == "s3":
+        # The manifest is gone, but a presigned URL of the copy works until it
+        # expires: deleting the copy ends it now.  (A server share refuses its
+        # revoked link itself; its copy goes at the next prune, since deleting
+        # it would delete the server's record of the revoke, and link holders
+        # would hear "no such share" instead of "revoked".)
+        _delete_copy(vault, found.id)
     at = now()
     _journal(vault, {"t": "unshare", "id": found.id, "time": at})
     vault.events.add("share-revoke", found.path, detail=f"share {found.id} ({found.kind})")
@@ -311,6 +373,33 @@ def revoke(vault: Any, share_id: str) -> Share:
         found.id, found.path, found.kind, found.created, found.expires, found.max_downloads,
         found.password, found.location, at,
     )
+
+
+def _delete_copy(vault: Any, share_id: str) -> None:
+    """Delete a share's copy of a packed file, if it made one."""
+    from livedata_cli.packs import share_copy_key
+
+    copy = share_copy_key(share_id)
+    if vault.store.exists(copy):
+        vault.store.delete(copy)
+
+
+def delete_copies(vault: Any, vids: list[str]) -> int:
+    """Delete the share copies of versions being purged; returns the bytes freed."""
+    freed = 0
+    for i in range(0, len(vids), 500):
+        chunk = vids[i : i + 500]
+        rows = vault.index.db.execute(
+            f"SELECT id FROM shares WHERE kind IN ('s3', 'api') AND vid IN ({','.join('?' * len(chunk))})", chunk
+        ).fetchall()
+        for (share_id,) in rows:
+            from livedata_cli.packs import share_copy_key
+
+            copy = share_copy_key(share_id)
+            if vault.store.exists(copy):
+                freed += vault.store.size(copy)
+                vault.store.delete(copy)
+    return freed
 
 
 # -- the recipient's side -------------------------------------------------------

@@ -1054,14 +1054,14 @@ class Vault:
         """Authenticate and decrypt one version into a stream."""
         data_key = self._data_key(v.object, v.wrapped_key)
         try:
-            source = self.store.open(v.store_key)
+            source = packs.open_stored(self.store, v.store_key, v.pack, v.offset, v.length)
         except NotFound:
             moved = self._repacked(v)
             if moved is None:
                 raise
-            v, source = moved, self.store.open(moved.store_key)
+            v, source = moved, packs.open_stored(self.store, moved.store_key, moved.pack, moved.offset, moved.length)
         with source as src:
-            if v.offset:
+            if v.offset and not v.pack:
                 src.seek(v.offset)
             n = container.decrypt_stream(
                 data_key,
@@ -1310,6 +1310,11 @@ class Vault:
             if self.index.store_refs(key) == 0 and self.store.exists(key):
                 freed += self.store.size(key)
                 self.store.delete(key)
+        packed = [v.vid for v in gone if v.pack]
+        if packed:  # their share links' copies (livedata_cli/sharing.py)
+            from livedata_cli import sharing
+
+            freed += sharing.delete_copies(self, packed)
         return freed
 
     @_journal_locked("restore")
@@ -1376,8 +1381,7 @@ class Vault:
                         self.read_version(v, sink, progress)
                 else:
                     data_key = self._data_key(v.object, v.wrapped_key)
-                    with self.store.open(v.store_key) as src:
-                        src.seek(v.offset)
+                    with packs.open_range(self.store, v.store_key, v.offset, container.HEADER_LEN) as src:
                         header = src.read(container.HEADER_LEN)
                     container.verify_header(data_key, header, v.header_hash)
             except (LivedataError, OSError) as e:

@@ -118,8 +118,8 @@ def test_prune_reclaims_partial_uploads_in_tmp(vault_cli: Cli, tmp_path: Path) -
 
 
 def test_prune_repacks_packs_with_dead_space(kind_vault: KindVault) -> None:
-    """Purged members leave dead space in a pack (folder stores pack small
-    files; other stores have none): prune copies the live members into a new
+    """Purged members leave dead space in a pack (every store kind packs
+    small files): prune copies the live members into a new
     pack, journals the move, and deletes the old pack.  A second machine
     replays the move."""
     cli = kind_vault.cli
@@ -133,10 +133,7 @@ def test_prune_repacks_packs_with_dead_space(kind_vault: KindVault) -> None:
         del files[f"t/f{i:02d}.txt"]
     found = cli.ok("verify", "--json").json()["reclaimable"]
     size_before = _store_bytes(kind_vault)
-    if kind_vault.kind == "folder":
-        assert found["packs"]["objects"] == 1 and found["packs"]["bytes"] >= 15 * 2000
-    else:
-        assert found["total_objects"] == 0
+    assert found["packs"]["objects"] == 1 and found["packs"]["bytes"] >= 15 * 2000
     done = cli.ok("prune", "--json").json()
     assert done["reclaimed"]["packs"] == found["packs"]
     assert _store_bytes(kind_vault) == size_before - found["packs"]["bytes"]
@@ -282,8 +279,6 @@ def _vault_with_litter(kv: KindVault) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("stage", PRUNE_STAGES)
 def test_prune_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
-    if stage in ("repack-written", "repack-journaled") and kind_vault.kind != "folder":
-        pytest.skip("only folder stores pack small files: there is no repack to kill")
     cli = kind_vault.cli
     files = _vault_with_litter(kind_vault)
     kill_at(cli, ["prune", "--keep-last", "1"], stage)

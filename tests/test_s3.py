@@ -123,16 +123,21 @@ def test_bucket_reveals_no_names_tags_or_content(s3_cli: Cli, s3: Any, bucket: s
 def test_tampered_object_is_exit_5(s3_cli: Cli, s3: Any, bucket: str, tmp_path: Path) -> None:
     s3_cli.ok("init", "--store", f"s3://{bucket}/t")
     s3_cli.ok("upload", str(random_file(tmp_path / "one.bin", 300_000)), str(random_file(tmp_path / "two.bin", 200)))
-    objects = {s3.head_object(Bucket=bucket, Key=k)["ContentLength"]: k for k in data_keys(s3, bucket, "t")}
-    one, two = objects[102 + 300_000 + 16], objects[102 + 200 + 16]
-    body = bytearray(s3.get_object(Bucket=bucket, Key=one)["Body"].read())
-    body[150_000] ^= 1
-    s3.put_object(Bucket=bucket, Key=one, Body=bytes(body))
+    entries = {e["path"]: e for e in s3_cli.ok("ls", "--json").json()}
+    one, two = entries["one.bin"], entries["two.bin"]
+    assert one["pack"] and one["pack"] == two["pack"], "small files share a pack on S3"
+    key = f"t/data/{one['pack']}"
+    original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = bytearray(original)
+    body[one["offset"] + 150_000] ^= 1
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
     r = s3_cli("download", "one.bin", "-o", str(tmp_path / "out.bin"))
     assert_one_line_error(r, 5)
     assert not (tmp_path / "out.bin").exists()
-    # Another object's container in its place: caught before any segment.
-    s3.copy_object(Bucket=bucket, Key=two, CopySource={"Bucket": bucket, "Key": one})
+    # Another member's container in its place: caught before any segment.
+    body = bytearray(original)
+    body[two["offset"] : two["offset"] + two["length"]] = original[one["offset"] : one["offset"] + two["length"]]
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
     assert_one_line_error(s3_cli("download", "two.bin", "-o", "-"), 5)
     assert s3_cli("verify").code == 5
 

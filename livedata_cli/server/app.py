@@ -19,6 +19,7 @@ from livedata_cli.server import (
     conversions,
     db,
     devices,
+    file_copy,
     filelocks,
     files,
     form_upload,
@@ -112,7 +113,7 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
     app.state.ctx = c
     for router in (
         auth.router, uploads.router, form_upload.router, files.router, shares.router, conversions.router,
-        users.router, filelocks.router, devices.router,
+        users.router, filelocks.router, devices.router, file_copy.router,
     ):
         app.include_router(router, prefix=API)
     app.include_router(account_data.router, prefix=API)

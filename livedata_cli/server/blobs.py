@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from anyio import to_thread
 
 from livedata_cli.crypto.container import HEADER_LEN, KEY_LEN, TAG_LEN, Decryptor, Encryptor
+from livedata_cli.errors import IntegrityError
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.scan import Scan
 from livedata_cli.stores import ObjectStore
@@ -116,19 +117,30 @@ def read_range(
 ) -> Iterator[bytes]:
     """Plaintext bytes ``start..end`` (inclusive) of a blob, each segment authenticated before release.
 
-    Segments before ``start`` are authenticated and dropped (the container's
-    nonces run in order); reading stops after the segment that holds ``end``.
+    Reading starts at the segment that holds ``start`` (its nonce is its
+    index) and stops after the one that holds ``end``; whether a segment is
+    the final one follows from the file's size, so a blob cut short or
+    extended fails to authenticate.
     """
     data_key = keys.unwrap(row.blob_key.removeprefix("data/"), row.key_version, row.wrapped_key)
+    size = int(row.size)
     with store.open(row.blob_key) as f:
         header = _read_full(f, HEADER_LEN)
         dec = Decryptor(data_key, header)
-        sealed = dec.segment_size + TAG_LEN
-        offset = 0
-        cur = _read_full(f, sealed)
+        seg = dec.segment_size
+        sealed = seg + TAG_LEN
+        last = max(0, -(-size // seg) - 1)
+        i = min(start // seg, last)
+        if i:
+            f.seek(HEADER_LEN + i * sealed)
+        offset = i * seg
         while True:
-            nxt = _read_full(f, sealed) if len(cur) == sealed else b""
-            plain = dec.decrypt_segment(cur, final=not nxt)
+            final = i == last
+            want = (size - offset if final else seg) + TAG_LEN
+            cur = _read_full(f, want)
+            if final and f.read(1):
+                raise IntegrityError(f"blob {row.blob_key} is longer than its file")
+            plain = dec.decrypt_segment_at(i, cur, final=final)
             seg_end = offset + len(plain)
             if seg_end > start:
                 lo = max(0, start - offset)
@@ -136,6 +148,6 @@ def read_range(
                 if hi > lo:
                     yield plain[lo:hi]
             offset = seg_end
-            if offset > end or not nxt:
+            if offset > end or final:
                 return
-            cur = nxt
+            i += 1

@@ -42,6 +42,7 @@ MIB = 1024 * 1024
 SPOOL_MEMORY = 8 * MIB  # an object up to this size is one request from memory
 PART = 8 * MIB  # a larger one goes up as a resumable upload in parts of this size
 CHUNK = 256 * 1024
+SKIP_AHEAD = 4 * MIB  # a seek this far ahead reads on in the open response (pack members in order)
 PAGE = 200  # the server's largest page
 CACHE_LIMIT = 50_000  # name → (id, size) entries kept
 
@@ -53,6 +54,8 @@ class ApiStore:
         self.client = Client(url)
         self.url = self.client.server
         self.remote = True
+        self.packs = True  # small files share pack objects (livedata_cli/packs.py)
+        self._window: Any = None  # packs.Readahead, made on the first member read
         self._ids: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
@@ -290,6 +293,47 @@ class ApiStore:
         """The account's audit records kept by the server, newest first."""
         return audit_logs(self.client, since=since, limit=limit)
 
+    # -- pack members and their share copies ------------------------------------------
+    def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
+        """``key`` positioned at ``offset``, of which only ``length`` bytes are asked
+        for (``Range: bytes=A-B``: a pack member, never the whole pack)."""
+        from livedata_cli import packs
+
+        if length <= packs.MEMBER_MAX:
+            if self._window is None:
+                self._window = packs.Readahead(self._get_range)
+            return packs.read_member(self._window, key, offset, length)
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        reader = _Download(self, key, *found, start=offset, length=length)
+        return io.BufferedReader(reader, buffer_size=CHUNK)  # type: ignore[return-value]
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` of an object, in one request (fewer at its end)."""
+        found = self._lookup(key)
+        if found is None:
+            raise self._missing(key)
+        with _Download(self, key, *found, start=start, length=end - start) as reader:
+            out = bytearray()
+            buf = bytearray(CHUNK)
+            while n := reader.readinto(buf):
+                out += buf[:n]
+            return bytes(out)
+
+    def copy_range(self, src: str, offset: int, length: int, dst: str) -> None:
+        """Bytes ``offset`` to ``offset + length`` of ``src`` as a new object ``dst``,
+        copied by the server (``POST /files/{id}/copy``): nothing travels twice."""
+        check_key(dst)
+        found = self._lookup(src)
+        if found is None:
+            raise self._missing(src)
+        made = self.client.request(
+            "POST", f"/files/{found[0]}/copy", what=self._what(src),
+            json_body={"offset": offset, "length": length, "file_name": dst}, ok=(201,),
+        ).json()
+        self._remember(dst, str(made["id"]), int(made["size"]))
+
 
 class _Aborted(Exception):
     """The writer failed: the upload in flight must not complete."""
@@ -466,18 +510,23 @@ class _Upload:
 class _Download(io.RawIOBase):
     """One object, streamed; a dropped connection goes on from the last byte with ``Range``."""
 
-    def __init__(self, store: ApiStore, key: str, fid: str, size: int) -> None:
+    def __init__(self, store: ApiStore, key: str, fid: str, size: int, start: int = 0, length: int | None = None) -> None:
+        """With ``length``, only bytes ``start`` to ``start + length`` are asked for
+        (``Range: bytes=A-B``, a pack member), and the stream starts there."""
         super().__init__()
         self.store = store
         self.key = key
         self.fid = fid
-        self.total = size
-        self._pos = 0
+        self.size = size
+        self.total = size if length is None else min(size, start + length)
+        self._bounded = length is not None
+        self._pos = start
         self._resp: Any = None
         self._chunks: Iterator[bytes] | None = None
         self._chunk = b""
         self._failures = 0
         self._relooked = False
+        self._skip = 0  # bytes of the open response to drop before _pos (a short seek ahead)
 
     def readable(self) -> bool:
         return True
@@ -494,7 +543,11 @@ class _Download(io.RawIOBase):
         elif whence == io.SEEK_END:
             offset += self.total
         if offset != self._pos:
-            self._drop()
+            ahead = offset - self._pos
+            if self._chunks is not None and 0 < ahead + self._skip <= SKIP_AHEAD:
+                self._skip += ahead  # the next member of a pack: read on rather than ask again
+            else:
+                self._drop()
             self._pos = offset
         return offset
 
@@ -502,10 +555,12 @@ class _Download(io.RawIOBase):
         if self._resp is not None:
             with contextlib.suppress(Exception):
                 self._resp.close()
-        self._resp, self._chunks, self._chunk = None, None, b""
+        self._resp, self._chunks, self._chunk, self._skip = None, None, b"", 0
 
     def _open(self) -> None:
         headers = {"Range": f"bytes={self._pos}-"} if self._pos else {}
+        if self._bounded and self._pos < self.total:
+            headers = {"Range": f"bytes={self._pos}-{self.total - 1}"}
         try:
             resp = self.store.client.request(
                 "GET", f"/files/{self.fid}/download", what=self.store._what(self.key), headers=headers,
@@ -515,7 +570,7 @@ class _Download(io.RawIOBase):
             # Replaced since it was looked up: once more by name, else it is gone.
             found = None if self._relooked else self.store._lookup(self.key, fresh=True)
             self._relooked = True
-            if found is None or found[1] != self.total:
+            if found is None or found[1] != self.size:
                 raise self.store._missing(self.key) from None
             self.fid = found[0]
             return self._open()
@@ -540,6 +595,10 @@ class _Download(io.RawIOBase):
         while True:
             if self._pos >= self.total:
                 return 0
+            if self._chunk and self._skip:
+                n = min(len(self._chunk), self._skip)
+                self._chunk, self._skip = self._chunk[n:], self._skip - n
+                continue
             if self._chunk:
                 n = min(len(out), len(self._chunk))
                 out[:n] = self._chunk[:n]

@@ -123,6 +123,8 @@ class S3Store:
         self._client: Any = None
         self._lock = threading.Lock()
         self._silent: LivedataError | None = None  # set once the endpoint failed after its retries
+        self.packs = True  # small files share pack objects (livedata_cli/packs.py)
+        self._window: Any = None  # packs.Readahead, made on the first member read
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -341,6 +343,53 @@ class S3Store:
                 return parts
             kw["PartNumberMarker"] = page.get("NextPartNumberMarker")
 
+    # -- pack members and their share copies ------------------------------------------
+    def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
+        """``key`` positioned at ``offset``, of which only ``length`` bytes are fetched
+        (one ranged GET for a pack member, never the whole pack)."""
+        from livedata_cli import packs
+
+        if length <= packs.MEMBER_MAX:
+            if self._window is None:
+                self._window = packs.Readahead(self._get_range)
+            return packs.read_member(self._window, key, offset, length)
+        reader = _RangedReader(self, key, offset, length)
+        return io.BufferedReader(reader, buffer_size=64 * 1024)  # type: ignore[return-value]
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` of an object, in one GET (fewer at its end)."""
+        reader = _RangedReader(self, key, start, end - start)
+        try:
+            return bytes(reader._chunk)
+        finally:
+            reader.close()
+
+    def copy_range(self, src: str, offset: int, length: int, dst: str) -> None:
+        """Bytes ``offset`` to ``offset + length`` of ``src`` as a new object ``dst``,
+        server-side: a multipart upload of one part made with ``UploadPartCopy``
+        and ``CopySourceRange`` (``CopyObject`` copies whole objects only; the
+        one part of an upload may be smaller than 5 MiB, as any last part)."""
+        if length <= 0:
+            raise IntegrityError(f"object {src}: an empty range cannot be copied")
+        full = self._key(dst)
+        up = self._call("create_multipart_upload", dst, Key=full, **self.sse())
+        upload_id = str(up["UploadId"])
+        try:
+            r = self._call(
+                "upload_part_copy", src, Key=full, UploadId=upload_id, PartNumber=1,
+                CopySource={"Bucket": self.bucket, "Key": self._key(src)},
+                CopySourceRange=f"bytes={offset}-{offset + length - 1}",
+            )
+            etag = str(r["CopyPartResult"]["ETag"])
+            self._call(
+                "complete_multipart_upload", dst, Key=full, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.abort_upload(dst, upload_id)
+            raise
+
 
 class _PartWriter:
     """Cuts a stream into parts and uploads them, a few at a time.
@@ -507,20 +556,24 @@ class _RangedReader(io.RawIOBase):
     replaced while it is read fails instead of mixing two versions.
     """
 
-    def __init__(self, store: S3Store, key: str) -> None:
+    def __init__(self, store: S3Store, key: str, start: int = 0, length: int | None = None) -> None:
+        """With ``length``, only bytes ``start`` to ``start + length`` are ever
+        asked for (a pack member: one GET for a small one), and the stream
+        starts there; positions stay those of the whole object."""
         super().__init__()
         self.store = store
         self.key = key
         self.full = store._key(key)
-        self._pos = 0
+        self._pos = start
         self._total: int | None = None
+        self._end = None if length is None else start + length
         self._etag: str | None = None
         self._chunk = b""
-        self._chunk_start = 0
+        self._chunk_start = start
         self._ahead: collections.deque[tuple[int, Future[bytes]]] = collections.deque()
-        self._next = 0  # where the next scheduled range starts
+        self._next = start  # where the next scheduled range starts
         self._pool: ThreadPoolExecutor | None = None
-        self._fetch_first(0)
+        self._fetch_first(start)
 
     def readable(self) -> bool:
         return True
@@ -567,7 +620,8 @@ class _RangedReader(io.RawIOBase):
         return self._get(start, end)[0]
 
     def _fetch_first(self, start: int) -> None:
-        data, r = self._get(start, start + FIRST_RANGE)
+        end = start + FIRST_RANGE if self._end is None else max(start + 1, min(self._end, start + RANGE_SIZE))
+        data, r = self._get(start, end)
         if r is not None:
             self._etag = r.get("ETag")
             content_range = str(r.get("ContentRange") or "")
@@ -575,6 +629,9 @@ class _RangedReader(io.RawIOBase):
             self._total = int(total) if total.isdigit() else start + len(data)
         else:
             self._total = start
+        if self._end is not None:
+            self._total = min(self._total, self._end)
+            data = data[: max(0, self._total - start)]
         self._chunk, self._chunk_start, self._next = data, start, start + len(data)
 
     def _schedule(self) -> None:
