@@ -55,7 +55,7 @@ class ApiStore:
         self.url = self.client.server
         self.remote = True
         self.packs = True  # small files share pack objects (livedata_cli/packs.py)
-        self._window: Any = None  # packs.Readahead, made on the first member read
+        self._window: Any = None  # readahead.Readahead, made on the first member read
         self._ids: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
@@ -297,12 +297,12 @@ class ApiStore:
     def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
         """``key`` positioned at ``offset``, of which only ``length`` bytes are asked
         for (``Range: bytes=A-B``: a pack member, never the whole pack)."""
-        from livedata_cli import packs
+        from livedata_cli.stores import readahead
 
-        if length <= packs.MEMBER_MAX:
+        if length <= readahead.MEMBER_MAX:
             if self._window is None:
-                self._window = packs.Readahead(self._get_range)
-            return packs.read_member(self._window, key, offset, length)
+                self._window = readahead.Readahead(self._get_range)
+            return readahead.read_member(self._window, key, offset, length)
         found = self._lookup(key)
         if found is None:
             raise self._missing(key)

@@ -124,7 +124,7 @@ class S3Store:
         self._lock = threading.Lock()
         self._silent: LivedataError | None = None  # set once the endpoint failed after its retries
         self.packs = True  # small files share pack objects (livedata_cli/packs.py)
-        self._window: Any = None  # packs.Readahead, made on the first member read
+        self._window: Any = None  # readahead.Readahead, made on the first member read
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -347,12 +347,12 @@ class S3Store:
     def open_range(self, key: str, offset: int, length: int) -> BinaryIO:
         """``key`` positioned at ``offset``, of which only ``length`` bytes are fetched
         (one ranged GET for a pack member, never the whole pack)."""
-        from livedata_cli import packs
+        from livedata_cli.stores import readahead
 
-        if length <= packs.MEMBER_MAX:
+        if length <= readahead.MEMBER_MAX:
             if self._window is None:
-                self._window = packs.Readahead(self._get_range)
-            return packs.read_member(self._window, key, offset, length)
+                self._window = readahead.Readahead(self._get_range)
+            return readahead.read_member(self._window, key, offset, length)
         reader = _RangedReader(self, key, offset, length)
         return io.BufferedReader(reader, buffer_size=64 * 1024)  # type: ignore[return-value]
 
