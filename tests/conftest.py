@@ -119,6 +119,18 @@ def vault_cli(cli: Cli) -> Cli:
     return cli
 
 
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The ``livedata server`` that api-kind vaults of this test process share (store_kinds.py)."""
+    from store_kinds import SharedServer
+
+    shared = SharedServer(tmp_path_factory.mktemp("api-server"))
+    try:
+        yield shared
+    finally:
+        shared.stop()
+
+
 @pytest.fixture
 def secret_service(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A D-Bus session bus with an unlocked gnome-keyring on it, for this test only
