@@ -21,7 +21,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,20 @@ def _api_vault(cli: Cli, shared: SharedServer) -> KindVault:
     cli.ok("login", "--server", server.url, "--email", email, env=account)
     cli.ok("init", "--store", server.url)
     return KindVault("api", cli, server.url, server=server, email=email, _shared=shared)
+
+
+def every_stage_on_folder(stages: Sequence[str], representative: str) -> pytest.MarkDecorator:
+    """Parametrise ``kind_vault`` and ``stage``: every stage on the folder kind, and on S3 and
+    the API the one ``representative`` stage.
+
+    A stage is a point of livedata's own code (a pause or kill point), the same on every
+    store kind; what differs between kinds is how the store holds what was written so far,
+    which one stage in the middle of the work shows.  Each remote case costs seconds.
+    """
+    assert representative in stages
+    cases = [pytest.param("folder", stage, id=f"folder-{stage}") for stage in stages]
+    cases += [pytest.param(kind, representative, id=f"{kind}-{representative}") for kind in STORE_KINDS[1:]]
+    return pytest.mark.parametrize(("kind_vault", "stage"), cases, indirect=["kind_vault"])
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -24,6 +24,8 @@ from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, livedata_exe, write
 
+pytestmark = pytest.mark.inprocess
+
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 
@@ -280,10 +282,10 @@ def _vault_with_litter(kv: KindVault) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.parametrize("stage", PRUNE_STAGES)
+@store_kinds.every_stage_on_folder(PRUNE_STAGES, "prune-deleted")
 def test_prune_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
-    if stage in ("repack-written", "repack-journaled") and kind_vault.kind != "folder":
-        pytest.skip("only folder stores pack small files: there is no repack to kill")
+    """Every stage on a folder store (the only kind that repacks); on S3 and the API the
+    stage after the deletions, before the journal."""
     cli = kind_vault.cli
     files = _vault_with_litter(kind_vault)
     kill_at(cli, ["prune", "--keep-last", "1"], stage)
@@ -294,8 +296,10 @@ def test_prune_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
     _nothing_reclaimable(cli)
 
 
-@pytest.mark.parametrize("stage", PURGE_STAGES)
+@store_kinds.every_stage_on_folder(PURGE_STAGES, "purge-journaled")
 def test_purge_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
+    """Every stage on a folder store; on S3 and the API the stage after the purge's
+    journal, before its data is deleted."""
     cli = kind_vault.cli
     files = _vault_with_litter(kind_vault)
     kill_at(cli, ["rm", "--purge", "t/big.bin"], stage)
