@@ -78,6 +78,11 @@ _PER_PROCESS: tuple[tuple[str, str, Callable[[ModuleType], object]], ...] = (
     ("livedata_cli.netwait", "_notice", lambda m: None),
     ("livedata_cli.audit", "_current", lambda m: m.Recorder()),
     ("livedata_cli.packs", "_keys", lambda m: None),
+    ("livedata_cli.kms", "_providers", lambda m: {}),  # decrypted keys, cached for one command
+    ("livedata_cli.envfail", "_places", lambda m: []),  # the folders this command named
+    ("livedata_cli.config", "notice", lambda m: m._no_notice),
+    ("livedata_cli.housekeeping", "_paused", lambda m: set()),
+    ("livedata_cli.convert.base", "_ENGINES", lambda m: None),  # found on this PATH
 )
 
 
