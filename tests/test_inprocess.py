@@ -84,3 +84,22 @@ def test_any_bytes_through_stdin_and_stdout(cli: Cli, data: bytes) -> None:
         here.ok("init")
     here.ok("upload", "-", "--as", "blob.bin", input=data)
     assert here.ok("download", "blob.bin", "-o", "-").stdout == data
+
+
+def test_no_thread_outlives_its_command(cli: Cli) -> None:
+    """The lock refresher, upload and download pools of a command end with it."""
+    import threading
+
+    def ours() -> list[str]:
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("livedata"))
+
+    before = ours()
+    here = Cli(cli.env, cli.cwd, inprocess=True)
+    here.ok("init")
+    write(here.cwd / "d" / "a.bin", os.urandom(300_000))
+    write(here.cwd / "d" / "b.txt", "b\n")
+    here.ok("upload", "d", "--recursive")
+    here.ok("download", "d/", "-o", str(here.cwd / "back"))
+    here.ok("prune")
+    assert_one_line_error(here("download", "d/missing", "-o", "-"), 3)
+    assert ours() == before
