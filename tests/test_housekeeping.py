@@ -258,6 +258,14 @@ PURGE_STAGES = ["locked", "journal", "journaled", "purge-journaled"]
 PRUNE_STAGES = ["locked", "prune-deleted", "repack-written", "journal", "journaled", "repack-journaled"]
 
 
+def _killed_long_ago(cli: Cli) -> None:
+    """Age a folder store's partial files past prune's margin (TMP_MARGIN): a prune
+    leaves files younger than that, which commands run in-process reach quickly."""
+    old = time.time() - 60
+    for f in (Path(cli.env["LIVEDATA_HOME"]) / "store" / "tmp").glob("*"):
+        os.utime(f, (old, old))
+
+
 def _nothing_reclaimable(cli: Cli) -> None:
     left = cli.ok("verify", "--json").json()["reclaimable"]
     tmp = Path(cli.env["LIVEDATA_HOME"]) / "store" / "tmp"
@@ -291,6 +299,7 @@ def test_prune_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
     kill_at(cli, ["prune", "--keep-last", "1"], stage)
     cli.ok("sync")
     _check_all(cli, files)
+    _killed_long_ago(cli)
     cli.ok("prune", "--keep-last", "1")
     _check_all(cli, files)
     _nothing_reclaimable(cli)
@@ -309,6 +318,7 @@ def test_purge_killed_at_each_stage(kind_vault: KindVault, stage: str) -> None:
         _check_all(cli, files)
         cli.ok("rm", "--purge", "t/big.bin")
     del files["t/big.bin"]
+    _killed_long_ago(cli)
     cli.ok("prune")
     _check_all(cli, files)
     _nothing_reclaimable(cli)
@@ -348,6 +358,7 @@ def test_prune_and_purge_killed_at_random_moments(vault_cli: Cli, seed: int) -> 
             cli.ok("rm", "--purge", "t/f001.txt")
         del files["t/f001.txt"]
     _check_all(cli, files)
+    _killed_long_ago(cli)
     cli.ok("prune", "--keep-last", "1")
     _check_all(cli, files)
     _nothing_reclaimable(cli)
