@@ -2,6 +2,11 @@
 
 ``cli`` runs the installed ``livedata`` command as a real subprocess, so exit
 codes, the stdout/stderr split and environment handling are what users get.
+In a module or test marked ``inprocess`` it runs the command in the test's own
+process instead (``livedata_cli.cli.inprocess``: same code, streams, environment
+and working folder, without an interpreter start), except where only a real
+process shows the behaviour (see ``Cli.needs_process``); a test marked
+``subprocess`` always gets the real process.
 """
 
 from __future__ import annotations
@@ -45,18 +50,42 @@ class Result:
         return json.loads(self.stdout)
 
 
-class Cli:
-    """Runs ``livedata`` in a child process with this test's environment."""
+# Variables whose effect needs a process of its own: pause points and test clocks that
+# block or outlive the command, completion, and a keyring backend chosen once per process.
+PROCESS_VARIABLES = ("_LIVEDATA_COMPLETE", "DBUS_SESSION_BUS_ADDRESS", "LIVEDATA_TESTONLY_PAUSE_AT")
+# Commands that serve, mount or wait: never in the test's process.
+PROCESS_COMMANDS = {"server", "mount", "completion"}
+IN_PROCESS_VARIABLES = {"LIVEDATA_TESTONLY_WEAKEN_KDF", "LIVEDATA_TESTONLY_RUN", "LIVEDATA_TESTONLY_NOW"}
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+
+class Cli:
+    """Runs ``livedata`` with this test's environment: in a child process, or in this
+    process when ``inprocess`` is set and the command allows it."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *, inprocess: bool = False) -> None:
         self.env = env
         self.cwd = cwd
+        self.inprocess = inprocess
+
+    @staticmethod
+    def needs_process(args: Sequence[str], env: dict[str, str]) -> bool:
+        """Whether only a real process runs this command as a user's would."""
+        if any(a in PROCESS_COMMANDS for a in args[:3]) or any(v in env for v in PROCESS_VARIABLES):
+            return True
+        if env.get("LIVEDATA_NO_KEYRING") != "1":
+            return True  # keyring picks and keeps its backend per process
+        return any(k.startswith("LIVEDATA_TESTONLY_") and k not in IN_PROCESS_VARIABLES for k in env)
 
     def __call__(
         self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 120
     ) -> Result:
         full_env = {**self.env, **(env or {})}
         full_env = {k: v for k, v in full_env.items() if v is not None}
+        if self.inprocess and not self.needs_process(args, full_env):
+            from livedata_cli.cli.inprocess import run
+
+            o = run(args, stdin=input or b"", environ=full_env, cwd=self.cwd)
+            return Result(o.code, o.stdout, o.stderr)
         p = subprocess.run(
             [*livedata_exe(), *args],
             input=input if input is not None else b"",
@@ -104,12 +133,14 @@ def livedata_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
 
 
 @pytest.fixture
-def cli(tmp_path: Path, livedata_env: dict[str, str]) -> Cli:
+def cli(request: pytest.FixtureRequest, tmp_path: Path, livedata_env: dict[str, str]) -> Cli:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
     env.update(livedata_env)
     work = tmp_path / "work"
     work.mkdir()
-    return Cli(env, work)
+    node = request.node
+    inprocess = node.get_closest_marker("inprocess") is not None and node.get_closest_marker("subprocess") is None
+    return Cli(env, work, inprocess=inprocess)
 
 
 @pytest.fixture
@@ -117,6 +148,18 @@ def vault_cli(cli: Cli) -> Cli:
     """A CLI with a freshly initialised vault in its home."""
     cli.ok("init")
     return cli
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The ``livedata server`` that api-kind vaults of this test process share (store_kinds.py)."""
+    from store_kinds import SharedServer
+
+    shared = SharedServer(tmp_path_factory.mktemp("api-server"))
+    try:
+        yield shared
+    finally:
+        shared.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import PASSPHRASE, Cli, assert_one_line_error, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 
 def _db(home: Path) -> sqlite3.Connection:

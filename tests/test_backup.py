@@ -15,7 +15,7 @@ from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, data_objects, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 

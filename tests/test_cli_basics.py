@@ -13,6 +13,8 @@ import typer
 from conftest import Cli, livedata_exe, run_on_tty
 from livedata_cli.cli import app
 
+pytestmark = pytest.mark.inprocess
+
 
 def _commands(group: typer.main.TyperGroup | None = None, prefix: str = "") -> list[tuple[str, object]]:
     group = group or typer.main.get_command(app)  # type: ignore[assignment]

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PASSPHRASE, Cli, assert_one_line_error, data_objects, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 
 def test_upload_download_round_trip(vault_cli: Cli) -> None:

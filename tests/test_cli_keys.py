@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PASSPHRASE, Cli, assert_one_line_error, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 NO_PASS = {"LIVEDATA_PASSPHRASE": None}
 

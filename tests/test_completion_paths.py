@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli, livedata_exe, write
+
+pytestmark = pytest.mark.inprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 

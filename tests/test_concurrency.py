@@ -26,6 +26,8 @@ from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, write
 
+pytestmark = pytest.mark.inprocess
+
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 STAGES = ("locked", "journal", "journaled")
@@ -45,11 +47,13 @@ def _index_was_busy(result: tuple[int, str, str], two_homes: bool) -> None:
     assert err.count("\n") == 1 and err.startswith("livedata: error:"), result
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@store_kinds.every_stage_on_folder(STAGES, "journal")
 @pytest.mark.parametrize("two_homes", [False, True], ids=["one-home", "two-homes"])
 def test_purge_racing_a_deduplicating_upload(kind_vault: KindVault, stage: str, two_homes: bool, tmp_path: Path) -> None:
     """The upload stores b.bin by referring to a.bin's data; rm --purge a.bin
-    runs meanwhile.  b.bin must survive whatever the upload reported."""
+    runs meanwhile.  b.bin must survive whatever the upload reported.  Every stage
+    on a folder store; on S3 and the API the upload paused before its journal,
+    its data stored and referred to by nothing yet."""
     uploader, purger = _homes(kind_vault, two_homes)
     data = os.urandom(200_000)
     write(uploader.cwd / "a.bin", data)
@@ -67,11 +71,12 @@ def test_purge_racing_a_deduplicating_upload(kind_vault: KindVault, stage: str, 
     assert purger("download", "a.bin", "-o", "-").code == 3
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@store_kinds.every_stage_on_folder(STAGES, "journal")
 @pytest.mark.parametrize("two_homes", [False, True], ids=["one-home", "two-homes"])
 def test_prune_racing_an_upload(kind_vault: KindVault, stage: str, two_homes: bool, tmp_path: Path) -> None:
     """A prune without policy deletes objects no record refers to: an upload's
-    data before its journal is such an object, unless the prune waits."""
+    data before its journal is such an object, unless the prune waits.  Every stage
+    on a folder store; on S3 and the API that stage, before the journal."""
     uploader, pruner = _homes(kind_vault, two_homes)
     data = os.urandom(300_000)
     small = os.urandom(3000)

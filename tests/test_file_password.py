@@ -12,7 +12,7 @@ import pytest
 from conftest import Cli, assert_one_line_error, data_objects, write
 from pgserver import postgres  # noqa: F401  (the session's PostgreSQL, for the API store tests)
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 PW = {"LIVEDATA_FILE_PASSWORD": "my will's password"}
 OTHER = {"LIVEDATA_FILE_PASSWORD": "not the password"}

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Cli, assert_one_line_error, data_objects, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 PW1 = "the first file password"
 PW2 = "the second file password"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from conftest import Cli, assert_one_line_error, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def _iso(t: float) -> str:

@@ -13,7 +13,7 @@ from independent_reader import ReadError, read_vault
 
 from conftest import PASSPHRASE, Cli, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 
 def test_the_reader_imports_nothing_of_livedata() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import Cli, assert_one_line_error, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 
 def _plant(store: Path, name: str, **fields: Any) -> None:

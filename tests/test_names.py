@@ -20,6 +20,8 @@ from store_kinds import KindVault
 from conftest import Cli, assert_one_line_error, write
 from livedata_cli.errors import LivedataError
 
+pytestmark = pytest.mark.inprocess
+
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 BAD = b"bad-\xff\xfe-name.txt"

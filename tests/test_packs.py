@@ -17,7 +17,7 @@ import pytest
 from conftest import Cli, assert_one_line_error, data_objects, write
 from livedata_cli.packs import padded
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 
 def _small_tree(root: Path, n: int = 40) -> dict[str, bytes]:

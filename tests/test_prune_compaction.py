@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_prune_compacts_the_journals_once_they_are_many(vault_cli: Cli, store_dir: Path) -> None:

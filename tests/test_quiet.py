@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import Cli, Result, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def _said(r: Result) -> list[str]:

@@ -20,6 +20,8 @@ from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, livedata_exe, write
 
+pytestmark = pytest.mark.inprocess
+
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 LITTER = ".livedata-0123456789abcdef.part"

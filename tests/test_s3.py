@@ -19,7 +19,7 @@ from s3server import MIB, CountingProxy, all_keys
 
 from conftest import Cli, assert_one_line_error, livedata_exe, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 # The S3 fixtures, found by pytest under their own names.
 moto_url, s3_cli, proxy = s3server.moto_url, s3server.s3_cli, s3server.proxy
 s3, kms, bucket, kms_key = s3server.s3, s3server.kms, s3server.bucket, s3server.kms_key

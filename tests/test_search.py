@@ -16,6 +16,8 @@ import pytest
 from conftest import TEST_RUN, Cli, assert_one_line_error, run_on_tty, write
 from livedata_cli.search import QueryError, parse_query, parse_size, parse_when
 
+pytestmark = pytest.mark.inprocess
+
 # -- the query language, in-process ------------------------------------------------
 
 

@@ -21,6 +21,8 @@ from s3server import all_keys, aws_env
 from conftest import TEST_RUN, Cli, assert_one_line_error, write
 from livedata_cli.crypto import share as sc
 
+pytestmark = pytest.mark.inprocess
+
 moto_url, s3, bucket = s3server.moto_url, s3server.s3, s3server.bucket
 
 DATA = os.urandom(1024 * 1024 + 4321)  # two container segments

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from test_api_store import account, other_home, server, tokens_file  # noqa: F401
 from test_share import assert_nowhere, secrets_of
 
 from conftest import Cli, assert_one_line_error, write
+
+pytestmark = pytest.mark.inprocess
 
 DATA = b"the quarterly figures, for alice only\n" * 50
 NAME = "figures-for-alice.csv"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import store_kinds
 from store_kinds import KindVault
 
 from conftest import assert_one_line_error, write
+
+pytestmark = pytest.mark.inprocess
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 

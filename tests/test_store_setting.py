@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli, assert_one_line_error, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def _home(cli: Cli, name: str, **extra: str) -> Cli:

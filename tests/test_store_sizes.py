@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import Cli, data_objects, write
 from livedata_cli.packs import padded
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 OVERHEAD = 102 + 16  # header and one tag: a small file is one segment
 

@@ -6,7 +6,11 @@ import os
 import re
 from types import SimpleNamespace
 
+import pytest
+
 from conftest import Cli, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_unchanged_upload_reads_nothing_and_download_reports_its_time(vault_cli: Cli) -> None:

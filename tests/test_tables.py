@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import Cli, run_on_tty, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_headers_on_a_terminal_only(vault_cli: Cli) -> None:

@@ -14,6 +14,8 @@ from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, write
 
+pytestmark = pytest.mark.inprocess
+
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
 SEG = 1024 * 1024 + 16  # default segment plus its tag

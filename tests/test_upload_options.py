@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli, assert_one_line_error, data_objects, write
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_dry_run_says_what_would_be_stored_and_changes_nothing(vault_cli: Cli, store_dir: Path) -> None:

@@ -9,10 +9,13 @@ import json
 import os
 from typing import Any
 
+import pytest
 import store_kinds
 from store_kinds import KindVault
 
 from conftest import PASSPHRASE, Cli, assert_one_line_error, write
+
+pytestmark = pytest.mark.inprocess
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
