@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Backup benchmark: 10,000 files of 4 KiB in 100 folders plus one 200 MiB file.
-# First backup, a no-change rerun and a rerun after changing 10 files, for
-# livedata and, on the same tree in the same run, restic, borg (repokey-blake2,
-# no compression) and rclone with a crypt remote.  Wall seconds and peak RSS.
+# First backup, a no-change rerun and a rerun after changing 10 files, then a
+# restore of the whole tree into an empty folder (checked against the tree),
+# for livedata and, on the same tree in the same run, restic, borg
+# (repokey-blake2, no compression; no restore row) and rclone with a crypt
+# remote.  Wall seconds and peak RSS.
 #   bench/small.sh          (BENCH_DIR, default /tmp/ldsmall; LIVEDATA_BIN as big.sh)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +50,10 @@ run_livedata() {  # $1: passphrase | key-file
   t "livedata first ($1)" "$LD" upload "$W/tree" -r -q --as tree/
   t "livedata no-change ($1)" "$LD" upload "$W/tree" -r -q --as tree/
   change10; t "livedata 10 changed ($1)" "$LD" upload "$W/tree" -r -q --as tree/
+  rm -rf "$W/out"; sync
+  t "livedata restore ($1)" "$LD" download tree/ -o "$W/out" -q
+  diff -rq "$W/tree" "$W/out" >/dev/null || { echo "livedata restore differs from the tree"; exit 1; }
+  rm -rf "$W/out"
   rm -f "$W/job.key"; unset LIVEDATA_HOME LIVEDATA_PASSPHRASE LIVEDATA_PASSPHRASE_FILE LIVEDATA_NO_KEYRING
 }
 run_livedata passphrase
@@ -57,6 +63,10 @@ export RESTIC_PASSWORD=pw RESTIC_REPOSITORY=$W/restic; restic init -q >/dev/null
 t "restic first" restic backup -q "$W/tree"
 t "restic no-change" restic backup -q "$W/tree"
 change10; t "restic 10 changed" restic backup -q "$W/tree"
+rm -rf "$W/out"; sync
+t "restic restore" restic restore -q latest --target "$W/out"
+diff -rq "$W/tree" "$W/out$W/tree" >/dev/null || { echo "restic restore differs from the tree"; exit 1; }
+rm -rf "$W/out"
 
 export BORG_PASSPHRASE=pw BORG_REPO=$W/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 borg init -e repokey-blake2 >/dev/null 2>&1
@@ -69,6 +79,10 @@ export RCLONE_CONFIG_LDC_TYPE=crypt RCLONE_CONFIG_LDC_REMOTE=$W/rc RCLONE_CONFIG
 t "rclone crypt first" rclone sync "$W/tree" ldc:tree
 t "rclone crypt no-change" rclone sync "$W/tree" ldc:tree
 change10; t "rclone crypt 10 changed" rclone sync "$W/tree" ldc:tree
+rm -rf "$W/out"; sync
+t "rclone crypt restore" rclone copy ldc:tree "$W/out"
+diff -rq "$W/tree" "$W/out" >/dev/null || { echo "rclone restore differs from the tree"; exit 1; }
+rm -rf "$W/out"
 
 run_livedata passphrase  # again: the disk's speed swings between runs
 run_livedata key-file

@@ -35,7 +35,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -166,18 +166,25 @@ class _Budget:
             self._cond.notify_all()
 
 
-def _locked(progress: Progress) -> Progress:
+class _Moved(Exception):
+    """The object is gone from the store: perhaps a prune elsewhere moved the pack."""
+
+
+class _Stopped(_Moved):
+    """The batch stops (Ctrl-C, a full target): a file being streamed ends at
+    its next segment, its temporary file removed, and is not reported."""
+
+
+def _locked(progress: Progress, stop: threading.Event) -> Progress:
     lock = threading.Lock()
 
     def advance(n: int) -> None:
+        if stop.is_set():
+            raise _Stopped()
         with lock:
             progress(n)
 
     return advance
-
-
-class _Moved(Exception):
-    """The object is gone from the store: perhaps a prune elsewhere moved the pack."""
 
 
 Outcome = int | LivedataError | OSError | _Moved  # bytes written, or why not
@@ -189,10 +196,10 @@ class _Engine:
     def __init__(self, vault: Vault, progress: Progress, *, check_sizes: bool) -> None:
         self.vault = vault
         self.store = vault.store
-        self.progress = _locked(progress)
+        self.stop = threading.Event()
+        self.progress = _locked(progress, self.stop)
         self.check_sizes = check_sizes  # verify: an object's size against its records
         self.budget = _Budget(BYTES_IN_FLIGHT)
-        self.stop = threading.Event()
         remote = bool(getattr(self.store, "remote", False)) or not hasattr(self.store, "root")
         self.threads = REMOTE_THREADS if remote else LOCAL_THREADS
 
@@ -238,7 +245,7 @@ class _Engine:
 
     def one(self, job: Job, blob: memoryview | None) -> Outcome:
         if self.stop.is_set():
-            return _Moved()  # left for the command's thread, which stops before it
+            return _Stopped()  # the command's thread raises before it looks at these
         try:
             n = self.finish(job, blob)
         except (LivedataError, OSError, _Moved) as e:
@@ -251,7 +258,7 @@ class _Engine:
     def run(self, run: Run) -> list[tuple[Job, Outcome]]:
         """Fetch one run and open its members."""
         if self.stop.is_set():
-            return [(job, _Moved()) for job in run.jobs]
+            return [(job, _Stopped()) for job in run.jobs]
         size = run.end - run.start
         self.budget.acquire(size)
         try:
@@ -317,7 +324,7 @@ class _Engine:
             try:
                 pending = set(futures)
                 while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
                         for job, outcome in f.result():
                             if isinstance(outcome, _Moved):
@@ -418,8 +425,6 @@ def restore_tree(
                 tree.make_symlink(target, names.to_local(v.target or ""), v.mtime)
                 results[position] = ItemResult(v.path, str(target), "downloaded", 0, v.vid)
                 continue
-            if v.kind != "file":
-                raise UsageError(f"{v.path} is not a file, folder or symlink")
             target.parent.mkdir(parents=True, exist_ok=True)
             key = vault._data_key(v.object, v.wrapped_key) if v.protected else None
             jobs.append(Job(position, v, target, key))
