@@ -67,6 +67,10 @@ REMOTE_THREADS = 12
 LOCAL_THREADS = 4
 # Large files streamed at once (each has its store's read-ahead in memory).
 LARGE_JOBS = 2
+# Threads that decrypt and write the members of fetched runs, a few members a
+# task: AES-GCM and file system calls release the GIL, so they overlap.
+WRITE_THREADS = 4
+MEMBERS_A_TASK = 32
 
 
 # -- the plan ------------------------------------------------------------------------
@@ -149,15 +153,16 @@ class _Budget:
     """Bytes fetched and not yet written: a run waits until it fits (or nothing
     else is held, so a run larger than the budget still goes, alone)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stop: threading.Event) -> None:
         self._limit = limit
         self._used = 0
         self._cond = threading.Condition()
+        self._stop = stop  # a stopped batch releases no more: nobody waits for it
 
     def acquire(self, n: int) -> None:
         with self._cond:
-            while self._used and self._used + n > self._limit:
-                self._cond.wait()
+            while self._used and self._used + n > self._limit and not self._stop.is_set():
+                self._cond.wait(0.2)
             self._used += n
 
     def release(self, n: int) -> None:
@@ -199,7 +204,7 @@ class _Engine:
         self.stop = threading.Event()
         self.progress = _locked(progress, self.stop)
         self.check_sizes = check_sizes  # verify: an object's size against its records
-        self.budget = _Budget(BYTES_IN_FLIGHT)
+        self.budget = _Budget(BYTES_IN_FLIGHT, self.stop)
         remote = bool(getattr(self.store, "remote", False)) or not hasattr(self.store, "root")
         self.threads = REMOTE_THREADS if remote else LOCAL_THREADS
 
@@ -255,33 +260,42 @@ class _Engine:
         self.vault.events.read(job.v.path, job.v.object)
         return n
 
-    def run(self, run: Run) -> list[tuple[Job, Outcome]]:
-        """Fetch one run and open its members."""
+    def fetch(self, run: Run) -> tuple[memoryview | None, int, list[tuple[Job, Outcome]]]:
+        """Read one run (its bytes count against the budget until its members
+        are written); on failure, every member's outcome instead."""
         if self.stop.is_set():
-            return [(job, _Stopped()) for job in run.jobs]
+            return None, 0, [(job, _Stopped()) for job in run.jobs]
         size = run.end - run.start
         self.budget.acquire(size)
-        try:
-            try:
-                data, total = read_range(self.store, run.key, run.start, run.end)
-            except NotFound:
-                return [(job, _Moved()) for job in run.jobs]
-            except (LivedataError, OSError) as e:
-                if envfail.is_fatal(e):
-                    self.stop.set()
-                return [(job, e) for job in run.jobs]
-            view = memoryview(data)
-            out: list[tuple[Job, Outcome]] = []
-            for job in run.jobs:
-                start, end = member_span(job.v)
-                problem = self.size_problem(run, job, total)
-                if problem is not None:
-                    out.append((job, problem))
-                    continue
-                out.append((job, self.one(job, view[start - run.start : end - run.start])))
-            return out
-        finally:
+        if self.stop.is_set():
             self.budget.release(size)
+            return None, 0, [(job, _Stopped()) for job in run.jobs]
+        try:
+            data, total = read_range(self.store, run.key, run.start, run.end)
+        except NotFound:
+            self.budget.release(size)
+            return None, 0, [(job, _Moved()) for job in run.jobs]
+        except (LivedataError, OSError) as e:
+            self.budget.release(size)
+            if envfail.is_fatal(e):
+                self.stop.set()
+            return None, 0, [(job, e) for job in run.jobs]
+        except BaseException:
+            self.budget.release(size)
+            raise
+        return memoryview(data), total, []
+
+    def members(self, run: Run, view: memoryview, total: int, jobs: list[Job]) -> list[tuple[Job, Outcome]]:
+        """Open some members of a fetched run."""
+        out: list[tuple[Job, Outcome]] = []
+        for job in jobs:
+            problem = self.size_problem(run, job, total)
+            if problem is not None:
+                out.append((job, problem))
+                continue
+            start, end = member_span(job.v)
+            out.append((job, self.one(job, view[start - run.start : end - run.start])))
+        return out
 
     def size_problem(self, run: Run, job: Job, total: int) -> IntegrityError | None:
         """An object shorter than a record says, or (an object of its own) longer."""
@@ -308,41 +322,73 @@ class _Engine:
 
     def execute(self, jobs: list[Job]) -> tuple[dict[int, Outcome], list[Job]]:
         """Run every job; returns each one's outcome by position, and the jobs
-        whose object was missing (for the command's thread to look up again)."""
+        whose object was missing (for the command's thread to look up again).
+
+        Runs are fetched on one pool; the members of a fetched run are opened
+        and written in chunks on another, so the files of one large run are
+        written in parallel too, and a run's bytes are released from the
+        budget when its last chunk is done."""
         outcomes: dict[int, Outcome] = {}
         moved: list[Job] = []
         small = [j for j in jobs if not is_large(j.v)]
         large = [j for j in jobs if is_large(j.v)]
         runs = plan_runs(small)
         fatal: BaseException | None = None
+        chunks_left: dict[int, int] = {}  # run index -> chunks not yet done
         with (
-            ThreadPoolExecutor(self.threads, thread_name_prefix="livedata-restore") as pool,
-            ThreadPoolExecutor(LARGE_JOBS, thread_name_prefix="livedata-restore-large") as big,
+            ThreadPoolExecutor(self.threads, thread_name_prefix="livedata-fetch") as fetchers,
+            ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="livedata-write") as writers,
+            ThreadPoolExecutor(LARGE_JOBS, thread_name_prefix="livedata-large") as big,
         ):
-            futures: list[Future[list[tuple[Job, Outcome]]]] = [pool.submit(self.run, r) for r in runs]
-            futures += [big.submit(self.large, j) for j in large]
+            what: dict[Future[Any], tuple[str, int]] = {}
+            for i, r in enumerate(runs):
+                what[fetchers.submit(self.fetch, r)] = ("fetch", i)
+            for j in large:
+                what[big.submit(self.large, j)] = ("large", -1)
+            pending = set(what)
+
+            def record(results: list[tuple[Job, Outcome]]) -> None:
+                nonlocal fatal
+                for job, outcome in results:
+                    if isinstance(outcome, _Moved):
+                        moved.append(job)
+                        continue
+                    outcomes[job.position] = outcome
+                    if fatal is None and isinstance(outcome, BaseException) and envfail.is_fatal(outcome):
+                        fatal = outcome
+
             try:
-                pending = set(futures)
-                while pending:
+                while pending and fatal is None:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
-                        for job, outcome in f.result():
-                            if isinstance(outcome, _Moved):
-                                moved.append(job)
-                            else:
-                                outcomes[job.position] = outcome
-                                if fatal is None and isinstance(outcome, BaseException) and envfail.is_fatal(outcome):
-                                    fatal = outcome
-                    if fatal is not None:
-                        break
+                        kind, i = what.pop(f)
+                        if kind == "large":
+                            record(f.result())
+                        elif kind == "fetch":
+                            view, total, failed = f.result()
+                            record(failed)
+                            if view is None:
+                                continue
+                            r = runs[i]
+                            parts = [r.jobs[k : k + MEMBERS_A_TASK] for k in range(0, len(r.jobs), MEMBERS_A_TASK)]
+                            chunks_left[i] = len(parts)
+                            for part in parts:
+                                g = writers.submit(self.members, r, view, total, part)
+                                what[g] = ("members", i)
+                                pending.add(g)
+                        else:
+                            record(f.result())
+                            chunks_left[i] -= 1
+                            if not chunks_left[i]:
+                                self.budget.release(runs[i].end - runs[i].start)
             except BaseException:
                 self.stop.set()
-                for f in futures:
+                for f in what:
                     f.cancel()
                 raise
             if fatal is not None:
                 self.stop.set()
-                for f in futures:
+                for f in what:
                     f.cancel()
         if fatal is not None:
             raise fatal
