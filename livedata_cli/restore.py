@@ -196,7 +196,8 @@ Outcome = int | LivedataError | OSError | _Moved  # bytes written, or why not
 
 
 class _Engine:
-    """Runs a plan on a thread pool; ``handle`` opens one member's container."""
+    """Runs a plan on thread pools: runs fetched on one, their members opened and
+    written on another, large files streamed on a third."""
 
     def __init__(self, vault: Vault, progress: Progress, *, check_sizes: bool) -> None:
         self.vault = vault
