@@ -206,6 +206,7 @@ class _Engine:
         self.progress = _locked(progress, self.stop)
         self.check_sizes = check_sizes  # verify: an object's size against its records
         self.budget = _Budget(BYTES_IN_FLIGHT, self.stop)
+        self.fatal_size: int | None = None
         remote = bool(getattr(self.store, "remote", False)) or not hasattr(self.store, "root")
         self.threads = REMOTE_THREADS if remote else LOCAL_THREADS
 
@@ -357,6 +358,7 @@ class _Engine:
                     outcomes[job.position] = outcome
                     if fatal is None and isinstance(outcome, BaseException) and envfail.is_fatal(outcome):
                         fatal = outcome
+                        self.fatal_size = job.v.size  # what the file needed, for the message
 
             try:
                 while pending and fatal is None:
@@ -482,7 +484,7 @@ def restore_tree(
     try:
         outcomes, moved = engine.execute(jobs)
     except (LivedataError, OSError) as e:
-        raise envfail.translate(e, place=envfail.TARGET) or e from None
+        raise envfail.translate(e, needed=engine.fatal_size, place=envfail.TARGET) or e from None
     for job in moved:  # its pack is gone: a prune elsewhere may have moved it (this syncs)
         assert job.target is not None
         try:
