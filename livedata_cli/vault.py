@@ -1109,45 +1109,11 @@ class Vault:
     ) -> BatchReport:
         """Restore entries under ``prefix`` into ``root``: files, symlinks (never
         followed) and folders, keeping going past bad ones.  Folder modes and
-        times are set last, deepest first, so a read-only folder can be filled."""
-        self.unlock()  # a wrong passphrase fails the command once, not each file
-        root.mkdir(parents=True, exist_ok=True)
-        folders: list[tuple[Path, Version]] = []
-        cleaned: set[Path] = set()  # folders rid of a killed restore's temporary files
-        for v in sorted(versions, key=lambda x: x.path):
-            rel = v.path[len(prefix) :]
-            try:
-                target = safe_target(root, rel)
-                if target.parent not in cleaned:
-                    cleaned.add(target.parent)
-                    tree.remove_stale_temps(target.parent)
-                if v.kind == "dir":
-                    if target.is_symlink():  # never follow a link out of the target
-                        raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
-                    existed = target.is_dir()
-                    target.mkdir(parents=True, exist_ok=True)
-                    folders.append((target, v))
-                    report.items.append(ItemResult(v.path, str(target), "unchanged" if existed else "downloaded", 0, v.vid))
-                    continue
-                if (target.exists() or target.is_symlink()) and not overwrite:
-                    if self.already_restored(v, target):  # a rerun: restored before, still the same
-                        progress(v.size)
-                        report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
-                        continue
-                    raise UsageError(f"{names.shown(str(target))} exists: add --overwrite to replace it")
-                n = self.download_to(v, target, progress)
-                report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
-                report.bytes_read += n
-            except (LivedataError, OSError) as e:
-                if envfail.is_fatal(e):  # a full target fails every later file too
-                    raise envfail.translate(e, needed=v.size, place=envfail.TARGET) or e from None
-                report.fail(v.path, rel, e)
-                self.events.failed("download", v.path, e, v.object)
-        for target, v in reversed(folders):
-            try:
-                tree.set_times_and_mode(target, v.mtime, v.mode)
-            except OSError as e:
-                report.fail(v.path, str(target), e)
+        times are set last, deepest first, so a read-only folder can be filled.
+        Files are fetched in ranges and in parallel (livedata_cli/restore.py)."""
+        from livedata_cli import restore
+
+        restore.restore_tree(self, versions, prefix, root, overwrite=overwrite, report=report, progress=progress)
         report.duration = time.monotonic() - report.started
         return report
 
@@ -1363,11 +1329,15 @@ class Vault:
         checked: set[str] = set()
         sizes: dict[str, int] = {}  # per store object: a pack is looked at once
         n_versions = 0
+        to_read: list[Version] = []  # with data: read in ranges and in parallel (restore.py)
         for v in self.index.all_versions():
             n_versions += 1
             if v.kind != "file" or v.object in checked:
                 continue
             checked.add(v.object)
+            if data:
+                to_read.append(v)
+                continue
             try:
                 if v.store_key not in sizes:
                     sizes[v.store_key] = self.store.size(v.store_key)
@@ -1386,6 +1356,10 @@ class Vault:
                     container.verify_header(data_key, header, v.header_hash)
             except (LivedataError, OSError) as e:
                 problems.append({"path": v.path, "object": v.object, "error": str(e)})
+        if data:
+            from livedata_cli import restore
+
+            problems += restore.verify_data(self, to_read, progress)
         problems += replay.check_stored(self)
         return {
             "versions": n_versions,

@@ -33,7 +33,7 @@ ALLOWED_CIRCLES: dict[frozenset[str], str] = {
     frozenset({"stores", "stores.api", "stores.local", "stores.s3"}): (
         "the package's open_store() picks a store class; the classes share its check_key()"
     ),
-    frozenset({"audit", "audit_compaction", "compaction", "housekeeping", "replay", "reseal", "rotation", "vault"}): (
+    frozenset({"audit", "audit_compaction", "compaction", "housekeeping", "replay", "reseal", "restore", "rotation", "vault"}): (
         "the vault's own parts: each takes the Vault it works for"
     ),
 }

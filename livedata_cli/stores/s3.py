@@ -358,11 +358,7 @@ class S3Store:
 
     def _get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``start..end`` of an object, in one GET (fewer at its end)."""
-        reader = _RangedReader(self, key, start, end - start)
-        try:
-            return bytes(reader._chunk)
-        finally:
-            reader.close()
+        return self.read_range(key, start, end)[0]
 
     def copy_range(self, src: str, offset: int, length: int, dst: str) -> None:
         """Bytes ``offset`` to ``offset + length`` of ``src`` as a new object ``dst``,
@@ -389,6 +385,36 @@ class S3Store:
             with contextlib.suppress(Exception):
                 self.abort_upload(dst, upload_id)
             raise
+
+    def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
+        """Bytes ``start``..``end`` (exclusive) of an object in one ranged GET,
+        fewer when the object is shorter, and the object's size (a restore
+        reads a run of pack members this way: livedata_cli/restore.py)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._silent is not None:
+            raise self._silent
+        what = f"{self.url}/{key}"
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
+            body = r["Body"]
+            try:
+                data = bytes(body.read())
+            finally:
+                body.close()
+        except ClientError as e:
+            code = aws.error_code(e)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"object {key} is missing from the store {self.url}") from None
+            if code == "InvalidRange":  # starts at or past the end
+                return b"", self.size(key)
+            raise aws.translate(e, what, bucket=self.bucket) from None
+        except BotoCoreError as e:
+            raise aws.translate(e, what) from None
+        total = str(r.get("ContentRange") or "").rpartition("/")[2]
+        if total.isdigit():
+            return data, int(total)
+        return data[start:end], len(data)  # a server that ignored Range sent it whole
 
 
 class _PartWriter:
