@@ -194,10 +194,11 @@ def test_a_store_that_fails_ranged_reads_leaves_no_partial_file(
     cli: Cli, s3: Any, bucket: str, tmp_path: Path, proxy: CountingProxy
 ) -> None:
     other, files = _packed_vault_on_s3(cli, s3, bucket, tmp_path, proxy.url)
-    # Objects of their own too, so that a restore is many reads, some of which fail.
+    # Objects of their own too (over the pack size limit), so that a restore is
+    # many reads, some of which fail.
     extra = tmp_path / "extra"
-    for i in range(30):
-        write(extra / f"e{i:02d}.bin", os.urandom(2000 + i))
+    for i in range(10):
+        write(extra / f"e{i:02d}.bin", os.urandom(1_100_000 + i))
     other.ok("upload", str(extra), "--recursive", "--as", "t/extra/")
     proxy.reset()
     proxy.hold("s3:GET", after=6)  # then every read is answered 503 (after the relay's retries)

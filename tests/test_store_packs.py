@@ -155,12 +155,8 @@ def test_reading_one_member_on_the_api_store_fetches_its_range_only(
 
 
 @pytest.fixture
-def kind_vault_api(cli: Cli, tmp_path: Path, livedata_env: dict[str, str]) -> Iterator[KindVault]:
-    kv = store_kinds._api_vault(cli, tmp_path, livedata_env)
-    try:
-        yield kv
-    finally:
-        kv.server.stop()
+def kind_vault_api(cli: Cli, api_server: Any) -> KindVault:
+    return store_kinds._api_vault(cli, api_server)
 
 
 # -- the server: ranges and the copy endpoint ----------------------------------------------
