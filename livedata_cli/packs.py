@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import secrets
 import signal
@@ -35,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import keyed_hash, wrap_data_key
@@ -79,6 +80,24 @@ def open_range(store: ObjectStore, key: str, offset: int, length: int) -> Binary
 def open_stored(store: ObjectStore, key: str, pack: str | None, offset: int, length: int) -> BinaryIO:
     """A version's container: its range of a pack, or its whole object."""
     return open_range(store, key, offset, length) if pack else store.open(key)
+
+
+class Slice(io.RawIOBase):
+    """The next ``length`` bytes of a stream: one member of a pack, read from its start."""
+
+    def __init__(self, src: BinaryIO, length: int) -> None:
+        self._src = src
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf)[: max(self._left, 0)]
+        n = self._src.readinto(view) if view.nbytes else 0  # type: ignore[attr-defined]
+        n = n or 0
+        self._left -= n
+        return int(n)
 
 
 def share_copy_key(share_id: str) -> str:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from livedata_cli.crypto import container, filepass
 from livedata_cli.errors import IntegrityError
 from livedata_cli.index import Version
-from livedata_cli.packs import PackWriter, open_stored
+from livedata_cli.packs import PackWriter, Slice, open_stored
 
 if TYPE_CHECKING:
     from livedata_cli.vault import Vault
@@ -43,7 +43,6 @@ def reseal_versions(
     """Re-encrypt each version's container under a fresh data key sealed with
     ``new_key``; returns the ``file-password`` records naming the new objects.
     Versions sharing an object share its new one too."""
-    from livedata_cli.vault import _Slice
 
     done: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
@@ -54,7 +53,7 @@ def reseal_versions(
             with open_stored(vault.store, v.store_key, v.pack, v.offset, v.length) as src:
                 if v.offset and not v.pack:
                     src.seek(v.offset)
-                old = cast(BinaryIO, _Slice(src, v.length)) if v.pack else src
+                old = cast(BinaryIO, Slice(src, v.length)) if v.pack else src
                 with vault.store.writer(f"data/{oid}") as out:
                     header, size, length = container.reseal_stream(
                         data_key, old, new_dk, out, expected_header_hash=v.header_hash

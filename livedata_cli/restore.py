@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from livedata_cli import envfail, names, tree
+from livedata_cli import envfail, names, packs, tree
 from livedata_cli.crypto import container
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
 from livedata_cli.index import Version
@@ -232,7 +232,7 @@ class _Engine:
             with source as src:
                 if v.offset:
                     src.seek(v.offset)
-                reader = cast(BinaryIO, _Slice(src, v.length)) if v.pack else src
+                reader = cast(BinaryIO, packs.Slice(src, v.length)) if v.pack else src
                 n = container.decrypt_stream(
                     key, reader, dst, expected_header_hash=v.header_hash, on_progress=self.progress
                 )
@@ -396,25 +396,6 @@ class _Engine:
         if fatal is not None:
             raise fatal
         return outcomes, moved
-
-
-class _Slice(io.RawIOBase):
-    """The first ``length`` bytes of a stream (a member inside its pack)."""
-
-    def __init__(self, src: BinaryIO, length: int) -> None:
-        self._src = src
-        self._left = length
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        if self._left <= 0:
-            return 0
-        view = memoryview(buf)[: self._left]
-        n = self._src.readinto(view)  # type: ignore[attr-defined]
-        self._left -= n or 0
-        return n or 0
 
 
 # -- restoring a tree ------------------------------------------------------------------

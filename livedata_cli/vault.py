@@ -1065,7 +1065,7 @@ class Vault:
                 src.seek(v.offset)
             n = container.decrypt_stream(
                 data_key,
-                cast(BinaryIO, _Slice(src, v.length)) if v.pack else src,
+                cast(BinaryIO, packs.Slice(src, v.length)) if v.pack else src,
                 dst,
                 expected_header_hash=v.header_hash,
                 on_progress=progress,
@@ -1681,23 +1681,6 @@ def _add_member(
     record.update(
         object=oid, pack=pack, offset=offset, length=len(sealed), header_hash=header_hash, wrapped_key=wrapped.hex()
     )
-
-
-class _Slice(io.RawIOBase):
-    """The next ``length`` bytes of a stream: one member of a pack."""
-
-    def __init__(self, src: BinaryIO, length: int) -> None:
-        self._src = src
-        self._left = length
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf)[: self._left]
-        n = self._src.readinto(view) if view.nbytes else 0  # type: ignore[attr-defined]
-        self._left -= n
-        return int(n)
 
 
 class _SameAs(io.RawIOBase):
