@@ -66,6 +66,9 @@ def install() -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return  # started to ignore Ctrl-C (a background job of a script): so be it
     signal.signal(signal.SIGINT, _on_sigint)
+    # A parent that had SIGINT blocked when it started us passed the mask on:
+    # Ctrl-C would wait, pending, until the command ended on its own.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def finish(code: int) -> int:

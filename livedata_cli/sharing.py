@@ -207,8 +207,8 @@ def create(
         with vault.lock(command="livedata share"):
             copy = _copy_member(vault, v, share_id)
             try:
-                location, link = _publish(vault, kind, v, copy, 0, manifest, share_id, secret, key, password,
-                                          expires_in, max_downloads)
+                location, link, key = _publish(vault, kind, v, copy, 0, manifest, share_id, secret, key, password,
+                                               expires_in, max_downloads)
             except BaseException:
                 with suppress(Exception):  # the copy is of no use now; prune deletes it otherwise
                     vault.store.delete(copy)
@@ -216,8 +216,8 @@ def create(
             return _recorded(vault, v, kind, share_id, created, expires, max_downloads, password, location,
                              link, key, {"copy": copy})
     if kind != "file":
-        location, link = _publish(vault, kind, v, v.store_key, v.offset, manifest, share_id, secret, key, password,
-                                  expires_in, max_downloads)
+        location, link, key = _publish(vault, kind, v, v.store_key, v.offset, manifest, share_id, secret, key,
+                                       password, expires_in, max_downloads)
     return _recorded(vault, v, kind, share_id, created, expires, max_downloads, password, location, link, key, {})
 
 
@@ -234,8 +234,9 @@ def _copy_member(vault: Any, v: Any, share_id: str) -> str:
 def _publish(
     vault: Any, kind: str, v: Any, store_key: str, offset: int, manifest: dict[str, Any], share_id: str,
     secret: bytes, key: str, password: str | None, expires_in: int, max_downloads: int | None,
-) -> tuple[str, str]:
-    """Hand ``store_key`` out as a share link: (location, link)."""
+) -> tuple[str, str, str]:
+    """Hand ``store_key`` out as a share link: (location, link, the key it carries:
+    a password share's on the API store ends with its password parameters)."""
     if kind == "api":
         import base64
 
@@ -254,14 +255,14 @@ def _publish(
             max_downloads=max_downloads,
             verifier=verifier,
         )
-        return location, f"{vault.store.url}/s/{location}#{key}"
+        return location, f"{vault.store.url}/s/{location}#{key}", key
     store = vault.store
     manifest["data"] = store.presign_get(store_key, expires_in)
     manifest["offset"] = offset
     envelope = sc.seal_manifest(secret, share_id, manifest, password)
     location = f"shares/{share_id}"
     store.put_bytes(location, envelope)
-    return location, f"{store.presign_get(location, expires_in)}#{key}"
+    return location, f"{store.presign_get(location, expires_in)}#{key}", key
 
 
 def _recorded(

@@ -833,6 +833,12 @@ class Vault:
             header_hash=container.header_hash(header),
             wrapped_key=wrapped.hex(),
         )
+        if not small and protect is None and batch.first_with(digest, record) is not record:
+            # An equal file of this batch, hashed at the same time, was stored first.
+            skip = self._skip_if_known(src, batch, newest, digest, size, mtime, mode, head)
+            if skip is not None:
+                self.store.delete(f"data/{oid}")
+                return skip
         return self._finish_new(src, batch, newest, record, head, protect)
 
     def _pack_new(
@@ -1781,6 +1787,12 @@ class _Batch:
                 return event
         event.wait()
         return threading.Event()
+
+    def first_with(self, digest: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The record that stores this content in this batch: ``record``, unless
+        another was registered first (the check and the claim are one step)."""
+        with self._lock:
+            return self.by_hash.setdefault(digest, record)
 
     def protects(self, newest: Version | Seen) -> bool:
         """Whether a new version of this path would have a file password."""

@@ -222,7 +222,6 @@ class CountingProxy:
         with self._lock:
             self.counts.clear()
             self._hold.clear()
-            self.parts.clear()
 
     def close(self) -> None:
         self._released.set()

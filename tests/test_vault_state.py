@@ -120,7 +120,7 @@ def test_planted_kms_slot_does_not_unlock_the_vault(kind_vault: KindVault, moto_
     the vault must not open through their key (new uploads would be theirs)."""
     from s3server import aws_env
 
-    from livedata_cli import kms
+    from livedata_cli import keys
     from livedata_cli.crypto.wrap import key_id
 
     cli = kind_vault.cli
@@ -134,7 +134,7 @@ def test_planted_kms_slot_does_not_unlock_the_vault(kind_vault: KindVault, moto_
         from livedata_cli import aws
 
         attacker_key = aws.client("kms").create_key(Description="not yours")["KeyMetadata"]["Arn"]
-        slot = kms.make_slot(vault_id, attacker_master, attacker_key)
+        slot = keys.make_kms_slot(vault_id, attacker_master, attacker_key)
         store.put_bytes(slot.key, slot.to_bytes())
     data.update(kms_key_id=attacker_key, key_id=key_id(attacker_master, vault_id))
     data["mac"] = _config_mac(attacker_master, vault_id, data)  # the attacker can MAC under their own key

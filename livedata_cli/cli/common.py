@@ -232,6 +232,12 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
     return ENV
 
 
+def _took(seconds: float) -> str:
+    """A command's time: milliseconds when it is under a tenth of a second (a
+    restore from the page cache), so a summary never says ``0.00s``."""
+    return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds:.2f}s"
+
+
 def parse_when(text: str, option: str) -> float:
     """A point in time from an ISO date or date-time (local time unless it says),
     ``today``, ``yesterday``, or an age such as ``90m``, ``36h``, ``7d``, ``2w`` before now."""
@@ -329,7 +335,7 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
             stored = f", {human_size(report.bytes_stored)} stored" if report.bytes_stored else ""
             env.say(
                 f"{verb}: {', '.join(parts) or 'nothing to do'} "
-                f"({human_size(report.bytes_read)} read{stored} in {report.duration:.2f}s)"
+                f"({human_size(report.bytes_read)} read{stored} in {_took(report.duration)})"
             )
     if failed:
         # A rerun's restore: files found already restored did nothing, so

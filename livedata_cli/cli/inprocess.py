@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -114,6 +115,25 @@ def _process(environ: Mapping[str, str], cwd: str | os.PathLike[str] | None) -> 
         os.environ.update(saved_env)
 
 
+# What a command may change of how this process takes signals.  An ignored
+# signal stays ignored in every child started later (exec keeps SIG_IGN), so
+# a command that ignored SIGINT would leave later child processes deaf to Ctrl-C.
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE", "SIGQUIT") if hasattr(signal, name)
+)
+
+
+@contextmanager
+def _signals_kept() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread; a handler from C
+                signal.signal(sig, handler)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -125,7 +145,7 @@ def run(
     from livedata_cli.cli import main
 
     stdin_s, stdout_s, out_raw, stderr_s, err_raw = _streams(stdin)
-    with _running:
+    with _running, _signals_kept():
         saved = sys.stdin, sys.stdout, sys.stderr
         with _process(os.environ if environ is None else environ, cwd):
             fresh_process_state()
