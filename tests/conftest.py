@@ -16,6 +16,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -103,7 +104,17 @@ class Cli:
 
     def popen(self, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
         kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("preexec_fn", as_from_a_shell)
         return subprocess.Popen([*livedata_exe(), *args], env=self.env, cwd=self.cwd, **kw)
+
+
+def as_from_a_shell() -> None:
+    """In a child before it runs ``livedata``: the signal handlers and mask a
+    shell gives a command, whatever this test process had (a child inherits
+    an ignored or blocked SIGINT, and would never see its Ctrl-C)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def assert_one_line_error(r: Result, code: int) -> None:
@@ -113,6 +124,23 @@ def assert_one_line_error(r: Result, code: int) -> None:
     assert lines, "expected an error message"
     assert all(line.startswith("livedata:") for line in lines), r.stderr
     assert "Traceback" not in r.stderr
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@pytest.fixture(autouse=True)
+def signals_as_found() -> Iterator[None]:
+    """Each test leaves this process's signal handlers and mask as it found them:
+    children inherit an ignored or blocked signal, and a later test's
+    ``livedata`` would then never see its Ctrl-C."""
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for sig, handler in handlers.items():
+        if signal.getsignal(sig) is not handler and handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)

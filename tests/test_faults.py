@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, data_objects, livedata_exe, write
+from conftest import Cli, as_from_a_shell, data_objects, livedata_exe, write
 
 pytestmark = pytest.mark.subprocess
 
@@ -245,7 +245,7 @@ def test_ctrl_c_after_the_summary_is_one_line(vault_cli: Cli) -> None:
     marker = vault_cli.cwd / "in-audit"
     p = subprocess.Popen(
         [*livedata_exe(), "upload", "a.txt"], env={**env, "LIVEDATA_TEST_SLOW_AUDIT": str(marker)},
-        cwd=vault_cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=vault_cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=as_from_a_shell,
     )
     assert _wait_for(marker.exists)
     p.send_signal(signal.SIGINT)
@@ -349,6 +349,7 @@ def test_seeded_faults_leave_the_vault_whole(cli: Cli, family: str, fault_tree: 
         p = subprocess.Popen(
             [*livedata_exe(), *command], env={**run.env, "LIVEDATA_NEW_PASSPHRASE": NEW_PASSPHRASE},
             cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=as_from_a_shell,
         )
         time.sleep(delay)
         p.send_signal(sig)
