@@ -112,7 +112,8 @@ def _process_start(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
-def _alive(pid: int, start: str) -> bool:
+def process_alive(pid: int, start: str = "") -> bool:
+    """Whether a process of this machine runs (``start``: its start time, so a reused pid is not taken for it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -226,7 +227,7 @@ class StoreLock:
             if info["boot"] != self._boot:
                 return True  # taken before this machine last booted
             pid = info["pid"]
-            if 0 < pid < 2**22 and pid != os.getpid() and not _alive(pid, info["start"]):
+            if 0 < pid < 2**22 and pid != os.getpid() and not process_alive(pid, info["start"]):
                 return True
         return time.time() - float(info["refreshed"]) > self._stale
 

@@ -82,6 +82,18 @@ def open_stored(store: ObjectStore, key: str, pack: str | None, offset: int, len
     return open_range(store, key, offset, length) if pack else store.open(key)
 
 
+def check_size(store: ObjectStore, v: Any, sizes: dict[str, int]) -> None:
+    """The stored object holds the version's container: a pack at least up to
+    its member's end, an object of its own exactly (``sizes`` caches by key)."""
+    from livedata_cli.errors import IntegrityError
+
+    if v.store_key not in sizes:
+        sizes[v.store_key] = store.size(v.store_key)
+    size, end = sizes[v.store_key], v.offset + v.length
+    if size < end or (size != end and not v.pack):
+        raise IntegrityError(f"object {v.object} is {size} bytes, the record says {end}")
+
+
 class Slice(io.RawIOBase):
     """The next ``length`` bytes of a stream: one member of a pack, read from its start."""
 

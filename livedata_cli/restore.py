@@ -502,11 +502,7 @@ def verify_data(vault: Vault, versions: list[Version], progress: Progress) -> li
             jobs.append(Job(position, v))
             continue
         try:
-            if v.store_key not in sizes:
-                sizes[v.store_key] = vault.store.size(v.store_key)
-            size, end = sizes[v.store_key], v.offset + v.length
-            if size < end or (size != end and not v.pack):
-                raise IntegrityError(f"object {v.object} is {size} bytes, the record says {end}")
+            packs.check_size(vault.store, v, sizes)
         except (LivedataError, OSError) as e:
             problems[position] = {"path": v.path, "object": v.object, "error": str(e)}
     outcomes, moved = _Engine(vault, progress, check_sizes=True).execute(jobs)

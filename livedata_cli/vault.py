@@ -1345,11 +1345,7 @@ class Vault:
                 to_read.append(v)
                 continue
             try:
-                if v.store_key not in sizes:
-                    sizes[v.store_key] = self.store.size(v.store_key)
-                size, end = sizes[v.store_key], v.offset + v.length
-                if size < end or (size != end and not v.pack):
-                    raise IntegrityError(f"object {v.object} is {size} bytes, the record says {end}")
+                packs.check_size(self.store, v, sizes)
                 if v.protected:  # its key needs the file password: the size is what can be checked
                     continue
                 if data:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livedata_cli import locking
 from livedata_cli.errors import ConversionFailed, UsageError
 
 Progress = Callable[[float], None]  # a fraction from 0 to 1
@@ -227,19 +228,12 @@ def sweep_stale() -> int:
                 continue
         except OSError:
             continue
-        if not _alive(int(m.group(1))):
+        if not locking.process_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
