@@ -1,8 +1,8 @@
 """What ``livedata lock --index`` costs: encrypting and decrypting a 100,000-file index.
 
 Builds the same synthetic index as ``search_bench.py`` (N files, 3 tags each),
-then times, in this process, ``index_lock.lock`` (checkpoint, encrypt, fsync,
-remove the plaintext) and ``index_lock.unlock`` (authenticate, decrypt, fsync,
+then times, in this process, ``at_rest.lock`` (checkpoint, encrypt, fsync,
+remove the plaintext) and ``at_rest.unlock`` (authenticate, decrypt, fsync,
 rename), median of RUNS each, and whole ``livedata search`` and
 ``livedata ls`` processes on the plaintext index for comparison.  A command
 that meets a locked index pays one unlock (the keyring, or Argon2id from the
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import search_bench  # noqa: E402
+import search_bench
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
     try:
         home = work / "home"
         built = search_bench.build(home)
-        from livedata_cli import index_lock
+        from livedata_cli.index import at_rest
 
         path = home / "index.sqlite"
         size = path.stat().st_size
@@ -48,9 +48,9 @@ def main() -> int:
         locks, unlocks = [], []
         for _ in range(search_bench.RUNS):
             t0 = time.perf_counter()
-            index_lock.lock(path, master, vault_id)
+            at_rest.lock(path, master, vault_id)
             t1 = time.perf_counter()
-            index_lock.unlock(path, master, vault_id)
+            at_rest.unlock(path, master, vault_id)
             t2 = time.perf_counter()
             locks.append((t1 - t0) * 1000)
             unlocks.append((t2 - t1) * 1000)

@@ -69,8 +69,8 @@ def files_row(args: argparse.Namespace, exe: str) -> None:
         # Python's start-up, not livedata): the same use case rm --purge calls.
         code = (
             "import os, sys\n"
-            "from livedata_cli.keys import Unlocker\n"
-            "from livedata_cli.vault import Vault\n"
+            "from livedata_cli.keys.slots import Unlocker\n"
+            "from livedata_cli.vault.core import Vault\n"
             "v = Vault.open(Unlocker(use_keyring=False))\n"
             "n, step = int(sys.argv[1]), int(sys.argv[2])\n"
             "with v.lock(exclusive=True, command='rm --purge'):\n"
@@ -117,8 +117,8 @@ def files_row(args: argparse.Namespace, exe: str) -> None:
 APPEND_EVENTS = (
     "import sys\n"
     "from livedata_cli import audit\n"
-    "from livedata_cli.keys import Unlocker\n"
-    "from livedata_cli.vault import Vault\n"
+    "from livedata_cli.keys.slots import Unlocker\n"
+    "from livedata_cli.vault.core import Vault\n"
     "v = Vault.open(Unlocker(use_keyring=False))\n"
     "trail, rec = audit.Trail.of(v), audit.Recorder()\n"
     "events, objects = int(sys.argv[1]), int(sys.argv[2])\n"

@@ -96,13 +96,13 @@ def records(n: int, rng: random.Random) -> list[dict[str, object]]:
 
 def build(home: Path) -> float:
     os.environ["LIVEDATA_HOME"] = str(home)
-    from livedata_cli import config
-    from livedata_cli.index import Index
+    from livedata_cli import settings
+    from livedata_cli.index.core import Index
 
-    config.VaultSettings(store=str(home / "store"), vault_id="0" * 32).save()
+    settings.VaultSettings(store=str(home / "store"), vault_id="0" * 32).save()
     rng = random.Random(5)
     t0 = time.perf_counter()
-    index = Index(home / config.INDEX_FILE)
+    index = Index(home / settings.INDEX_FILE)
     batch = 10_000
     for start in range(0, FILES, batch):
         index.apply(f"journal/bench-{start:08d}", records(min(batch, FILES - start), rng))

@@ -160,15 +160,15 @@ def vault_paths(incomplete: str, profile: str | None = None) -> list[str]:
 
 
 def _home(profile: str | None) -> Path:
-    """This home, as :func:`livedata_cli.config.home` finds it; the config file is
+    """This home, as :func:`livedata_cli.settings.home` finds it; the config file is
     read only when a profile is chosen."""
     profile = profile or os.environ.get("LIVEDATA_PROFILE") or None
     if profile is not None:
-        from livedata_cli import profiles
+        from livedata_cli import settings
 
         try:
-            profiles.use_profile(profile)
-            found = profiles.active_home()
+            settings.use_profile(profile)
+            found = settings.active_home()
             if found is not None:
                 return found
         except Exception:  # a bad profile name or config file: no paths offered, no traceback in a Tab

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from livedata_cli import config
+from livedata_cli import settings
 from livedata_cli.errors import (
     AuthError,
     IntegrityError,
@@ -80,10 +80,10 @@ def env_endpoint(service: str) -> str | None:
     return None
 
 
-def remembered() -> config.VaultSettings | None:
+def remembered() -> settings.VaultSettings | None:
     """This home's vault settings, when there are any (endpoint and region)."""
     try:
-        return config.VaultSettings.load() if config.VaultSettings.exists() else None
+        return settings.VaultSettings.load() if settings.VaultSettings.exists() else None
     except LivedataError:
         return None
 
@@ -93,13 +93,13 @@ def client(service: str, *, pool: int = 10) -> Any:
     import boto3
     from botocore.config import Config
 
-    settings = remembered()
-    endpoint = None if env_endpoint(service) else (settings.endpoint_url if settings else None)
+    saved = remembered()
+    endpoint = None if env_endpoint(service) else (saved.endpoint_url if saved else None)
     global _session
     if _session is None:
         _session = boto3.session.Session()  # one per process: S3 and KMS share its loaders
     session = _session
-    region = session.region_name or (settings.region if settings else None) or "us-east-1"
+    region = session.region_name or (saved.region if saved else None) or "us-east-1"
     from livedata_cli import netwait
 
     stall = netwait.stall_timeout()

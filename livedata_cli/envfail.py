@@ -66,9 +66,9 @@ def _place(filename: object) -> tuple[str, str, str] | None:
         ):
             best = (label, folder, shown)
     if best is None:
-        from livedata_cli import config
+        from livedata_cli import settings
 
-        home = os.path.abspath(config.home())
+        home = os.path.abspath(settings.home())
         if path == home or path.startswith(home + "/"):
             best = (HOME, home, home)
     return best
@@ -121,9 +121,9 @@ def translate(e: BaseException, *, needed: int | None = None, place: str | None 
     file name does not (a write to an open file has none)."""
     if isinstance(e, sqlite3.OperationalError):
         text = str(e).lower()
-        from livedata_cli import config
+        from livedata_cli import settings
 
-        home = os.path.abspath(config.home())
+        home = os.path.abspath(settings.home())
         full = "disk is full" in text or ("disk i/o error" in text and (_free(home) or 0) < 256 * 1024)
         if full:  # SQLite reports a full disk as an I/O error when its WAL cannot grow
             return no_space(HOME, home, home, needed)

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from livedata_cli.crypto import container
 from livedata_cli.errors import LivedataError, UsageError
-from livedata_cli.index import Version
+from livedata_cli.index.core import Version
 from livedata_cli.packs import open_stored
 
 VERSIONS = ".versions"

@@ -22,9 +22,9 @@ _notice: Callable[[str], None] | None = None
 
 
 def stall_timeout() -> float:
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
-    return float(profiles.setting("stall_timeout") or DEFAULT_STALL)  # a bad value is exit 2, never ignored
+    return float(settings.setting("stall_timeout") or DEFAULT_STALL)  # a bad value is exit 2, never ignored
 
 
 def set_notice(fn: Callable[[str], None] | None) -> None:

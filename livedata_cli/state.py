@@ -34,12 +34,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from livedata_cli import config
+from livedata_cli import settings
 from livedata_cli.crypto.wrap import subkey
 from livedata_cli.errors import IntegrityError
 
 if TYPE_CHECKING:
-    from livedata_cli.keys import KeyCache
+    from livedata_cli.keys.slots import KeyCache
 
 STATE_FILE = "state.json"
 CHAIN = "chain"  # the kind of a journal's first record
@@ -102,7 +102,7 @@ class State:
         }
 
     def save(self) -> None:
-        path = config.ensure_home() / STATE_FILE
+        path = settings.ensure_home() / STATE_FILE
         tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -114,7 +114,7 @@ class State:
     @staticmethod
     def load() -> State | None:
         """This home's state, or None for a home made before pins existed."""
-        path = config.home() / STATE_FILE
+        path = settings.home() / STATE_FILE
         try:
             d = json.loads(path.read_text())
             return State(
@@ -139,7 +139,7 @@ class State:
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
     """Serialise the journal counter of this home: one journal at a time takes the next number."""
-    path = config.ensure_home() / ".state.lock"
+    path = settings.ensure_home() / ".state.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

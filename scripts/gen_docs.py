@@ -30,7 +30,7 @@ from livedata_cli import __version__  # noqa: E402
 from livedata_cli.cli import app  # noqa: E402
 from livedata_cli.cli.completion import FILES, SCRIPTS  # noqa: E402
 from livedata_cli.errors import ExitCode  # noqa: E402
-from livedata_cli.profiles import SETTINGS  # noqa: E402
+from livedata_cli.settings import SETTINGS  # noqa: E402
 
 EXIT_MEANINGS = {
     ExitCode.OK: "Success.",

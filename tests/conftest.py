@@ -228,8 +228,8 @@ def store_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def open_vault() -> Iterator[Any]:
     """The library-level vault of the test's home (after ``init``)."""
-    from livedata_cli.keys import Unlocker
-    from livedata_cli.vault import Vault
+    from livedata_cli.keys.slots import Unlocker
+    from livedata_cli.vault.core import Vault
 
     opened: list[Vault] = []
 

@@ -280,7 +280,7 @@ def test_a_burst_of_failed_unlocks_is_flagged(vault_cli: Cli) -> None:
 
 
 def test_mass_deletion_is_flagged(vault_cli: Cli, open_vault: Any) -> None:
-    from livedata_cli.audit import Recorder, Trail
+    from livedata_cli.audit.chain import Recorder, Trail
 
     vault = open_vault()
     trail = Trail.of(vault)

@@ -77,7 +77,7 @@ def _tampered(cli: Cli, *needles: str) -> None:
 # -- the plan of ranges ------------------------------------------------------------------
 @given(newest=st.integers(min_value=1, max_value=10**7), size=st.integers(min_value=1, max_value=10**6))
 def test_chunks_cover_every_event_once_aligned(newest: int, size: int) -> None:
-    from livedata_cli.audit_compaction import chunks
+    from livedata_cli.audit.compaction import chunks
 
     if newest // size > 2000:
         newest = size * 2000 + newest % size or 1
@@ -93,26 +93,26 @@ def test_chunks_cover_every_event_once_aligned(newest: int, size: int) -> None:
 def test_threshold_setting_is_a_positive_whole_number_or_usage_error(raw: str) -> None:
     import os
 
-    from livedata_cli import audit_compaction
+    from livedata_cli.audit import compaction
     from livedata_cli.errors import UsageError
 
-    saved = os.environ.get(audit_compaction.ENV)
+    saved = os.environ.get(compaction.ENV)
     try:
         if "\x00" in raw:
             return
-        os.environ[audit_compaction.ENV] = raw
+        os.environ[compaction.ENV] = raw
         try:
-            value = audit_compaction.threshold()
+            value = compaction.threshold()
         except UsageError as e:
-            assert audit_compaction.ENV in e.message
+            assert compaction.ENV in e.message
             return
         assert value >= 1
-        assert value == (int(raw) if raw.strip() else audit_compaction.COMPACT_AFTER)
+        assert value == (int(raw) if raw.strip() else compaction.COMPACT_AFTER)
     finally:
         if saved is None:
-            os.environ.pop(audit_compaction.ENV, None)
+            os.environ.pop(compaction.ENV, None)
         else:
-            os.environ[audit_compaction.ENV] = saved
+            os.environ[compaction.ENV] = saved
 
 
 # -- every store kind -------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def _modules_after(args: list[str], env: dict[str, str]) -> set[str]:
 
 def test_version_and_a_tab_load_no_command_tree(vault_cli: Cli) -> None:
     _vault_with_files(vault_cli)
-    heavy = {"typer", "rich", "livedata_cli.cli", "livedata_cli.vault", "boto3", "httpx", "cryptography"}
+    heavy = {"typer", "rich", "livedata_cli.cli", "livedata_cli.vault.core", "boto3", "httpx", "cryptography"}
     assert not heavy & _modules_after(["--version"], vault_cli.env)
     tab = {**vault_cli.env, "_LIVEDATA_COMPLETE": "complete_bash", "COMP_WORDS": "livedata download ph",
            "COMP_CWORD": "2"}

@@ -153,7 +153,7 @@ def test_a_symlink_target_that_is_not_utf8_round_trips(vault_cli: Cli) -> None:
 
 
 def test_restore_temporary_file_is_private_short_and_locked(tmp_path: Path) -> None:
-    from livedata_cli import tree
+    from livedata_cli import localfs
 
     target = tmp_path / ("z" * 255)
     seen: dict[str, object] = {}
@@ -163,11 +163,11 @@ def test_restore_temporary_file_is_private_short_and_locked(tmp_path: Path) -> N
         assert len(temps) == 1
         seen["name"] = temps[0].name
         seen["mode"] = stat.S_IMODE(temps[0].stat().st_mode)
-        seen["cleaned"] = tree.remove_stale_temps(tmp_path)  # a concurrent rerun leaves it alone
+        seen["cleaned"] = localfs.remove_stale_temps(tmp_path)  # a concurrent rerun leaves it alone
         out.write(b"secret")  # type: ignore[attr-defined]
         return 6
 
-    tree.write_file(target, write_data, mode=0o644, mtime=1_000_000.0)
+    localfs.write_file(target, write_data, mode=0o644, mtime=1_000_000.0)
     assert seen["mode"] == 0o600
     assert len(str(seen["name"])) == 31 and str(seen["name"]).endswith(".part")
     assert seen["cleaned"] == 0

@@ -1,5 +1,5 @@
 """Folder downloads and ``verify --data`` planned first, then fetched in ranges
-and in parallel (livedata_cli/restore.py): byte-exact on every store kind, a
+and in parallel (livedata_cli/vault/restore.py): byte-exact on every store kind, a
 damaged member fails its file alone, a failing store leaves no partial file,
 and a restore of packed small files from S3 is a handful of requests."""
 
@@ -217,7 +217,7 @@ def test_a_store_that_fails_ranged_reads_leaves_no_partial_file(
 
 # -- the planner --------------------------------------------------------------------------
 def _version(i: int, pack: str | None, offset: int, length: int) -> Any:
-    from livedata_cli.index import Version
+    from livedata_cli.index.core import Version
 
     return Version(
         vid=f"v{i}", path=f"p{i}", object=f"o{i}", offset=offset, length=length, size=0, mtime=None,
@@ -237,7 +237,7 @@ members = st.lists(
 def test_runs_cover_every_member_once_within_their_bounds(
     spans: list[tuple[str | None, int, int]], max_gap: int, max_run: int
 ) -> None:
-    from livedata_cli.restore import Job, plan_runs
+    from livedata_cli.vault.restore import Job, plan_runs
 
     jobs = [Job(i, _version(i, pack, off if pack else 0, n)) for i, (pack, off, n) in enumerate(spans)]
     runs = plan_runs(jobs, max_gap=max_gap, max_run=max_run)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_RUN, Cli, assert_one_line_error, run_on_tty, write
-from livedata_cli.search import QueryError, parse_query, parse_size, parse_when
+from livedata_cli.index.search import QueryError, parse_query, parse_size, parse_when
 
 pytestmark = pytest.mark.inprocess
 
@@ -304,7 +304,7 @@ def test_search_needs_no_key_and_imports_nothing_heavy(lib: Cli) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("finance/tax-return-2025.pdf\t")
     loaded = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
-    heavy = ("livedata_cli.vault", "livedata_cli.crypto", "livedata_cli.keys", "keyring", "cryptography",
+    heavy = ("livedata_cli.vault.core", "livedata_cli.crypto", "livedata_cli.keys.slots", "keyring", "cryptography",
              "argon2", "rich", "boto3", "httpx")  # fmt: skip
     assert not {m for m in loaded if m.startswith(heavy)}
 
@@ -454,8 +454,8 @@ def test_best_first_shortcut_matches_full_ranking(tmp_path: Path) -> None:
     order of ranking everything (score, then path), ties, trash and filters included."""
     import random
 
-    from livedata_cli.index import Index
-    from livedata_cli.search import Filters, search
+    from livedata_cli.index.core import Index
+    from livedata_cli.index.search import Filters, search
 
     rng = random.Random(7)
     index = Index(tmp_path / "index.sqlite")

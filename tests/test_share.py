@@ -19,7 +19,7 @@ import s3server
 from s3server import all_keys, aws_env
 
 from conftest import TEST_RUN, Cli, assert_one_line_error, write
-from livedata_cli.crypto import share as sc
+from livedata_cli.crypto import share_manifest as sc
 
 pytestmark = pytest.mark.inprocess
 

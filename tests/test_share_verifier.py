@@ -16,7 +16,7 @@ from test_share import DATA, api_shared  # noqa: F401
 from test_share_to import server_db, token_of
 
 from conftest import Cli, assert_one_line_error
-from livedata_cli.crypto import share as sc
+from livedata_cli.crypto import share_manifest as sc
 
 PW = {"LIVEDATA_SHARE_PASSWORD": "correct horse"}
 

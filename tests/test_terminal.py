@@ -80,7 +80,7 @@ def test_readme_lists_every_exit_code() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    from livedata_cli.profiles import SETTINGS
+    from livedata_cli.settings import SETTINGS
 
     readme = (ROOT / "README.md").read_text()
     for name in SETTINGS:

@@ -37,7 +37,7 @@ def _put_config(kv: KindVault, data: dict[str, Any]) -> None:
 
 def _master(kv: KindVault) -> bytes:
     """The vault key, as the owner has it (to play a store that replays what it saw)."""
-    from livedata_cli.keys import StoreConfig, open_with_secret
+    from livedata_cli.keys.slots import StoreConfig, open_with_secret
 
     with kv.raw() as store:
         master, _slot = open_with_secret(store, StoreConfig.read(store), PASSPHRASE)
@@ -120,8 +120,8 @@ def test_planted_kms_slot_does_not_unlock_the_vault(kind_vault: KindVault, moto_
     the vault must not open through their key (new uploads would be theirs)."""
     from s3server import aws_env
 
-    from livedata_cli import keys
     from livedata_cli.crypto.wrap import key_id
+    from livedata_cli.keys import slots
 
     cli = kind_vault.cli
     aws_env(cli, moto_url) if kind_vault.kind != "s3" else None
@@ -134,7 +134,7 @@ def test_planted_kms_slot_does_not_unlock_the_vault(kind_vault: KindVault, moto_
         from livedata_cli import aws
 
         attacker_key = aws.client("kms").create_key(Description="not yours")["KeyMetadata"]["Arn"]
-        slot = keys.make_kms_slot(vault_id, attacker_master, attacker_key)
+        slot = slots.make_kms_slot(vault_id, attacker_master, attacker_key)
         store.put_bytes(slot.key, slot.to_bytes())
     data.update(kms_key_id=attacker_key, key_id=key_id(attacker_master, vault_id))
     data["mac"] = _config_mac(attacker_master, vault_id, data)  # the attacker can MAC under their own key
@@ -349,8 +349,8 @@ def _compact(cli: Cli) -> Any:
     import sys
 
     code = (
-        "import json; from livedata_cli.keys import Unlocker; from livedata_cli.vault import Vault; "
-        "from livedata_cli.compaction import compact_journals\n"
+        "import json; from livedata_cli.keys.slots import Unlocker; from livedata_cli.vault.core import Vault; "
+        "from livedata_cli.vault.compaction import compact_journals\n"
         "with Vault.open(Unlocker()) as v, v.lock():\n"
         "    c = compact_journals(v); print(json.dumps([c.snapshot, c.records, c.deleted]))"
     )

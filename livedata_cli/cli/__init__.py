@@ -77,9 +77,9 @@ def _root(
     Start with 'livedata init', then 'livedata upload FILE' and 'livedata download FILE'.
     """
     ENV.json, ENV.quiet, ENV.debug, ENV.no_keyring = json_, quiet, debug, no_keyring
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
-    profiles.use_profile(profile)
+    settings.use_profile(profile)
     try:
         config_cmds.apply_profile(ctx, json_flag=json_, quiet_flag=quiet, no_keyring_flag=no_keyring)
     except ConfigError:
@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: list[str]) -> int:
     ENV.reset()  # fresh state when called twice in one process (tests)
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
-    profiles.reset()
+    settings.reset()
     if "_LIVEDATA_COMPLETE" in os.environ:  # a Tab in bash, zsh or fish (cli/completion.py)
         from livedata_cli.cli.completion import register_shells
 
@@ -226,7 +226,7 @@ def _dispatch(args: list[str]) -> int:
             import traceback
 
             traceback.print_exc()
-        from livedata_cli.index_file import as_index_error
+        from livedata_cli.index.recovery import as_index_error
 
         damaged = as_index_error(e)  # a damaged page of the index, found mid-command
         if damaged is not None:

@@ -50,17 +50,17 @@ devices_app = typer.Typer(
 
 # -- where, who, which secret -------------------------------------------------------------
 def _server(given: str | None) -> str:
-    from livedata_cli import config, profiles
-    from livedata_cli.account import TokenStore, is_server_url, normalize_server
+    from livedata_cli import settings
     from livedata_cli.errors import UsageError
+    from livedata_cli.remote.account import TokenStore, is_server_url, normalize_server
 
     if given:
         return normalize_server(given)
-    value = profiles.setting("server")
+    value = settings.setting("server")
     if value:
         return normalize_server(str(value))
-    if config.VaultSettings.exists():
-        store = config.VaultSettings.load().store
+    if settings.VaultSettings.exists():
+        store = settings.VaultSettings.load().store
         if is_server_url(store):
             return normalize_server(store)
     known = TokenStore().servers()
@@ -80,10 +80,10 @@ def _ask(env: Env, label: str) -> str:
 
 
 def _email(env: Env, given: str | None) -> str:
-    from livedata_cli import profiles
+    from livedata_cli import settings
     from livedata_cli.errors import UsageError
 
-    email = given or profiles.setting("email")
+    email = given or settings.setting("email")
     if not email and env.can_prompt():
         email = _ask(env, "Email: ")
     if not email:
@@ -131,7 +131,7 @@ def register(
     Example: livedata register --server https://vault.example.com --email ada@example.com
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     address = _email(env, email)
@@ -171,7 +171,7 @@ def login(
     Example: LIVEDATA_TOTP=123456 livedata login --server https://vault.example.com --email ada@example.com
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     address = _email(env, email)
@@ -191,7 +191,7 @@ def logout(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = F
     Example: livedata logout
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     revoked, had = account.logout(url)
@@ -214,7 +214,7 @@ def account_cmd(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     info = account.account_info(_server(server))
     p, s = info["profile"], info["storage"]
@@ -264,7 +264,7 @@ def devices_cmd(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     items = [{k: d.get(k) for k in DEVICE_KEYS} for d in account.devices(url)]
@@ -306,8 +306,8 @@ def devices_revoke(
     Example: livedata account devices revoke 3f9c2a7e0b1d4c6e8a5f2b7d9e1c3a5b
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
     from livedata_cli.errors import UsageError
+    from livedata_cli.remote import account
 
     if (device_id is None) == (not others):
         raise UsageError("give exactly one of: a device ID, or --others")
@@ -333,7 +333,7 @@ def trust(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = Fa
     Example: livedata account trust
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     got = account.trust_device(url)
@@ -366,7 +366,7 @@ def mfa_setup(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt 
     Example: livedata mfa setup
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     password = _password(env)
@@ -408,7 +408,7 @@ def mfa_verify(
     Example: livedata mfa verify 123456
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
+    from livedata_cli.remote import account
 
     url = _server(server)
     codes = account.mfa_verify(url, code, _password(env))
@@ -432,8 +432,8 @@ def mfa_disable(
     Example: livedata mfa disable --code 123456
     """
     env = setup(json_, quiet)
-    from livedata_cli import account
     from livedata_cli.errors import AuthError
+    from livedata_cli.remote import account
 
     url = _server(server)
     password = _password(env)

@@ -28,11 +28,11 @@ def export(
     Example: livedata account export -o my-data.zip
     """
     env = setup(json_, quiet)
-    from livedata_cli import account_data
+    from livedata_cli.remote import takeout
 
     url = _server(server)
     with env.progress(None, "export") as bar:
-        manifest = account_data.export_account(url, output, bar)
+        manifest = takeout.export_account(url, output, bar)
     dest = output.expanduser().absolute()
     counts = manifest.get("counts", {})
     store = str(manifest.get("store", "store/")).rstrip("/")
@@ -83,8 +83,8 @@ def delete(
     Example: LIVEDATA_PASSWORD=... livedata account delete --yes
     """
     env = setup(json_, quiet)
-    from livedata_cli import account, account_data
     from livedata_cli.errors import AuthError, UsageError
+    from livedata_cli.remote import account, takeout
 
     url = _server(server)
     profile = account.account_info(url)["profile"]
@@ -107,7 +107,7 @@ def delete(
             raise AuthError(
                 "this account has MFA on: give --code, LIVEDATA_TOTP or --recovery-code, or run on a terminal"
             )
-    erased = account_data.delete_account(url, password, totp, recovery_code)
+    erased = takeout.delete_account(url, password, totp, recovery_code)
     data = {
         "server": url,
         "email": email,

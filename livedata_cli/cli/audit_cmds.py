@@ -43,7 +43,7 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At m
 @contextmanager
 def _trail(env: Env) -> Iterator[Any]:
     """The unlocked trail, with waiting events chained and other machines' imported."""
-    from livedata_cli.audit import Trail
+    from livedata_cli.audit.chain import Trail
 
     with open_vault(env) as vault:
         trail = Trail.of(vault)
@@ -67,7 +67,7 @@ def _query(
 
     if result is not None and result not in ("ok", "denied", "error"):
         raise UsageError(f"--result must be ok, denied or error, not {result!r}")
-    from livedata_cli.audit import with_server_events
+    from livedata_cli.audit.chain import with_server_events
 
     window: dict[str, Any] = {
         "since": parse_when(since, "--since") if since else None,
@@ -104,7 +104,7 @@ def events(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
-    from livedata_cli.audit import export_row
+    from livedata_cli.audit.chain import export_row
 
     with _trail(env) as trail:
         rows = [export_row(e) for e in _query(trail, since, until, action, path, result, limit, newest_first=True)]
@@ -176,7 +176,7 @@ def export(
     import json
     import os
 
-    from livedata_cli.audit import EXPORT_FIELDS, export_row
+    from livedata_cli.audit.chain import EXPORT_FIELDS, export_row
     from livedata_cli.errors import UsageError
 
     if format_ not in ("jsonl", "csv"):

@@ -97,7 +97,7 @@ class Env:
     def new_secret(self, what: str = "passphrase") -> str:
         """A new passphrase: from the environment in scripts, asked twice on a terminal."""
         from livedata_cli.errors import NoPassphrase
-        from livedata_cli.keys import NO_PASSPHRASE_HELP, passphrase_from_env
+        from livedata_cli.keys.slots import NO_PASSPHRASE_HELP, passphrase_from_env
 
         found = passphrase_from_env()
         if found is not None:
@@ -135,7 +135,7 @@ class Env:
         return secret
 
     def unlocker(self) -> Any:
-        from livedata_cli.keys import Unlocker
+        from livedata_cli.keys.slots import Unlocker
 
         return Unlocker(
             use_keyring=not self.no_keyring,
@@ -226,7 +226,7 @@ def setup(json_: bool = False, quiet: bool = False) -> Env:
 
     netwait.set_notice(None if ENV.quiet else ENV.warn)  # retries of a silent server, as they happen
     if ENV.can_prompt():  # an ended session asks to log in again instead of exit 4
-        from livedata_cli import account
+        from livedata_cli.remote import account
 
         account.set_relogin(ENV.relogin)
     return ENV
@@ -241,7 +241,7 @@ def _took(seconds: float) -> str:
 def parse_when(text: str, option: str) -> float:
     """A point in time from an ISO date or date-time (local time unless it says),
     ``today``, ``yesterday``, or an age such as ``90m``, ``36h``, ``7d``, ``2w`` before now."""
-    from livedata_cli.search import parse_when as parse
+    from livedata_cli.index.search import parse_when as parse
 
     return parse(text, option)
 
@@ -256,7 +256,7 @@ def human_time(t: float | None) -> str:
 def open_vault(env: Env, *, recover_index: bool = False) -> Iterator[Any]:
     """The vault of this home, closed when the command ends (``recover_index``:
     a damaged index is moved aside, for a command that rebuilds it)."""
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
     _store_setting(env)
     vault = Vault.open(env.unlocker(), recover_index=recover_index)
@@ -274,14 +274,14 @@ def _store_setting(env: Env) -> None:
     (never creates one), and a home whose vault lives elsewhere is refused
     rather than silently used.  (The config file's ``store`` is what ``init``
     uses; the vault a home attached to is its own from then on.)"""
-    from livedata_cli import config, profiles
+    from livedata_cli import settings
 
-    wanted = profiles.resolve("store")
+    wanted = settings.resolve("store")
     if wanted.source != "environment":
         return
     named = f"{wanted.where} ({wanted.value})"
-    if config.VaultSettings.exists():
-        current = config.VaultSettings.load().store
+    if settings.VaultSettings.exists():
+        current = settings.VaultSettings.load().store
         if _same_store(current, str(wanted.value)):
             return
         raise UsageError(
@@ -289,7 +289,7 @@ def _store_setting(env: Env) -> None:
             "unset it, or set LIVEDATA_HOME to a home of its own for that vault"
         )
     from livedata_cli.errors import VaultNotFound
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
     def refuse() -> str:
         raise VaultNotFound(f"{named} holds no vault: 'livedata init' creates one there")
@@ -313,12 +313,12 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
 
     failed = report.failed
     if verb != "download":  # a download's failures are recorded where they happen
-        from livedata_cli import audit
+        from livedata_cli.audit import chain
 
         for item in failed:
             code = int(item.exit_code or ExitCode.UNEXPECTED)
-            audit.current().add(
-                verb, item.path or item.source, result=audit.result_of(code), code=code, detail=str(item.error)[:200]
+            chain.current().add(
+                verb, item.path or item.source, result=chain.result_of(code), code=code, detail=str(item.error)[:200]
             )
     if env.json:
         env.emit(report.to_json())
@@ -385,15 +385,15 @@ def record_audit(args: list[str], code: int) -> None:
     if any(a in ("--help", "-h", "--version") for a in args):
         return
     first = next((a for a in args if not a.startswith("-")), "")
-    loaded = "livedata_cli.audit" in sys.modules  # a vault was opened: something to record
+    loaded = "livedata_cli.audit.chain" in sys.modules  # a vault was opened: something to record
     if not loaded and first not in VAULT_LESS:
         return
-    from livedata_cli import audit
+    from livedata_cli.audit import chain
 
-    name = audit.current().name or first
+    name = chain.current().name or first
     audited = not any(name == n or name.startswith(n + " ") for n in NOT_AUDITED)
     try:
-        audit.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
+        chain.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
     except Exception as e:  # the command's own outcome stands
         from livedata_cli import envfail
         from livedata_cli.errors import LivedataError

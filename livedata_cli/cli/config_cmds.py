@@ -1,6 +1,6 @@
 """Config commands: get, set, unset, list; and how the chosen profile reaches a command.
 
-The file and its rules live in :mod:`livedata_cli.profiles`; this module only
+The file and its rules live in :mod:`livedata_cli.settings`; this module only
 parses, calls and renders.
 """
 
@@ -24,21 +24,21 @@ SELF_CONFIGURED = {"config", "doctor", "completion"}
 
 def apply_profile(ctx: typer.Context, *, json_flag: bool, quiet_flag: bool, no_keyring_flag: bool) -> None:
     """Merge flags, environment and the chosen profile into the Env (flag > env > file > default)."""
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
     ENV.json, ENV.quiet, ENV.no_keyring = json_flag, quiet_flag, no_keyring_flag
-    ENV.json = json_flag or bool(profiles.setting("json"))
-    ENV.quiet = quiet_flag or bool(profiles.setting("quiet"))
-    ENV.no_keyring = no_keyring_flag or bool(profiles.setting("no_keyring"))
-    profiles.export_to_environment()
-    store = profiles.resolve("store")
+    ENV.json = json_flag or bool(settings.setting("json"))
+    ENV.quiet = quiet_flag or bool(settings.setting("quiet"))
+    ENV.no_keyring = no_keyring_flag or bool(settings.setting("no_keyring"))
+    settings.export_to_environment()
+    store = settings.resolve("store")
     if store.source != "default":
         # A default for --store: the flag still wins, as click gives the command line first say.
         ctx.default_map = {**(ctx.default_map or {}), "init": {"store": store.value}}
 
 
 def _key_completion(incomplete: str) -> list[str]:
-    from livedata_cli.profiles import SETTINGS
+    from livedata_cli.settings import SETTINGS
 
     return [name for name in SETTINGS if name.startswith(incomplete)]
 
@@ -61,11 +61,11 @@ def list_(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     Example: livedata --profile work config list
     """
     env = setup(json_, quiet)
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
-    cfg = profiles.current()
-    profile = profiles.active_profile()
-    resolved = {name: profiles.resolve(name) for name in profiles.SETTINGS}
+    cfg = settings.current()
+    profile = settings.active_profile()
+    resolved = {name: settings.resolve(name) for name in settings.SETTINGS}
     if env.json:
         env.emit(
             {
@@ -92,12 +92,12 @@ def get(key: KeyArg, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     Example: livedata config get store
     """
     env = setup(json_, quiet)
-    from livedata_cli import profiles
+    from livedata_cli import settings
     from livedata_cli.errors import NotFound, UsageError
 
-    if key not in profiles.SETTINGS:
-        raise UsageError(f"unknown setting '{key}' (known: {', '.join(profiles.SETTINGS)})")
-    r = profiles.resolve(key)
+    if key not in settings.SETTINGS:
+        raise UsageError(f"unknown setting '{key}' (known: {', '.join(settings.SETTINGS)})")
+    r = settings.resolve(key)
     if env.json:
         env.emit({"key": key, **r.to_json()})
         return
@@ -119,10 +119,10 @@ def set_(
     Example: livedata --profile work config set store /media/usb/vault
     """
     env = setup(json_, quiet)
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
-    profile = profiles.active_profile()
-    path, stored = profiles.set_value(key, value, profile)
+    profile = settings.active_profile()
+    path, stored = settings.set_value(key, value, profile)
     if env.json:
         env.emit({"file": str(path), "profile": profile, "key": key, "value": stored})
     else:
@@ -136,10 +136,10 @@ def unset(key: KeyArg, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     Example: livedata config unset passphrase_command
     """
     env = setup(json_, quiet)
-    from livedata_cli import profiles
+    from livedata_cli import settings
 
-    profile = profiles.active_profile()
-    path, removed = profiles.unset_value(key, profile)
+    profile = settings.active_profile()
+    path, removed = settings.unset_value(key, profile)
     if env.json:
         env.emit({"file": str(path), "profile": profile, "key": key, "removed": removed})
     else:

@@ -268,7 +268,7 @@ def worker(
     Example: livedata convert worker --once
     """
     env = setup(json_, quiet)
-    from livedata_cli import audit
+    from livedata_cli.audit import chain
     from livedata_cli.convert import service
     from livedata_cli.convert.queue import Queue, worker_id
 
@@ -286,10 +286,10 @@ def worker(
             # A worker runs for days: its audit events are written after each job.
             code = 0 if item.status != "failed" else int(item.exit_code or ExitCode.UNEXPECTED)
             try:
-                audit.finish(name, code, audited=True)
+                chain.finish(name, code, audited=True)
             except Exception as e:
                 env.warn(f"livedata: warning: the audit trail was not written: {type(e).__name__}: {e}")
-            vault.events = audit.attach(vault)
+            vault.events = chain.attach(vault)
             vault.events.name, vault.events.target = name, target
 
         env.say(f"convert worker {me}: waiting for jobs" if not once else f"convert worker {me}")

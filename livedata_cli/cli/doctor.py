@@ -26,15 +26,15 @@ def doctor(
     Example: livedata doctor --fix
     """
     env = setup(json_, quiet)
-    from livedata_cli import health
+    from livedata_cli import doctor
 
-    checks = health.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
+    checks = doctor.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
     fixed: list[str] = []
     if fix:
         fixed = _fix(env, checks)
         if fixed:
-            checks = health.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
-    code = health.exit_code(checks)
+            checks = doctor.run(use_keyring=not env.no_keyring, can_prompt=env.can_prompt())
+    code = doctor.exit_code(checks)
     if env.json:
         env.emit(
             {
@@ -42,7 +42,7 @@ def doctor(
                 "exit_code": code,
                 "checks": [c.to_json() for c in checks],
                 "fixed": fixed,
-                "versions": health.versions(),
+                "versions": doctor.versions(),
             }
         )
     elif not env.quiet or code:
@@ -69,9 +69,9 @@ def _fix(env: Any, checks: list[Any]) -> list[str]:
     store = next((c for c in checks if c.name == "store"), None)
     if index is None or index.status != "fail" or (store is not None and store.status == "fail"):
         return []
-    from livedata_cli import config
+    from livedata_cli import settings
 
-    path = config.home() / config.INDEX_FILE
+    path = settings.home() / settings.INDEX_FILE
     with open_vault(env, recover_index=True) as vault:
         result = vault.sync(rebuild=True)
     aside = sorted(path.parent.glob(f"{path.name}.damaged-*"))

@@ -25,8 +25,8 @@ from livedata_cli.cli.common import (
     table,
     tag_list,
 )
+from livedata_cli.localfs import remove_stale_temps
 from livedata_cli.names import for_json, shown, to_bytes, to_local
-from livedata_cli.tree import remove_stale_temps
 
 
 def upload(
@@ -88,8 +88,8 @@ def upload(
     Example: livedata upload ~/work --recursive --as backups/work/ --exclude '*.tmp'
     """
     env = setup(json_, quiet)
-    from livedata_cli.tree import read_ignore_file
-    from livedata_cli.vault import BatchReport
+    from livedata_cli.localfs import read_ignore_file
+    from livedata_cli.vault.core import BatchReport
 
     excludes = list(exclude or [])
     for path in exclude_file or []:
@@ -213,7 +213,7 @@ def download(
     Example: livedata download ci/ --latest --tag branch=main -o dist/
     """
     env = setup(json_, quiet)
-    from livedata_cli.sharing import parse_ref
+    from livedata_cli.vault.share_links import parse_ref
 
     if parse_ref(ref) is not None:  # a share file or link: no vault needed
         from livedata_cli.cli.share_cmds import download_share
@@ -222,7 +222,7 @@ def download(
         return
     from livedata_cli import envfail
     from livedata_cli.errors import NotFound, UsageError
-    from livedata_cli.vault import BatchReport, ItemResult
+    from livedata_cli.vault.core import BatchReport, ItemResult
 
     when = parse_when(at, "--at") if at else None
     with open_vault(env) as vault:
@@ -231,7 +231,7 @@ def download(
         if selection is not None:
             prefix, versions = selection
             if include or exclude:
-                from livedata_cli.tree import glob_selects
+                from livedata_cli.localfs import glob_selects
 
                 versions = [v for v in versions if glob_selects(v.path[len(prefix):], include or [], exclude or [])]
             if output == "-":
@@ -300,7 +300,7 @@ def ls(
     Example: livedata ls photos/ --long
     """
     env = setup(json_, quiet)
-    from livedata_cli.vault import clean_vault_path
+    from livedata_cli.vault.core import clean_vault_path
 
     prefix = clean_vault_path(prefix) if prefix else ""
     with open_vault(env) as vault:
@@ -486,7 +486,7 @@ def prune(
     Example: livedata prune backups/ --keep-last 5 --keep-daily 7 --keep-weekly 4 --dry-run
     """
     env = setup(json_, quiet)
-    from livedata_cli.retention import Policy
+    from livedata_cli.vault.retention import Policy
 
     policy = Policy(last=keep_last, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
     forget = policy if (keep_last or keep_daily or keep_weekly or keep_monthly) else None

@@ -27,8 +27,8 @@ def stats(prefix: PrefixArg = "", json_: JsonOpt = False, quiet: QuietOpt = Fals
     Example: livedata stats backups/ --json
     """
     env = setup(json_, quiet)
-    from livedata_cli import history
-    from livedata_cli.vault import clean_vault_path
+    from livedata_cli.index import history
+    from livedata_cli.vault.core import clean_vault_path
 
     with open_vault(env) as vault:
         s = history.stats(vault.index, clean_vault_path(prefix) if prefix else "")
@@ -63,9 +63,9 @@ def diff(
     env = setup(json_, quiet)
     import time
 
-    from livedata_cli import history
     from livedata_cli.errors import UsageError
-    from livedata_cli.vault import clean_vault_path
+    from livedata_cli.index import history
+    from livedata_cli.vault.core import clean_vault_path
 
     t0 = parse_when(before, "BEFORE")
     t1 = time.time() if after == "now" else parse_when(after, "AFTER")

@@ -75,24 +75,24 @@ def _streams(stdin: bytes) -> tuple[io.TextIOWrapper, io.TextIOWrapper, _Sink, i
 _PER_PROCESS: tuple[tuple[str, str, Callable[[ModuleType], object]], ...] = (
     ("livedata_cli.crypto.kdf", "_warned", lambda m: False),  # the weak-KDF notice: once per process
     ("livedata_cli.aws", "_session", lambda m: None),  # it keeps the credentials of the environment it saw
-    ("livedata_cli.account", "_relogin", lambda m: None),
+    ("livedata_cli.remote.account", "_relogin", lambda m: None),
     ("livedata_cli.netwait", "_notice", lambda m: None),
-    ("livedata_cli.audit", "_current", lambda m: m.Recorder()),
+    ("livedata_cli.audit.chain", "_current", lambda m: m.Recorder()),
     ("livedata_cli.packs", "_keys", lambda m: None),
-    ("livedata_cli.kms", "_providers", lambda m: {}),  # decrypted keys, cached for one command
+    ("livedata_cli.keys.kms", "_providers", lambda m: {}),  # decrypted keys, cached for one command
     ("livedata_cli.envfail", "_places", lambda m: []),  # the folders this command named
     ("livedata_cli.notices", "notice", lambda m: m._no_notice),
-    ("livedata_cli.housekeeping", "_paused", lambda m: set()),
+    ("livedata_cli.vault.maintenance", "_paused", lambda m: set()),
     ("livedata_cli.convert.base", "_ENGINES", lambda m: None),  # found on this PATH
 )
 
 
 def fresh_process_state() -> None:
     """Forget what an earlier command left in module globals, as a new process would."""
-    from livedata_cli import interrupt, profiles
+    from livedata_cli import interrupt, settings
 
     interrupt._state.update(interrupted=False, said=False)
-    profiles.reset()
+    settings.reset()
     for name, attribute, first in _PER_PROCESS:
         module = sys.modules.get(name)
         if module is not None:

@@ -33,7 +33,7 @@ def passwd(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     Example: livedata keys passwd
     """
     env = setup(json_, quiet)
-    from livedata_cli.keys import replace_passphrase
+    from livedata_cli.keys.slots import replace_passphrase
 
     with open_vault(env) as vault:
         current = vault.unlocker.secret("Current passphrase: ")
@@ -65,7 +65,7 @@ def add(
     Example: livedata keys add --key-file ~/.config/livedata/backup.key
     """
     env = setup(json_, quiet)
-    from livedata_cli.keys import make_slot, new_recovery_key
+    from livedata_cli.keys.slots import make_slot, new_recovery_key
 
     if recovery and key_file is not None:
         raise UsageError("--recovery and --key-file exclude each other")
@@ -115,11 +115,11 @@ def ls_(no_header: NoHeaderOpt = False, json_: JsonOpt = False, quiet: QuietOpt 
     Example: livedata keys ls
     """
     env = setup(json_, quiet)
-    from livedata_cli import config
-    from livedata_cli.keys import list_slots
+    from livedata_cli import settings
+    from livedata_cli.keys.slots import list_slots
     from livedata_cli.stores import open_store
 
-    store = open_store(config.VaultSettings.load().store)
+    store = open_store(settings.VaultSettings.load().store)
     slots = list_slots(store)
     if env.json:
         env.emit([{"slot": s.slot_id, "kind": s.kind, "kdf": s.kdf, "created": s.created} for s in slots])
@@ -140,7 +140,7 @@ def rm_(
     Example: livedata keys rm pass-0a1b2c3d4e5f
     """
     env = setup(json_, quiet)
-    from livedata_cli.keys import remove_slot
+    from livedata_cli.keys.slots import remove_slot
 
     with open_vault(env) as vault:
         vault.unlock()  # only someone who can open the vault removes a way in
@@ -183,7 +183,7 @@ def rotate(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     Example: livedata keys rotate
     """
     env = setup(json_, quiet)
-    from livedata_cli.rotation import rotate as run
+    from livedata_cli.vault.rotation import rotate as run
 
     with open_vault(env) as vault, vault.lock(exclusive=True, command="keys rotate"):
         done = run(vault)

@@ -21,9 +21,10 @@ NOTE_LIMIT = 64 * 1024
 
 def _open_locked_index(env: Env) -> None:
     """An index encrypted by 'lock --index' is opened with the vault key first (search then needs it)."""
-    from livedata_cli import config, index_lock
+    from livedata_cli import settings
+    from livedata_cli.index import at_rest
 
-    if config.VaultSettings.exists() and index_lock.is_locked(config.home() / config.INDEX_FILE):
+    if settings.VaultSettings.exists() and at_rest.is_locked(settings.home() / settings.INDEX_FILE):
         with open_vault(env):
             pass  # opening the vault unlocks and decrypts the index
 
@@ -73,8 +74,8 @@ def search(
     Example: livedata search 'tax 2025' --tag finance --type pdf --since 2026-01-01
     """
     env = setup(json_, quiet)
-    from livedata_cli import search as core
     from livedata_cli.errors import UsageError
+    from livedata_cli.index import search as core
 
     text = " ".join(query or [])
     filters = core.Filters(
@@ -154,7 +155,7 @@ def _render_rich(env: Env, hits: list[Any]) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from livedata_cli.search import MARK_END, MARK_START
+    from livedata_cli.index.search import MARK_END, MARK_START
 
     console = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
     day = _Days()

@@ -38,7 +38,7 @@ app = typer.Typer(
 
 
 def _new_password(env: Env) -> str:
-    from livedata_cli.sharing import PASSWORD_ENV
+    from livedata_cli.vault.share_links import PASSWORD_ENV
 
     found = os.environ.get(PASSWORD_ENV)
     if found is not None:
@@ -89,21 +89,21 @@ def create(
     Example: livedata share report.pdf --expires 1h --password --out report.ldshare
     """
     env = setup(json_, quiet)
-    from livedata_cli import sharing
+    from livedata_cli.vault import share_links
 
-    seconds = sharing.parse_duration(expires)
+    seconds = share_links.parse_duration(expires)
     if to is not None:
         _create_to(env, ref, to, seconds, max_downloads, version, password, out)
         return
     secret = _new_password(env) if password else None
     page: str | None = None
     with open_vault(env) as vault, vault.journal_lock("share"):
-        made = sharing.create(
+        made = share_links.create(
             vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
         )
         if made.share.kind == "api":
             page = _check_page(env, vault.store, made.share.location)
-    at = sharing.now()
+    at = share_links.now()
     if env.json:
         extra = {} if page is None else {"page_sha256": page}
         env.emit({**made.share.to_json(at), "key": made.key, "link": made.link, "size": made.size, **extra})
@@ -145,16 +145,16 @@ def _create_to(
     password: bool, out: Path | None,
 ) -> None:
     """``share REF --to EMAIL``: sealed to her pinned public key; she opens it with her vault."""
-    from livedata_cli import share_to, sharing
+    from livedata_cli.vault import share_links, share_to_account
 
     if password or out is not None:
         raise UsageError("--to shares are opened by her own vault: --password and --out do not apply")
     with open_vault(env) as vault:
-        sent = share_to.create(vault, ref, to, expires_in=seconds, max_downloads=max_downloads, version=version)
+        sent = share_to_account.create(vault, ref, to, expires_in=seconds, max_downloads=max_downloads, version=version)
     made, s = sent.created, sent.created.share
     if env.json:
         env.emit({
-            **s.to_json(sharing.now()), "to": sent.to, "fingerprint": sent.pin.fingerprint,
+            **s.to_json(share_links.now()), "to": sent.to, "fingerprint": sent.pin.fingerprint,
             "first_use": sent.pin.first_use, "link": made.link, "size": made.size,
         })
         return
@@ -173,11 +173,11 @@ def key(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     Example: livedata share key
     """
     env = setup(json_, quiet)
-    from livedata_cli import share_to
     from livedata_cli.crypto import box
+    from livedata_cli.vault import share_to_account
 
     with open_vault(env) as vault:
-        private, public = share_to.key_pair(vault)
+        private, public = share_to_account.key_pair(vault)
     signing = box.signing_public(private)
     if env.json:
         env.emit({
@@ -203,15 +203,15 @@ def ls(
     Example: livedata share ls --incoming
     """
     env = setup(json_, quiet)
-    from livedata_cli import sharing
+    from livedata_cli.vault import share_links
 
     if incoming:
         _ls_incoming(env, no_header)
         return
 
     with open_vault(env) as vault:
-        shares = sharing.list_shares(vault)
-    at = sharing.now()
+        shares = share_links.list_shares(vault)
+    at = share_links.now()
     if env.json:
         env.emit({"shares": [s.to_json(at) for s in shares]})
         return
@@ -228,10 +228,10 @@ def ls(
 
 
 def _ls_incoming(env: Env, no_header: bool) -> None:
-    from livedata_cli import share_to
+    from livedata_cli.vault import share_to_account
 
     with open_vault(env) as vault:
-        found = share_to.incoming(vault)
+        found = share_to_account.incoming(vault)
     if env.json:
         env.emit({"shares": [i.to_json() for i in found]})
         return
@@ -258,12 +258,12 @@ def revoke(
     Example: livedata share revoke 3f2a9c0d1e4b5a67
     """
     env = setup(json_, quiet)
-    from livedata_cli import sharing
+    from livedata_cli.vault import share_links
 
     with open_vault(env) as vault, vault.journal_lock("share revoke"):
-        s = sharing.revoke(vault, share_id)
+        s = share_links.revoke(vault, share_id)
     if env.json:
-        env.emit(s.to_json(sharing.now()))
+        env.emit(s.to_json(share_links.now()))
         return
     if s.kind == "file":
         env.say(
@@ -278,23 +278,23 @@ def download_share(
     env: Env, ref: str, *, key: str | None, output: str | None, overwrite: bool
 ) -> None:
     """``livedata download`` of a share file or link: no vault, account or keyring needed."""
-    from livedata_cli import sharing
+    from livedata_cli.vault import share_links
 
-    parsed = sharing.parse_ref(ref)
+    parsed = share_links.parse_ref(ref)
     assert parsed is not None
-    if parsed.kind == "api" and not (parsed.key or key or os.environ.get(sharing.KEY_ENV)) and _vault_on(parsed.where):
+    if parsed.kind == "api" and not (parsed.key or key or os.environ.get(share_links.KEY_ENV)) and _vault_on(parsed.where):
         _download_incoming(env, ref, output=output, overwrite=overwrite)  # a share to this account
         return
 
     def password() -> str | None:
-        found = os.environ.get(sharing.PASSWORD_ENV)
+        found = os.environ.get(share_links.PASSWORD_ENV)
         if found is not None:
             return found
         if env.can_prompt():
             return env.prompt("Share password: ")
         return None
 
-    opened = sharing.open_share(parsed, key, password)
+    opened = share_links.open_share(parsed, key, password)
     if output == "-":
         opened.write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
@@ -316,12 +316,12 @@ def download_share(
 
 def _vault_on(link: str) -> bool:
     """Whether this home's vault lives on the server of a link (``https://HOST/s/ID``)."""
-    from livedata_cli import config
+    from livedata_cli import settings
 
-    if not config.VaultSettings.exists():
+    if not settings.VaultSettings.exists():
         return False
     try:
-        store = config.VaultSettings.load().store
+        store = settings.VaultSettings.load().store
     except LivedataError:
         return False
     return store.rstrip("/").lower() == link.rpartition("/s/")[0].rstrip("/").lower()
@@ -337,10 +337,10 @@ def download_incoming_by_id(env: Env, vault: Any, ref: str, *, output: str | Non
     """``livedata download ID`` where ID is no file of the vault but a share addressed to this account."""
     import re
 
-    from livedata_cli import sharing
     from livedata_cli.errors import NotFound
+    from livedata_cli.vault import share_links
 
-    if not re.fullmatch(r"[0-9a-f]{32}", ref) or sharing.store_kind(vault.store) != "api":
+    if not re.fullmatch(r"[0-9a-f]{32}", ref) or share_links.store_kind(vault.store) != "api":
         return False
     if ref not in {str(i["id"]) for i in vault.store.incoming_shares()}:
         return False
@@ -352,16 +352,16 @@ def download_incoming_by_id(env: Env, vault: Any, ref: str, *, output: str | Non
 
 
 def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> None:
-    from livedata_cli import share_to
+    from livedata_cli.vault import share_to_account
 
-    opened, sender, pin = share_to.open_incoming(vault, ref)
+    opened, sender, pin = share_to_account.open_incoming(vault, ref)
     if pin.first_use:
         env.say(f"{sender}'s signing key, seen for the first time: {pin.fingerprint}")
         env.say("  pinned here; compare it with theirs ('livedata share key' on their side shows it)")
     if output == "-":
         opened.write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
-        share_to.received(vault, opened, sender, pin, "stdout")
+        share_to_account.received(vault, opened, sender, pin, "stdout")
         return
     target = Path(output) if output else Path(to_local(opened.name))
     if target.is_dir():
@@ -370,7 +370,7 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
     with env.progress(opened.size, "download") as bar:
         n = opened.download_to(target, bar)
-    share_to.received(vault, opened, sender, pin, str(target))
+    share_to_account.received(vault, opened, sender, pin, str(target))
     if env.json:
         env.emit({
             **opened.to_json(), "from": sender, "verified": True, "sender_key": pin.fingerprint,

@@ -39,8 +39,8 @@ def init(
     Example: livedata init --store s3://team-bucket/vault --kms-key alias/livedata
     """
     env = setup(json_, quiet)
-    from livedata_cli import config
-    from livedata_cli.vault import Vault
+    from livedata_cli import settings
+    from livedata_cli.vault.core import Vault
 
     vault, created = Vault.init(
         store, env.unlocker(), env.new_secret, kms_key=kms_key, kms_per_object=kms_per_object
@@ -52,7 +52,7 @@ def init(
             "store": vault.store.url,
             "created": created,
             "versions": count,
-            "home": str(config.home()),
+            "home": str(settings.home()),
             "key_cached": vault.unlocker.cache.enabled and not vault.cfg.kms_key_id,
             "kms_key": vault.cfg.kms_key_id,
         }
@@ -79,22 +79,22 @@ def lock(
     Example: livedata lock --index
     """
     env = setup(json_, quiet)
-    from livedata_cli import config
-    from livedata_cli.keys import KeyCache
+    from livedata_cli import settings
+    from livedata_cli.keys.slots import KeyCache
 
-    settings = config.VaultSettings.load()
+    saved = settings.VaultSettings.load()
     if index:
-        from livedata_cli import index_lock
+        from livedata_cli.index import at_rest
 
-        path = config.home() / config.INDEX_FILE
-        if not index_lock.is_locked(path):
+        path = settings.home() / settings.INDEX_FILE
+        if not at_rest.is_locked(path):
             with open_vault(env) as vault:
                 master = vault.master_key
-            index_lock.lock(path, master, settings.vault_id)
+            at_rest.lock(path, master, saved.vault_id)
     cache = KeyCache(not env.no_keyring)
-    removed = cache.delete(settings.vault_id)
+    removed = cache.delete(saved.vault_id)
     if env.json:
-        data: dict[str, Any] = {"vault_id": settings.vault_id, "locked": True, "key_was_cached": removed}
+        data: dict[str, Any] = {"vault_id": saved.vault_id, "locked": True, "key_was_cached": removed}
         if index:
             data["index_encrypted"] = True
         env.emit(data)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livedata_cli import config
+from livedata_cli import settings
 from livedata_cli.errors import NotFound
 
 QUEUE_FILE = "convert-queue.sqlite"
@@ -125,7 +125,7 @@ class Queue:
     """The queue of this home."""
 
     def __init__(self, path: Path | None = None) -> None:
-        path = path or config.ensure_home() / QUEUE_FILE
+        path = path or settings.ensure_home() / QUEUE_FILE
         if not path.exists():  # vault paths are in the clear here: this user only
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)

@@ -28,8 +28,8 @@ from livedata_cli.convert.queue import DEFAULT_LEASE, Job, Queue
 from livedata_cli.errors import ConversionFailed, ExitCode, LivedataError, NotFound, UsageError
 
 if TYPE_CHECKING:
-    from livedata_cli.index import Version
-    from livedata_cli.vault import Vault
+    from livedata_cli.index.core import Version
+    from livedata_cli.vault.core import Vault
 
 ItemProgress = Callable[[int, float], None]  # (item number, fraction done)
 
@@ -128,7 +128,7 @@ class Report:
 def select(vault: Vault, refs: list[str]) -> list[Version]:
     """The newest versions named by vault paths, version ids or globs (``photos/*.png``;
     ``*`` stays within one folder, ``**`` crosses folders)."""
-    from livedata_cli.vault import clean_vault_path
+    from livedata_cli.vault.core import clean_vault_path
 
     out: list[Version] = []
     seen: set[str] = set()
@@ -175,7 +175,7 @@ def _glob(vault: Vault, pattern: str) -> list[Version]:
 
 def targets(sources: list[Version], to: str, as_path: str | None) -> list[str]:
     """Each source's result path: its own path with the new extension, or ``--as``."""
-    from livedata_cli.vault import clean_vault_path
+    from livedata_cli.vault.core import clean_vault_path
 
     fmt = base.norm_format(to)
     if as_path is not None and len(sources) > 1 and not as_path.endswith("/"):
@@ -338,7 +338,7 @@ def _write_outputs(report: Report, produced: dict[int, Path], done: list[int], o
 
 def _store(vault: Vault, pairs: list[tuple[Version, str]], report: Report, produced: dict[int, Path], done: list[int]) -> None:
     """Upload the results, one upload per set of tags (the sources' tags are copied)."""
-    from livedata_cli.vault import BatchReport
+    from livedata_cli.vault.core import BatchReport
 
     groups: dict[tuple[str, ...], list[int]] = {}
     for n in done:

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from livedata_cli.config import home
 from livedata_cli.crypto.kdf import test_only_weakened
+from livedata_cli.settings import home
 
 ENV_VAR = "LIVEDATA_SERVER_CONFIG"
 GIB = 1024**3

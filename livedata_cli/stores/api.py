@@ -33,9 +33,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from livedata_cli import config
-from livedata_cli.account import Client, audit_logs, backoff, retries
+from livedata_cli import settings
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, QuotaFull, StoreUnreachable
+from livedata_cli.remote.account import Client, audit_logs, backoff, retries
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024
@@ -192,7 +192,7 @@ class ApiStore:
     def flush(self) -> None:
         """Nothing to do: the server answered each upload after storing it."""
 
-    # -- share links (livedata_cli/sharing.py) ------------------------------------------
+    # -- share links (livedata_cli/vault/share_links.py) ------------------------------------------
     def create_share(
         self, key: str, *, manifest: str, expires_in: int, max_downloads: int | None, verifier: str | None,
         recipient: str | None = None, share_id: str | None = None,
@@ -330,7 +330,7 @@ class ApiStore:
     def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
         """Bytes ``start``..``end`` (exclusive) of an object in one ranged request,
         fewer when the object is shorter, and the object's size (a restore
-        reads a run of pack members this way: livedata_cli/restore.py)."""
+        reads a run of pack members this way: livedata_cli/vault/restore.py)."""
         for attempt in range(2):
             found = self._lookup(key, fresh=bool(attempt))
             if found is None:
@@ -403,7 +403,7 @@ class _Upload:
 
     # -- spooling --------------------------------------------------------------------
     def _start_spool(self) -> None:
-        home = config.ensure_home()
+        home = settings.ensure_home()
         f = tempfile.TemporaryFile(dir=home, prefix=".upload-")  # noqa: SIM115 - unlinked at once
         self._fd = os.dup(f.fileno())
         f.close()

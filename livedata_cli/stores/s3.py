@@ -389,7 +389,7 @@ class S3Store:
     def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
         """Bytes ``start``..``end`` (exclusive) of an object in one ranged GET,
         fewer when the object is shorter, and the object's size (a restore
-        reads a run of pack members this way: livedata_cli/restore.py)."""
+        reads a run of pack members this way: livedata_cli/vault/restore.py)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self._silent is not None:

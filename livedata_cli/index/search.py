@@ -511,10 +511,10 @@ def _snippets(db: sqlite3.Connection, expr: str, rowids: list[int]) -> dict[int,
 
 def open_index() -> sqlite3.Connection:
     """The local index of this home's vault (no store, no key needed)."""
-    from livedata_cli import config
-    from livedata_cli.index import Index
+    from livedata_cli import settings
+    from livedata_cli.index.core import Index
 
-    config.VaultSettings.load()  # no vault here: exit 3 with the usual hint
-    db = Index(config.home() / config.INDEX_FILE).db
+    settings.VaultSettings.load()  # no vault here: exit 3 with the usual hint
+    db = Index(settings.home() / settings.INDEX_FILE).db
     db.execute("PRAGMA mmap_size = 268435456")  # reads without copying: faster cold starts
     return db

@@ -26,21 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar, cast
 
-from livedata_cli import (
-    audit,
-    config,
-    envfail,
-    housekeeping,
-    index_file,
-    locking,
-    names,
-    packs,
-    replay,
-    resume,
-    retention,
-    state,
-    tree,
-)
+from livedata_cli import envfail, localfs, locking, names, packs, settings, state
+from livedata_cli.audit import chain
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -60,12 +47,14 @@ from livedata_cli.errors import (
     UsageError,
     WrongFilePassword,
 )
-from livedata_cli.index import Index, PendingUpload, Seen, Version
-from livedata_cli.keys import StoreConfig, Unlocker, make_kms_slot, make_slot
+from livedata_cli.index import recovery
+from livedata_cli.index.core import Index, PendingUpload, Seen, Version
+from livedata_cli.keys.slots import StoreConfig, Unlocker, make_kms_slot, make_slot
+from livedata_cli.localfs import UploadSource, clean_vault_path, safe_target
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
 from livedata_cli.packs import PackWriter, Sealed, SmallFileSealer, packs_small_files
 from livedata_cli.stores import ObjectStore, open_store
-from livedata_cli.tree import UploadSource, clean_vault_path, safe_target
+from livedata_cli.vault import maintenance, replay, resume, retention
 
 __all__ = ["BatchReport", "ItemResult", "UploadSource", "Vault", "clean_vault_path", "safe_target"]
 
@@ -222,8 +211,8 @@ class Vault:
         self._file_keys: dict[tuple[str, bytes, str], tuple[filepass.PasswordKey, filepass.PasswordKey]] = {}
         self._file_passwords: list[str] = []
         self._file_lock = threading.Lock()
-        self.events = audit.attach(self)  # this command's audit events (audit.finish writes them)
-        self.store_lock: locking.StoreLock | None = None  # held by Vault.lock (livedata_cli/housekeeping.py)
+        self.events = chain.attach(self)  # this command's audit events (chain.finish writes them)
+        self.store_lock: locking.StoreLock | None = None  # held by Vault.lock (livedata_cli/vault/maintenance.py)
         if cfg is not None:
             _configure_store(store, cfg)
 
@@ -233,22 +222,22 @@ class Vault:
         """This home's vault.  The store is not touched until something needs it,
         so ``ls`` and ``info`` read the local index alone (no network, no credentials).
         With ``recover_index`` (a rebuild follows) a damaged index is moved aside."""
-        settings = config.VaultSettings.load()
-        store = open_store(settings.store)
-        index_path = config.home() / config.INDEX_FILE
+        saved = settings.VaultSettings.load()
+        store = open_store(saved.store)
+        index_path = settings.home() / settings.INDEX_FILE
         master = None
-        from livedata_cli import index_lock
+        from livedata_cli.index import at_rest
 
-        if index_lock.is_locked(index_path):  # 'lock --index': the key opens the index first
+        if at_rest.is_locked(index_path):  # 'lock --index': the key opens the index first
             cfg = _read_config(store)
-            if cfg.vault_id != settings.vault_id:
+            if cfg.vault_id != saved.vault_id:
                 raise IntegrityError(
-                    f"the store {store.url} holds vault {cfg.vault_id}, not {settings.vault_id} as this machine expects"
+                    f"the store {store.url} holds vault {cfg.vault_id}, not {saved.vault_id} as this machine expects"
                 )
             master = unlocker.unlock(store, cfg)
-            index_lock.unlock(index_path, master, settings.vault_id)
-        index = index_file.open_recovering(index_path) if recover_index else Index(index_path)
-        vault = Vault(store, None, index, unlocker, vault_id=settings.vault_id)
+            at_rest.unlock(index_path, master, saved.vault_id)
+        index = recovery.open_recovering(index_path) if recover_index else Index(index_path)
+        vault = Vault(store, None, index, unlocker, vault_id=saved.vault_id)
         vault._master = master
         return vault
 
@@ -280,19 +269,19 @@ class Vault:
 
         Returns the vault and whether it was created (False: attached).
         """
-        url = store_url or str(config.default_store_path())
+        url = store_url or str(settings.default_store_path())
         store = open_store(url)
-        if config.VaultSettings.exists():
-            current = config.VaultSettings.load()
+        if settings.VaultSettings.exists():
+            current = settings.VaultSettings.load()
             if open_store(current.store).url != store.url:
                 raise UsageError(
-                    f"{config.home()} already uses the vault at {current.store}; "
+                    f"{settings.home()} already uses the vault at {current.store}; "
                     "set LIVEDATA_HOME to keep a second vault"
                 )
         prepare = getattr(store, "prepare", None)
         if prepare is not None:  # only init creates a folder store
             prepare()
-        index = Index(config.home() / config.INDEX_FILE)
+        index = Index(settings.home() / settings.INDEX_FILE)
         if store.exists("config"):
             cfg = _read_config(store)
             pinned = state.State.load()
@@ -303,7 +292,7 @@ class Vault:
             vault.unlock()  # before anything is written locally; checks the config MAC
             if kms_key and kms_key != cfg.kms_key_id:
                 raise UsageError(f"the vault at {store.url} already exists, with KMS key {cfg.kms_key_id or 'none'}")
-            config.VaultSettings.for_store(store.url, cfg.vault_id).save()
+            settings.VaultSettings.for_store(store.url, cfg.vault_id).save()
             if pinned is None:
                 vault._state.save()  # trust on first use: the config this attach opened with the vault key
             vault.sync(rebuild=True)
@@ -337,7 +326,7 @@ class Vault:
         except OSError as e:
             raise StoreUnreachable(f"cannot write to {store.url}: {e.strerror}") from None
         index.clear()
-        config.VaultSettings.for_store(store.url, vault_id).save()
+        settings.VaultSettings.for_store(store.url, vault_id).save()
         state.State.pin(vault_id, cfg.key_id, kms_key, True).save()
         if not kms_key:  # a KMS vault opens through KMS each time, never from the keyring
             unlocker.remember(vault_id, master)
@@ -398,7 +387,7 @@ class Vault:
         journals not yet compacted still open."""
         if not self.cfg.previous_keys:
             return []
-        from livedata_cli import rotation
+        from livedata_cli.vault import rotation
 
         return rotation.open_previous(self.master_key, self.cfg)
 
@@ -425,17 +414,17 @@ class Vault:
     # -- sync ----------------------------------------------------------------
     def sync(self, *, rebuild: bool = False, strict: bool = False) -> SyncResult:
         """Replay the store's journals that this index has not seen, and check
-        their chain (:mod:`livedata_cli.replay`).  A lost or rolled-back journal
+        their chain (:mod:`livedata_cli.vault.replay`).  A lost or rolled-back journal
         is exit 5; with ``strict`` (the sync and verify commands) a damaged
         journal is exit 5 and a record that could not be applied exit 8, after
         everything else was applied; otherwise they are a warning.  A rebuild
         is built aside and swapped in when complete, so a killed rebuild leaves
         the old index in use."""
         if rebuild:
-            self.index = index_file.aside(self.index)
+            self.index = recovery.aside(self.index)
         out = replay.sync(self, rebuild=rebuild)
         if self.index.swap_to is not None:
-            self.index = index_file.swap_in(self.index)
+            self.index = recovery.swap_in(self.index)
         replay.raise_for(out, strict=strict, notice=self.unlocker.notice)
         return SyncResult(
             out.journals, out.records, self.index.count(), tuple(sorted(out.damaged)), tuple(out.bad_records)
@@ -459,12 +448,12 @@ class Vault:
         """The write lock: in the store folder for local stores (so every home on
         this machine shares it), else in this home; and a lock object in the
         store, shared or (for commands that delete data) ``exclusive``, for
-        every machine that shares the store (livedata_cli/housekeeping.py)."""
+        every machine that shares the store (livedata_cli/vault/maintenance.py)."""
         root = getattr(self.store, "root", None)
         check = getattr(self.store, "check", None)
         if check is not None:  # a folder store that is gone is unreachable, never re-created
             check()
-        path = Path(root) / "lock" if isinstance(root, Path) else config.ensure_home() / "lock"
+        path = Path(root) / "lock" if isinstance(root, Path) else settings.ensure_home() / "lock"
         return self._locked(path, wait=wait, exclusive=exclusive, command=command)
 
     @contextlib.contextmanager
@@ -476,16 +465,16 @@ class Vault:
         if self.store_lock is not None:
             yield
             return
-        with housekeeping.store_locked(self, exclusive=False, command=command, wait=True):
+        with maintenance.store_locked(self, exclusive=False, command=command, wait=True):
             yield
 
     @contextlib.contextmanager
     def _locked(self, path: Path, *, wait: bool, exclusive: bool, command: str) -> Iterator[None]:
         with (
             locking.exclusive(path, wait=wait, notice=self.unlocker.notice),
-            housekeeping.store_locked(self, exclusive=exclusive, command=command, wait=wait),
+            maintenance.store_locked(self, exclusive=exclusive, command=command, wait=wait),
         ):
-            housekeeping.pause_point("locked")
+            maintenance.pause_point("locked")
             yield
 
     def plan_upload(
@@ -498,7 +487,7 @@ class Vault:
         report: BatchReport,
     ) -> list[UploadSource]:
         """Turn command-line paths into (local path, vault path) pairs; bad ones go to the report."""
-        return tree.plan_upload(
+        return localfs.plan_upload(
             locals_,
             as_path=as_path,
             recursive=recursive,
@@ -1083,7 +1072,7 @@ class Vault:
 
     def _repacked(self, v: Version) -> Version | None:
         """A packed version whose pack is gone may have been moved by a prune on
-        another machine (livedata_cli/housekeeping.py): replay, and look again."""
+        another machine (livedata_cli/vault/maintenance.py): replay, and look again."""
         if not v.pack:
             return None
         self.sync()
@@ -1095,11 +1084,11 @@ class Vault:
         place only after the final segment authenticated."""
         if v.kind == "symlink":
             target.parent.mkdir(parents=True, exist_ok=True)
-            tree.make_symlink(target, names.to_local(v.target or ""), v.mtime)
+            localfs.make_symlink(target, names.to_local(v.target or ""), v.mtime)
             return 0
         if v.kind == "dir":
             raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")
-        return tree.write_file(
+        return localfs.write_file(
             target, lambda out: self.read_version(v, out, progress), mode=v.mode, mtime=v.mtime
         )
 
@@ -1116,8 +1105,8 @@ class Vault:
         """Restore entries under ``prefix`` into ``root``: files, symlinks (never
         followed) and folders, keeping going past bad ones.  Folder modes and
         times are set last, deepest first, so a read-only folder can be filled.
-        Files are fetched in ranges and in parallel (livedata_cli/restore.py)."""
-        from livedata_cli import restore
+        Files are fetched in ranges and in parallel (livedata_cli/vault/restore.py)."""
+        from livedata_cli.vault import restore
 
         restore.restore_tree(self, versions, prefix, root, overwrite=overwrite, report=report, progress=progress)
         report.duration = time.monotonic() - report.started
@@ -1128,12 +1117,12 @@ class Vault:
         modification time, and the same content (its keyed hash; a protected
         version, which has none, is decrypted and compared)."""
         if v.kind == "symlink":
-            return tree.same_link(target, names.to_local(v.target or ""))
-        if v.kind != "file" or not tree.same_file(target, v.size, v.mtime):
+            return localfs.same_link(target, names.to_local(v.target or ""))
+        if v.kind != "file" or not localfs.same_file(target, v.size, v.mtime):
             return False
         try:
             if v.hash:
-                digest = tree.file_digest(target, subkey(self.master_key, self.vault_id, "plaintext-hash"))
+                digest = localfs.file_digest(target, subkey(self.master_key, self.vault_id, "plaintext-hash"))
                 return hmac.compare_digest(digest, v.hash)
             with open(target, "rb") as local:
                 same = _SameAs(local)
@@ -1163,7 +1152,7 @@ class Vault:
     def prune(self, prefix: str, policy: retention.Policy | None, *, dry_run: bool) -> dict[str, Any]:
         """Forget the versions the policy does not keep (none without a policy),
         then reclaim space: partial uploads, unreferenced objects, dead space in
-        packs, abandoned multipart uploads (livedata_cli/housekeeping.py).  Run
+        packs, abandoned multipart uploads (livedata_cli/vault/maintenance.py).  Run
         it under the exclusive lock: ``lock(exclusive=True)``."""
         if policy is not None:
             policy.check()
@@ -1180,7 +1169,7 @@ class Vault:
             kept = self.index.count()
         if drop and not dry_run:
             self._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
-        reclaimed = housekeeping.reclaim(self, dry_run=dry_run, ignore={v.vid for v in drop})
+        reclaimed = maintenance.reclaim(self, dry_run=dry_run, ignore={v.vid for v in drop})
         return {
             "dry_run": dry_run,
             "kept": kept,
@@ -1209,7 +1198,7 @@ class Vault:
             return live
         victims = live + trashed
         self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
-        housekeeping.pause_point("purge-journaled")
+        maintenance.pause_point("purge-journaled")
         self._delete_unreferenced(victims)
         return victims
 
@@ -1241,7 +1230,7 @@ class Vault:
             victims = [v for live, trashed in chosen.values() for v in live + trashed]
             if victims:
                 self._write_journal([{"t": "purge", "vids": [v.vid for v in victims], "time": now}])
-                housekeeping.pause_point("purge-journaled")
+                maintenance.pause_point("purge-journaled")
                 self._delete_unreferenced(victims)
             return {p: live + trashed for p, (live, trashed) in chosen.items()}, failed
         if chosen:
@@ -1278,15 +1267,15 @@ class Vault:
         when none of its members is left); returns the bytes freed."""
         freed = 0
         for key in sorted({v.store_key for v in gone if v.object}):
-            housekeeping.guard_fast(self)
+            maintenance.guard_fast(self)
             if self.index.store_refs(key) == 0 and self.store.exists(key):
                 freed += self.store.size(key)
                 self.store.delete(key)
         packed = [v.vid for v in gone if v.pack]
-        if packed:  # their share links' copies (livedata_cli/sharing.py)
-            from livedata_cli import sharing
+        if packed:  # their share links' copies (livedata_cli/vault/share_links.py)
+            from livedata_cli.vault import share_links
 
-            freed += sharing.delete_copies(self, packed)
+            freed += share_links.delete_copies(self, packed)
         return freed
 
     @_journal_locked("restore")
@@ -1359,7 +1348,7 @@ class Vault:
             except (LivedataError, OSError) as e:
                 problems.append({"path": v.path, "object": v.object, "error": str(e)})
         if data:
-            from livedata_cli import restore
+            from livedata_cli.vault import restore
 
             problems += restore.verify_data(self, to_read, progress)
         problems += replay.check_stored(self)
@@ -1369,7 +1358,7 @@ class Vault:
             "data_checked": data,
             "problems": problems,
             "abandoned_uploads_aborted": self.abort_abandoned_uploads(),
-            "reclaimable": housekeeping.reclaimable(self).to_json(),
+            "reclaimable": maintenance.reclaimable(self).to_json(),
         }
 
     # -- data keys and new objects (KMS per-object keys, resumable uploads) ----------
@@ -1379,7 +1368,7 @@ class Vault:
 
     def _data_key(self, oid: str, wrapped: bytes) -> bytes:
         """The data key of an object, from its record's wrapped key."""
-        from livedata_cli import kms
+        from livedata_cli.keys import kms
 
         if kms.is_per_object(wrapped):
             return kms.open_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid, wrapped)
@@ -1388,7 +1377,7 @@ class Vault:
         except IntegrityError:
             if not self.cfg.previous_keys:
                 raise
-            from livedata_cli import rotation
+            from livedata_cli.vault import rotation
 
             key = rotation.unwrap_any(self, oid, wrapped)
         if filepass.is_envelope(key):  # the vault key found a password envelope, not the data key
@@ -1404,7 +1393,7 @@ class Vault:
         server lock, which the server gives only for the right verifier and
         refuses (exit 7) after a few wrong ones.
         """
-        from livedata_cli.stores import file_locks
+        from livedata_cli.remote import password_gates
 
         params, salt, lock = filepass.envelope_params(envelope)
         ident = (*filepass.key_ident(params, salt), lock or "")
@@ -1430,7 +1419,7 @@ class Vault:
                 opener: filepass.PasswordKey | None = key
                 if lock is not None:
                     try:
-                        opener = key.gated(file_locks.release(self.store, lock, key.verifier(), path))
+                        opener = key.gated(password_gates.release(self.store, lock, key.verifier(), path))
                     except WrongFilePassword:
                         opener = None
                 data_key = filepass.open_envelope(opener, self.vault_id, oid, envelope) if opener else None
@@ -1444,11 +1433,11 @@ class Vault:
 
     def _seal_for(self, key: filepass.PasswordKey, oid: str, data_key: bytes) -> bytes:
         """A data key's record form under a file password (and, on an API store, a new server lock)."""
-        from livedata_cli.stores import file_locks
+        from livedata_cli.remote import password_gates
 
         lock, sealer = None, key
-        if file_locks.supported(self.store):
-            lock, secret = file_locks.create(self.store, key.verifier())
+        if password_gates.supported(self.store):
+            lock, secret = password_gates.create(self.store, key.verifier())
             sealer = key.gated(secret)
         envelope = filepass.seal_data_key(sealer, self.vault_id, oid, data_key, lock=lock)
         return wrap_data_key(self.master_key, self.vault_id, oid, envelope)
@@ -1495,7 +1484,7 @@ class Vault:
         keys = [(x, self._data_key(x.object, x.wrapped_key)) for x in versions]  # every key opens before any change
         new_key = filepass.PasswordKey.derive(new_password) if new_password is not None else None
         old_locks = {lock for x in versions if x.protected for lock in [self._lock_of(x)] if lock}
-        from livedata_cli import reseal
+        from livedata_cli.vault import reseal
 
         if new_key is not None:  # new objects first; the old ones go once the journal names the new
             records = reseal.reseal_versions(self, keys, new_key)
@@ -1509,10 +1498,10 @@ class Vault:
         if new_key is not None:
             reseal.drop_old_objects(self, versions)
         if old_locks:
-            from livedata_cli.stores import file_locks
+            from livedata_cli.remote import password_gates
 
             for lock in sorted(old_locks):  # after the journal: a crash before leaves a lock unused, not a file shut
-                file_locks.delete(self.store, lock)
+                password_gates.delete(self.store, lock)
         return [self.index.version_by_id(x.vid) or x for x in versions]
 
     def _lock_of(self, v: Version) -> str | None:
@@ -1531,7 +1520,7 @@ class Vault:
     def _new_data_key(self, oid: str) -> tuple[bytes, bytes]:
         """A fresh data key and its wrapped form for the record."""
         if self.cfg.kms_per_object and self.cfg.kms_key_id:
-            from livedata_cli import kms
+            from livedata_cli.keys import kms
 
             return kms.new_data_key(self.cfg.kms_key_id, self.master_key, self.vault_id, oid)
         data_key = secrets.token_bytes(32)
@@ -1554,11 +1543,11 @@ class Vault:
             oid = secrets.token_hex(16)
             data_key, wrapped = self._new_data_key(oid)
             return _NewObject(oid, data_key, wrapped, None, self.store.writer(f"data/{oid}"))
-        from livedata_cli.index import PendingUploads
+        from livedata_cli.index.core import PendingUploads
 
         st = os.fstat(f.fileno())
         source = os.path.abspath(src.local)
-        pending = PendingUploads(config.home() / config.INDEX_FILE)
+        pending = PendingUploads(settings.home() / settings.INDEX_FILE)
         found = pending.find(source, src.path)
         macs = resume.mac_key(self.master_key, self.vault_id)
         per_part = resume.part_plaintext(found.part_size) if found else 0
@@ -1624,13 +1613,13 @@ class Vault:
         list_uploads = getattr(self.store, "list_uploads", None)
         if list_uploads is None:
             return 0
-        from livedata_cli.index import PendingUploads
+        from livedata_cli.index.core import PendingUploads
 
         try:
             age = float(os.environ.get("LIVEDATA_S3_ABANDON_AFTER", "") or 86400)
         except ValueError:
             raise UsageError("LIVEDATA_S3_ABANDON_AFTER must be a number of seconds") from None
-        pending = PendingUploads(config.home() / config.INDEX_FILE)
+        pending = PendingUploads(settings.home() / settings.INDEX_FILE)
         try:
             known = pending.upload_ids()
         finally:

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livedata_cli.account import Client
 from livedata_cli.errors import IntegrityError, StoreUnreachable, UsageError
+from livedata_cli.remote.account import Client
 
 MANIFEST = "manifest.json"
 FORMAT = "livedata-account-export"

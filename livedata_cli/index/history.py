@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from livedata_cli.index import Index, Version
+from livedata_cli.index.core import Index, Version
 
 
 @dataclass

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from livedata_cli import index_file
 from livedata_cli.errors import IndexReadOnly
+from livedata_cli.index import recovery
 from livedata_cli.names import for_json
 
 # Named, ordered migrations, applied on open.  Never edit one that has shipped:
@@ -116,7 +116,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        # The audit trail (livedata_cli/audit.py): chained, MACed events of
+        # The audit trail (livedata_cli/audit/chain.py): chained, MACed events of
         # every machine; events waiting for the key to be chained; and which
         # store objects of other machines' chains were imported.
         "0005_audit_trail",
@@ -152,7 +152,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        # Share links this vault made (livedata_cli/sharing.py), from "share"
+        # Share links this vault made (livedata_cli/vault/share_links.py), from "share"
         # and "unshare" journal records; never their secrets or keys.
         "0006_shares",
         """
@@ -180,7 +180,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     (
         # Other accounts' X25519 public keys, pinned on first use by
-        # 'share --to' (livedata_cli/sharing.py): a later change is refused.
+        # 'share --to' (livedata_cli/vault/share_links.py): a later change is refused.
         "0008_pinned_keys",
         """
         CREATE TABLE pinned_keys (
@@ -212,7 +212,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     (
         # Senders' Ed25519 signing keys, pinned on first use by the recipient
-        # of a 'share --to' (livedata_cli/share_to.py): a later change is refused.
+        # of a 'share --to' (livedata_cli/vault/share_to_account.py): a later change is refused.
         "0011_pinned_signing_keys",
         """
         CREATE TABLE pinned_signing_keys (
@@ -227,7 +227,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         # A keyed hash of each part's plaintext of a pending multipart upload: a
         # resume reuses the data key and salt only when the parts already sent
-        # hold the same plaintext (livedata_cli/resume.py).
+        # hold the same plaintext (livedata_cli/vault/resume.py).
         "0012_pending_part_macs",
         """
         CREATE TABLE pending_parts (
@@ -421,7 +421,7 @@ class Index:
         self.replaces: Index | None = None  # a rebuild's new index: the one it replaces
         self.swap_to: Path | None = None  # a rebuild's new index: where it goes when complete
         self.damaged_tables: list[str] = []  # a rebuild's: tables of the old index it could not read
-        from livedata_cli.index_lock import check_unlocked
+        from livedata_cli.index.at_rest import check_unlocked
 
         check_unlocked(path)  # never a fresh empty index beside an encrypted one
         try:
@@ -431,7 +431,7 @@ class Index:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as e:
             raise IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
-        index_file.check_header(path)
+        recovery.check_header(path)
         try:
             # Upload workers look up content hashes from their threads, under _lock.
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -445,11 +445,11 @@ class Index:
             from livedata_cli import envfail
 
             full = envfail.translate(e)  # a full home is no damage
-            if full is not None and not index_file.read_only_error(e):
+            if full is not None and not recovery.read_only_error(e):
                 raise full from None
-            if not index_file.read_only_error(e) or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
-                raise index_file.damaged(path, str(e)) from None
-            self.db = index_file.connect_read_only(path)  # ls, search and download still work
+            if not recovery.read_only_error(e) or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
+                raise recovery.damaged(path, str(e)) from None
+            self.db = recovery.connect_read_only(path)  # ls, search and download still work
             self.db.row_factory = sqlite3.Row
             self.read_only = True
         except sqlite3.DatabaseError as e:
@@ -458,7 +458,7 @@ class Index:
             known = envfail.translate(e)  # a full or read-only home, not a damaged index
             if known is not None:
                 raise known from None
-            raise index_file.damaged(path, str(e)) from None
+            raise recovery.damaged(path, str(e)) from None
 
     def close(self) -> None:
         self.db.close()
@@ -861,7 +861,7 @@ def _apply_record(db: sqlite3.Connection, journal: str, rec: dict[str, Any]) -> 
     elif kind == "unshare":
         db.execute("UPDATE shares SET revoked = ? WHERE id = ? AND revoked IS NULL", (float(rec["time"]), rec["id"]))
     elif kind == "repack":
-        # prune moved a pack's live members, byte for byte, into new packs (livedata_cli/housekeeping.py).
+        # prune moved a pack's live members, byte for byte, into new packs (livedata_cli/vault/maintenance.py).
         db.executemany(
             'UPDATE versions SET pack = ?, "offset" = ? WHERE object = ? AND +pack = ?',  # by object: a pack has thousands
             [(str(new), int(offset), str(obj), rec["from"]) for obj, new, offset in rec["members"]],

@@ -20,7 +20,7 @@ writing the members of its run, while :class:`_Budget` keeps the fetched bytes
 in memory under :data:`BYTES_IN_FLIGHT`.  Every member is still opened by the
 container reader (header hash against its record, header MAC, key commitment,
 each segment's GCM tag), and each file is written the way a single download
-writes it (:func:`livedata_cli.tree.write_file`): a temporary file renamed into
+writes it (:func:`livedata_cli.localfs.write_file`): a temporary file renamed into
 place only after its final segment authenticated.  A member that fails fails
 its file only; the others are restored, and the batch ends with exit 8.
 
@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from livedata_cli import envfail, names, packs, tree
+from livedata_cli import envfail, localfs, names, packs
 from livedata_cli.crypto import container
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
-from livedata_cli.index import Version
+from livedata_cli.index.core import Version
 from livedata_cli.stores import ObjectStore
 
 if TYPE_CHECKING:
-    from livedata_cli.vault import BatchReport, Vault
+    from livedata_cli.vault.core import BatchReport, Vault
 
 Progress = Callable[[int], None]
 
@@ -246,7 +246,7 @@ class _Engine:
         if job.target is None:
             with open(os.devnull, "wb") as sink:
                 return self.open_member(job, blob, sink)
-        return tree.write_file(
+        return localfs.write_file(
             job.target, lambda out: self.open_member(job, blob, out), mode=v.mode, mtime=v.mtime
         )
 
@@ -410,7 +410,7 @@ def restore_tree(
     progress: Progress,
 ) -> BatchReport:
     """Restore entries under ``prefix`` into ``root`` (``Vault.download_tree``)."""
-    from livedata_cli.vault import ItemResult
+    from livedata_cli.vault.core import ItemResult
 
     vault.unlock()  # a wrong passphrase fails the command once, not each file
     vault.cfg  # noqa: B018  read (and checked) here, not first on a worker thread
@@ -432,10 +432,10 @@ def restore_tree(
     for position, v in enumerate(ordered):
         rel = v.path[len(prefix) :]
         try:
-            target = tree.safe_target(root, rel)
+            target = localfs.safe_target(root, rel)
             if target.parent not in cleaned:
                 cleaned.add(target.parent)
-                tree.remove_stale_temps(target.parent)
+                localfs.remove_stale_temps(target.parent)
             if v.kind == "dir":
                 if target.is_symlink():  # never follow a link out of the target
                     raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
@@ -452,7 +452,7 @@ def restore_tree(
                 raise UsageError(f"{names.shown(str(target))} exists: add --overwrite to replace it")
             if v.kind == "symlink":
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tree.make_symlink(target, names.to_local(v.target or ""), v.mtime)
+                localfs.make_symlink(target, names.to_local(v.target or ""), v.mtime)
                 results[position] = ItemResult(v.path, str(target), "downloaded", 0, v.vid)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -482,7 +482,7 @@ def restore_tree(
     report.items.extend(results[p] for p in sorted(results))
     for target, v in reversed(folders):
         try:
-            tree.set_times_and_mode(target, v.mtime, v.mode)
+            localfs.set_times_and_mode(target, v.mtime, v.mode)
         except OSError as e:
             report.fail(v.path, str(target), e)
     return report

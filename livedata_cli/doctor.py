@@ -21,7 +21,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from livedata_cli import __version__, config, profiles
+from livedata_cli import __version__, settings
 from livedata_cli.errors import ExitCode, LivedataError
 
 PASSPHRASE_VARS = ("LIVEDATA_PASSPHRASE", "LIVEDATA_PASSPHRASE_FILE", "LIVEDATA_PASSPHRASE_COMMAND")
@@ -63,10 +63,10 @@ def _fail(name: str, err: LivedataError | OSError, hint: str | None = None, **de
 # -- config ------------------------------------------------------------------------
 def check_config() -> Check:
     try:
-        path = profiles.config_path()
-        cfg = profiles.current()
-        profile = profiles.active_profile()
-        home = config.home()
+        path = settings.config_path()
+        cfg = settings.current()
+        profile = settings.active_profile()
+        home = settings.home()
     except LivedataError as e:
         return _fail("config", e, "fix the line named, or remove it with 'livedata config unset KEY'")
     details = {
@@ -115,7 +115,7 @@ def _fallback(can_prompt: bool) -> tuple[str | None, str | None, int]:
         return None, f"{' and '.join(set_vars)} are all set: set only one", int(ExitCode.USAGE)
     if set_vars:
         var = set_vars[0]
-        origin = "from the config file" if profiles.exported(var) else "from the environment"
+        origin = "from the config file" if settings.exported(var) else "from the environment"
         if var == "LIVEDATA_PASSPHRASE_FILE":
             path = os.path.expanduser(os.environ[var])
             try:
@@ -134,7 +134,7 @@ def _fallback(can_prompt: bool) -> tuple[str | None, str | None, int]:
 
 
 def check_keyring(*, use_keyring: bool, can_prompt: bool, vault_id: str | None) -> Check:
-    from livedata_cli.keys import KEYRING_SERVICE, KeyCache
+    from livedata_cli.keys.slots import KEYRING_SERVICE, KeyCache
 
     fallback, problem, code = _fallback(can_prompt)
     details: dict[str, Any] = {"usable": False, "backend": None, "key_cached": None, "fallback": fallback}
@@ -165,7 +165,7 @@ def check_keyring(*, use_keyring: bool, can_prompt: bool, vault_id: str | None) 
         return Check("keyring", "fail", f"{reason}; {problem}", fix, details, code)
     message = f"{reason}; the vault key will come from {fallback}"
     hint = problem or (None if "LIVEDATA_PASSPHRASE_" in (fallback or "") else CRON_HINT)
-    chosen = not use_keyring or config.env_flag("LIVEDATA_NO_KEYRING")
+    chosen = not use_keyring or settings.env_flag("LIVEDATA_NO_KEYRING")
     # Turning the keyring off on purpose, with a non-interactive source, is a sound cron set-up.
     if chosen and not problem and fallback and "prompt" not in fallback:
         return Check("keyring", "ok", message, None, details)
@@ -175,23 +175,23 @@ def check_keyring(*, use_keyring: bool, can_prompt: bool, vault_id: str | None) 
 # -- store -------------------------------------------------------------------------
 def check_store() -> tuple[Check, list[str] | None, str | None]:
     """The store check, the store's journal names (for the index check) and the vault id."""
-    from livedata_cli.keys import StoreConfig, list_slots
+    from livedata_cli.keys.slots import StoreConfig, list_slots
     from livedata_cli.stores import open_store
 
     attach = "run 'livedata init' (or 'livedata init --store URL' to attach)"
-    if not config.VaultSettings.exists():  # a fresh machine: nothing is wrong yet
-        return Check("store", "warn", f"no vault set up in {config.home()} yet", attach, {}), None, None
+    if not settings.VaultSettings.exists():  # a fresh machine: nothing is wrong yet
+        return Check("store", "warn", f"no vault set up in {settings.home()} yet", attach, {}), None, None
     try:
-        settings = config.VaultSettings.load()
+        saved = settings.VaultSettings.load()
     except LivedataError as e:
         return _fail("store", e, attach), None, None
     try:
-        store = open_store(settings.store)
+        store = open_store(saved.store)
         cfg = StoreConfig.read(store)
         slots = list_slots(store)
         journals = sorted(store.list("journal/"))
     except (LivedataError, OSError) as e:
-        return _fail("store", e, f"check that {settings.store} is mounted and reachable", store=settings.store), None, settings.vault_id
+        return _fail("store", e, f"check that {saved.store} is mounted and reachable", store=saved.store), None, saved.vault_id
     details = {
         "store": store.url,
         "vault_id": cfg.vault_id,
@@ -199,16 +199,16 @@ def check_store() -> tuple[Check, list[str] | None, str | None]:
         "key_slots": len(slots),
         "journals": len(journals),
     }
-    if cfg.vault_id != settings.vault_id:
+    if cfg.vault_id != saved.vault_id:
         return (
             Check(
                 "store", "fail",
-                f"{store.url} holds vault {cfg.vault_id}, not {settings.vault_id} as this home expects",
+                f"{store.url} holds vault {cfg.vault_id}, not {saved.vault_id} as this home expects",
                 "point this home at the right store with 'livedata init --store URL'",
                 details, int(ExitCode.INTEGRITY),
             ),
             None,
-            settings.vault_id,
+            saved.vault_id,
         )
     if not slots:
         return Check("store", "fail", f"{store.url} has no key slots", None, details, int(ExitCode.AUTH)), journals, cfg.vault_id
@@ -218,12 +218,12 @@ def check_store() -> tuple[Check, list[str] | None, str | None]:
 
 # -- index -------------------------------------------------------------------------
 def check_index(store_journals: list[str] | None) -> Check:
-    from livedata_cli.index import MIGRATIONS
+    from livedata_cli.index.core import MIGRATIONS
 
-    path = config.home() / config.INDEX_FILE
+    path = settings.home() / settings.INDEX_FILE
     details: dict[str, Any] = {"path": str(path)}
     if not path.exists():
-        from livedata_cli.index_lock import is_locked
+        from livedata_cli.index.at_rest import is_locked
 
         if is_locked(path):
             return Check("index", "ok", "the local index is encrypted ('livedata lock --index')", None, details)
@@ -291,11 +291,11 @@ def run(*, use_keyring: bool, can_prompt: bool) -> list[Check]:
 
 
 def check_reclaimable() -> Check:
-    """Space that ``livedata prune`` would reclaim (livedata_cli/housekeeping.py)."""
-    from livedata_cli import housekeeping
+    """Space that ``livedata prune`` would reclaim (livedata_cli/vault/maintenance.py)."""
+    from livedata_cli.vault import maintenance
 
-    settings = config.VaultSettings.load()
-    status, message, details = housekeeping.doctor_summary(settings.store, config.home() / config.INDEX_FILE)
+    saved = settings.VaultSettings.load()
+    status, message, details = maintenance.doctor_summary(saved.store, settings.home() / settings.INDEX_FILE)
     return Check("reclaimable", status, message, "run 'livedata prune'" if status == "warn" else None, details)
 
 

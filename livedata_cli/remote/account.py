@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from livedata_cli import __version__, config
+from livedata_cli import __version__, settings
 from livedata_cli.errors import (
     AuthError,
     LivedataError,
@@ -130,7 +130,7 @@ class Tokens:
 
 
 def _account(server: str) -> str:
-    from livedata_cli.profiles import active_profile
+    from livedata_cli.settings import active_profile
 
     profile = active_profile()
     return f"{server} profile={profile}" if profile else server
@@ -148,7 +148,7 @@ class TokenStore:
     The device record (name, trust secret) beside them, stored apart."""
 
     def __init__(self) -> None:
-        from livedata_cli.oskeyring import KeyCache
+        from livedata_cli.keys.oskeyring import KeyCache
 
         self._cache = KeyCache(True)
 
@@ -160,7 +160,7 @@ class TokenStore:
         return self._cache.backend() is not None
 
     def path(self, name: str = TOKEN_FILE) -> Any:
-        return config.home() / name
+        return settings.home() / name
 
     def load(self, server: str) -> Tokens | None:
         """``LIVEDATA_TOKEN``, else the keyring, else the file."""
@@ -251,7 +251,7 @@ class TokenStore:
 
     def _write_file(self, data: dict[str, Any], name: str = TOKEN_FILE) -> None:
         path = self.path(name)
-        config.ensure_home()
+        settings.ensure_home()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -274,7 +274,7 @@ def _refresh_lock() -> Iterator[None]:
     """One refresh at a time across this home's processes (a reused refresh token ends the session)."""
     import fcntl
 
-    path = config.ensure_home() / "token.lock"
+    path = settings.ensure_home() / "token.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

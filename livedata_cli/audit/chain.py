@@ -66,15 +66,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from livedata_cli import __version__, config, journal
+from livedata_cli import __version__, journal, settings
 from livedata_cli.crypto.wrap import keyed_hash, subkey
 from livedata_cli.errors import ExitCode, LivedataError
-from livedata_cli.index import Index
+from livedata_cli.index.core import Index
 
 if TYPE_CHECKING:
-    from livedata_cli.keys import KeyCache
+    from livedata_cli.keys.slots import KeyCache
     from livedata_cli.stores import ObjectStore
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
 PREFIX = "audit/"
 HEAD_PREFIX = "audit-head/"
@@ -276,23 +276,23 @@ def finish(command: str, code: int, *, audited: bool, vault_less: bool = False) 
             events.append(rec.event(command, rec.target, result=result_of(code), code=code))
     if not events:
         return
-    from livedata_cli import index_lock
+    from livedata_cli.index import at_rest
 
-    if index_lock.is_locked(config.home() / config.INDEX_FILE):
+    if at_rest.is_locked(settings.home() / settings.INDEX_FILE):
         return  # 'lock --index': no index to keep them in until the next unlock
     if vault is None:
-        if not vault_less or not config.VaultSettings.exists():
+        if not vault_less or not settings.VaultSettings.exists():
             return
-        vault_id = config.VaultSettings.load().vault_id
-        index = Index(config.home() / config.INDEX_FILE)
+        vault_id = settings.VaultSettings.load().vault_id
+        index = Index(settings.home() / settings.INDEX_FILE)
         try:
-            from livedata_cli.keys import KeyCache
+            from livedata_cli.keys.slots import KeyCache
 
             add_pending(index, vault_id, events, KeyCache(True))
         finally:
             index.close()
         return
-    index = Index(config.home() / config.INDEX_FILE)
+    index = Index(settings.home() / settings.INDEX_FILE)
     try:
         master = vault._master
         if master is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from livedata_cli import config
+from livedata_cli import settings
 from livedata_cli.errors import UsageError
 
 KEYRING_SERVICE = "livedata"
@@ -15,7 +15,7 @@ class KeyCache:
     """The unlocked master key in the OS keyring, when a real one is available."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and not config.env_flag("LIVEDATA_NO_KEYRING")
+        self.enabled = enabled and not settings.env_flag("LIVEDATA_NO_KEYRING")
         self._backend: Any = None
         self.reason = "disabled by LIVEDATA_NO_KEYRING or --no-keyring" if not self.enabled else ""
 

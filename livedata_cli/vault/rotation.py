@@ -29,7 +29,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from livedata_cli import compaction, state
+from livedata_cli import state
 from livedata_cli.crypto.wrap import (
     key_id,
     open_sealed,
@@ -39,10 +39,17 @@ from livedata_cli.crypto.wrap import (
     wrap_data_key,
 )
 from livedata_cli.errors import IntegrityError, UsageError
-from livedata_cli.keys import StoreConfig, list_slots, make_kms_slot, make_slot, open_with_secret
+from livedata_cli.keys.slots import (
+    StoreConfig,
+    list_slots,
+    make_kms_slot,
+    make_slot,
+    open_with_secret,
+)
+from livedata_cli.vault import compaction
 
 if TYPE_CHECKING:
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
 PREVIOUS_PURPOSE = "previous-key"
 
@@ -94,7 +101,7 @@ class Rotation:
 
 def rotate(vault: Vault) -> Rotation:
     """Rotate the master key (the caller holds the vault lock)."""
-    from livedata_cli import kms
+    from livedata_cli.keys import kms
 
     vault.sync(strict=True)
     old_master, cfg, vid = vault.master_key, vault.cfg, vault.vault_id

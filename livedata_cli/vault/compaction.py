@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from livedata_cli import journal, replay
+from livedata_cli import journal
+from livedata_cli.vault import replay
 
 if TYPE_CHECKING:
-    from livedata_cli.index import Index
-    from livedata_cli.vault import Vault
+    from livedata_cli.index.core import Index
+    from livedata_cli.vault.core import Vault
 
 # (object id, wrapped key) -> the wrapped key for the snapshot
 Rewrap = Callable[[str, bytes], bytes]

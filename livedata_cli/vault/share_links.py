@@ -1,7 +1,7 @@
 """Share links: create, list, revoke, and open one as a stranger.
 
 A share hands one file version to whoever holds its key, without giving the
-store its plaintext or any other file's key (livedata_cli/crypto/share.py).
+store its plaintext or any other file's key (livedata_cli/crypto/share_manifest.py).
 What a share is made of depends on the vault's store:
 
 folder store
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from livedata_cli.crypto import container
-from livedata_cli.crypto import share as sc
+from livedata_cli.crypto import share_manifest as sc
 from livedata_cli.errors import (
     AuthError,
     IntegrityError,
@@ -465,7 +465,7 @@ class Opened:
 
     def download_to(self, target: Path, progress: Callable[[int], None] | None = None) -> int:
         """Write to a temporary file renamed into place after the last segment authenticated."""
-        from livedata_cli.tree import write_file
+        from livedata_cli.localfs import write_file
 
         return write_file(target, lambda out: self.write(out, progress))
 

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from livedata_cli.crypto import container, filepass
 from livedata_cli.errors import IntegrityError
-from livedata_cli.index import Version
+from livedata_cli.index.core import Version
 from livedata_cli.packs import PackWriter, Slice, open_stored
 
 if TYPE_CHECKING:
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
 
 def reseal_versions(

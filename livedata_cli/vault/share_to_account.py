@@ -33,17 +33,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from livedata_cli import sharing
 from livedata_cli.crypto import box
-from livedata_cli.crypto import share as sc
+from livedata_cli.crypto import share_manifest as sc
 from livedata_cli.errors import IntegrityError, NotFound, Refused, UsageError
+from livedata_cli.vault import share_links
 
 PRIVATE_KEY = "x25519/private"
 CONTEXT = b"livedata/v1/share-to"
 
 
 def _api_store(vault: Any, what: str) -> Any:
-    if sharing.store_kind(vault.store) != "api":
+    if share_links.store_kind(vault.store) != "api":
         raise UsageError(f"{what} needs a vault on a Live-Data API store (https://HOST): accounts live on a server")
     return vault.store
 
@@ -95,7 +95,7 @@ def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
         return public, Pin(box.fingerprint(public), False)
     db.execute(
         "INSERT INTO pinned_keys (server, email, public_key, first_seen) VALUES (?, ?, ?, ?)",
-        (store.url, email, public.hex(), sharing.now()),
+        (store.url, email, public.hex(), share_links.now()),
     )
     return public, Pin(box.fingerprint(public), True)
 
@@ -126,14 +126,14 @@ def pinned_sender(vault: Any, email: str) -> tuple[bytes, Pin]:
         return signing, Pin(box.fingerprint(signing), False)
     db.execute(
         "INSERT INTO pinned_signing_keys (server, email, signing_key, first_seen) VALUES (?, ?, ?, ?)",
-        (store.url, email, signing.hex(), sharing.now()),
+        (store.url, email, signing.hex(), share_links.now()),
     )
     return signing, Pin(box.fingerprint(signing), True)
 
 
 @dataclass(frozen=True)
 class SentTo:
-    created: sharing.Created
+    created: share_links.Created
     to: str
     pin: Pin
 
@@ -158,7 +158,7 @@ def create(
     data_key = vault._data_key(v.object, v.wrapped_key)
     share_id = sc.new_share_id()
     server_id = secrets.token_hex(16)  # the server keeps it as the share's id: bound by the signature
-    created = sharing.now()
+    created = share_links.now()
     expires = created + expires_in
     manifest = {
         "id": server_id,
@@ -177,7 +177,7 @@ def create(
     sealed = box.seal_signed(private, public, json.dumps(manifest, sort_keys=True).encode(), context)
     # A packed file gets an object of its own first, as for a link (sharing.py).
     with vault.lock(command="livedata share") if v.pack else contextlib.nullcontext():
-        store_key = sharing._copy_member(vault, v, share_id) if v.pack else v.store_key
+        store_key = share_links._copy_member(vault, v, share_id) if v.pack else v.store_key
         try:
             location = store.create_share(
                 store_key,
@@ -201,14 +201,14 @@ def create(
             "created": created, "expires": expires, "max_downloads": max_downloads, "password": False,
             "location": location, **({"copy": store_key} if v.pack else {}),
         }
-        sharing._journal(vault, record)
+        share_links._journal(vault, record)
     vault.events.add(
         "share", v.path, object=v.object,
-        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {sharing._iso(expires)}",
+        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {share_links._iso(expires)}",
     )
-    share = sharing.Share(share_id, v.path, "api", created, expires, max_downloads, False, location, None)
+    share = share_links.Share(share_id, v.path, "api", created, expires, max_downloads, False, location, None)
     link = f"{store.url}/s/{location}"
-    return SentTo(sharing.Created(share, "", link, v.size), to, pin)
+    return SentTo(share_links.Created(share, "", link, v.size), to, pin)
 
 
 # -- her side ---------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def incoming(vault: Any) -> list[Incoming]:
     return out
 
 
-class IncomingOpened(sharing.Opened):
+class IncomingOpened(share_links.Opened):
     """A share addressed to this account: its data comes through her signed-in session."""
 
     store: Any = None
@@ -298,7 +298,7 @@ class IncomingOpened(sharing.Opened):
             if resp.status_code == 410:
                 resp.read()
                 raise Refused(f"share {self.manifest['server_id']} is expired, used up or revoked")
-            yield sharing._Limited(sharing._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
+            yield share_links._Limited(share_links._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
         finally:
             resp.close()
 
@@ -315,10 +315,10 @@ def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
         raise Refused(f"share {share_id} is {str(item['state']).replace('_', ' ')}")
     manifest, pin = _open_manifest(vault, private, store.my_email(), item)
     expires = manifest.get("expires")
-    if expires is not None and sharing.now() >= float(expires):
-        raise Refused(f"this share expired at {sharing._iso(float(expires))}")
+    if expires is not None and share_links.now() >= float(expires):
+        raise Refused(f"this share expired at {share_links._iso(float(expires))}")
     manifest["server_id"] = share_id
-    opened = IncomingOpened(sharing.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
+    opened = IncomingOpened(share_links.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
     opened.store = store
     return opened, str(item["owner_email"]).strip().lower(), pin
 

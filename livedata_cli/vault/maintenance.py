@@ -45,7 +45,7 @@ from livedata_cli.sizes import human_size
 COMPACT_AFTER = 200
 
 if TYPE_CHECKING:
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
 # A folder store keeps this much space in its ``reserve`` file for deletions.
 RESERVE_KEY = "reserve"
@@ -70,7 +70,7 @@ def pause_point(stage: str) -> None:
     wanted = os.environ.get("LIVEDATA_TESTONLY_PAUSE_AT", "")
     if wanted and stage in wanted.split(",") and stage not in _paused:
         _paused.add(stage)
-        from livedata_cli.index import others_writing
+        from livedata_cli.index.core import others_writing
 
         while others_writing():  # stopped inside SQLite, it would stop every other command too
             time.sleep(0.005)
@@ -259,11 +259,11 @@ def _references(vault: Vault, ignore: set[str]) -> tuple[set[str], dict[str, lis
 
 def _share_copies(vault: Vault, packed: set[str]) -> set[str]:
     """The objects that live share links of packed versions were copied to
-    (livedata_cli/sharing.py): referenced until the share is revoked, has
+    (livedata_cli/vault/share_links.py): referenced until the share is revoked, has
     expired (with an hour's margin for a download under way) or its version
     is purged."""
     from livedata_cli.packs import share_copy_key
-    from livedata_cli.sharing import now as share_clock
+    from livedata_cli.vault.share_links import now as share_clock
 
     now = share_clock()
     rows = vault.index.db.execute(
@@ -280,11 +280,11 @@ def _abandoned_uploads(vault: Vault) -> list[tuple[str, str, int]]:
     list_uploads = getattr(vault.store, "list_uploads", None)
     if list_uploads is None:
         return []
-    from livedata_cli import config
-    from livedata_cli.index import PendingUploads
+    from livedata_cli import settings
+    from livedata_cli.index.core import PendingUploads
 
     age = float(os.environ.get("LIVEDATA_S3_ABANDON_AFTER", "") or 86400)
-    pending = PendingUploads(config.home() / config.INDEX_FILE)
+    pending = PendingUploads(settings.home() / settings.INDEX_FILE)
     try:
         known = pending.upload_ids()
     finally:
@@ -363,7 +363,7 @@ def last_reclaimable(index: Any) -> dict[str, Any] | None:
 def reclaim(vault: Vault, *, dry_run: bool, ignore: set[str] | None = None) -> Reclaim:
     """Reclaim what :func:`plan` finds.  Runs under the exclusive store lock:
     no writer is running, so nothing in ``tmp/`` or ``data/`` is in flight."""
-    from livedata_cli import audit_compaction
+    from livedata_cli.audit import compaction as audit_compaction
 
     audit_after = audit_compaction.threshold()  # a bad setting stops the prune before it starts
     lock = getattr(vault, "store_lock", None)
@@ -395,13 +395,13 @@ def reclaim(vault: Vault, *, dry_run: bool, ignore: set[str] | None = None) -> R
 
     # -- journal compaction -------------------------------------------------
     # Last, under the same exclusive lock: once the journals are many, one
-    # snapshot journal restates them (compaction.py) and they are deleted.
+    # snapshot journal restates them (vault/compaction.py) and they are deleted.
     if len(vault.index.journal_links()) > int(os.environ.get("LIVEDATA_COMPACT_AFTER") or COMPACT_AFTER):
-        from livedata_cli import compaction
+        from livedata_cli.vault import compaction
 
         compaction.compact_journals(vault)
     # Then the audit objects: a chain's many small objects merged into few
-    # (audit_compaction.py); a chain that does not verify is left as it is.
+    # (audit/compaction.py); a chain that does not verify is left as it is.
     done.problems += audit_compaction.compact_audit(vault, after=audit_after, pause=pause_point).skipped
     with contextlib.suppress(LivedataError, OSError):
         import json

@@ -28,7 +28,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from livedata_cli import config
+from livedata_cli import settings
 from livedata_cli.crypto.kdf import SALT_LEN, Argon2Params, derive_key
 from livedata_cli.crypto.wrap import hkdf, key_id, open_sealed, seal
 from livedata_cli.errors import (
@@ -40,8 +40,8 @@ from livedata_cli.errors import (
     VaultNotFound,
     WrongPassphrase,
 )
-from livedata_cli.oskeyring import KEYRING_SERVICE as KEYRING_SERVICE
-from livedata_cli.oskeyring import KeyCache as KeyCache
+from livedata_cli.keys.oskeyring import KEYRING_SERVICE as KEYRING_SERVICE
+from livedata_cli.keys.oskeyring import KeyCache as KeyCache
 from livedata_cli.stores import ObjectStore
 
 MAX_SLOTS = 32  # slots read from a store at most: a hostile store may plant thousands
@@ -186,7 +186,7 @@ def make_slot(vault_id: str, master_key: bytes, secret: str, kind: str = "passph
 
 def make_kms_slot(vault_id: str, master_key: bytes, kms_key_id: str) -> Slot:
     """A ``keys/kms-…`` slot: the master key encrypted by KMS, bound to this vault."""
-    from livedata_cli import kms
+    from livedata_cli.keys import kms
 
     blob, arn = kms.provider(kms_key_id).encrypt(master_key, kms.vault_context(vault_id))
     return Slot(
@@ -220,14 +220,14 @@ def list_slots(store: ObjectStore, *, warn: Callable[[str], None] | None = None)
 def last_slot(vault_id: str) -> str | None:
     """The slot that opened this vault last on this machine (tried first)."""
     try:
-        found = json.loads((config.home() / LAST_SLOT_FILE).read_text()).get(vault_id)
+        found = json.loads((settings.home() / LAST_SLOT_FILE).read_text()).get(vault_id)
     except (OSError, ValueError, AttributeError):
         return None
     return found if isinstance(found, str) else None
 
 
 def remember_slot(vault_id: str, slot_id: str) -> None:
-    path = config.home() / LAST_SLOT_FILE
+    path = settings.home() / LAST_SLOT_FILE
     try:
         known = json.loads(path.read_text())
         known = known if isinstance(known, dict) else {}
@@ -363,8 +363,8 @@ class Unlocker:
     def _unlock_kms(self, store: ObjectStore, cfg: StoreConfig, kms_key_id: str) -> bytes:
         """A KMS vault opens through KMS on every command, never from the keyring,
         so disabling the key locks it; a passphrase slot is the break-glass way in."""
-        from livedata_cli import kms
         from livedata_cli.errors import StoreUnreachable
+        from livedata_cli.keys import kms
 
         slots = list_slots(store)
         try:
@@ -382,9 +382,9 @@ class Unlocker:
         return master
 
     def _say_no_keyring_once(self) -> None:
-        if config.env_flag("LIVEDATA_NO_KEYRING"):
+        if settings.env_flag("LIVEDATA_NO_KEYRING"):
             return  # the user chose this; nothing to explain
-        marker = config.home() / ".no-keyring-notice"
+        marker = settings.home() / ".no-keyring-notice"
         if marker.exists():
             return
         self.notice(

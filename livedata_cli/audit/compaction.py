@@ -1,7 +1,7 @@
 """Audit compaction: the many small audit objects of a chain merged into few.
 
 Every command that leaves events mirrors them to the store as one object
-``audit/<chain>/<first seq>-<last seq>`` (:mod:`livedata_cli.audit`), so a
+``audit/<chain>/<first seq>-<last seq>`` (:mod:`livedata_cli.audit.chain`), so a
 chain's objects grow with the number of commands.  ``livedata prune`` calls
 :func:`compact_audit` under its exclusive store lock: a chain with more than
 ``LIVEDATA_AUDIT_COMPACT_AFTER`` objects (default :data:`COMPACT_AFTER`) is
@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from livedata_cli import journal
-from livedata_cli.audit import PREFIX, Trail, _name_range
+from livedata_cli.audit.chain import PREFIX, Trail, _name_range
 from livedata_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from livedata_cli.vault import Vault
+    from livedata_cli.vault.core import Vault
 
 # prune compacts a chain once it has more than this many audit objects.
 COMPACT_AFTER = 200
@@ -89,7 +89,7 @@ def compact_audit(vault: Vault, *, after: int | None = None, pause: Any = None) 
     """Compact every chain of the vault's store with more than ``after`` objects.
 
     The caller holds the exclusive store lock (``prune``).  ``pause(stage)``
-    is the test-only pause point of :mod:`livedata_cli.housekeeping`."""
+    is the test-only pause point of :mod:`livedata_cli.vault.maintenance`."""
     limit = threshold() if after is None else after
     trail = Trail.of(vault)
     done = AuditCompaction()
@@ -112,7 +112,7 @@ def _compact_chain(
     vault: Vault, trail: Trail, chain: str, names: list[str], by_seq: dict[int, dict[str, Any]],
     newest: int, done: AuditCompaction, pause: Any,
 ) -> None:
-    from livedata_cli import housekeeping
+    from livedata_cli.vault import maintenance
 
     present = set(names)
     keep: set[str] = set()
@@ -122,7 +122,7 @@ def _compact_chain(
             keep.add(name)
             continue
         events = [_stored(by_seq[s]) for s in range(lo, hi + 1)]
-        housekeeping.guard_fast(vault)
+        maintenance.guard_fast(vault)
         try:
             trail.store.put_bytes(name, journal.encode(vault.master_key, vault.vault_id, name, events), exclusive=True)
         except FileExistsError:  # listed after ours was: keep both, they hold the same events
@@ -139,7 +139,7 @@ def _compact_chain(
         lo, hi = _name_range(name)
         if hi < 1 or hi > newest:
             continue  # only objects whose events the compacted ones hold
-        housekeeping.guard_fast(vault)
+        maintenance.guard_fast(vault)
         trail.store.delete(name)
         done.deleted += 1
         if first and pause is not None:
@@ -150,6 +150,6 @@ def _compact_chain(
 
 def _stored(e: dict[str, Any]) -> dict[str, Any]:
     """An event as mirrored: the MACed fields and the MAC, nothing a reader added."""
-    from livedata_cli.audit import FIELDS
+    from livedata_cli.audit.chain import FIELDS
 
     return {k: e[k] for k in ("vault", "chain", "seq", "prev", "mac", *FIELDS)}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from livedata_cli.errors import IndexDamaged
 
 if TYPE_CHECKING:
-    from livedata_cli.index import Index
+    from livedata_cli.index.core import Index
 
 FIX = "run 'livedata sync --rebuild' or 'livedata doctor --fix' (the index is a cache: nothing is lost)"
 REBUILD_SUFFIX = ".rebuild"
@@ -69,9 +69,9 @@ def as_index_error(e: BaseException) -> IndexDamaged | None:
         return None
     text = str(e)
     if "malformed" in text or "not a database" in text or "corrupt" in text:
-        from livedata_cli import config
+        from livedata_cli import settings
 
-        return damaged(config.home() / config.INDEX_FILE, text)
+        return damaged(settings.home() / settings.INDEX_FILE, text)
     return None
 
 
@@ -108,7 +108,7 @@ def _remove(path: Path) -> None:
 def aside(current: Index) -> Index:
     """A new, empty index beside ``current`` for a rebuild, with the tables a
     rebuild does not fill copied over (as far as they can be read)."""
-    from livedata_cli.index import Index
+    from livedata_cli.index.core import Index
 
     if current.swap_to is not None:  # already a new index (the old one was damaged)
         return current
@@ -140,7 +140,7 @@ def aside(current: Index) -> Index:
 def swap_in(fresh: Index) -> Index:
     """Put a complete rebuilt index in place of the one it replaces (one
     rename), and open it."""
-    from livedata_cli.index import Index
+    from livedata_cli.index.core import Index
 
     old, target = fresh.replaces, fresh.swap_to
     assert target is not None
@@ -178,7 +178,7 @@ def open_recovering(path: Path) -> Index:
     once a rebuild completes: for ``sync --rebuild`` and ``doctor --fix``.  A
     rebuild that fails (a wrong passphrase) leaves the damaged index where it
     was, still saying what to do, never an empty one."""
-    from livedata_cli.index import Index
+    from livedata_cli.index.core import Index
 
     try:
         return Index(path)

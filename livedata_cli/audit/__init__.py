@@ -1,0 +1,1 @@
+"""The audit trail: events chained by MAC, recorded per vault, listed and exported."""
