@@ -56,8 +56,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, files, reauth, shares, uploads
-from livedata_cli.server.api import ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.blobs import read_range
+from livedata_cli.server.deps import ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.security import new_id
 from livedata_cli.server.users import public_keys
 from livedata_cli.stores import check_key

@@ -133,9 +133,9 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
     """Create an administrator account, or make an existing account one; returns its id."""
     import re
 
-    from livedata_cli.server.api import ApiError
     from livedata_cli.server.app import build_context
     from livedata_cli.server.auth import EMAIL_PATTERN, create_user
+    from livedata_cli.server.deps import ApiError
 
     email = normalize(email)
     if not re.match(EMAIL_PATTERN, email) or refusal(email):
@@ -176,7 +176,7 @@ def set_user_disabled(config: ServerConfig, email: str, disabled: bool) -> dict[
     """Disable an account (its sessions end at once) or enable it again, by email."""
     from livedata_cli.errors import NotFound
     from livedata_cli.server.admin_api import find_user, set_disabled
-    from livedata_cli.server.api import Client, audit
+    from livedata_cli.server.deps import Client, audit
 
     migrate(config)
     database = open_database(config)
@@ -205,8 +205,8 @@ def reset_mfa(config: ServerConfig, email: str) -> dict[str, object]:
     """
     from livedata_cli.errors import NotFound
     from livedata_cli.server.admin_api import find_user
-    from livedata_cli.server.api import Client, audit
     from livedata_cli.server.auth import revoke_sessions
+    from livedata_cli.server.deps import Client, audit
 
     migrate(config)
     database = open_database(config)

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
-from livedata_cli.server.api import (
+from livedata_cli.server.auth import revoke_sessions
+from livedata_cli.server.deps import (
     ApiError,
     Client,
     ClientDep,
@@ -36,7 +37,6 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.auth import revoke_sessions
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, devices, emails, reauth
-from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
+from livedata_cli.server.deps import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import (
     new_id,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import db
-from livedata_cli.server.api import (
+from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
     CtxDep,

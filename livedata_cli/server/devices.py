@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
-from livedata_cli.server.api import Client, ClientDep, Context, CtxDep, UserDep, audit, not_found
+from livedata_cli.server.deps import Client, ClientDep, Context, CtxDep, UserDep, audit, not_found
 from livedata_cli.server.security import opaque_token, token_hash
 
 router = APIRouter(prefix="/users/me/devices", tags=["devices"])

@@ -18,8 +18,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import db, spools
-from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep
 from livedata_cli.server.blobs import read_range
+from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, UserDep
 from livedata_cli.server.files import FileOut, _quota_error, commit, owned, store_body
 
 router = APIRouter(prefix="/files", tags=["files"])

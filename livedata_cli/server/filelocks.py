@@ -27,8 +27,8 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
 from livedata_cli.server.clock import now
+from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
 
 router = APIRouter(prefix="/file-locks", tags=["file passwords"])
 

@@ -24,7 +24,15 @@ from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import db, spools
-from livedata_cli.server.api import (
+from livedata_cli.server.blobs import (
+    LengthMismatch,
+    StoredBlob,
+    TooLarge,
+    blob_key,
+    read_range,
+    store_stream,
+)
+from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
     Context,
@@ -34,14 +42,6 @@ from livedata_cli.server.api import (
     UserDep,
     audit,
     not_found,
-)
-from livedata_cli.server.blobs import (
-    LengthMismatch,
-    StoredBlob,
-    TooLarge,
-    blob_key,
-    read_range,
-    store_stream,
 )
 from livedata_cli.server.scan import Infected, ScanFailed, scanning
 from livedata_cli.server.security import new_id

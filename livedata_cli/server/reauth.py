@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from livedata_cli.server import db
-from livedata_cli.server.api import ApiError, Client, Context, audit
+from livedata_cli.server.deps import ApiError, Client, Context, audit
 
 
 def confirm(

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import clock, db
-from livedata_cli.server.api import (
+from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
     Context,

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import clock, files, spools
-from livedata_cli.server.api import ApiError, ClientDep, Context, CtxDep, UserDep, audit, not_found
+from livedata_cli.server.deps import ApiError, ClientDep, Context, CtxDep, UserDep, audit, not_found
 from livedata_cli.server.security import new_id
 from livedata_cli.server.spools import create_tables, uploads
 

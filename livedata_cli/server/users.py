@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, devices, reauth
-from livedata_cli.server.api import (
+from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke_sessions
+from livedata_cli.server.deps import (
     ClientDep,
     CtxDep,
     Page,
@@ -20,7 +21,6 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke_sessions
 
 router = APIRouter(prefix="/users", tags=["users"])
 
