@@ -1,18 +1,18 @@
-"""What every router shares: the app context, errors, the caller, audit records, pages."""
+"""What every router shares: the app context, errors, the caller, the caller's objects, audit records, pages."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
-from livedata_cli.server import db
+from livedata_cli.server import db, spools
 from livedata_cli.server.config import ServerConfig
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.ratelimit import Limiter
@@ -116,6 +116,90 @@ def current_user(
 
 
 UserDep = Annotated[User, Depends(current_user)]
+
+
+# -- the caller's objects ------------------------------------------------------------
+#
+# A route that works on one of the caller's objects names it in its signature
+# (``file: OwnedFile``).  The dependency binds the path's id to the caller;
+# the route reads the row with ``.row(conn)`` inside its own transaction, so
+# the ownership check and the change it guards commit together.  An id of
+# another account answers 404, exactly as an id that never existed.
+
+
+class Owned:
+    """An id from the request, bound to the account that must own it."""
+
+    table: ClassVar[sa.Table]
+    what: ClassVar[str]
+
+    def __init__(self, user: User, id: str) -> None:
+        self.user = user
+        self.id = id
+
+    def _select(self) -> sa.Select[Any]:
+        return sa.select(self.table).where(self.table.c.id == self.id, self.table.c.owner_id == self.user.id)
+
+    def _first(self, conn: Connection, q: sa.Select[Any]) -> Row[Any]:
+        row = conn.execute(q).first()
+        if row is None:
+            raise not_found(self.what)
+        return row
+
+    def row(self, conn: Connection) -> Row[Any]:
+        """The object's row, or 404 (also when it is another account's)."""
+        return self._first(conn, self._select())
+
+
+class FileRef(Owned):
+    table = db.files
+    what = "file"
+
+    def row(self, conn: Connection, *, deleted: bool | None = False) -> Row[Any]:
+        """The file's row: a live one (``deleted=False``), a trashed one (``True``) or either (``None``)."""
+        q = self._select()
+        if deleted is False:
+            q = q.where(db.files.c.deleted_at.is_(None))
+        elif deleted is True:
+            q = q.where(db.files.c.deleted_at.is_not(None))
+        return self._first(conn, q)
+
+
+class ShareRef(Owned):
+    table = db.shares
+    what = "share"
+
+
+class ConversionRef(Owned):
+    table = db.conversions
+    what = "conversion"
+
+
+class UploadRef(Owned):
+    table = spools.uploads
+    what = "file"
+
+
+def _owned_file(file_id: str, user: UserDep) -> FileRef:
+    return FileRef(user, file_id)
+
+
+def _owned_share(share_id: str, user: UserDep) -> ShareRef:
+    return ShareRef(user, share_id)
+
+
+def _owned_conversion(job_id: str, user: UserDep) -> ConversionRef:
+    return ConversionRef(user, job_id)
+
+
+def _owned_upload(upload_id: str, user: UserDep) -> UploadRef:
+    return UploadRef(user, upload_id)
+
+
+OwnedFile = Annotated[FileRef, Depends(_owned_file)]
+OwnedShare = Annotated[ShareRef, Depends(_owned_share)]
+OwnedConversion = Annotated[ConversionRef, Depends(_owned_conversion)]
+OwnedUpload = Annotated[UploadRef, Depends(_owned_upload)]
 
 
 def audit(

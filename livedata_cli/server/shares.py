@@ -27,13 +27,16 @@ from livedata_cli.server.deps import (
     ClientDep,
     Context,
     CtxDep,
+    FileRef,
+    OwnedShare,
     Page,
     PageDep,
+    ShareRef,
     UserDep,
     audit,
     not_found,
 )
-from livedata_cli.server.files import download_response, owned, parse_range
+from livedata_cli.server.files import download_response, parse_range
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import new_id
 
@@ -129,15 +132,6 @@ def _out(row: Any, c: Context) -> ShareOut:
     )
 
 
-def _owned(conn: Any, user_id: str, share_id: str) -> Any:
-    row = conn.execute(
-        sa.select(db.shares).where(db.shares.c.id == share_id, db.shares.c.owner_id == user_id)
-    ).first()
-    if row is None:
-        raise not_found("share")
-    return row
-
-
 def _holds_verifier(manifest: str, verifier: str) -> bool:
     import base64
     import binascii
@@ -159,7 +153,7 @@ def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) ->
     now = clock.now()
     sid = body.id or new_id()
     with c.db.write() as conn:
-        owned(conn, user.id, body.file_id)
+        FileRef(user, body.file_id).row(conn)
         if body.id is not None and conn.execute(sa.select(db.shares.c.id).where(db.shares.c.id == sid)).first():
             raise ApiError(409, "conflict", "a share with this id exists")
         if body.recipient_email is not None:
@@ -182,7 +176,7 @@ def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) ->
             )
         )
         audit(conn, who, user.id, "share.create", "share", sid)
-        return _out(_owned(conn, user.id, sid), c)
+        return _out(ShareRef(user, sid).row(conn), c)
 
 
 @router.get("", response_model=ShareList, summary="Your shares, newest first")
@@ -252,23 +246,23 @@ def incoming_download(request: Request, share_id: str, c: CtxDep, user: UserDep,
 
 
 @router.get("/{share_id}", response_model=ShareOut, summary="One of your shares")
-def get_share(share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
+def get_share(share: OwnedShare, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
     with c.db.write() as conn:
-        row = _owned(conn, user.id, share_id)
-        audit(conn, who, user.id, "share.read", "share", share_id)
+        row = share.row(conn)
+        audit(conn, who, user.id, "share.read", "share", share.id)
         return _out(row, c)
 
 
 @router.delete("/{share_id}", status_code=204, summary="Revoke a share")
-def revoke_share(share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
+def revoke_share(share: OwnedShare, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
     with c.db.write() as conn:
-        _owned(conn, user.id, share_id)
+        share.row(conn)
         conn.execute(
             db.shares.update()
-            .where(db.shares.c.id == share_id, db.shares.c.revoked_at.is_(None))
+            .where(db.shares.c.id == share.id, db.shares.c.revoked_at.is_(None))
             .values(revoked_at=clock.now())
         )
-        audit(conn, who, user.id, "share.revoke", "share", share_id)
+        audit(conn, who, user.id, "share.revoke", "share", share.id)
     return Response(status_code=204)
 
 
