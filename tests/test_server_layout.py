@@ -1,8 +1,12 @@
 """The server package's own rules, read from its code and its routes.
 
+* Every table is defined in ``server/db.py`` beside the migration that creates
+  it; no router defines one, and ``db.py`` imports no router.
 * A route that works on one of the caller's objects says so in its signature
   (an ``Owned…`` dependency of ``server/deps.py``), the one place that answers
   404 for another account's id; no router keeps its own copy of that check.
+* A database migrated from nothing holds every table and column the
+  definitions name.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 SERVER = Path(__file__).resolve().parent.parent / "livedata_cli" / "server"
 
@@ -22,6 +28,27 @@ def _calls(tree: ast.AST) -> list[tuple[str, int]]:
             name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
             out.append((name, node.lineno))
     return out
+
+
+def test_no_server_module_but_db_defines_a_table() -> None:
+    wrong = [
+        f"livedata_cli/server/{path.name}:{line} calls {name}()"
+        for path in sorted(SERVER.glob("*.py"))
+        if path.name != "db.py"
+        for name, line in _calls(ast.parse(path.read_text()))
+        if name in ("Table", "MetaData")
+    ]
+    assert not wrong, "tables belong in server/db.py:\n" + "\n".join(wrong)
+
+
+def test_db_imports_no_other_server_module() -> None:
+    tree = ast.parse((SERVER / "db.py").read_text())
+    found = [
+        f"line {node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("livedata_cli")
+    ]
+    assert not found, "server/db.py imports back from the package:\n" + "\n".join(found)
 
 
 def test_no_router_keeps_its_own_ownership_check() -> None:
@@ -91,3 +118,27 @@ def test_every_route_on_an_id_of_the_caller_takes_it_as_an_owned_object() -> Non
     assert checked >= 20, checked
     for method, path in NOT_THE_OWNERS:
         assert any(r.path == path and method in r.methods for r in routes), path
+
+
+def test_a_migrated_database_holds_every_defined_table_and_column(tmp_path: Path) -> None:
+    from livedata_cli.server import db
+
+    database = db.Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        database.migrate()
+        defined = [
+            t for m in (db.metadata, db.file_locks_metadata, db.keys_metadata, db.recipients_metadata,
+                        db.uploads_metadata)
+            for t in m.tables.values()
+        ]
+        with database.read() as conn:
+            inspector = sa.inspect(conn)
+            have = set(inspector.get_table_names())
+            for table in defined:
+                assert table.name in have, table.name
+                columns = {c["name"] for c in inspector.get_columns(table.name)}
+                assert columns == {c.name for c in table.columns}, table.name
+        every_table = {t.name for t in defined} | {"schema_migrations"}
+        assert have == every_table, have ^ every_table
+    finally:
+        database.dispose()

@@ -57,9 +57,9 @@ from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, files, reauth, shares, uploads
 from livedata_cli.server.blobs import read_range
+from livedata_cli.server.db import public_keys, share_recipients
 from livedata_cli.server.deps import ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.security import new_id
-from livedata_cli.server.users import public_keys
 from livedata_cli.stores import check_key
 from livedata_cli.stores.local import key_path
 
@@ -368,8 +368,8 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
             .where(db.sessions.c.user_id == user_id)
         ).scalar_one()
         conn.execute(
-            shares.share_recipients.delete().where(
-                shares.share_recipients.c.share_id.in_(own_shares)
+            share_recipients.delete().where(
+                share_recipients.c.share_id.in_(own_shares)
             )
         )
         conn.execute(db.shares.delete().where(db.shares.c.owner_id == user_id))
@@ -407,7 +407,7 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
             drop(conn, late)
         upload_ids = list(
             conn.scalars(
-                sa.select(uploads.uploads.c.id).where(uploads.uploads.c.owner_id == user_id)
+                sa.select(db.uploads.c.id).where(db.uploads.c.owner_id == user_id)
             )
         )
         own_sessions = sa.select(db.sessions.c.id).where(db.sessions.c.user_id == user_id)
@@ -415,8 +415,8 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
             db.refresh_tokens.delete().where(db.refresh_tokens.c.session_id.in_(own_sessions))
         )
         conn.execute(
-            shares.share_recipients.delete().where(
-                shares.share_recipients.c.share_id.in_(own_shares)
+            share_recipients.delete().where(
+                share_recipients.c.share_id.in_(own_shares)
             )
         )
         inspector = sa.inspect(conn)

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Row
 
-from livedata_cli.server import db, spools
+from livedata_cli.server import db
 from livedata_cli.server.config import ServerConfig
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.ratelimit import Limiter
@@ -176,7 +176,7 @@ class ConversionRef(Owned):
 
 
 class UploadRef(Owned):
-    table = spools.uploads
+    table = db.uploads
     what = "file"
 
 

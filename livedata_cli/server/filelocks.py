@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server.clock import now
+from livedata_cli.server.db import file_lock_accounts, file_locks
 from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
 
 router = APIRouter(prefix="/file-locks", tags=["file passwords"])
@@ -37,34 +38,6 @@ LOCK_FREE_FAILURES = 3
 ACCOUNT_FREE_FAILURES = 10
 BASE_DELAY = 30.0  # seconds, doubled with each failure past the free ones
 MAX_DELAY = 24 * 3600.0
-
-metadata = sa.MetaData()
-
-file_locks = sa.Table(
-    "file_locks",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner_id", sa.String(32), nullable=False, index=True),
-    sa.Column("verifier_hash", sa.String(64), nullable=False),
-    sa.Column("secret", sa.String(64), nullable=False),
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-file_lock_accounts = sa.Table(
-    "file_lock_accounts",
-    metadata,
-    sa.Column("owner_id", sa.String(32), primary_key=True),
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
-)
-
-
-def create_tables(conn: Connection) -> None:
-    """The migration that adds these tables."""
-    metadata.create_all(conn)
-
 
 def delay(failures: int, free: int) -> float:
     """Seconds attempts are refused after this many failures (0 while still free)."""

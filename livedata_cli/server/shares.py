@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import clock, db
+from livedata_cli.server.db import share_recipients
 from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
@@ -41,18 +42,6 @@ from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import new_id
 
 router = APIRouter(prefix="/shares", tags=["shares"])
-
-# A share addressed to one account (``livedata share --to``): its manifest is
-# sealed to her public key, only she lists and fetches it (``/shares/incoming``)
-# and the public link endpoints answer 404 for it.  Created by 004_public_keys.
-recipients_metadata = sa.MetaData()
-share_recipients = sa.Table(
-    "share_recipients",
-    recipients_metadata,
-    sa.Column("share_id", sa.String(32), primary_key=True),
-    sa.Column("recipient_id", sa.String(32), nullable=False, index=True),
-)
-
 
 class ShareCreate(BaseModel):
     file_id: Annotated[str, Field(max_length=64)]

@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
 from livedata_cli.server.config import default_dir
+from livedata_cli.server.db import upload_parts, uploads
 from livedata_cli.stores import ObjectStore
 
 log = logging.getLogger("livedata.server")
@@ -61,67 +62,6 @@ MIB = 1024 * 1024
 MIN_PART = 5 * MIB  # S3's smallest part, except the last
 MAX_PART = 64 * MIB  # a part is sent once the request's bytes reach this, so a request's file stays bounded
 MAX_PARTS = 10_000
-
-metadata = sa.MetaData()
-uploads = sa.Table(
-    "uploads",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner_id", sa.String(32), sa.ForeignKey(db.users.c.id, ondelete="CASCADE"), nullable=False),
-    sa.Column("file_name", sa.String(1024), nullable=False),
-    sa.Column("content_type", sa.String(255), nullable=False),
-    sa.Column("description", sa.Text, nullable=False, server_default=""),
-    sa.Column("tags", sa.Text, nullable=False, server_default=""),
-    sa.Column("size", sa.BigInteger, nullable=True),
-    sa.Column("received", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("replace", sa.Boolean, nullable=False),
-    sa.Column("create_only", sa.Boolean, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    # Added by 009_upload_spools (see the module docstring).
-    sa.Column("last_active", sa.Float, nullable=True),
-    sa.Column("held", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("claim", sa.String(32), nullable=True),
-    sa.Column("claim_until", sa.Float, nullable=True),
-    sa.Column("mp_id", sa.String(1024), nullable=True),
-    sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("assembled", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_uploads_owner", "owner_id"),
-    sa.Index("ix_uploads_created", "created_at"),
-)
-
-upload_parts = sa.Table(
-    "upload_parts",
-    metadata,
-    sa.Column("upload_id", sa.String(32), sa.ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("etag", sa.String(200), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-)
-
-_ADDED = {
-    "last_active": "FLOAT",
-    "held": "BIGINT NOT NULL DEFAULT 0",
-    "claim": "VARCHAR(32)",
-    "claim_until": "FLOAT",
-    "mp_id": "VARCHAR(1024)",
-    "pending": "BIGINT NOT NULL DEFAULT 0",
-    "assembled": "BOOLEAN NOT NULL DEFAULT FALSE",
-}
-
-
-def create_tables(conn: Connection) -> None:
-    """005: the uploads table (with every column of today's definition)."""
-    metadata.create_all(conn)
-
-
-def migrate_spools(conn: Connection) -> None:
-    """008: the columns and the part list above, on a database made before them."""
-    have = {col["name"] for col in sa.inspect(conn).get_columns("uploads")}
-    for name, kind in _ADDED.items():
-        if name not in have:
-            conn.exec_driver_sql(f"ALTER TABLE uploads ADD COLUMN {name} {kind}")
-    upload_parts.create(conn, checkfirst=True)
-
 
 # -- the quota -----------------------------------------------------------------------
 

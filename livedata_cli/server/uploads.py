@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Row
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import clock, files, spools
+from livedata_cli.server.db import uploads
 from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
@@ -43,9 +44,6 @@ from livedata_cli.server.deps import (
     audit,
 )
 from livedata_cli.server.security import new_id
-from livedata_cli.server.spools import create_tables, uploads
-
-__all__ = ["create_tables", "expire", "router", "uploads"]
 
 router = APIRouter(prefix="/files/uploads", tags=["files"])
 log = logging.getLogger("livedata.server")
