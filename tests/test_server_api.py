@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from livedata_cli.server import db
-from livedata_cli.server.admin import rotate_key
 from livedata_cli.server.app import create_app
 from livedata_cli.server.config import RateLimits, ServerConfig
+from livedata_cli.server.operator import rotate_key
 from pgserver import PASSWORD, PgServer, new_user, postgres  # noqa: F401
 
 LOOSE = RateLimits(*(["1000/minute"] * 8))

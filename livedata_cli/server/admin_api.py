@@ -8,7 +8,7 @@ another account's file id is a 404 like anyone else's.
 
 Disabling an account ends its sessions at once (their access and refresh
 tokens stop working) and refuses its logins until it is enabled again.  The
-operator commands ``livedata server users ...`` (``server/admin.py``) run
+operator commands ``livedata server users ...`` (``server/operator.py``) run
 the same functions on the database directly.
 """
 

@@ -1,4 +1,8 @@
-"""Operator actions behind ``livedata server migrate | rotate-key | create-admin``."""
+"""Operator commands: what ``livedata server migrate | rotate-key | retire-key | create-admin | users ...`` do.
+
+They run on the database and keys directly, from the operator's shell, not
+over HTTP; the administrators' HTTP API is ``server/admin_api.py``.
+"""
 
 from __future__ import annotations
 
