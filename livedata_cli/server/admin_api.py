@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
 from livedata_cli.server.auth import revoke_sessions
+from livedata_cli.server.db import AnyRow
 from livedata_cli.server.deps import (
     ApiError,
     Client,
@@ -58,11 +59,11 @@ class AdminUserList(Page):
     items: list[AdminUser]
 
 
-def role_of(is_admin: Any) -> str:
+def role_of(is_admin: bool) -> str:
     return "admin" if is_admin else "user"
 
 
-def _query() -> Any:
+def _query() -> sa.Select[Any]:
     u, f = db.users.c, db.files.c
     count = (
         sa.select(sa.func.count()).where(f.owner_id == u.id).correlate(db.users).scalar_subquery()
@@ -72,7 +73,7 @@ def _query() -> Any:
     )
 
 
-def _item(row: Any) -> AdminUser:
+def _item(row: AnyRow) -> AdminUser:
     return AdminUser(
         id=row.id,
         email=row.email,
@@ -144,7 +145,7 @@ def admin_list(c: CtxDep, admin: AdminDep, page: PageDep) -> AdminUserList:
     return AdminUserList(page=page.page, per_page=page.per_page, total=total, items=items)
 
 
-def _change(c: Context, admin: User, who: Any, user_id: str, disabled: bool) -> AdminUser:
+def _change(c: Context, admin: User, who: Client, user_id: str, disabled: bool) -> AdminUser:
     if disabled and user_id == admin.id:
         raise ApiError(409, "own_account", "you cannot disable your own account")
     with c.db.write() as conn:

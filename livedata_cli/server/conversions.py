@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
+from livedata_cli.server.db import AnyRow
 from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
@@ -93,7 +94,7 @@ class Formats(BaseModel):
     formats: dict[str, list[str]]
 
 
-def _out(row: Any) -> Conversion:
+def _out(row: AnyRow) -> Conversion:
     return Conversion(
         id=row.id,
         file_id=row.file_id,
@@ -195,7 +196,7 @@ def claim(body: ClaimBody, c: CtxDep, user: UserDep, who: ClientDep) -> Conversi
     return Response(status_code=204)
 
 
-def _held(conn: Connection, job: ConversionRef, worker: str) -> Row[Any]:
+def _held(conn: Connection, job: ConversionRef, worker: str) -> AnyRow:
     row = job.row(conn)
     if row.status != "running" or row.worker != worker:
         raise ApiError(409, "not_claimed", "this worker does not hold the job's lease")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
 from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.db import AnyRow
 from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.mail import Mailer
 from livedata_cli.server.ratelimit import Limiter
 from livedata_cli.server.security import Passwords, Tokens
 from livedata_cli.stores import ObjectStore
@@ -36,6 +38,16 @@ def not_found(what: str = "file") -> ApiError:
 UNAUTHORIZED = ("unauthorized", "missing, invalid or expired access token")
 
 
+class AuditBatch(Protocol):
+    """Audit records written in batches (``server/auditq.py``, with ``--audit-batch-ms``)."""
+
+    def add(
+        self, who: Client, user_id: str | None, action: str, object_type: str | None, object_id: str | None
+    ) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 @dataclass
 class Context:
     """The parts a server process composes once, reachable from every request."""
@@ -47,8 +59,8 @@ class Context:
     passwords: Passwords
     tokens: Tokens
     limiter: Limiter
-    mailer: Any
-    audit_queue: Any = None  # server/auditq.py, with --audit-batch-ms
+    mailer: Mailer
+    audit_queue: AuditBatch | None = None
 
 
 def ctx(request: Request) -> Context:
@@ -140,13 +152,13 @@ class Owned:
     def _select(self) -> sa.Select[Any]:
         return sa.select(self.table).where(self.table.c.id == self.id, self.table.c.owner_id == self.user.id)
 
-    def _first(self, conn: Connection, q: sa.Select[Any]) -> Row[Any]:
+    def _first(self, conn: Connection, q: sa.Select[Any]) -> AnyRow:
         row = conn.execute(q).first()
         if row is None:
             raise not_found(self.what)
         return row
 
-    def row(self, conn: Connection) -> Row[Any]:
+    def row(self, conn: Connection) -> AnyRow:
         """The object's row, or 404 (also when it is another account's)."""
         return self._first(conn, self._select())
 
@@ -155,7 +167,7 @@ class FileRef(Owned):
     table = db.files
     what = "file"
 
-    def row(self, conn: Connection, *, deleted: bool | None = False) -> Row[Any]:
+    def row(self, conn: Connection, *, deleted: bool | None = False) -> AnyRow:
         """The file's row: a live one (``deleted=False``), a trashed one (``True``) or either (``None``)."""
         q = self._select()
         if deleted is False:

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import math
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server.clock import now
-from livedata_cli.server.db import file_lock_accounts, file_locks
+from livedata_cli.server.db import AnyRow, file_lock_accounts, file_locks
 from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
 
 router = APIRouter(prefix="/file-locks", tags=["file passwords"])
@@ -122,7 +122,7 @@ def open_lock(lock_id: str, body: LockOpen, c: CtxDep, user: UserDep, who: Clien
     raise ApiError(403, "file_password", "wrong file password")
 
 
-def _account(conn: Connection, user_id: str) -> Any:
+def _account(conn: Connection, user_id: str) -> AnyRow:
     """The account's failure count, its row locked for this transaction (PostgreSQL;
     SQLite's write transactions are serial already)."""
     query = sa.select(file_lock_accounts).where(file_lock_accounts.c.owner_id == user_id).with_for_update()
@@ -133,7 +133,7 @@ def _account(conn: Connection, user_id: str) -> Any:
                 conn.execute(file_lock_accounts.insert().values(owner_id=user_id, failures=0, locked_until=0.0))
         except sa.exc.IntegrityError:
             pass  # a concurrent request made it
-        row = conn.execute(query).first()
+        row = conn.execute(query).one()
     return row
 
 

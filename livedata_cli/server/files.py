@@ -32,8 +32,10 @@ from livedata_cli.server.blobs import (
     read_range,
     store_stream,
 )
+from livedata_cli.server.db import AnyRow
 from livedata_cli.server.deps import (
     ApiError,
+    Client,
     ClientDep,
     Context,
     CtxDep,
@@ -41,6 +43,7 @@ from livedata_cli.server.deps import (
     OwnedFile,
     Page,
     PageDep,
+    User,
     UserDep,
     audit,
 )
@@ -97,7 +100,7 @@ def _tags(conn: Connection, ids: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _out(row: Any, tags: list[str]) -> FileOut:
+def _out(row: AnyRow, tags: list[str]) -> FileOut:
     return FileOut(
         id=row.id,
         file_name=row.file_name,
@@ -192,7 +195,7 @@ async def upload(
 
 
 async def store_body(
-    c: Context, who: Any, user: Any, body: AsyncIterator[bytes], *, room: int, declared: int | None, used: int,
+    c: Context, who: Client, user: User, body: AsyncIterator[bytes], *, room: int, declared: int | None, used: int,
     quota: int,
 ) -> StoredBlob:
     """``body`` through the scan and the server's encryption into a new blob (API errors for the failures)."""
@@ -225,7 +228,7 @@ async def store_body(
 
 
 def commit(
-    c: Context, who: Any, user: Any, blob: StoredBlob, *, file_name: str, content_type: str, description: str,
+    c: Context, who: Client, user: User, blob: StoredBlob, *, file_name: str, content_type: str, description: str,
     tags: list[str], replace: bool, create_only: bool, used: int, quota: int,
     before: Callable[[Connection], None] | None = None,
 ) -> FileOut:
@@ -307,7 +310,7 @@ def _quota_error(size: int | None, used: int, quota: int) -> ApiError:
     )
 
 
-def _page(conn: Connection, q: Any, page: PageDep) -> FileList:
+def _page(conn: Connection, q: sa.Select[Any], page: PageDep) -> FileList:
     total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
     rows = conn.execute(
         q.order_by(db.files.c.created_at.desc(), db.files.c.id).limit(page.per_page).offset(page.offset)
@@ -481,7 +484,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def download_response(c: Context, row: Any, range_header: str | None) -> StreamingResponse:
+def download_response(c: Context, row: AnyRow, range_header: str | None) -> StreamingResponse:
     """A streamed, Range-aware response of a file's bytes, never cached by the client."""
     size = row.size
     wanted = parse_range(range_header, size)
@@ -517,7 +520,7 @@ def download(request: Request, file: OwnedFile, c: CtxDep, user: UserDep, who: C
     return download_response(c, row, request.headers.get("range"))
 
 
-def purge_file(c: Context, conn: Connection, row: Any) -> None:
+def purge_file(c: Context, conn: Connection, row: AnyRow) -> None:
     """Delete a file's row and give its bytes back to the quota; the blob goes after commit."""
     conn.execute(db.files.delete().where(db.files.c.id == row.id))
     conn.execute(

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import clock, db
-from livedata_cli.server.db import share_recipients
+from livedata_cli.server.db import AnyRow, share_recipients
 from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
@@ -96,7 +96,7 @@ class SharePublic(BaseModel):
     manifest: str
 
 
-def _state(row: Any, c: Context, now: float) -> str:
+def _state(row: AnyRow, c: Context, now: float) -> str:
     if row.revoked_at is not None:
         return "revoked"
     if row.expires_at is not None and row.expires_at <= now:
@@ -108,7 +108,7 @@ def _state(row: Any, c: Context, now: float) -> str:
     return "active"
 
 
-def _out(row: Any, c: Context) -> ShareOut:
+def _out(row: AnyRow, c: Context) -> ShareOut:
     return ShareOut(
         id=row.id,
         file_id=row.file_id,
@@ -179,7 +179,7 @@ def list_shares(c: CtxDep, user: UserDep, page: PageDep) -> ShareList:
     return ShareList(page=page.page, per_page=page.per_page, total=total, items=[_out(r, c) for r in rows])
 
 
-def _incoming_query(user_id: str) -> Any:
+def _incoming_query(user_id: str) -> sa.Select[Any]:
     return (
         sa.select(db.shares, db.files.c.size, db.users.c.email.label("owner_email"))
         .join(share_recipients, share_recipients.c.share_id == db.shares.c.id)
@@ -255,7 +255,7 @@ def revoke_share(share: OwnedShare, c: CtxDep, user: UserDep, who: ClientDep) ->
     return Response(status_code=204)
 
 
-def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> Any:
+def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> AnyRow:
     """The share and its file if the link may be used now; the right error otherwise."""
     now = clock.now()
     with c.db.read() as conn:

@@ -44,7 +44,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeGuard
 
 import sqlalchemy as sa
 from anyio import to_thread
@@ -52,8 +52,12 @@ from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
 from livedata_cli.server.config import default_dir
-from livedata_cli.server.db import upload_parts, uploads
+from livedata_cli.server.db import AnyRow, upload_parts, uploads
 from livedata_cli.stores import ObjectStore
+
+if TYPE_CHECKING:
+    from livedata_cli.server.deps import Context
+    from livedata_cli.stores.s3 import S3Store
 
 log = logging.getLogger("livedata.server")
 
@@ -85,7 +89,7 @@ def held_bytes(conn: Connection, user_id: str, *, besides: str | None = None) ->
 # -- spool kinds ------------------------------------------------------------------------
 
 
-def is_s3(store: ObjectStore) -> bool:
+def is_s3(store: ObjectStore) -> TypeGuard[S3Store]:
     return store.url.startswith("s3://")
 
 
@@ -125,7 +129,7 @@ class SpoolMissing(Exception):
 class LocalSink:
     """Writes one part into a spool file at its offset (after cutting away what no row counts)."""
 
-    def __init__(self, row: Any, first: int) -> None:
+    def __init__(self, row: AnyRow, first: int) -> None:
         try:
             self.fd = os.open(local_path(row.id), os.O_WRONLY)
         except FileNotFoundError:
@@ -156,7 +160,7 @@ class LocalSink:
 class S3Sink:
     """Sends one request's bytes as S3 parts of the upload, the rest as its pending object."""
 
-    def __init__(self, store: Any, row: Any, first: int, next_number: int) -> None:
+    def __init__(self, store: S3Store, row: AnyRow, first: int, next_number: int) -> None:
         self.store = store
         self.row = row
         self.pos = first
@@ -238,7 +242,7 @@ def _tmp_dir() -> str | None:
     return str(folder)
 
 
-def sink(c: Any, conn: Connection, row: Any, first: int) -> LocalSink | S3Sink:
+def sink(c: Context, conn: Connection, row: AnyRow, first: int) -> LocalSink | S3Sink:
     """Where one part's bytes go (read ``conn`` for the S3 part count)."""
     if not is_s3(c.store):
         return LocalSink(row, first)
@@ -251,7 +255,7 @@ def sink(c: Any, conn: Connection, row: Any, first: int) -> LocalSink | S3Sink:
 # -- committing -------------------------------------------------------------------------------
 
 
-def assemble(c: Any, row: Any) -> bool:
+def assemble(c: Context, row: AnyRow) -> bool:
     """S3: make the parts one object (the pending bytes as the last part); True when anything changed."""
     if not is_s3(c.store) or row.assembled or row.mp_id is None:
         return False
@@ -280,7 +284,7 @@ def assemble(c: Any, row: Any) -> bool:
     return True
 
 
-async def read(c: Any, row: Any) -> AsyncIterator[bytes]:
+async def read(c: Context, row: AnyRow) -> AsyncIterator[bytes]:
     """The ``received`` bytes of an upload (S3: after :func:`assemble`)."""
     left = int(row.received)
     if left == 0:
@@ -310,7 +314,7 @@ def discard(store: ObjectStore, upload_id: str) -> None:
     if not is_s3(store):
         local_path(upload_id).unlink(missing_ok=True)
         return
-    s3: Any = store
+    s3 = store
     prefix = _prefix(upload_id)
     for key in list(s3.list(prefix)):
         s3.delete(key)
@@ -324,7 +328,7 @@ def sweep(store: ObjectStore, database: db.Database) -> int:
         live = set(conn.scalars(sa.select(uploads.c.id)))
     gone = 0
     if is_s3(store):
-        s3: Any = store
+        s3 = store
         seen: set[str] = set()
         for key in s3.list("tmp/uploads"):
             seen.add(key.split("/")[2])

@@ -28,11 +28,11 @@ import sqlalchemy as sa
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import clock, files, spools
-from livedata_cli.server.db import uploads
+from livedata_cli.server.db import AnyRow, uploads
 from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
@@ -65,7 +65,7 @@ def _lease(c: Context) -> float:
     return max(60.0, 2 * c.config.body_timeout)
 
 
-def _out(c: Context, row: Any) -> UploadOut:
+def _out(c: Context, row: AnyRow) -> UploadOut:
     active = row.last_active if row.last_active is not None else row.created_at
     return UploadOut(id=row.id, received=row.received, size=row.size, expires_at=active + _idle(c))
 
@@ -83,7 +83,7 @@ def _elsewhere() -> ApiError:
     )
 
 
-def _claimed(row: Any, now: float) -> bool:
+def _claimed(row: AnyRow, now: float) -> bool:
     return row.claim is not None and row.claim_until is not None and row.claim_until > now
 
 
@@ -177,7 +177,7 @@ def head_upload(upload: OwnedUpload, c: CtxDep) -> Response:
 _RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)$")
 
 
-def _claim_part(c: Context, upload: UploadRef, first: int, end: int, total: int | None, token: str) -> Row[Any]:
+def _claim_part(c: Context, upload: UploadRef, first: int, end: int, total: int | None, token: str) -> AnyRow:
     """Take the upload for one part, or say why not: 409 (offset, busy), 400 (size), 413 (quota)."""
     now = clock.now()
     with c.db.write() as conn:
@@ -306,7 +306,7 @@ def _renew(c: Context, upload_id: str, token: str) -> None:
         )
 
 
-def _claim_commit(c: Context, upload: UploadRef, token: str) -> tuple[Row[Any], int, int]:
+def _claim_commit(c: Context, upload: UploadRef, token: str) -> tuple[AnyRow, int, int]:
     now = clock.now()
     with c.db.write() as conn:
         quota, used = spools.lock_account(conn, upload.user.id)
