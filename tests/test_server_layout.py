@@ -7,6 +7,8 @@
   404 for another account's id; no router keeps its own copy of that check.
 * A database migrated from nothing holds every table and column the
   definitions name.
+* No two server modules import each other, even through others (the
+  import graph of ``tests/test_layout.py``, lazy imports included).
 * No parameter is typed ``Any`` where a real type is meant (rows, the
   caller, the context, a connection); JSON values may be ``Any``.
 """
@@ -169,3 +171,13 @@ def test_no_server_parameter_is_typed_any_where_a_real_type_is_meant() -> None:
                 if (path.name, node.name, arg.arg) not in ANY_ALLOWED:
                     wrong.append(f"livedata_cli/server/{path.name}:{node.lineno} {node.name}({arg.arg}: Any)")
     assert not wrong, "parameters typed Any:\n" + "\n".join(wrong)
+
+
+def test_no_import_circles_inside_the_server() -> None:
+    from test_layout import _circles, _graph, graph_path
+
+    graph = _graph()
+    server = {m: {d for d in deps if d.startswith("livedata_cli.server.")}
+              for m, deps in graph.items() if m.startswith("livedata_cli.server.")}
+    found = [", ".join(graph_path(m) for m in sorted(circle)) for circle in _circles(server)]
+    assert not found, "server modules that import each other:\n" + "\n".join(found)

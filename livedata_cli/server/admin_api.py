@@ -41,7 +41,6 @@ from livedata_cli.server.deps import (
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-DISABLED = "this account is disabled; ask the server's administrator"
 
 
 class AdminUser(BaseModel):
@@ -114,18 +113,6 @@ def set_disabled(conn: Connection, user_id: str, disabled: bool) -> None:
     )
     if disabled:
         revoke_sessions(conn, user_id, "account_disabled")
-
-
-def refuse_disabled(c: Context, who: Client, user_id: str, action: str) -> None:
-    """For the login, MFA and refresh routes: a disabled account gets no tokens (403, audited)."""
-    with c.db.write() as conn:
-        disabled = conn.execute(
-            sa.select(db.users.c.disabled_at).where(db.users.c.id == user_id)
-        ).scalar()
-        if disabled is not None:
-            audit(conn, who, user_id, action, "user", user_id, "disabled")
-    if disabled is not None:
-        raise ApiError(403, "account_disabled", DISABLED)
 
 
 def require_admin(user: UserDep) -> User:

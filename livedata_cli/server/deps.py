@@ -96,6 +96,22 @@ class User:
     is_admin: bool
 
 
+SEEN_EVERY = 60.0  # seconds: last_seen_at is written at most this often per session
+
+
+def touch(conn: Connection, session_id: str, ip: str, now: float | None = None) -> None:
+    """Record the session as seen now from ``ip``, unless it was within the last minute."""
+    now = time.time() if now is None else now
+    s = db.sessions.c
+    conn.execute(
+        db.sessions.update()
+        .where(
+            s.id == session_id, sa.or_(s.last_seen_at.is_(None), s.last_seen_at < now - SEEN_EVERY)
+        )
+        .values(last_seen_at=now, last_ip=ip[:64])
+    )
+
+
 _bearer = HTTPBearer(auto_error=False, description="an access token from /auth/login")
 
 
@@ -117,12 +133,10 @@ def current_user(
         ).first()
     if row is None or row.revoked_at is not None:
         raise ApiError(401, *UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-    from livedata_cli.server import devices  # it builds on this module
-
     now = time.time()
-    if row.last_seen_at is None or row.last_seen_at < now - devices.SEEN_EVERY:  # a write once a minute, not per request
+    if row.last_seen_at is None or row.last_seen_at < now - SEEN_EVERY:  # a write once a minute, not per request
         with c.db.write() as conn:
-            devices.touch(conn, claims.session_id, client(request).ip, now)
+            touch(conn, claims.session_id, client(request).ip, now)
     request.scope.setdefault("state", {})["user_id"] = row.id
     return User(id=row.id, email=row.email, session_id=claims.session_id, is_admin=bool(row.is_admin))
 
