@@ -3,7 +3,8 @@
 One package per concern: ``config`` (settings), ``db`` (every table, the
 named migrations, SQLAlchemy Core on SQLite or PostgreSQL), ``keys`` (the
 server's own blob-key versions and token secret), ``security`` (Argon2id,
-JWT, TOTP), ``blobs`` (streamed AES-256-GCM layer over an object store),
+JWT, TOTP), ``factors`` (password and code attempts, their limits),
+``blobs`` (streamed AES-256-GCM layer over an object store),
 ``deps`` (what every route depends on: the context, the caller, the caller's
 objects, pages, audit records), one module per API area (``auth``,
 ``files``, ``shares``, ``conversions``, ``users``, ``ops``, ``admin_api``),
