@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from livedata_cli.server import db
-from livedata_cli.server.admin import rotate_key
 from livedata_cli.server.app import create_app
 from livedata_cli.server.config import RateLimits, ServerConfig
+from livedata_cli.server.operator import rotate_key
 from pgserver import PASSWORD, PgServer, new_user, postgres  # noqa: F401
 
 LOOSE = RateLimits(*(["1000/minute"] * 8))
@@ -296,6 +296,81 @@ def test_another_users_ids_are_404_everywhere(api: TestClient) -> None:
     # Nothing of Alice's changed.
     assert alice.get(f"/api/v1/files/{fid}/download").content == b"secret"
     assert alice.get(f"/api/v1/shares/{sid}").json()["state"] == "active"
+
+
+def test_every_route_on_an_owned_object_answers_another_account_as_for_an_id_that_never_existed(
+    api: TestClient,
+) -> None:
+    """Each kind of object a route works on (live file, any file, trashed file, share, job, upload):
+    another account's id gets the very answer a made-up id gets, and changes nothing."""
+    alice, bob = new_user(api), new_user(api)
+    f = alice.upload(b"secret")
+    gone = alice.upload(b"in the trash", "trash.bin")
+    assert alice.delete(f"/api/v1/files/{gone['id']}").status_code == 204
+    share = alice.post("/api/v1/shares", json={"file_id": f["id"]}).json()
+    job = alice.post("/api/v1/conversions", json={"file_id": f["id"], "target_format": "pdf"}).json()
+    r = alice.post("/api/v1/files/uploads", params={"file_name": "up.bin", "size": 10})
+    assert r.status_code == 201, r.text
+    up = r.json()["id"]
+    part = {"Content-Range": "bytes 0-3/10"}
+    assert alice.request("PUT", f"/api/v1/files/uploads/{up}", content=b"abcd", headers=part).status_code == 200
+    nobody = "0" * 32
+    routes = [  # (method, url template, body, headers); {} is the object's id
+        ("GET", "/api/v1/files/{}", None, {}),
+        ("PATCH", "/api/v1/files/{}", {"description": "mine"}, {}),
+        ("PUT", "/api/v1/files/{}", {"description": "mine"}, {}),
+        ("POST", "/api/v1/files/{}/tags", {"add": ["t"]}, {}),
+        ("POST", "/api/v1/files/{}/tag", {"add": ["t"]}, {}),
+        ("GET", "/api/v1/files/{}/download", None, {}),
+        ("POST", "/api/v1/files/{}/copy", {"offset": 0, "length": 2, "file_name": "copy"}, {}),
+        ("DELETE", "/api/v1/files/{}", None, {}),
+        ("DELETE", "/api/v1/files/{}?purge=true", None, {}),
+        ("POST", "/api/v1/shares", {"file_id": "{}"}, {}),
+        ("POST", "/api/v1/conversions", {"file_id": "{}", "target_format": "pdf"}, {}),
+    ]
+    trashed = [
+        ("GET", "/api/v1/files/{}", None, {}),
+        ("POST", "/api/v1/files/{}/restore", None, {}),
+        ("DELETE", "/api/v1/files/{}?purge=true", None, {}),
+    ]
+    shares = [("GET", "/api/v1/shares/{}", None, {}), ("DELETE", "/api/v1/shares/{}", None, {})]
+    jobs = [
+        ("GET", "/api/v1/conversions/{}", None, {}),
+        ("POST", "/api/v1/conversions/{}/progress", {"worker": "w", "progress": 0.5}, {}),
+        ("POST", "/api/v1/conversions/{}/complete", {"worker": "w", "error": "x"}, {}),
+        ("POST", "/api/v1/conversions/{}/complete", {"worker": "w", "result_file_id": f["id"]}, {}),
+        ("DELETE", "/api/v1/conversions/{}", None, {}),
+    ]
+    uploads = [
+        ("GET", "/api/v1/files/uploads/{}", None, {}),
+        ("HEAD", "/api/v1/files/uploads/{}", None, {}),
+        ("PUT", "/api/v1/files/uploads/{}", b"efgh", {"Content-Range": "bytes 4-7/10"}),
+        ("POST", "/api/v1/files/uploads/{}/complete", None, {}),
+        ("DELETE", "/api/v1/files/uploads/{}", None, {}),
+    ]
+    for owned_id, kind in ((f["id"], routes), (gone["id"], trashed), (share["id"], shares), (job["id"], jobs),
+                           (up, uploads)):
+        for method, url, body, headers in kind:
+            answers = []
+            for oid in (owned_id, nobody):
+                kw: dict[str, Any] = {"headers": headers}
+                if isinstance(body, bytes):
+                    kw["content"] = body
+                elif body is not None:
+                    kw["json"] = {k: (oid if v == "{}" else v) for k, v in body.items()}
+                r = bob.request(method, url.format(oid), **kw)
+                answers.append((r.status_code, r.content))
+            assert answers[0] == answers[1], (method, url, answers)
+            assert answers[0][0] == 404, (method, url, answers)
+    # Nothing of Alice's changed.
+    info = alice.get(f"/api/v1/files/{f['id']}").json()
+    assert info["description"] == "" and info["tags"] == []
+    assert alice.get(f"/api/v1/files/{f['id']}/download").content == b"secret"
+    assert alice.get(f"/api/v1/files/{gone['id']}").json()["deleted_at"] is not None
+    assert alice.get(f"/api/v1/shares/{share['id']}").json()["state"] == "active"
+    assert alice.get(f"/api/v1/conversions/{job['id']}").json()["status"] == "queued"
+    assert alice.get(f"/api/v1/files/uploads/{up}").json()["received"] == 4
+    assert bob.get("/api/v1/files").json()["total"] == 0
 
 
 # -- shares --------------------------------------------------------------------------

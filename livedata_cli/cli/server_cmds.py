@@ -199,7 +199,7 @@ def migrate(
     Example: livedata server migrate --db postgresql://u:p@db/livedata
     """
     env = setup(json_, quiet)
-    from livedata_cli.server.admin import migrate as run
+    from livedata_cli.server.operator import migrate as run
 
     applied = run(_config(db_url=db, ip_retention_days=ip_retention_days))
     if env.json:
@@ -217,7 +217,7 @@ def rotate_key(db: DbOpt = None, keys: KeysOpt = None, json_: JsonOpt = False, q
     Example: livedata server rotate-key
     """
     env = setup(json_, quiet)
-    from livedata_cli.server.admin import rotate_key as run
+    from livedata_cli.server.operator import rotate_key as run
 
     result = run(_config(db_url=db, keys_path=keys))
     if env.json:
@@ -241,7 +241,7 @@ def retire_key(
     Example: livedata server retire-key 1
     """
     env = setup(json_, quiet)
-    from livedata_cli.server.admin import retire_key as run
+    from livedata_cli.server.operator import retire_key as run
 
     left = run(_config(db_url=db, keys_path=keys), version)
     if env.json:
@@ -266,7 +266,7 @@ def create_admin(
     """
     env = setup(json_, quiet)
     from livedata_cli.errors import UsageError
-    from livedata_cli.server.admin import create_admin as run
+    from livedata_cli.server.operator import create_admin as run
 
     password = os.environ.get("LIVEDATA_ADMIN_PASSWORD")
     if password is None:
@@ -310,7 +310,7 @@ def users_list(db: DbOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False
     Example: livedata server users list --db postgresql://u:p@db/livedata --json
     """
     env = setup(json_, quiet)
-    from livedata_cli.server.admin import list_users
+    from livedata_cli.server.operator import list_users
 
     found = list_users(_config(db_url=db))
     if env.json:
@@ -323,7 +323,7 @@ def users_list(db: DbOpt = None, json_: JsonOpt = False, quiet: QuietOpt = False
 
 def _set_disabled(email: str, db: str | None, disabled: bool, json_: bool, quiet: bool) -> None:
     env = setup(json_, quiet)
-    from livedata_cli.server.admin import set_user_disabled
+    from livedata_cli.server.operator import set_user_disabled
 
     u = set_user_disabled(_config(db_url=db), email, disabled)
     if env.json:
@@ -373,7 +373,7 @@ def users_reset_mfa(
     Example: livedata server users reset-mfa ada@example.com
     """
     env = setup(json_, quiet)
-    from livedata_cli.server.admin import reset_mfa
+    from livedata_cli.server.operator import reset_mfa
 
     done = reset_mfa(_config(db_url=db), email)
     if env.json:

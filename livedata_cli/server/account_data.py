@@ -56,10 +56,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, files, reauth, shares, uploads
-from livedata_cli.server.api import ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.blobs import read_range
+from livedata_cli.server.db import AnyRow, public_keys, share_recipients
+from livedata_cli.server.deps import ClientDep, Context, CtxDep, UserDep, audit
 from livedata_cli.server.security import new_id
-from livedata_cli.server.users import public_keys
 from livedata_cli.stores import check_key
 from livedata_cli.stores.local import key_path
 
@@ -116,7 +116,7 @@ class _Sink:
         return out
 
 
-def _paged(c: Context, query: Any, *keys: Any) -> Iterator[Any]:
+def _paged(c: Context, query: sa.Select[Any], *keys: Any) -> Iterator[AnyRow]:
     """Rows of ``query`` in ``keys`` order, a page per short read transaction (keyset paging)."""
     last: tuple[Any, ...] | None = None
     while True:
@@ -148,9 +148,9 @@ def _layout(c: Context, user_id: str) -> Iterator[tuple[Any, str]]:
     """
     f = db.files.c
     live = sa.select(db.files).where(f.owner_id == user_id, f.deleted_at.is_(None))
-    group: list[Any] = []
+    group: list[AnyRow] = []
 
-    def place(rows: list[Any]) -> Iterator[tuple[Any, str]]:
+    def place(rows: list[AnyRow]) -> Iterator[tuple[AnyRow, str]]:
         newest = max(rows, key=lambda r: (r.created_at, r.id))
         for r in rows:
             ok = r is newest and _is_key(r.file_name)
@@ -168,8 +168,8 @@ def _layout(c: Context, user_id: str) -> Iterator[tuple[Any, str]]:
         yield row, f"trash/{row.id}"
 
 
-def _batched(items: Iterable[tuple[Any, str]], n: int) -> Iterator[list[tuple[Any, str]]]:
-    batch: list[tuple[Any, str]] = []
+def _batched(items: Iterable[tuple[AnyRow, str]], n: int) -> Iterator[list[tuple[AnyRow, str]]]:
+    batch: list[tuple[AnyRow, str]] = []
     for item in items:
         batch.append(item)
         if len(batch) >= n:
@@ -368,8 +368,8 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
             .where(db.sessions.c.user_id == user_id)
         ).scalar_one()
         conn.execute(
-            shares.share_recipients.delete().where(
-                shares.share_recipients.c.share_id.in_(own_shares)
+            share_recipients.delete().where(
+                share_recipients.c.share_id.in_(own_shares)
             )
         )
         conn.execute(db.shares.delete().where(db.shares.c.owner_id == user_id))
@@ -377,7 +377,7 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
         deletion_id=new_id(), files=0, blobs=0, bytes=0, shares=shares_n, sessions=sessions_n
     )
 
-    def drop(conn: Connection, rows: list[Any]) -> None:
+    def drop(conn: Connection, rows: list[AnyRow]) -> None:
         ids = [r.id for r in rows]
         conn.execute(db.file_tags.delete().where(db.file_tags.c.file_id.in_(ids)))
         conn.execute(db.files.delete().where(f.id.in_(ids)))  # conversions of them go by cascade
@@ -407,7 +407,7 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
             drop(conn, late)
         upload_ids = list(
             conn.scalars(
-                sa.select(uploads.uploads.c.id).where(uploads.uploads.c.owner_id == user_id)
+                sa.select(db.uploads.c.id).where(db.uploads.c.owner_id == user_id)
             )
         )
         own_sessions = sa.select(db.sessions.c.id).where(db.sessions.c.user_id == user_id)
@@ -415,8 +415,8 @@ def erase_account(c: Context, user_id: str, request_id: str = "") -> Erased:
             db.refresh_tokens.delete().where(db.refresh_tokens.c.session_id.in_(own_sessions))
         )
         conn.execute(
-            shares.share_recipients.delete().where(
-                shares.share_recipients.c.share_id.in_(own_shares)
+            share_recipients.delete().where(
+                share_recipients.c.share_id.in_(own_shares)
             )
         )
         inspector = sa.inspect(conn)

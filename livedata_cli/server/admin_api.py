@@ -8,7 +8,7 @@ another account's file id is a 404 like anyone else's.
 
 Disabling an account ends its sessions at once (their access and refresh
 tokens stop working) and refuses its logins until it is enabled again.  The
-operator commands ``livedata server users ...`` (``server/admin.py``) run
+operator commands ``livedata server users ...`` (``server/operator.py``) run
 the same functions on the database directly.
 """
 
@@ -23,7 +23,9 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
-from livedata_cli.server.api import (
+from livedata_cli.server.auth import revoke_sessions
+from livedata_cli.server.db import AnyRow
+from livedata_cli.server.deps import (
     ApiError,
     Client,
     ClientDep,
@@ -36,11 +38,9 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.auth import revoke_sessions
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-DISABLED = "this account is disabled; ask the server's administrator"
 
 
 class AdminUser(BaseModel):
@@ -58,11 +58,11 @@ class AdminUserList(Page):
     items: list[AdminUser]
 
 
-def role_of(is_admin: Any) -> str:
+def role_of(is_admin: bool) -> str:
     return "admin" if is_admin else "user"
 
 
-def _query() -> Any:
+def _query() -> sa.Select[Any]:
     u, f = db.users.c, db.files.c
     count = (
         sa.select(sa.func.count()).where(f.owner_id == u.id).correlate(db.users).scalar_subquery()
@@ -72,7 +72,7 @@ def _query() -> Any:
     )
 
 
-def _item(row: Any) -> AdminUser:
+def _item(row: AnyRow) -> AdminUser:
     return AdminUser(
         id=row.id,
         email=row.email,
@@ -115,18 +115,6 @@ def set_disabled(conn: Connection, user_id: str, disabled: bool) -> None:
         revoke_sessions(conn, user_id, "account_disabled")
 
 
-def refuse_disabled(c: Context, who: Client, user_id: str, action: str) -> None:
-    """For the login, MFA and refresh routes: a disabled account gets no tokens (403, audited)."""
-    with c.db.write() as conn:
-        disabled = conn.execute(
-            sa.select(db.users.c.disabled_at).where(db.users.c.id == user_id)
-        ).scalar()
-        if disabled is not None:
-            audit(conn, who, user_id, action, "user", user_id, "disabled")
-    if disabled is not None:
-        raise ApiError(403, "account_disabled", DISABLED)
-
-
 def require_admin(user: UserDep) -> User:
     if not user.is_admin:
         raise ApiError(403, "forbidden", "only administrators may do this")
@@ -144,7 +132,7 @@ def admin_list(c: CtxDep, admin: AdminDep, page: PageDep) -> AdminUserList:
     return AdminUserList(page=page.page, per_page=page.per_page, total=total, items=items)
 
 
-def _change(c: Context, admin: User, who: Any, user_id: str, disabled: bool) -> AdminUser:
+def _change(c: Context, admin: User, who: Client, user_id: str, disabled: bool) -> AdminUser:
     if disabled and user_id == admin.id:
         raise ApiError(409, "own_account", "you cannot disable your own account")
     with c.db.write() as conn:

@@ -30,10 +30,10 @@ from livedata_cli.server import (
     uploads,
     users,
 )
-from livedata_cli.server.api import ApiError, Context
 from livedata_cli.server.auditq import AuditQueue
 from livedata_cli.server.bodylimit import BodyLimitMiddleware
 from livedata_cli.server.config import ServerConfig
+from livedata_cli.server.deps import ApiError, Context
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.mail import Mailer
 from livedata_cli.server.middleware import RequestMiddleware

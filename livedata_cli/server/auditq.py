@@ -19,6 +19,7 @@ from typing import Any
 from anyio import to_thread
 
 from livedata_cli.server import db
+from livedata_cli.server.deps import Client
 
 log = logging.getLogger("livedata.server")
 MAX_ROWS = 5000  # a flush is due at once past this many waiting records
@@ -33,7 +34,7 @@ class AuditQueue:
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def add(self, who: Any, user_id: str | None, action: str, object_type: str | None, object_id: str | None) -> None:
+    def add(self, who: Client, user_id: str | None, action: str, object_type: str | None, object_id: str | None) -> None:
         row = {
             "user_id": user_id, "action": action, "object_type": object_type, "object_id": object_id,
             "ip": who.ip[:64], "user_agent": who.user_agent, "request_id": who.request_id[:64], "status": "ok",

@@ -18,7 +18,23 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, devices, emails, reauth
-from livedata_cli.server.api import ApiError, Client, ClientDep, Context, CtxDep, UserDep, audit
+from livedata_cli.server.deps import (
+    ApiError,
+    Client,
+    ClientDep,
+    Context,
+    CtxDep,
+    UserDep,
+    audit,
+    touch,
+)
+from livedata_cli.server.factors import (
+    check_totp,
+    limited,
+    login_limit,
+    mfa_limit,
+    second_factor_ok,
+)
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import (
     new_id,
@@ -27,7 +43,6 @@ from livedata_cli.server.security import (
     opaque_token,
     recovery_codes,
     token_hash,
-    totp_match,
     totp_uri,
 )
 
@@ -38,6 +53,7 @@ EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
 Email = Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=320)]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
 Name = Annotated[str, Field(max_length=200)]
+DISABLED = "this account is disabled; ask the server's administrator"
 
 
 class RegisterBody(BaseModel):
@@ -126,12 +142,6 @@ class ResetConfirmBody(BaseModel):
     new_password: Password
 
 
-def limited(e: RateLimited) -> ApiError:
-    return ApiError(
-        429, "rate_limited", f"too many attempts; retry in {e.retry_after}s", {"Retry-After": str(e.retry_after)}
-    )
-
-
 def profile_of(row: sa.Row[tuple[object, ...]] | sa.RowMapping) -> Profile:
     m = row._mapping if isinstance(row, sa.Row) else row
     return Profile(
@@ -218,6 +228,18 @@ def sign_in(
     return issue_tokens(c, conn, user_id, session_id)
 
 
+def refuse_disabled(c: Context, who: Client, user_id: str, action: str) -> None:
+    """For the login, MFA and refresh routes: a disabled account gets no tokens (403, audited)."""
+    with c.db.write() as conn:
+        disabled = conn.execute(
+            sa.select(db.users.c.disabled_at).where(db.users.c.id == user_id)
+        ).scalar()
+        if disabled is not None:
+            audit(conn, who, user_id, action, "user", user_id, "disabled")
+    if disabled is not None:
+        raise ApiError(403, "account_disabled", DISABLED)
+
+
 def revoke_sessions(conn: Connection, user_id: str, reason: str, *, keep: str | None = None) -> None:
     """End the account's sessions (but ``keep``), and drop every device's trust."""
     devices.drop_trust(conn, user_id)
@@ -270,8 +292,6 @@ def login(body: LoginBody, c: CtxDep, who: ClientDep, tasks: BackgroundTasks) ->
         with c.db.write() as conn:
             audit(conn, who, uid, "auth.login", "user", uid, "failed")
         raise ApiError(401, "invalid_credentials", "wrong email or password")
-    from livedata_cli.server.admin_api import refuse_disabled  # it builds on this module
-
     refuse_disabled(c, who, row.id, "auth.login")
     with c.db.write() as conn:
         trusted = c.config.mfa_policy != "always" and devices.trusted_session(conn, row.id, body.device_trust)
@@ -314,8 +334,6 @@ def refresh_token(body: RefreshBody, c: CtxDep, who: ClientDep) -> TokenResponse
             reused = True
     if reused:
         raise ApiError(401, "invalid_grant", "refresh token already used: the session is revoked")
-    from livedata_cli.server.admin_api import refuse_disabled  # it builds on this module
-
     refuse_disabled(c, who, row.user_id, "auth.refresh")
     with c.db.write() as conn:
         if row.revoked_at is not None or row.expires_at < now:
@@ -328,7 +346,7 @@ def refresh_token(body: RefreshBody, c: CtxDep, who: ClientDep) -> TokenResponse
         if claimed.rowcount != 1:
             raise ApiError(401, "invalid_grant", "refresh token already used")
         audit(conn, who, row.user_id, "auth.refresh", "session", row.session_id)
-        devices.touch(conn, row.session_id, who.ip, now)
+        touch(conn, row.session_id, who.ip, now)
         return issue_tokens(c, conn, row.user_id, row.session_id)
 
 
@@ -359,63 +377,6 @@ def mfa_setup(body: PasswordBody, user: UserDep, c: CtxDep, who: ClientDep) -> M
         )
         audit(conn, who, user.id, "mfa.setup", "user", user.id)
     return MfaSetup(secret=secret, otpauth_uri=totp_uri(secret, user.email))
-
-
-def check_totp(c: Context, conn: Connection, user_id: str, code: str) -> bool:
-    """Accept a code once: the step it belongs to becomes the last accepted one."""
-    row = conn.execute(
-        sa.select(db.users.c.mfa_secret, db.users.c.mfa_last_step).where(db.users.c.id == user_id)
-    ).one()
-    if row.mfa_secret is None:
-        return False
-    secret = c.keys.open("totp", row.mfa_secret).decode()
-    step = totp_match(secret, code, int(row.mfa_last_step))
-    if step is None:
-        return False
-    took = conn.execute(
-        db.users.update()
-        .where(db.users.c.id == user_id, db.users.c.mfa_last_step < step)
-        .values(mfa_last_step=step)
-    )
-    return took.rowcount == 1
-
-
-def second_factor_ok(
-    c: Context, conn: Connection, user_id: str, code: str | None, recovery_code: str | None
-) -> bool:
-    """A current TOTP code (accepted once), or an unused recovery code (used up here)."""
-    if code:
-        return check_totp(c, conn, user_id, code)
-    if not recovery_code:
-        return False
-    r = db.recovery_codes.c
-    used = conn.execute(
-        db.recovery_codes.update()
-        .where(
-            r.user_id == user_id,
-            r.code_hash == token_hash(normalize_recovery(recovery_code)),
-            r.used_at.is_(None),
-        )
-        .values(used_at=time.time())
-    )
-    return used.rowcount == 1
-
-
-def login_limit(c: Context, email: str, ip: str) -> None:
-    """Password attempts, per account and per address."""
-    limits = c.config.rate_limits
-    try:
-        c.limiter.hit("login", (limits.login, email), (limits.login_ip, ip))
-    except RateLimited as e:
-        raise limited(e) from None
-
-
-def mfa_limit(c: Context, key: str, ip: str) -> None:
-    limits = c.config.rate_limits
-    try:
-        c.limiter.hit("mfa", (limits.mfa, key), (limits.mfa_ip, ip))
-    except RateLimited as e:
-        raise limited(e) from None
 
 
 @router.post("/mfa/verify", response_model=RecoveryCodes, summary="Confirm TOTP setup with a code; returns recovery codes")
@@ -465,8 +426,6 @@ def mfa_challenge(body: ChallengeBody, c: CtxDep, who: ClientDep, tasks: Backgro
             audit(conn, who, row.user_id, "auth.mfa", "user", row.user_id, "failed")
     if not ok:
         raise ApiError(401, "invalid_code", "wrong or already used code")
-    from livedata_cli.server.admin_api import refuse_disabled  # it builds on this module
-
     refuse_disabled(c, who, row.user_id, "auth.mfa")
     with c.db.write() as conn:
         conn.execute(db.mfa_challenges.update().where(db.mfa_challenges.c.token_hash == h).values(used_at=now))

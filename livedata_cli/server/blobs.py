@@ -12,12 +12,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from anyio import to_thread
 
 from livedata_cli.crypto.container import HEADER_LEN, KEY_LEN, TAG_LEN, Decryptor, Encryptor
 from livedata_cli.errors import IntegrityError
+from livedata_cli.server.db import AnyRow
 from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.scan import Scan
 from livedata_cli.stores import ObjectStore
@@ -113,7 +114,7 @@ def _read_full(f: BinaryIO, n: int) -> bytes:
 
 
 def read_range(
-    store: ObjectStore, keys: ServerKeys, row: Any, start: int, end: int
+    store: ObjectStore, keys: ServerKeys, row: AnyRow, start: int, end: int
 ) -> Iterator[bytes]:
     """Plaintext bytes ``start..end`` (inclusive) of a blob, each segment authenticated before release.
 

@@ -14,19 +14,22 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
-from livedata_cli.server.api import (
+from livedata_cli.server.db import AnyRow
+from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
+    ConversionRef,
     CtxDep,
+    FileRef,
+    OwnedConversion,
     Page,
     PageDep,
     UserDep,
     audit,
-    not_found,
 )
-from livedata_cli.server.files import owned
 from livedata_cli.server.security import new_id
 
 router = APIRouter(prefix="/conversions", tags=["conversions"])
@@ -91,7 +94,7 @@ class Formats(BaseModel):
     formats: dict[str, list[str]]
 
 
-def _out(row: Any) -> Conversion:
+def _out(row: AnyRow) -> Conversion:
     return Conversion(
         id=row.id,
         file_id=row.file_id,
@@ -107,15 +110,6 @@ def _out(row: Any) -> Conversion:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-
-
-def _owned(conn: Any, user_id: str, job_id: str) -> Any:
-    row = conn.execute(
-        sa.select(db.conversions).where(db.conversions.c.id == job_id, db.conversions.c.owner_id == user_id)
-    ).first()
-    if row is None:
-        raise not_found("conversion")
-    return row
 
 
 @router.get("/formats", response_model=Formats, summary="Target formats a job may ask for")
@@ -134,7 +128,7 @@ def create(body: ConversionCreate, c: CtxDep, user: UserDep, who: ClientDep) -> 
     now = time.time()
     jid = new_id()
     with c.db.write() as conn:
-        owned(conn, user.id, body.file_id)
+        FileRef(user, body.file_id).row(conn)
         conn.execute(
             db.conversions.insert().values(
                 id=jid,
@@ -148,7 +142,7 @@ def create(body: ConversionCreate, c: CtxDep, user: UserDep, who: ClientDep) -> 
             )
         )
         audit(conn, who, user.id, "conversion.create", "conversion", jid)
-        return _out(_owned(conn, user.id, jid))
+        return _out(ConversionRef(user, jid).row(conn))
 
 
 @router.get("", response_model=ConversionList, summary="Your conversion jobs, newest first")
@@ -198,48 +192,48 @@ def claim(body: ClaimBody, c: CtxDep, user: UserDep, who: ClientDep) -> Conversi
             ).rowcount
             if won == 1:
                 audit(conn, who, user.id, "conversion.claim", "conversion", jid)
-                return _out(_owned(conn, user.id, jid))
+                return _out(ConversionRef(user, jid).row(conn))
     return Response(status_code=204)
 
 
-def _held(conn: Any, user_id: str, job_id: str, worker: str) -> Any:
-    row = _owned(conn, user_id, job_id)
+def _held(conn: Connection, job: ConversionRef, worker: str) -> AnyRow:
+    row = job.row(conn)
     if row.status != "running" or row.worker != worker:
         raise ApiError(409, "not_claimed", "this worker does not hold the job's lease")
     return row
 
 
 @router.get("/{job_id}", response_model=Conversion, summary="A job's status")
-def status(job_id: str, c: CtxDep, user: UserDep) -> Conversion:
+def status(job: OwnedConversion, c: CtxDep) -> Conversion:
     with c.db.read() as conn:
-        return _out(_owned(conn, user.id, job_id))
+        return _out(job.row(conn))
 
 
 @router.post("/{job_id}/progress", response_model=Conversion, summary="Report progress and extend the lease")
-def progress(job_id: str, body: ProgressBody, c: CtxDep, user: UserDep) -> Conversion:
+def progress(job: OwnedConversion, body: ProgressBody, c: CtxDep) -> Conversion:
     now = time.time()
     with c.db.write() as conn:
-        _held(conn, user.id, job_id, body.worker)
+        _held(conn, job, body.worker)
         conn.execute(
             db.conversions.update()
-            .where(db.conversions.c.id == job_id)
+            .where(db.conversions.c.id == job.id)
             .values(progress=body.progress, lease_until=now + c.config.conversion_lease, updated_at=now)
         )
-        return _out(_owned(conn, user.id, job_id))
+        return _out(job.row(conn))
 
 
 @router.post("/{job_id}/complete", response_model=Conversion, summary="Finish a claimed job: a result file or an error")
-def complete(job_id: str, body: CompleteBody, c: CtxDep, user: UserDep, who: ClientDep) -> Conversion:
+def complete(job: OwnedConversion, body: CompleteBody, c: CtxDep, user: UserDep, who: ClientDep) -> Conversion:
     if (body.result_file_id is None) == (body.error is None):
         raise ApiError(422, "result_or_error", "give exactly one of result_file_id and error")
     now = time.time()
     with c.db.write() as conn:
-        _held(conn, user.id, job_id, body.worker)
+        _held(conn, job, body.worker)
         if body.result_file_id is not None:
-            owned(conn, user.id, body.result_file_id)
+            FileRef(user, body.result_file_id).row(conn)
         conn.execute(
             db.conversions.update()
-            .where(db.conversions.c.id == job_id)
+            .where(db.conversions.c.id == job.id)
             .values(
                 status="done" if body.error is None else "failed",
                 result_file_id=body.result_file_id,
@@ -249,18 +243,18 @@ def complete(job_id: str, body: CompleteBody, c: CtxDep, user: UserDep, who: Cli
                 updated_at=now,
             )
         )
-        audit(conn, who, user.id, "conversion.complete", "conversion", job_id, "ok" if body.error is None else "failed")
-        return _out(_owned(conn, user.id, job_id))
+        audit(conn, who, user.id, "conversion.complete", "conversion", job.id, "ok" if body.error is None else "failed")
+        return _out(job.row(conn))
 
 
 @router.delete("/{job_id}", status_code=204, summary="Cancel a job that has not finished")
-def cancel(job_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
+def cancel(job: OwnedConversion, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
     with c.db.write() as conn:
-        _owned(conn, user.id, job_id)
+        job.row(conn)
         conn.execute(
             db.conversions.update()
-            .where(db.conversions.c.id == job_id, db.conversions.c.status.in_(["queued", "running"]))
+            .where(db.conversions.c.id == job.id, db.conversions.c.status.in_(["queued", "running"]))
             .values(status="cancelled", lease_until=None, updated_at=time.time())
         )
-        audit(conn, who, user.id, "conversion.cancel", "conversion", job_id)
+        audit(conn, who, user.id, "conversion.cancel", "conversion", job.id)
     return Response(status_code=204)

@@ -13,14 +13,18 @@ with "database is locked" halfway through.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
+
+# A row of any query: what the routers read and pass around.
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
 
 metadata = sa.MetaData()
 
@@ -180,6 +184,100 @@ audit_logs = sa.Table(
     sa.Index("ix_audit_logs_user", "user_id", "id"),
 )
 
+# Tables added by later migrations.  Each group has its own MetaData, created
+# by the migration named beside it, so that 001 keeps creating only the
+# tables above.
+
+# File passwords' server half (``server/filelocks.py``).  Created by 003_file_locks.
+file_locks_metadata = sa.MetaData()
+
+file_locks = sa.Table(
+    "file_locks",
+    file_locks_metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner_id", sa.String(32), nullable=False, index=True),
+    sa.Column("verifier_hash", sa.String(64), nullable=False),
+    sa.Column("secret", sa.String(64), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+file_lock_accounts = sa.Table(
+    "file_lock_accounts",
+    file_locks_metadata,
+    sa.Column("owner_id", sa.String(32), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
+)
+
+# Each account's X25519 public key (``livedata share --to``) and the Ed25519
+# key its shares are signed with; the private keys never reach the server.
+# Created by the 004_public_keys migration; ``signing_key`` added by 008.
+keys_metadata = sa.MetaData()
+
+public_keys = sa.Table(
+    "public_keys",
+    keys_metadata,
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("signing_key", sa.String(64), nullable=True),
+)
+
+# A share addressed to one account (``livedata share --to``): its manifest is
+# sealed to her public key, only she lists and fetches it (``/shares/incoming``)
+# and the public link endpoints answer 404 for it.  Created by 004_public_keys.
+recipients_metadata = sa.MetaData()
+
+share_recipients = sa.Table(
+    "share_recipients",
+    recipients_metadata,
+    sa.Column("share_id", sa.String(32), primary_key=True),
+    sa.Column("recipient_id", sa.String(32), nullable=False, index=True),
+)
+
+# Resumable uploads while they are unfinished (``server/uploads.py``, ``server/spools.py``
+# tells what the columns after ``created_at`` are for).  Created by 005_resumable_uploads
+# with every column of today's definition; 009_upload_spools adds the later ones (and
+# ``upload_parts``) to a database made before them.
+uploads_metadata = sa.MetaData()
+
+uploads = sa.Table(
+    "uploads",
+    uploads_metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner_id", sa.String(32), sa.ForeignKey(users.c.id, ondelete="CASCADE"), nullable=False),
+    sa.Column("file_name", sa.String(1024), nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("tags", sa.Text, nullable=False, server_default=""),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("received", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("replace", sa.Boolean, nullable=False),
+    sa.Column("create_only", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # Added by 009_upload_spools.
+    sa.Column("last_active", sa.Float, nullable=True),
+    sa.Column("held", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("claim", sa.String(32), nullable=True),
+    sa.Column("claim_until", sa.Float, nullable=True),
+    sa.Column("mp_id", sa.String(1024), nullable=True),
+    sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("assembled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_uploads_owner", "owner_id"),
+    sa.Index("ix_uploads_created", "created_at"),
+)
+
+upload_parts = sa.Table(
+    "upload_parts",
+    uploads_metadata,
+    sa.Column("upload_id", sa.String(32), sa.ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("etag", sa.String(200), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)
+
 migrations_table = sa.Table(
     "schema_migrations",
     sa.MetaData(),
@@ -200,23 +298,18 @@ def _m002_files_by_name(conn: Connection) -> None:
 
 def _m003_file_locks(conn: Connection) -> None:
     """File passwords' server half: verifier locks and their failure counts."""
-    from livedata_cli.server import filelocks
-
-    filelocks.create_tables(conn)
+    file_locks_metadata.create_all(conn)
 
 
 def _m004_public_keys(conn: Connection) -> None:
     """Accounts' X25519 public keys and shares addressed to one account (``share --to``)."""
-    from livedata_cli.server import users
-
-    users.create_tables(conn)
+    keys_metadata.create_all(conn)
+    recipients_metadata.create_all(conn)
 
 
 def _m005_resumable_uploads(conn: Connection) -> None:
-    """Uploads sent in parts (``/files/uploads``) while they are unfinished."""
-    from livedata_cli.server import uploads
-
-    uploads.create_tables(conn)
+    """Uploads sent in parts (``/files/uploads``) while they are unfinished (with every column of today's ``uploads``)."""
+    uploads_metadata.create_all(conn)
 
 
 def _m006_devices(conn: Connection) -> None:
@@ -248,17 +341,35 @@ def _m007_account_security(conn: Connection) -> None:
 
 
 def _m008_signing_keys(conn: Connection) -> None:
-    """Accounts' Ed25519 signing keys, published beside the X25519 key (signed ``share --to``)."""
-    from livedata_cli.server import users
+    """Accounts' Ed25519 signing keys, published beside the X25519 key (signed ``share --to``).
 
-    users.add_signing_keys(conn)
+    Absent on a database made before this migration; added only when missing.
+    """
+    have = {col["name"] for col in sa.inspect(conn).get_columns("public_keys")}
+    if "signing_key" not in have:
+        kind = public_keys.c.signing_key.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE public_keys ADD COLUMN signing_key {kind}")
+
+
+# The columns 009 adds to ``uploads`` on a database made before them.
+_UPLOAD_SPOOL_COLUMNS = {
+    "last_active": "FLOAT",
+    "held": "BIGINT NOT NULL DEFAULT 0",
+    "claim": "VARCHAR(32)",
+    "claim_until": "FLOAT",
+    "mp_id": "VARCHAR(1024)",
+    "pending": "BIGINT NOT NULL DEFAULT 0",
+    "assembled": "BOOLEAN NOT NULL DEFAULT FALSE",
+}
 
 
 def _m009_upload_spools(conn: Connection) -> None:
     """Resumable uploads: held bytes against the quota, claims, idle time, S3 multipart part lists."""
-    from livedata_cli.server import spools
-
-    spools.migrate_spools(conn)
+    have = {col["name"] for col in sa.inspect(conn).get_columns("uploads")}
+    for name, kind in _UPLOAD_SPOOL_COLUMNS.items():
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE uploads ADD COLUMN {name} {kind}")
+    upload_parts.create(conn, checkfirst=True)
 
 
 # (name, function): applied in order, once each.  Append only.
@@ -353,7 +464,7 @@ def _engine(url: str) -> Engine:
         )
 
         @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")

@@ -27,13 +27,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
-from livedata_cli.server.api import Client, ClientDep, Context, CtxDep, UserDep, audit, not_found
+from livedata_cli.server.deps import Client, ClientDep, Context, CtxDep, UserDep, audit, not_found
 from livedata_cli.server.security import opaque_token, token_hash
 
 router = APIRouter(prefix="/users/me/devices", tags=["devices"])
 log = logging.getLogger("livedata.server")
 
-SEEN_EVERY = 60.0  # seconds: last_seen_at is written at most this often per session
 DeviceName = Annotated[
     str | None, Field(max_length=200, description="this device's name (default: its host name)")
 ]
@@ -86,19 +85,6 @@ def of_session(conn: Connection, session_id: str, who: Client) -> Device:
         sa.select(db.sessions.c.device_name).where(db.sessions.c.id == session_id)
     ).scalar()
     return device_of(who, name)
-
-
-def touch(conn: Connection, session_id: str, ip: str, now: float | None = None) -> None:
-    """Record the session as seen now from ``ip``, unless it was within the last minute."""
-    now = time.time() if now is None else now
-    s = db.sessions.c
-    conn.execute(
-        db.sessions.update()
-        .where(
-            s.id == session_id, sa.or_(s.last_seen_at.is_(None), s.last_seen_at < now - SEEN_EVERY)
-        )
-        .values(last_seen_at=now, last_ip=ip[:64])
-    )
 
 
 def trusted_session(conn: Connection, user_id: str, secret: str | None) -> str | None:

@@ -18,9 +18,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import db, spools
-from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep
 from livedata_cli.server.blobs import read_range
-from livedata_cli.server.files import FileOut, _quota_error, commit, owned, store_body
+from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, OwnedFile, UserDep
+from livedata_cli.server.files import FileOut, _quota_error, commit, store_body
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -54,9 +54,9 @@ async def _chunks(it: Iterator[bytes]) -> AsyncIterator[bytes]:
         416: {"description": "the range is not inside the file"},
     },
 )
-async def copy_range(file_id: str, body: CopyIn, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+async def copy_range(file: OwnedFile, body: CopyIn, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     with c.db.read() as conn:
-        row = owned(conn, user.id, file_id)
+        row = file.row(conn)
         quota, used = conn.execute(
             sa.select(db.users.c.quota_bytes, db.users.c.used_bytes).where(db.users.c.id == user.id)
         ).one()

@@ -20,15 +20,16 @@ import hashlib
 import hmac
 import math
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
 from livedata_cli.server.clock import now
+from livedata_cli.server.db import AnyRow, file_lock_accounts, file_locks
+from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, UserDep, audit, not_found
 
 router = APIRouter(prefix="/file-locks", tags=["file passwords"])
 
@@ -37,34 +38,6 @@ LOCK_FREE_FAILURES = 3
 ACCOUNT_FREE_FAILURES = 10
 BASE_DELAY = 30.0  # seconds, doubled with each failure past the free ones
 MAX_DELAY = 24 * 3600.0
-
-metadata = sa.MetaData()
-
-file_locks = sa.Table(
-    "file_locks",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner_id", sa.String(32), nullable=False, index=True),
-    sa.Column("verifier_hash", sa.String(64), nullable=False),
-    sa.Column("secret", sa.String(64), nullable=False),
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-file_lock_accounts = sa.Table(
-    "file_lock_accounts",
-    metadata,
-    sa.Column("owner_id", sa.String(32), primary_key=True),
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", sa.Float, nullable=False, server_default="0"),
-)
-
-
-def create_tables(conn: Connection) -> None:
-    """The migration that adds these tables."""
-    metadata.create_all(conn)
-
 
 def delay(failures: int, free: int) -> float:
     """Seconds attempts are refused after this many failures (0 while still free)."""
@@ -149,7 +122,7 @@ def open_lock(lock_id: str, body: LockOpen, c: CtxDep, user: UserDep, who: Clien
     raise ApiError(403, "file_password", "wrong file password")
 
 
-def _account(conn: Connection, user_id: str) -> Any:
+def _account(conn: Connection, user_id: str) -> AnyRow:
     """The account's failure count, its row locked for this transaction (PostgreSQL;
     SQLite's write transactions are serial already)."""
     query = sa.select(file_lock_accounts).where(file_lock_accounts.c.owner_id == user_id).with_for_update()
@@ -160,7 +133,7 @@ def _account(conn: Connection, user_id: str) -> Any:
                 conn.execute(file_lock_accounts.insert().values(owner_id=user_id, failures=0, locked_until=0.0))
         except sa.exc.IntegrityError:
             pass  # a concurrent request made it
-        row = conn.execute(query).first()
+        row = conn.execute(query).one()
     return row
 
 

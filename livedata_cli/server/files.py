@@ -24,17 +24,6 @@ from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import db, spools
-from livedata_cli.server.api import (
-    ApiError,
-    ClientDep,
-    Context,
-    CtxDep,
-    Page,
-    PageDep,
-    UserDep,
-    audit,
-    not_found,
-)
 from livedata_cli.server.blobs import (
     LengthMismatch,
     StoredBlob,
@@ -42,6 +31,21 @@ from livedata_cli.server.blobs import (
     blob_key,
     read_range,
     store_stream,
+)
+from livedata_cli.server.db import AnyRow
+from livedata_cli.server.deps import (
+    ApiError,
+    Client,
+    ClientDep,
+    Context,
+    CtxDep,
+    FileRef,
+    OwnedFile,
+    Page,
+    PageDep,
+    User,
+    UserDep,
+    audit,
 )
 from livedata_cli.server.scan import Infected, ScanFailed, scanning
 from livedata_cli.server.security import new_id
@@ -96,7 +100,7 @@ def _tags(conn: Connection, ids: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _out(row: Any, tags: list[str]) -> FileOut:
+def _out(row: AnyRow, tags: list[str]) -> FileOut:
     return FileOut(
         id=row.id,
         file_name=row.file_name,
@@ -109,19 +113,6 @@ def _out(row: Any, tags: list[str]) -> FileOut:
         updated_at=row.updated_at,
         deleted_at=row.deleted_at,
     )
-
-
-def owned(conn: Connection, user_id: str, file_id: str, *, deleted: bool | None = False) -> Any:
-    """The caller's file row, or 404 (also for another user's id)."""
-    q = sa.select(db.files).where(db.files.c.id == file_id, db.files.c.owner_id == user_id)
-    if deleted is False:
-        q = q.where(db.files.c.deleted_at.is_(None))
-    elif deleted is True:
-        q = q.where(db.files.c.deleted_at.is_not(None))
-    row = conn.execute(q).first()
-    if row is None:
-        raise not_found()
-    return row
 
 
 def _set_tags(conn: Connection, file_id: str, add: list[str], remove: list[str]) -> None:
@@ -204,7 +195,7 @@ async def upload(
 
 
 async def store_body(
-    c: Context, who: Any, user: Any, body: AsyncIterator[bytes], *, room: int, declared: int | None, used: int,
+    c: Context, who: Client, user: User, body: AsyncIterator[bytes], *, room: int, declared: int | None, used: int,
     quota: int,
 ) -> StoredBlob:
     """``body`` through the scan and the server's encryption into a new blob (API errors for the failures)."""
@@ -237,7 +228,7 @@ async def store_body(
 
 
 def commit(
-    c: Context, who: Any, user: Any, blob: StoredBlob, *, file_name: str, content_type: str, description: str,
+    c: Context, who: Client, user: User, blob: StoredBlob, *, file_name: str, content_type: str, description: str,
     tags: list[str], replace: bool, create_only: bool, used: int, quota: int,
     before: Callable[[Connection], None] | None = None,
 ) -> FileOut:
@@ -288,7 +279,7 @@ def commit(
                 for old in replaced:
                     purge_file(c, conn, old)
                     audit(conn, who, user.id, "file.purge", "file", old.id)
-            row = owned(conn, user.id, fid)
+            row = FileRef(user, fid).row(conn)
             got = _tags(conn, [fid])[fid]
     except BaseException:
         c.store.delete(blob_key(blob.blob_id))
@@ -319,7 +310,7 @@ def _quota_error(size: int | None, used: int, quota: int) -> ApiError:
     )
 
 
-def _page(conn: Connection, q: Any, page: PageDep) -> FileList:
+def _page(conn: Connection, q: sa.Select[Any], page: PageDep) -> FileList:
     total = conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
     rows = conn.execute(
         q.order_by(db.files.c.created_at.desc(), db.files.c.id).limit(page.per_page).offset(page.offset)
@@ -411,22 +402,22 @@ def search(
 
 
 @router.get("/{file_id}", response_model=FileOut, summary="A file's metadata")
-def get_file(file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+def get_file(file: OwnedFile, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     if c.audit_queue is not None:  # the record waits for the next batch: a read transaction is enough
         with c.db.read() as conn:
-            row = owned(conn, user.id, file_id, deleted=None)
-            out = _out(row, _tags(conn, [file_id])[file_id])
-        c.audit_queue.add(who, user.id, "file.read", "file", file_id)
+            row = file.row(conn, deleted=None)
+            out = _out(row, _tags(conn, [file.id])[file.id])
+        c.audit_queue.add(who, user.id, "file.read", "file", file.id)
         return out
     with c.db.write() as conn:
-        row = owned(conn, user.id, file_id, deleted=None)
-        audit(conn, who, user.id, "file.read", "file", file_id)
-        return _out(row, _tags(conn, [file_id])[file_id])
+        row = file.row(conn, deleted=None)
+        audit(conn, who, user.id, "file.read", "file", file.id)
+        return _out(row, _tags(conn, [file.id])[file.id])
 
 
 @router.patch("/{file_id}", response_model=FileOut, summary="Change a file's metadata")
 @router.put("/{file_id}", response_model=FileOut, summary="Change a file's metadata (the seed's path; as PATCH)")
-def patch_file(file_id: str, body: FilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+def patch_file(file: OwnedFile, body: FilePatch, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     values: dict[str, Any] = {"updated_at": time.time()}
     for name in ("file_name", "content_type", "description"):
         value = getattr(body, name)
@@ -435,26 +426,26 @@ def patch_file(file_id: str, body: FilePatch, c: CtxDep, user: UserDep, who: Cli
     if body.metadata is not None:
         values["meta"] = _meta_json(body.metadata)
     with c.db.write() as conn:
-        owned(conn, user.id, file_id)
-        conn.execute(db.files.update().where(db.files.c.id == file_id).values(**values))
+        file.row(conn)
+        conn.execute(db.files.update().where(db.files.c.id == file.id).values(**values))
         if body.tags is not None:
-            conn.execute(db.file_tags.delete().where(db.file_tags.c.file_id == file_id))
-            _set_tags(conn, file_id, body.tags, [])
-        audit(conn, who, user.id, "file.update", "file", file_id)
-        row = owned(conn, user.id, file_id)
-        return _out(row, _tags(conn, [file_id])[file_id])
+            conn.execute(db.file_tags.delete().where(db.file_tags.c.file_id == file.id))
+            _set_tags(conn, file.id, body.tags, [])
+        audit(conn, who, user.id, "file.update", "file", file.id)
+        row = file.row(conn)
+        return _out(row, _tags(conn, [file.id])[file.id])
 
 
 @router.post("/{file_id}/tags", response_model=FileOut, summary="Add and remove tags")
 @router.post("/{file_id}/tag", response_model=FileOut, summary="Add and remove tags (the seed's path; as /tags)")
-def tag_file(file_id: str, body: TagChange, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+def tag_file(file: OwnedFile, body: TagChange, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     with c.db.write() as conn:
-        owned(conn, user.id, file_id)
-        _set_tags(conn, file_id, [*body.add, *body.tags], body.remove)
-        conn.execute(db.files.update().where(db.files.c.id == file_id).values(updated_at=time.time()))
-        audit(conn, who, user.id, "file.tag", "file", file_id)
-        row = owned(conn, user.id, file_id)
-        return _out(row, _tags(conn, [file_id])[file_id])
+        file.row(conn)
+        _set_tags(conn, file.id, [*body.add, *body.tags], body.remove)
+        conn.execute(db.files.update().where(db.files.c.id == file.id).values(updated_at=time.time()))
+        audit(conn, who, user.id, "file.tag", "file", file.id)
+        row = file.row(conn)
+        return _out(row, _tags(conn, [file.id])[file.id])
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -493,7 +484,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def download_response(c: Context, row: Any, range_header: str | None) -> StreamingResponse:
+def download_response(c: Context, row: AnyRow, range_header: str | None) -> StreamingResponse:
     """A streamed, Range-aware response of a file's bytes, never cached by the client."""
     size = row.size
     wanted = parse_range(range_header, size)
@@ -522,14 +513,14 @@ def download_response(c: Context, row: Any, range_header: str | None) -> Streami
         416: {"description": "range not satisfiable"},
     },
 )
-def download(request: Request, file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> StreamingResponse:
+def download(request: Request, file: OwnedFile, c: CtxDep, user: UserDep, who: ClientDep) -> StreamingResponse:
     with c.db.write() as conn:
-        row = owned(conn, user.id, file_id)
-        audit(conn, who, user.id, "file.download", "file", file_id)
+        row = file.row(conn)
+        audit(conn, who, user.id, "file.download", "file", file.id)
     return download_response(c, row, request.headers.get("range"))
 
 
-def purge_file(c: Context, conn: Connection, row: Any) -> None:
+def purge_file(c: Context, conn: Connection, row: AnyRow) -> None:
     """Delete a file's row and give its bytes back to the quota; the blob goes after commit."""
     conn.execute(db.files.delete().where(db.files.c.id == row.id))
     conn.execute(
@@ -542,35 +533,35 @@ def purge_file(c: Context, conn: Connection, row: Any) -> None:
 
 @router.delete("/{file_id}", status_code=204, summary="Move a file to the trash, or purge it for good")
 def delete_file(
-    file_id: str,
+    file: OwnedFile,
     c: CtxDep,
     user: UserDep,
     who: ClientDep,
     purge: Annotated[bool, Query(description="delete the data now instead of trashing")] = False,
 ) -> Response:
     with c.db.write() as conn:
-        row = owned(conn, user.id, file_id, deleted=None if purge else False)
+        row = file.row(conn, deleted=None if purge else False)
         if purge:
             purge_file(c, conn, row)
-            audit(conn, who, user.id, "file.purge", "file", file_id)
+            audit(conn, who, user.id, "file.purge", "file", file.id)
         else:
-            conn.execute(db.files.update().where(db.files.c.id == file_id).values(deleted_at=time.time()))
-            audit(conn, who, user.id, "file.delete", "file", file_id)
+            conn.execute(db.files.update().where(db.files.c.id == file.id).values(deleted_at=time.time()))
+            audit(conn, who, user.id, "file.delete", "file", file.id)
     if purge:
         c.store.delete(row.blob_key)
     return Response(status_code=204)
 
 
 @router.post("/{file_id}/restore", response_model=FileOut, summary="Bring a file back from the trash")
-def restore_file(file_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
+def restore_file(file: OwnedFile, c: CtxDep, user: UserDep, who: ClientDep) -> FileOut:
     with c.db.write() as conn:
-        owned(conn, user.id, file_id, deleted=True)
+        file.row(conn, deleted=True)
         conn.execute(
-            db.files.update().where(db.files.c.id == file_id).values(deleted_at=None, updated_at=time.time())
+            db.files.update().where(db.files.c.id == file.id).values(deleted_at=None, updated_at=time.time())
         )
-        audit(conn, who, user.id, "file.restore", "file", file_id)
-        row = owned(conn, user.id, file_id)
-        return _out(row, _tags(conn, [file_id])[file_id])
+        audit(conn, who, user.id, "file.restore", "file", file.id)
+        row = file.row(conn)
+        return _out(row, _tags(conn, [file.id])[file.id])
 
 
 def purge_trash(c: Context, now: float | None = None) -> int:

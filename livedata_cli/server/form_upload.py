@@ -23,8 +23,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import db, files
-from livedata_cli.server.api import ApiError, ClientDep, CtxDep, UserDep
 from livedata_cli.server.blobs import blob_key
+from livedata_cli.server.deps import ApiError, ClientDep, CtxDep, UserDep
 
 router = APIRouter(prefix="/files", tags=["files"])
 

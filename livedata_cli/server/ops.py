@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from livedata_cli.server import metrics
-from livedata_cli.server.api import ApiError, CtxDep
+from livedata_cli.server.deps import ApiError, CtxDep
 from livedata_cli.server.security import token_hash
 
 router = APIRouter(tags=["operations"])

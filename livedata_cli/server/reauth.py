@@ -13,7 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from livedata_cli.server import db
-from livedata_cli.server.api import ApiError, Client, Context, audit
+from livedata_cli.server.deps import ApiError, Client, Context, audit
+from livedata_cli.server.factors import login_limit, mfa_limit, second_factor_ok
 
 
 def confirm(
@@ -34,12 +35,6 @@ def confirm(
     must not take the answer for an expired login and refresh.  ``refused``
     says what did not happen (added to the message)."""
     tail = f"; {refused}" if refused else ""
-    from livedata_cli.server.auth import (  # it builds on this module
-        login_limit,
-        mfa_limit,
-        second_factor_ok,
-    )
-
     login_limit(c, email, who.ip)
     with c.db.read() as conn:
         row = conn.execute(

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from livedata_cli.errors import StoreUnreachable, UsageError
-from livedata_cli.server.admin import migrate
 from livedata_cli.server.config import ENV_VAR, ServerConfig, default_dir
 from livedata_cli.server.keys import ServerKeys
+from livedata_cli.server.operator import migrate
 from livedata_cli.server.ratelimit import Limiter, redacted
 from livedata_cli.server.scan import scan_argv
 from livedata_cli.stores import open_store

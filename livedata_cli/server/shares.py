@@ -22,34 +22,26 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from livedata_cli.server import clock, db
-from livedata_cli.server.api import (
+from livedata_cli.server.db import AnyRow, share_recipients
+from livedata_cli.server.deps import (
     ApiError,
     ClientDep,
     Context,
     CtxDep,
+    FileRef,
+    OwnedShare,
     Page,
     PageDep,
+    ShareRef,
     UserDep,
     audit,
     not_found,
 )
-from livedata_cli.server.files import download_response, owned, parse_range
+from livedata_cli.server.files import download_response, parse_range
 from livedata_cli.server.ratelimit import RateLimited
 from livedata_cli.server.security import new_id
 
 router = APIRouter(prefix="/shares", tags=["shares"])
-
-# A share addressed to one account (``livedata share --to``): its manifest is
-# sealed to her public key, only she lists and fetches it (``/shares/incoming``)
-# and the public link endpoints answer 404 for it.  Created by 004_public_keys.
-recipients_metadata = sa.MetaData()
-share_recipients = sa.Table(
-    "share_recipients",
-    recipients_metadata,
-    sa.Column("share_id", sa.String(32), primary_key=True),
-    sa.Column("recipient_id", sa.String(32), nullable=False, index=True),
-)
-
 
 class ShareCreate(BaseModel):
     file_id: Annotated[str, Field(max_length=64)]
@@ -104,7 +96,7 @@ class SharePublic(BaseModel):
     manifest: str
 
 
-def _state(row: Any, c: Context, now: float) -> str:
+def _state(row: AnyRow, c: Context, now: float) -> str:
     if row.revoked_at is not None:
         return "revoked"
     if row.expires_at is not None and row.expires_at <= now:
@@ -116,7 +108,7 @@ def _state(row: Any, c: Context, now: float) -> str:
     return "active"
 
 
-def _out(row: Any, c: Context) -> ShareOut:
+def _out(row: AnyRow, c: Context) -> ShareOut:
     return ShareOut(
         id=row.id,
         file_id=row.file_id,
@@ -127,15 +119,6 @@ def _out(row: Any, c: Context) -> ShareOut:
         password_protected=bool(row.password_verifier_hash),
         state=_state(row, c, clock.now()),
     )
-
-
-def _owned(conn: Any, user_id: str, share_id: str) -> Any:
-    row = conn.execute(
-        sa.select(db.shares).where(db.shares.c.id == share_id, db.shares.c.owner_id == user_id)
-    ).first()
-    if row is None:
-        raise not_found("share")
-    return row
 
 
 def _holds_verifier(manifest: str, verifier: str) -> bool:
@@ -159,7 +142,7 @@ def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) ->
     now = clock.now()
     sid = body.id or new_id()
     with c.db.write() as conn:
-        owned(conn, user.id, body.file_id)
+        FileRef(user, body.file_id).row(conn)
         if body.id is not None and conn.execute(sa.select(db.shares.c.id).where(db.shares.c.id == sid)).first():
             raise ApiError(409, "conflict", "a share with this id exists")
         if body.recipient_email is not None:
@@ -182,7 +165,7 @@ def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) ->
             )
         )
         audit(conn, who, user.id, "share.create", "share", sid)
-        return _out(_owned(conn, user.id, sid), c)
+        return _out(ShareRef(user, sid).row(conn), c)
 
 
 @router.get("", response_model=ShareList, summary="Your shares, newest first")
@@ -196,7 +179,7 @@ def list_shares(c: CtxDep, user: UserDep, page: PageDep) -> ShareList:
     return ShareList(page=page.page, per_page=page.per_page, total=total, items=[_out(r, c) for r in rows])
 
 
-def _incoming_query(user_id: str) -> Any:
+def _incoming_query(user_id: str) -> sa.Select[Any]:
     return (
         sa.select(db.shares, db.files.c.size, db.users.c.email.label("owner_email"))
         .join(share_recipients, share_recipients.c.share_id == db.shares.c.id)
@@ -252,27 +235,27 @@ def incoming_download(request: Request, share_id: str, c: CtxDep, user: UserDep,
 
 
 @router.get("/{share_id}", response_model=ShareOut, summary="One of your shares")
-def get_share(share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
+def get_share(share: OwnedShare, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
     with c.db.write() as conn:
-        row = _owned(conn, user.id, share_id)
-        audit(conn, who, user.id, "share.read", "share", share_id)
+        row = share.row(conn)
+        audit(conn, who, user.id, "share.read", "share", share.id)
         return _out(row, c)
 
 
 @router.delete("/{share_id}", status_code=204, summary="Revoke a share")
-def revoke_share(share_id: str, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
+def revoke_share(share: OwnedShare, c: CtxDep, user: UserDep, who: ClientDep) -> Response:
     with c.db.write() as conn:
-        _owned(conn, user.id, share_id)
+        share.row(conn)
         conn.execute(
             db.shares.update()
-            .where(db.shares.c.id == share_id, db.shares.c.revoked_at.is_(None))
+            .where(db.shares.c.id == share.id, db.shares.c.revoked_at.is_(None))
             .values(revoked_at=clock.now())
         )
-        audit(conn, who, user.id, "share.revoke", "share", share_id)
+        audit(conn, who, user.id, "share.revoke", "share", share.id)
     return Response(status_code=204)
 
 
-def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> Any:
+def _usable(c: Context, share_id: str, verifier: str | None, ip: str) -> AnyRow:
     """The share and its file if the link may be used now; the right error otherwise."""
     now = clock.now()
     with c.db.read() as conn:

@@ -44,7 +44,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeGuard
 
 import sqlalchemy as sa
 from anyio import to_thread
@@ -52,7 +52,12 @@ from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db
 from livedata_cli.server.config import default_dir
+from livedata_cli.server.db import AnyRow, upload_parts, uploads
 from livedata_cli.stores import ObjectStore
+
+if TYPE_CHECKING:
+    from livedata_cli.server.deps import Context
+    from livedata_cli.stores.s3 import S3Store
 
 log = logging.getLogger("livedata.server")
 
@@ -61,67 +66,6 @@ MIB = 1024 * 1024
 MIN_PART = 5 * MIB  # S3's smallest part, except the last
 MAX_PART = 64 * MIB  # a part is sent once the request's bytes reach this, so a request's file stays bounded
 MAX_PARTS = 10_000
-
-metadata = sa.MetaData()
-uploads = sa.Table(
-    "uploads",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner_id", sa.String(32), sa.ForeignKey(db.users.c.id, ondelete="CASCADE"), nullable=False),
-    sa.Column("file_name", sa.String(1024), nullable=False),
-    sa.Column("content_type", sa.String(255), nullable=False),
-    sa.Column("description", sa.Text, nullable=False, server_default=""),
-    sa.Column("tags", sa.Text, nullable=False, server_default=""),
-    sa.Column("size", sa.BigInteger, nullable=True),
-    sa.Column("received", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("replace", sa.Boolean, nullable=False),
-    sa.Column("create_only", sa.Boolean, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    # Added by 009_upload_spools (see the module docstring).
-    sa.Column("last_active", sa.Float, nullable=True),
-    sa.Column("held", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("claim", sa.String(32), nullable=True),
-    sa.Column("claim_until", sa.Float, nullable=True),
-    sa.Column("mp_id", sa.String(1024), nullable=True),
-    sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("assembled", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_uploads_owner", "owner_id"),
-    sa.Index("ix_uploads_created", "created_at"),
-)
-
-upload_parts = sa.Table(
-    "upload_parts",
-    metadata,
-    sa.Column("upload_id", sa.String(32), sa.ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("etag", sa.String(200), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-)
-
-_ADDED = {
-    "last_active": "FLOAT",
-    "held": "BIGINT NOT NULL DEFAULT 0",
-    "claim": "VARCHAR(32)",
-    "claim_until": "FLOAT",
-    "mp_id": "VARCHAR(1024)",
-    "pending": "BIGINT NOT NULL DEFAULT 0",
-    "assembled": "BOOLEAN NOT NULL DEFAULT FALSE",
-}
-
-
-def create_tables(conn: Connection) -> None:
-    """005: the uploads table (with every column of today's definition)."""
-    metadata.create_all(conn)
-
-
-def migrate_spools(conn: Connection) -> None:
-    """008: the columns and the part list above, on a database made before them."""
-    have = {col["name"] for col in sa.inspect(conn).get_columns("uploads")}
-    for name, kind in _ADDED.items():
-        if name not in have:
-            conn.exec_driver_sql(f"ALTER TABLE uploads ADD COLUMN {name} {kind}")
-    upload_parts.create(conn, checkfirst=True)
-
 
 # -- the quota -----------------------------------------------------------------------
 
@@ -145,7 +89,7 @@ def held_bytes(conn: Connection, user_id: str, *, besides: str | None = None) ->
 # -- spool kinds ------------------------------------------------------------------------
 
 
-def is_s3(store: ObjectStore) -> bool:
+def is_s3(store: ObjectStore) -> TypeGuard[S3Store]:
     return store.url.startswith("s3://")
 
 
@@ -185,7 +129,7 @@ class SpoolMissing(Exception):
 class LocalSink:
     """Writes one part into a spool file at its offset (after cutting away what no row counts)."""
 
-    def __init__(self, row: Any, first: int) -> None:
+    def __init__(self, row: AnyRow, first: int) -> None:
         try:
             self.fd = os.open(local_path(row.id), os.O_WRONLY)
         except FileNotFoundError:
@@ -216,7 +160,7 @@ class LocalSink:
 class S3Sink:
     """Sends one request's bytes as S3 parts of the upload, the rest as its pending object."""
 
-    def __init__(self, store: Any, row: Any, first: int, next_number: int) -> None:
+    def __init__(self, store: S3Store, row: AnyRow, first: int, next_number: int) -> None:
         self.store = store
         self.row = row
         self.pos = first
@@ -298,7 +242,7 @@ def _tmp_dir() -> str | None:
     return str(folder)
 
 
-def sink(c: Any, conn: Connection, row: Any, first: int) -> LocalSink | S3Sink:
+def sink(c: Context, conn: Connection, row: AnyRow, first: int) -> LocalSink | S3Sink:
     """Where one part's bytes go (read ``conn`` for the S3 part count)."""
     if not is_s3(c.store):
         return LocalSink(row, first)
@@ -311,7 +255,7 @@ def sink(c: Any, conn: Connection, row: Any, first: int) -> LocalSink | S3Sink:
 # -- committing -------------------------------------------------------------------------------
 
 
-def assemble(c: Any, row: Any) -> bool:
+def assemble(c: Context, row: AnyRow) -> bool:
     """S3: make the parts one object (the pending bytes as the last part); True when anything changed."""
     if not is_s3(c.store) or row.assembled or row.mp_id is None:
         return False
@@ -340,7 +284,7 @@ def assemble(c: Any, row: Any) -> bool:
     return True
 
 
-async def read(c: Any, row: Any) -> AsyncIterator[bytes]:
+async def read(c: Context, row: AnyRow) -> AsyncIterator[bytes]:
     """The ``received`` bytes of an upload (S3: after :func:`assemble`)."""
     left = int(row.received)
     if left == 0:
@@ -370,7 +314,7 @@ def discard(store: ObjectStore, upload_id: str) -> None:
     if not is_s3(store):
         local_path(upload_id).unlink(missing_ok=True)
         return
-    s3: Any = store
+    s3 = store
     prefix = _prefix(upload_id)
     for key in list(s3.list(prefix)):
         s3.delete(key)
@@ -384,7 +328,7 @@ def sweep(store: ObjectStore, database: db.Database) -> int:
         live = set(conn.scalars(sa.select(uploads.c.id)))
     gone = 0
     if is_s3(store):
-        s3: Any = store
+        s3 = store
         seen: set[str] = set()
         for key in s3.list("tmp/uploads"):
             seen.add(key.split("/")[2])

@@ -32,11 +32,18 @@ from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect
 
 from livedata_cli.server import clock, files, spools
-from livedata_cli.server.api import ApiError, ClientDep, Context, CtxDep, UserDep, audit, not_found
+from livedata_cli.server.db import AnyRow, uploads
+from livedata_cli.server.deps import (
+    ApiError,
+    ClientDep,
+    Context,
+    CtxDep,
+    OwnedUpload,
+    UploadRef,
+    UserDep,
+    audit,
+)
 from livedata_cli.server.security import new_id
-from livedata_cli.server.spools import create_tables, uploads
-
-__all__ = ["create_tables", "expire", "router", "uploads"]
 
 router = APIRouter(prefix="/files/uploads", tags=["files"])
 log = logging.getLogger("livedata.server")
@@ -58,18 +65,9 @@ def _lease(c: Context) -> float:
     return max(60.0, 2 * c.config.body_timeout)
 
 
-def _out(c: Context, row: Any) -> UploadOut:
+def _out(c: Context, row: AnyRow) -> UploadOut:
     active = row.last_active if row.last_active is not None else row.created_at
     return UploadOut(id=row.id, received=row.received, size=row.size, expires_at=active + _idle(c))
-
-
-def _owned(conn: Connection, user_id: str, upload_id: str) -> Any:
-    row = conn.execute(
-        sa.select(uploads).where(uploads.c.id == upload_id, uploads.c.owner_id == user_id)
-    ).first()
-    if row is None:
-        raise not_found()
-    return row
 
 
 def _busy() -> ApiError:
@@ -85,7 +83,7 @@ def _elsewhere() -> ApiError:
     )
 
 
-def _claimed(row: Any, now: float) -> bool:
+def _claimed(row: AnyRow, now: float) -> bool:
     return row.claim is not None and row.claim_until is not None and row.claim_until > now
 
 
@@ -158,33 +156,33 @@ def open_upload(
             )
         )
         audit(conn, who, user.id, "upload.open", "upload", upload_id)
-        row = _owned(conn, user.id, upload_id)
+        row = UploadRef(user, upload_id).row(conn)
     spools.create(c.store, upload_id)
     return _out(c, row)
 
 
 @router.get("/{upload_id}", response_model=UploadOut, summary="How many bytes of an upload the server holds")
-def get_upload(upload_id: str, c: CtxDep, user: UserDep) -> UploadOut:
+def get_upload(upload: OwnedUpload, c: CtxDep) -> UploadOut:
     with c.db.read() as conn:
-        return _out(c, _owned(conn, user.id, upload_id))
+        return _out(c, upload.row(conn))
 
 
 @router.head("/{upload_id}", summary="How many bytes the server holds, as the Upload-Offset header")
-def head_upload(upload_id: str, c: CtxDep, user: UserDep) -> Response:
+def head_upload(upload: OwnedUpload, c: CtxDep) -> Response:
     with c.db.read() as conn:
-        row = _owned(conn, user.id, upload_id)
+        row = upload.row(conn)
     return Response(headers={"Upload-Offset": str(row.received)})
 
 
 _RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)$")
 
 
-def _claim_part(c: Context, user_id: str, upload_id: str, first: int, end: int, total: int | None, token: str) -> Any:
+def _claim_part(c: Context, upload: UploadRef, first: int, end: int, total: int | None, token: str) -> AnyRow:
     """Take the upload for one part, or say why not: 409 (offset, busy), 400 (size), 413 (quota)."""
     now = clock.now()
     with c.db.write() as conn:
-        quota, used = spools.lock_account(conn, user_id)
-        row = _owned(conn, user_id, upload_id)
+        quota, used = spools.lock_account(conn, upload.user.id)
+        row = upload.row(conn)
         if _claimed(row, now):
             raise _busy()
         if first != row.received:
@@ -192,15 +190,15 @@ def _claim_part(c: Context, user_id: str, upload_id: str, first: int, end: int, 
         size = row.size if row.size is not None else total
         if total is not None and size != total:
             raise ApiError(400, "bad_range", f"this upload was declared as {size} bytes, not {total}")
-        held = spools.held_bytes(conn, user_id, besides=upload_id)
+        held = spools.held_bytes(conn, upload.user.id, besides=upload.id)
         if (size is not None and end > size) or used + held + end > quota:
             raise files._quota_error(end, used + held, quota)
         conn.execute(
-            uploads.update().where(uploads.c.id == upload_id).values(
+            uploads.update().where(uploads.c.id == upload.id).values(
                 claim=token, claim_until=now + _lease(c), held=end, size=size, last_active=now,
             )
         )
-        return _owned(conn, user_id, upload_id)
+        return upload.row(conn)
 
 
 def _release(c: Context, upload_id: str, token: str, values: dict[str, Any]) -> bool:
@@ -226,7 +224,7 @@ def _release(c: Context, upload_id: str, token: str, values: dict[str, Any]) -> 
     },
     responses={409: {"description": "wrong offset, or another request is writing this upload"}},
 )
-async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -> UploadOut:
+async def put_part(upload: OwnedUpload, request: Request, c: CtxDep, user: UserDep) -> UploadOut:
     m = _RANGE.match(request.headers.get("content-range", "").strip())
     if m is None:
         raise ApiError(400, "bad_range", "a part needs Content-Range: bytes FIRST-LAST/TOTAL (TOTAL may be *)")
@@ -238,7 +236,8 @@ async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -
         raise ApiError(413, "too_large", "Content-Range goes past the largest upload the server takes (2^62 bytes)")
     end = last + 1
     token = new_id()
-    row = await to_thread.run_sync(_claim_part, c, user.id, upload_id, first, end, total, token)
+    upload_id = upload.id
+    row = await to_thread.run_sync(_claim_part, c, upload, first, end, total, token)
 
     def open_sink() -> spools.LocalSink | spools.S3Sink:
         with c.db.read() as conn:
@@ -294,7 +293,7 @@ async def put_part(upload_id: str, request: Request, c: CtxDep, user: UserDep) -
         "event": "upload_part", "user_id": user.id, "upload_id": upload_id, "first": first, "received": pos,
     }})
     with c.db.read() as conn:
-        return _out(c, _owned(conn, user.id, upload_id))
+        return _out(c, upload.row(conn))
 
 
 def _renew(c: Context, upload_id: str, token: str) -> None:
@@ -307,33 +306,34 @@ def _renew(c: Context, upload_id: str, token: str) -> None:
         )
 
 
-def _claim_commit(c: Context, user_id: str, upload_id: str, token: str) -> Any:
+def _claim_commit(c: Context, upload: UploadRef, token: str) -> tuple[AnyRow, int, int]:
     now = clock.now()
     with c.db.write() as conn:
-        quota, used = spools.lock_account(conn, user_id)
-        row = _owned(conn, user_id, upload_id)
+        quota, used = spools.lock_account(conn, upload.user.id)
+        row = upload.row(conn)
         if _claimed(row, now):
             raise _busy()
         if row.size is not None and row.received != row.size:
             raise ApiError(409, "incomplete_upload", f"the server holds {row.received} of {row.size} bytes")
         conn.execute(
-            uploads.update().where(uploads.c.id == upload_id).values(
+            uploads.update().where(uploads.c.id == upload.id).values(
                 claim=token, claim_until=now + _lease(c), last_active=now,
             )
         )
-        return _owned(conn, user_id, upload_id), quota, used
+        return upload.row(conn), quota, used
 
 
 @router.post("/{upload_id}/complete", status_code=201, response_model=files.FileOut, summary="Commit an upload")
-async def complete(upload_id: str, c: CtxDep, who: ClientDep, user: UserDep) -> files.FileOut:
+async def complete(upload: OwnedUpload, c: CtxDep, who: ClientDep, user: UserDep) -> files.FileOut:
     token = new_id()
-    row, quota, used = await to_thread.run_sync(_claim_commit, c, user.id, upload_id, token)
+    upload_id = upload.id
+    row, quota, used = await to_thread.run_sync(_claim_commit, c, upload, token)
     try:
         if not spools.is_s3(c.store) and not spools.local_path(upload_id).exists():
             raise _elsewhere()
         if await to_thread.run_sync(spools.assemble, c, row):
             with c.db.read() as conn:
-                row = _owned(conn, user.id, upload_id)
+                row = upload.row(conn)
         blob = await files.store_body(
             c, who, user, spools.read(c, row), room=max(0, quota - used), declared=row.received,
             used=used, quota=quota,
@@ -358,9 +358,10 @@ async def complete(upload_id: str, c: CtxDep, who: ClientDep, user: UserDep) -> 
 
 
 @router.delete("/{upload_id}", status_code=204, summary="Drop an unfinished upload")
-def drop_upload(upload_id: str, c: CtxDep, who: ClientDep, user: UserDep) -> Response:
+def drop_upload(upload: OwnedUpload, c: CtxDep, who: ClientDep, user: UserDep) -> Response:
+    upload_id = upload.id
     with c.db.write() as conn:
-        row = _owned(conn, user.id, upload_id)
+        row = upload.row(conn)
         if _claimed(row, clock.now()):
             raise _busy()
         conn.execute(uploads.delete().where(uploads.c.id == upload_id))

@@ -8,10 +8,11 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, BackgroundTasks, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Connection
 
 from livedata_cli.server import db, devices, reauth
-from livedata_cli.server.api import (
+from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke_sessions
+from livedata_cli.server.db import public_keys
+from livedata_cli.server.deps import (
     ClientDep,
     CtxDep,
     Page,
@@ -20,23 +21,8 @@ from livedata_cli.server.api import (
     audit,
     not_found,
 )
-from livedata_cli.server.auth import Name, Password, Profile, profile_of, revoke_sessions
 
 router = APIRouter(prefix="/users", tags=["users"])
-
-# Each account's X25519 public key (``livedata share --to``) and the Ed25519
-# key its shares are signed with; the private keys never reach the server.
-# Created by the 004_public_keys migration; ``signing_key`` added by 008.
-keys_metadata = sa.MetaData()
-public_keys = sa.Table(
-    "public_keys",
-    keys_metadata,
-    sa.Column("user_id", sa.String(32), primary_key=True),
-    sa.Column("public_key", sa.String(64), nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("signing_key", sa.String(64), nullable=True),
-)
-
 
 class ProfilePatch(BaseModel):
     first_name: Name | None = None
@@ -211,19 +197,3 @@ def get_public_key(
     if row is None:
         raise not_found("public key")
     return PublicKeyOut(email=row.email, public_key=row.public_key, signing_key=row.signing_key)
-
-
-def create_tables(conn: Connection) -> None:
-    """The migration that adds the public keys and share recipients."""
-    from livedata_cli.server import shares
-
-    keys_metadata.create_all(conn)
-    shares.recipients_metadata.create_all(conn)
-
-
-def add_signing_keys(conn: Connection) -> None:
-    """The migration that adds each account's Ed25519 signing key (absent on a database made before it)."""
-    have = {col["name"] for col in sa.inspect(conn).get_columns("public_keys")}
-    if "signing_key" not in have:
-        kind = public_keys.c.signing_key.type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE public_keys ADD COLUMN signing_key {kind}")

@@ -1,4 +1,8 @@
-"""Operator actions behind ``livedata server migrate | rotate-key | create-admin``."""
+"""Operator commands: what ``livedata server migrate | rotate-key | retire-key | create-admin | users ...`` do.
+
+They run on the database and keys directly, from the operator's shell, not
+over HTTP; the administrators' HTTP API is ``server/admin_api.py``.
+"""
 
 from __future__ import annotations
 
@@ -133,9 +137,9 @@ def create_admin(config: ServerConfig, email: str, password: str, first_name: st
     """Create an administrator account, or make an existing account one; returns its id."""
     import re
 
-    from livedata_cli.server.api import ApiError
     from livedata_cli.server.app import build_context
     from livedata_cli.server.auth import EMAIL_PATTERN, create_user
+    from livedata_cli.server.deps import ApiError
 
     email = normalize(email)
     if not re.match(EMAIL_PATTERN, email) or refusal(email):
@@ -176,7 +180,7 @@ def set_user_disabled(config: ServerConfig, email: str, disabled: bool) -> dict[
     """Disable an account (its sessions end at once) or enable it again, by email."""
     from livedata_cli.errors import NotFound
     from livedata_cli.server.admin_api import find_user, set_disabled
-    from livedata_cli.server.api import Client, audit
+    from livedata_cli.server.deps import Client, audit
 
     migrate(config)
     database = open_database(config)
@@ -205,8 +209,8 @@ def reset_mfa(config: ServerConfig, email: str) -> dict[str, object]:
     """
     from livedata_cli.errors import NotFound
     from livedata_cli.server.admin_api import find_user
-    from livedata_cli.server.api import Client, audit
     from livedata_cli.server.auth import revoke_sessions
+    from livedata_cli.server.deps import Client, audit
 
     migrate(config)
     database = open_database(config)
