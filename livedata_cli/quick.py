@@ -1,0 +1,258 @@
+"""``livedata ls`` and ``livedata search`` answered without loading the command tree.
+
+Importing Typer, Click and every command module costs more than a whole plain
+listing of 10,000 files. These two commands only read the local index, so
+:func:`run` serves their common forms straight from the same core functions
+the commands call (``Index.newest_paths``, ``search.search``), and prints
+what they print.
+
+It serves a command line only when it understands all of it and when nothing
+can make the full command behave differently; everything else (``--json``,
+``--long``, a terminal on stdout for ``search``, a profile, a store set in the
+environment, an index locked by ``lock --index``, any error at all) returns
+None before anything is printed, and the full command line runs instead and
+answers, or fails, exactly as it always has. ``tests/test_quick.py`` runs the
+same command lines both ways and compares stdout, stderr and the exit code
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["run"]
+
+# ls: flags that change what a plain listing prints, and those that change nothing in it.
+_LS_FLAGS: Final = {"--trash": "trash", "--all": "all", "-a": "all", "--null": "null", "-0": "null"}
+_LS_NO_EFFECT: Final = {"--no-header", "--quiet", "-q"}
+# search: options taking a value, and flags.
+_SEARCH_VALUES: Final = {
+    "--tag": "tag",
+    "-t": "tag",
+    "--type": "type",
+    "--since": "since",
+    "--until": "until",
+    "--larger-than": "larger_than",
+    "--smaller-than": "smaller_than",
+    "--limit": "limit",
+    "-n": "limit",
+}
+_SEARCH_FLAGS: Final = {"--trash": "trash", "--all-versions": "all_versions", "--quiet": "quiet", "-q": "quiet"}
+_DEFAULT_LIMIT: Final = 50  # livedata_cli/cli/search_cmds.py: DEFAULT_LIMIT
+
+
+class _Decline(Exception):
+    """This command line is the full CLI's to answer."""
+
+
+def run(args: list[str]) -> int | None:
+    """The exit code of ``livedata ARGS`` when served here, else None (nothing printed).
+
+    Ctrl-C is the caller's: :mod:`livedata_cli.interrupt` is installed first."""
+    try:
+        write = _prepare(args)
+    except Exception:  # _Decline, or anything the full command may report its own way
+        return None
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader went away, as the full CLI treats it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    return 0
+
+
+def _prepare(args: list[str]) -> Callable[[], None]:
+    """Everything up to the first byte of output; raises to decline."""
+    if not args or args[0] not in ("ls", "search"):
+        raise _Decline()
+    quiet = _environment()
+    if args[0] == "ls":
+        return _ls(args[1:])
+    return _search(args[1:], quiet)
+
+
+def _environment() -> bool:
+    """Settings as the full CLI merges them (environment > config file > default);
+    declines whatever would change the command. Returns the effective ``quiet``."""
+    from livedata_cli import profiles
+
+    profiles.reset()
+    if profiles.active_profile() is not None:
+        raise _Decline()
+    if profiles.setting("json"):
+        raise _Decline()
+    quiet = bool(profiles.setting("quiet"))
+    profiles.setting("no_keyring")  # a malformed value is the full CLI's error to report
+    if profiles.resolve("store").source == "environment":  # attaches a home to a store
+        raise _Decline()
+    for name in ("passphrase_file", "passphrase_command", "server", "email", "stall_timeout"):
+        profiles.setting(name)
+    return quiet
+
+
+def _index_path() -> str:
+    from livedata_cli import config, index_lock
+
+    settings = config.VaultSettings.load()  # no vault: the full CLI's "not found"
+    if "://" in settings.store and not settings.store.startswith("file://"):
+        raise _Decline()  # opening an S3 or API store object is the full CLI's business
+    path = config.home() / config.INDEX_FILE
+    if index_lock.is_locked(path):
+        raise _Decline()
+    return str(path)
+
+
+def _ls(rest: list[str]) -> Callable[[], None]:
+    flags: set[str] = set()
+    prefix: str | None = None
+    for word in rest:
+        if word in _LS_FLAGS:
+            flags.add(_LS_FLAGS[word])
+        elif word in _LS_NO_EFFECT:
+            continue
+        elif word.startswith("-") or prefix is not None or not word:
+            raise _Decline()
+        else:
+            prefix = word
+    from livedata_cli.tree import clean_vault_path
+
+    cleaned = clean_vault_path(prefix) if prefix else ""
+    path = _index_path()
+    from pathlib import Path
+
+    from livedata_cli.index import Index
+
+    index = Index(Path(path))
+    try:
+        paths = list(index.newest_paths(cleaned, trash="trash" in flags, dirs="all" in flags))
+    finally:
+        index.close()
+    if "null" in flags:
+        from livedata_cli.names import to_bytes
+
+        data = b"".join(to_bytes(p) + b"\0" for p in paths)
+
+        def write_null() -> None:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+
+        return write_null
+    from livedata_cli.names import shown_lines
+
+    lines = list(shown_lines(paths))
+
+    def write_lines() -> None:
+        sys.stdout.writelines(lines)
+
+    return write_lines
+
+
+def _search(rest: list[str], quiet: bool) -> Callable[[], None]:
+    if sys.stdout.isatty():
+        raise _Decline()  # a person's rendering (rich): the full command's
+    values: dict[str, list[str]] = {}
+    flags: set[str] = set()
+    words: list[str] = []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word in _SEARCH_VALUES:
+            if i + 1 >= len(rest) or rest[i + 1].startswith("-"):
+                raise _Decline()
+            values.setdefault(_SEARCH_VALUES[word], []).append(rest[i + 1])
+            i += 2
+            continue
+        if word in _SEARCH_FLAGS:
+            flags.add(_SEARCH_FLAGS[word])
+        elif word.startswith("-"):
+            raise _Decline()
+        else:
+            words.append(word)
+        i += 1
+    for name in ("since", "until", "larger_than", "smaller_than", "limit"):
+        if len(values.get(name, [])) > 1:
+            raise _Decline()  # the last one wins in the full CLI: not worth copying
+    limit: int | None = None
+    if "limit" in values:
+        text = values["limit"][0]
+        if not text.isascii() or not text.isdigit():
+            raise _Decline()
+        limit = int(text)
+    quiet = quiet or "quiet" in flags
+
+    import gc
+
+    from livedata_cli import search as core
+
+    def one(name: str) -> str | None:
+        found = values.get(name)
+        return found[0] if found else None
+
+    since, until = one("since"), one("until")
+    larger, smaller = one("larger_than"), one("smaller_than")
+    text = " ".join(words)
+    filters = core.Filters(
+        tags=values.get("tag", []),
+        types=values.get("type", []),
+        since=core.parse_when(since, "--since") if since else None,
+        until=core.parse_when(until, "--until", end_of_day=True) if until else None,
+        larger_than=core.parse_size(larger, "--larger-than") if larger else None,
+        smaller_than=core.parse_size(smaller, "--smaller-than") if smaller else None,
+        trash="trash" in flags,
+        all_versions="all_versions" in flags,
+    )
+    for kind in filters.types:
+        core.type_condition(kind)
+    has_words = core.parse_query(text) is not None
+    if not has_words and filters.empty():
+        raise _Decline()
+    if limit is None:
+        limit = _DEFAULT_LIMIT if has_words else 0
+    _index_path()
+    gc.disable()  # as the full command: thousands of short-lived objects, no cycles
+    results = core.search(core.open_index(), text, filters, limit=limit or None)
+    from livedata_cli.names import shown
+    from livedata_cli.sizes import human_size
+
+    day = _Days()
+    lines = [
+        "\t".join(
+            (shown(h.path), human_size(h.size), day(h.created), ",".join(h.tags) or "-",
+             shown(core.plain_snippet(h.snippet)) if h.snippet else "")
+        )
+        for h in results.hits
+    ]  # fmt: skip
+    if not results.hits:
+        said = "no match"
+    elif results.truncated:
+        said = f"first {len(results.hits)} results shown: --limit N for more, --limit 0 for all"
+    else:
+        said = ""
+
+    def write() -> None:
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+        if said and not quiet:
+            sys.stdout.flush()
+            sys.stderr.write(said + "\n")
+
+    return write
+
+
+class _Days:
+    """Local dates of times, one strftime per quarter hour (as the full command)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, str] = {}
+
+    def __call__(self, t: float) -> str:
+        import time
+
+        key = int(t // 900)
+        day = self.seen.get(key)
+        if day is None:
+            day = self.seen[key] = time.strftime("%Y-%m-%d", time.localtime(t))
+        return day
