@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Cli, livedata_exe, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import Cli, livedata_exe, write
 
 FULL = [sys.executable, "-c", "import sys; from livedata_cli.entry import main; sys.exit(main())"]
 HEAVY = {"typer", "rich", "livedata_cli.cli", "livedata_cli.vault", "livedata_cli.crypto", "keyring", "boto3", "httpx"}

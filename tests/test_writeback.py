@@ -16,10 +16,10 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import Cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import Cli
 from livedata_cli import writeback
 from livedata_cli.stores.local import LocalStore
 
