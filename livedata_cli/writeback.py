@@ -24,6 +24,7 @@ refers to them. Where ``sync_file_range`` is missing (not Linux) or refused
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -45,6 +46,9 @@ _WAIT_BEFORE: Final = 1
 _WRITE: Final = 2
 _WAIT_AFTER: Final = 4
 
+# What says "no writeback control here", not "the write failed".
+_UNSUPPORTED: Final = frozenset({errno.ENOSYS, errno.ESPIPE, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+
 _SyncFileRange = Callable[[int, int, int, int], None]
 _loaded: list[_SyncFileRange | None] = []
 _load_lock = threading.Lock()
@@ -55,7 +59,7 @@ def sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
     OSError when it fails, including where the system has none."""
     call = _libc_call()
     if call is None:
-        raise OSError(38, "sync_file_range is not available on this system")  # ENOSYS
+        raise OSError(errno.ENOSYS, "sync_file_range is not available on this system")
     call(fd, offset, length, flags)
 
 
@@ -131,7 +135,11 @@ class Behind:
                     self._fd, self._waited, older - self._waited, _WAIT_BEFORE | _WRITE | _WAIT_AFTER
                 )
                 self._waited = older
-        except OSError:
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                # A write error (EIO, ENOSPC) is reported once per file: swallowed
+                # here, the store's fsync would never see it.
+                raise
             self._on = False  # not here (no such call, a pipe, a file system without it)
 
     def fileno(self) -> int:

@@ -175,3 +175,38 @@ def test_behind_writes_exactly_what_it_is_given(
         assert unwritten(f.fileno()) <= lag + window + max(sizes, default=0) + PAGE
     assert path.read_bytes() == bytes(expected)
     path.unlink()
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC])
+def test_a_write_error_found_by_writeback_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    """The kernel reports a failed writeback once per open file: writeback must
+    pass it on, or the fsync that follows would succeed over lost data."""
+
+    def failing(fd: int, offset: int, length: int, flags: int) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(writeback, "sync_file_range", failing)
+    with open(tmp_path / "f", "wb") as f:
+        out = writeback.Behind(f, window=MiB, lag=MiB)
+        with pytest.raises(OSError) as e:
+            for _ in range(4):
+                out.write(b"x" * MiB)
+        assert e.value.errno == err
+
+
+def test_no_writeback_control_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def unsupported(fd: int, offset: int, length: int, flags: int) -> None:
+        calls.append(offset)
+        raise OSError(errno.ENOSYS, "not here")
+
+    monkeypatch.setattr(writeback, "sync_file_range", unsupported)
+    with open(tmp_path / "f", "wb") as f:
+        out = writeback.Behind(f, window=MiB, lag=MiB)
+        for _ in range(8):
+            out.write(b"y" * MiB)
+    assert calls == [0]  # tried once, then plain writes
+    assert (tmp_path / "f").read_bytes() == b"y" * (8 * MiB)
