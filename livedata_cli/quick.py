@@ -7,8 +7,9 @@ the commands call (``Index.newest_paths``, ``search.search``), and prints
 what they print.
 
 It serves a command line only when it understands all of it and when nothing
-can make the full command behave differently; everything else (``--json``,
-``--long``, a terminal on stdout for ``search``, a profile, a store set in the
+can make the full command behave differently; everything else (global
+options before the command, ``--long``, a terminal on stdout for ``search``
+without ``--json``, a profile, a store set in the
 environment, an index locked by ``lock --index``, any error at all) returns
 None before anything is printed, and the full command line runs instead and
 answers, or fails, exactly as it always has. ``tests/test_quick.py`` runs the
@@ -26,7 +27,9 @@ from typing import Final
 __all__ = ["run"]
 
 # ls: flags that change what a plain listing prints, and those that change nothing in it.
-_LS_FLAGS: Final = {"--trash": "trash", "--all": "all", "-a": "all", "--null": "null", "-0": "null"}
+_LS_FLAGS: Final = {
+    "--trash": "trash", "--all": "all", "-a": "all", "--null": "null", "-0": "null", "--json": "json",
+}  # fmt: skip
 _LS_NO_EFFECT: Final = {"--no-header", "--quiet", "-q"}
 # search: options taking a value, and flags.
 _SEARCH_VALUES: Final = {
@@ -40,7 +43,9 @@ _SEARCH_VALUES: Final = {
     "--limit": "limit",
     "-n": "limit",
 }
-_SEARCH_FLAGS: Final = {"--trash": "trash", "--all-versions": "all_versions", "--quiet": "quiet", "-q": "quiet"}
+_SEARCH_FLAGS: Final = {
+    "--trash": "trash", "--all-versions": "all_versions", "--quiet": "quiet", "-q": "quiet", "--json": "json",
+}  # fmt: skip
 _DEFAULT_LIMIT: Final = 50  # livedata_cli/cli/search_cmds.py: DEFAULT_LIMIT
 
 
@@ -68,29 +73,41 @@ def _prepare(args: list[str]) -> Callable[[], None]:
     """Everything up to the first byte of output; raises to decline."""
     if not args or args[0] not in ("ls", "search"):
         raise _Decline()
-    quiet = _environment()
+    json_, quiet = _environment()
     if args[0] == "ls":
-        return _ls(args[1:])
-    return _search(args[1:], quiet)
+        return _ls(args[1:], json_)
+    return _search(args[1:], json_, quiet)
 
 
-def _environment() -> bool:
+def _environment() -> tuple[bool, bool]:
     """Settings as the full CLI merges them (environment > config file > default);
-    declines whatever would change the command. Returns the effective ``quiet``."""
+    declines whatever would change the command. Returns the effective ``json``
+    and ``quiet``."""
     from livedata_cli import profiles
 
     profiles.reset()
     if profiles.active_profile() is not None:
         raise _Decline()
-    if profiles.setting("json"):
-        raise _Decline()
+    json_ = bool(profiles.setting("json"))
     quiet = bool(profiles.setting("quiet"))
     profiles.setting("no_keyring")  # a malformed value is the full CLI's error to report
     if profiles.resolve("store").source == "environment":  # attaches a home to a store
         raise _Decline()
     for name in ("passphrase_file", "passphrase_command", "server", "email", "stall_timeout"):
         profiles.setting(name)
-    return quiet
+    return json_, quiet
+
+
+def _emit(data: object) -> Callable[[], None]:
+    """The one JSON document, as ``Env.emit`` prints it."""
+    import json
+
+    text = json.dumps(data, indent=2, default=str) + "\n"
+
+    def write() -> None:
+        sys.stdout.write(text)
+
+    return write
 
 
 def _index_path() -> str:
@@ -105,7 +122,7 @@ def _index_path() -> str:
     return str(path)
 
 
-def _ls(rest: list[str]) -> Callable[[], None]:
+def _ls(rest: list[str], json_: bool) -> Callable[[], None]:
     flags: set[str] = set()
     prefix: str | None = None
     for word in rest:
@@ -125,8 +142,12 @@ def _ls(rest: list[str]) -> Callable[[], None]:
 
     from livedata_cli.index import Index
 
+    json_ = json_ or "json" in flags
     index = Index(Path(path))
     try:
+        if json_:  # as the full command: every field of each newest version
+            rows = [(v, n) for v, n in index.latest(cleaned, trash="trash" in flags) if "all" in flags or v.kind != "dir"]
+            return _emit([{**v.to_json(), "versions": n} for v, n in rows])
         paths = list(index.newest_paths(cleaned, trash="trash" in flags, dirs="all" in flags))
     finally:
         index.close()
@@ -150,9 +171,7 @@ def _ls(rest: list[str]) -> Callable[[], None]:
     return write_lines
 
 
-def _search(rest: list[str], quiet: bool) -> Callable[[], None]:
-    if sys.stdout.isatty():
-        raise _Decline()  # a person's rendering (rich): the full command's
+def _search(rest: list[str], json_: bool, quiet: bool) -> Callable[[], None]:
     values: dict[str, list[str]] = {}
     flags: set[str] = set()
     words: list[str] = []
@@ -182,6 +201,9 @@ def _search(rest: list[str], quiet: bool) -> Callable[[], None]:
             raise _Decline()
         limit = int(text)
     quiet = quiet or "quiet" in flags
+    json_ = json_ or "json" in flags
+    if not json_ and sys.stdout.isatty():
+        raise _Decline()  # a person's rendering (rich): the full command's
 
     import gc
 
@@ -214,6 +236,15 @@ def _search(rest: list[str], quiet: bool) -> Callable[[], None]:
     _index_path()
     gc.disable()  # as the full command: thousands of short-lived objects, no cycles
     results = core.search(core.open_index(), text, filters, limit=limit or None)
+    if json_:
+        return _emit(
+            {
+                "query": text,
+                "results": [h.to_json() for h in results.hits],
+                "count": len(results.hits),
+                "truncated": results.truncated,
+            }
+        )
     from livedata_cli.names import shown
     from livedata_cli.sizes import human_size
 

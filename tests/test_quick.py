@@ -117,7 +117,8 @@ def test_search_is_the_same_on_the_fast_path(library: Cli, args: list[str], env:
     "args",
     [["ls"], ["ls", "docs/"], ["ls", "-0"], ["ls", "--trash"], ["ls", "-a"], ["search", "invoice"],
      ["search", "--tag", "family"], ["search", "report", "--type", "pdf", "-n", "1"], ["search", "nothing-like-it"],
-     ["search", "--trash", "--type", "text"]],
+     ["search", "--trash", "--type", "text"], ["ls", "--json"], ["ls", "--json", "-a", "docs"],
+     ["search", "report", "--json"], ["search", "--json", "--tag", "family"]],
 )  # fmt: skip
 def test_common_forms_load_no_command_tree(library: Cli, args: list[str]) -> None:
     """What makes them fast: neither Typer nor the vault, crypto or store modules are imported."""
