@@ -189,8 +189,10 @@ fi
 # -- main run: livedata, peers, livedata again -----------------------------------
 if [[ -n "${LIVEDATA_PEERS_DIR:-}" ]]; then
   peers_dir=$LIVEDATA_PEERS_DIR
-else
+elif [[ -d $repo/../shared/bench ]]; then
   peers_dir=$repo/../shared/bench
+else  # a git worktree one folder further down (wt/NAME)
+  peers_dir=$repo/../../shared/bench
 fi
 peers=$peers_dir/peers-big.sh
 if [[ ! -f "$peers" ]]; then

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent / "livedata_cli"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("basics", ("livedata_cli", "errors", "sizes", "names", "shellwords", "mime", "notices")),
     ("crypto", ("crypto",)),
-    ("environment", ("config", "profiles", "envfail", "netwait", "interrupt", "locking", "oskeyring", "aws")),
+    ("environment", ("config", "profiles", "envfail", "netwait", "interrupt", "locking", "oskeyring", "aws", "writeback")),
     ("stores", ("stores", "account", "kms")),
     ("index", ("index", "index_file", "index_lock", "search", "tree", "packs", "journal", "state", "keys")),
     ("vault", ()),
-    ("front", ("cli", "server", "_start", "entry", "__main__")),
+    ("front", ("cli", "server", "_start", "quick", "entry", "__main__")),
 ]
 
 # Circles that are allowed, and why.  Each is a set of modules that import
