@@ -30,9 +30,9 @@ import stat
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, cast
 
-__all__ = ["LAG", "WINDOW", "Behind", "behind", "sync_file_range"]
+__all__ = ["LAG", "WINDOW", "Behind", "behind", "created", "sync_file_range"]
 
 # Writeback starts once this many bytes are written since it last started: big
 # enough that the calls cost nothing against the data, small enough that the
@@ -163,3 +163,9 @@ def behind(f: BinaryIO) -> BinaryIO:
     except (OSError, AttributeError, ValueError):
         return f
     return Behind(f) if regular else f  # type: ignore[return-value]
+
+
+def created(f: BinaryIO) -> BinaryIO:
+    """``f``, a regular file this process just created, wrapped in :class:`Behind`
+    (no ``fstat``: a restore of many small files makes one per file)."""
+    return cast(BinaryIO, Behind(f))

@@ -152,7 +152,7 @@ class LocalStore:
         tmp = self._tmp()
         try:
             with self._create(tmp) as f:
-                yield writeback.Behind(f)  # a big object is mostly on disk before flush() fsyncs it
+                yield writeback.created(f)  # a big object is mostly on disk before flush() fsyncs it
             dest = self._spath(key)
             self._ensure_dir(os.path.dirname(dest))
             os.replace(tmp, dest)
