@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from itertools import chain, islice
 from typing import Final
 
 __all__ = ["run"]
@@ -66,7 +67,27 @@ def run(args: list[str]) -> int | None:
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: the reader went away, as the full CLI treats it
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    except Exception as e:  # a listing failing part way (a damaged page of the index)
+        return _failed(e)
     return 0
+
+
+def _failed(e: Exception) -> int:
+    """One line and the exit code, as ``livedata_cli.cli.main`` reports an error
+    once output has begun (the listing streams, so it cannot start over)."""
+    from livedata_cli import envfail
+    from livedata_cli.errors import LivedataError
+    from livedata_cli.index_file import as_index_error
+    from livedata_cli.names import shown
+
+    known = e if isinstance(e, LivedataError) else envfail.translate(e) or as_index_error(e)
+    if known is not None:
+        message, code = known.message, int(known.exit_code)
+    else:
+        message, code = f"unexpected error: {type(e).__name__}: {e} (run with --debug for details)", 1
+    sys.stdout.flush()
+    sys.stderr.write(f"livedata: error: {shown(message)}\n")
+    return code
 
 
 def _prepare(args: list[str]) -> Callable[[], None]:
@@ -147,28 +168,30 @@ def _ls(rest: list[str], json_: bool) -> Callable[[], None]:
     try:
         if json_:  # as the full command: every field of each newest version
             rows = [(v, n) for v, n in index.latest(cleaned, trash="trash" in flags) if "all" in flags or v.kind != "dir"]
+            index.close()
             return _emit([{**v.to_json(), "versions": n} for v, n in rows])
-        paths = list(index.newest_paths(cleaned, trash="trash" in flags, dirs="all" in flags))
-    finally:
+        # Streamed, as the full command streams them (a million paths are not
+        # held in memory); the first block is read here, so a query that
+        # fails at once is still the full command's to report.
+        paths = index.newest_paths(cleaned, trash="trash" in flags, dirs="all" in flags)
+        first = list(islice(paths, 2048))
+    except BaseException:
         index.close()
-    if "null" in flags:
-        from livedata_cli.names import to_bytes
+        raise
+    rows_ = chain(first, paths)
+    from livedata_cli.names import shown_lines, to_bytes
 
-        data = b"".join(to_bytes(p) + b"\0" for p in paths)
+    def write() -> None:
+        try:
+            if "null" in flags:
+                sys.stdout.flush()
+                sys.stdout.buffer.writelines(to_bytes(p) + b"\0" for p in rows_)
+            else:
+                sys.stdout.writelines(shown_lines(rows_))  # a name from the store never drives the terminal
+        finally:
+            index.close()
 
-        def write_null() -> None:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(data)
-
-        return write_null
-    from livedata_cli.names import shown_lines
-
-    lines = list(shown_lines(paths))
-
-    def write_lines() -> None:
-        sys.stdout.writelines(lines)
-
-    return write_lines
+    return write
 
 
 def _search(rest: list[str], json_: bool, quiet: bool) -> Callable[[], None]:

@@ -163,3 +163,29 @@ def test_a_reader_that_goes_away(library: Cli) -> None:
         p.stdout.close()
         err = p.stderr.read()
         assert p.wait(timeout=60) == 0 and err == b"", (cmd, err)
+
+
+@pytest.mark.parametrize("how", ["header", "page", "truncated", "not-sqlite"])
+def test_a_damaged_index_fails_the_same_way(cli: Cli, how: str) -> None:
+    """A damaged index is the full command's to report: the same line, exit 5."""
+    import os
+
+    cli.ok("init")
+    for i in range(30):
+        write(cli.cwd / "tree" / f"f{i:02}.txt", f"file {i}\n")
+    cli.ok("upload", "tree", "--recursive")
+    index = Path(cli.env["LIVEDATA_HOME"]) / "index.sqlite"
+    data = bytearray(index.read_bytes())
+    if how == "header":
+        data[:16] = b"garbage garbage!"
+    elif how == "page":
+        page = int.from_bytes(data[16:18], "big")
+        for start in range(page, len(data), page):  # every page but the first (the schema)
+            data[start : start + page] = os.urandom(min(page, len(data) - start))
+    elif how == "truncated":
+        data = data[: len(data) // 3]
+    else:
+        data = bytearray(b"this is not a database at all\n" * 100)
+    index.write_bytes(bytes(data))
+    for args in (["ls"], ["ls", "-0"], ["ls", "--json"], ["search", "file"], ["search", "--tag", "x"]):
+        both(cli, args)
