@@ -39,16 +39,19 @@ def main() -> int:
     mode = os.environ.get(COMPLETE_VAR, "")
     if mode.startswith("complete_") and _complete(mode.removeprefix("complete_")):
         return 0
-    if args[:1] in (["ls"], ["search"]):  # plain listings, read from the index without Typer
-        from livedata_cli import interrupt, quick
+    if "ls" in args or "search" in args:  # plain listings, read from the index without Typer
+        from livedata_cli import quick
 
-        interrupt.install()
-        try:
-            code = quick.run(args)
-        except KeyboardInterrupt:
-            return interrupt.finish(130)
-        if code is not None:
-            return interrupt.finish(code)
+        if quick.command_at(args) is not None:
+            from livedata_cli import interrupt
+
+            interrupt.install()
+            try:
+                code = quick.run(args)
+            except KeyboardInterrupt:
+                return interrupt.finish(130)
+            if code is not None:
+                return interrupt.finish(code)
     from livedata_cli.entry import main as full  # Ctrl-C handled before the heavy imports
 
     return full()

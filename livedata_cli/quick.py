@@ -8,7 +8,7 @@ what they print.
 
 It serves a command line only when it understands all of it and when nothing
 can make the full command behave differently; everything else (global
-options before the command, ``--long``, a terminal on stdout for ``search``
+options but ``--json``, ``--quiet`` and ``--no-keyring``, ``--long``, a terminal on stdout for ``search``
 without ``--json``, a profile, a store set in the
 environment, an index locked by ``lock --index``, any error at all) returns
 None before anything is printed, and the full command line runs instead and
@@ -92,12 +92,32 @@ def _failed(e: Exception) -> int:
 
 def _prepare(args: list[str]) -> Callable[[], None]:
     """Everything up to the first byte of output; raises to decline."""
-    if not args or args[0] not in ("ls", "search"):
+    at = command_at(args)
+    if at is None:
         raise _Decline()
+    glob = set(args[:at])
     json_, quiet = _environment()
-    if args[0] == "ls":
-        return _ls(args[1:], json_)
-    return _search(args[1:], json_, quiet)
+    json_ = json_ or "--json" in glob
+    quiet = quiet or bool(glob & {"-q", "--quiet"})
+    if args[at] == "ls":
+        return _ls(args[at + 1 :], json_)
+    return _search(args[at + 1 :], json_, quiet)
+
+
+# Global options this module understands before the command (--no-keyring
+# changes nothing for commands that never unlock).
+_GLOBAL: Final = frozenset({"--json", "-q", "--quiet", "--no-keyring"})
+
+
+def command_at(args: list[str]) -> int | None:
+    """Where ``ls`` or ``search`` stands in ``args`` after global options this
+    module understands; None for any other command line."""
+    for at, word in enumerate(args):
+        if word in ("ls", "search"):
+            return at
+        if word not in _GLOBAL:
+            return None
+    return None
 
 
 def _environment() -> tuple[bool, bool]:

@@ -82,13 +82,18 @@ def both(cli: Cli, args: list[str], env: dict[str, str] | None = None) -> None:
     assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr), args
 
 
+GLOBAL = ["--json", "-q", "--quiet", "--no-keyring", "--debug", "-P", "--profile", "x"]
+
+
 def ls_args() -> st.SearchStrategy[list[str]]:
-    return st.lists(st.sampled_from(LS_WORDS), max_size=4).map(lambda words: ["ls", *words])
+    return st.tuples(
+        st.lists(st.sampled_from(GLOBAL), max_size=2), st.lists(st.sampled_from(LS_WORDS), max_size=4)
+    ).map(lambda t: [*t[0], "ls", *t[1]])
 
 
 @st.composite
 def search_args(draw: st.DrawFn) -> list[str]:
-    out = ["search"]
+    out = [*draw(st.lists(st.sampled_from(GLOBAL), max_size=2)), "search"]
     for _ in range(draw(st.integers(0, 5))):
         if draw(st.booleans()):
             out.append(draw(st.sampled_from(SEARCH_WORDS)))
@@ -118,7 +123,8 @@ def test_search_is_the_same_on_the_fast_path(library: Cli, args: list[str], env:
     [["ls"], ["ls", "docs/"], ["ls", "-0"], ["ls", "--trash"], ["ls", "-a"], ["search", "invoice"],
      ["search", "--tag", "family"], ["search", "report", "--type", "pdf", "-n", "1"], ["search", "nothing-like-it"],
      ["search", "--trash", "--type", "text"], ["ls", "--json"], ["ls", "--json", "-a", "docs"],
-     ["search", "report", "--json"], ["search", "--json", "--tag", "family"]],
+     ["search", "report", "--json"], ["search", "--json", "--tag", "family"], ["--json", "ls"],
+     ["-q", "search", "nothing-like-it"], ["--no-keyring", "--json", "search", "report"]],
 )  # fmt: skip
 def test_common_forms_load_no_command_tree(library: Cli, args: list[str]) -> None:
     """What makes them fast: neither Typer nor the vault, crypto or store modules are imported."""
@@ -189,3 +195,40 @@ def test_a_damaged_index_fails_the_same_way(cli: Cli, how: str) -> None:
     index.write_bytes(bytes(data))
     for args in (["ls"], ["ls", "-0"], ["ls", "--json"], ["search", "file"], ["search", "--tag", "x"]):
         both(cli, args)
+
+
+def test_ctrl_c_while_listing(tmp_path: Path, livedata_env: dict[str, str]) -> None:
+    """Ctrl-C while ``ls`` waits on a full pipe: one line, exit 130, on both paths."""
+    import os
+    import signal
+    import time
+
+    from livedata_cli import config
+    from livedata_cli.index import Index
+
+    home = Path(livedata_env["LIVEDATA_HOME"])
+    config.VaultSettings(store=str(home / "store"), vault_id="0" * 32).save()
+    index = Index(home / config.INDEX_FILE)
+    records = [
+        {"t": "put", "vid": f"{i:032x}", "path": f"folder/a-rather-long-file-name-{i:06d}.txt", "object": f"{i:032x}",
+         "offset": 0, "length": 100, "size": 10, "mtime": 0.0, "mode": 0o644, "mime": "text/plain",
+         "hash": "00" * 32, "header_hash": "00" * 32, "wrapped_key": "00" * 60, "key_id": "k",
+         "created": 1.0 + i, "tags": [], "notes": ""}
+        for i in range(20_000)
+    ]  # fmt: skip
+    index.apply("journal/synthetic", records)
+    index.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")} | livedata_env
+    for cmd in (livedata_exe(), FULL):
+        p = subprocess.Popen(
+            [*cmd, "ls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        assert p.stdout is not None and p.stderr is not None
+        first = p.stdout.read(100)  # it is listing: the rest waits on the full pipe
+        assert first.startswith(b"folder/a-rather-long-file-name-000000.txt\n")
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        code = p.wait(timeout=30)
+        assert (code, p.stderr.read()) == (130, b"livedata: error: interrupted\n"), cmd
+        p.stdout.close()
