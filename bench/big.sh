@@ -113,6 +113,38 @@ ld_roundtrip() {
   row "livedata download ($tag)" "$down_s" "$size" "$down_kb"
 }
 
+# back_to_back FILE: three downloads in a row into fresh files, without and then
+# with a `sync` before each (the dirty pages of one download are still being
+# written when the next starts, unless livedata writes them back as it goes);
+# cp of the same file the same way, for the page cache's own behaviour.
+back_to_back() {
+  local f=$1 size home i mode
+  size=$(stat -c %s "$f")
+  home=$DIR/home-b2b
+  fresh_vault "$home"
+  ld "$home" upload -q "$f" --as bench/big.bin; "${LDCMD[@]}" >/dev/null
+  for mode in "in a row" "after sync"; do
+    sync
+    for i in 1 2 3; do
+      [[ $mode == "after sync" ]] && sync
+      ld "$home" download -q bench/big.bin -o "$DIR/b2b-$i.bin"; timed down "${LDCMD[@]}"
+      row "livedata dl, $mode $i" "$down_s" "$size" "$down_kb"
+    done
+    if ! cmp -s "$f" "$DIR/b2b-3.bin"; then
+      echo "big.sh: livedata download ($mode) differs from the original" >&2; exit 1
+    fi
+    rm -f "$DIR"/b2b-*.bin
+    sync
+    for i in 1 2 3; do
+      [[ $mode == "after sync" ]] && sync
+      timed cpb cp "$f" "$DIR/b2b-$i.bin"
+      row "cp, $mode $i" "$cpb_s" "$size" "$cpb_kb"
+    done
+    rm -f "$DIR"/b2b-*.bin
+  done
+  rm -rf "$home"
+}
+
 header() {
   echo "# $1"
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(uname -r)  $(nproc) CPU  $("$LD" --version 2>/dev/null | tail -n 1)"
@@ -157,8 +189,10 @@ fi
 # -- main run: livedata, peers, livedata again -----------------------------------
 if [[ -n "${LIVEDATA_PEERS_DIR:-}" ]]; then
   peers_dir=$LIVEDATA_PEERS_DIR
-else
+elif [[ -d $repo/../shared/bench ]]; then
   peers_dir=$repo/../shared/bench
+else  # a git worktree one folder further down (wt/NAME)
+  peers_dir=$repo/../../shared/bench
 fi
 peers=$peers_dir/peers-big.sh
 if [[ ! -f "$peers" ]]; then
@@ -176,7 +210,8 @@ sync
 size=$(stat -c %s "$f")
 
 # The run below is a pipeline (a subshell): register what it creates here, for the EXIT trap.
-cleanup_paths+=("$DIR/home-1" "$DIR/out-1.bin" "$DIR/home-2" "$DIR/out-2.bin" "$DIR/copy")
+cleanup_paths+=("$DIR/home-1" "$DIR/out-1.bin" "$DIR/home-2" "$DIR/out-2.bin" "$DIR/copy" "$DIR/home-b2b"
+               "$DIR/b2b-1.bin" "$DIR/b2b-2.bin" "$DIR/b2b-3.bin")
 mkdir -p "$repo/bench/out"
 result=$repo/bench/out/big-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
@@ -188,6 +223,7 @@ result=$repo/bench/out/big-$(date -u +%Y%m%dT%H%M%SZ).txt
   rm -f "$DIR/copy"
   row "cp + fsync (limit)" "$cps_s" "$size" "$cps_kb"
   ld_roundtrip 2 "$f"
+  back_to_back "$f"
 } | tee "$result"
 
 # Ratios against the peers measured in this same run (mean of the two livedata runs).
@@ -199,6 +235,8 @@ awk '
     printf "# ratios (livedata mean MB/s / peer MB/s, >1 = livedata faster):\n"
     if (mbs["cp (limit)"])            printf "#   upload/cp %.2f   upload/cp+fsync %.2f   download/cp %.2f\n", u / mbs["cp (limit)"], (mbs["cp + fsync (limit)"] ? u / mbs["cp + fsync (limit)"] : 0), d / mbs["cp (limit)"]
     if (mbs["age encrypt"])           printf "#   upload/age encrypt %.2f   download/age decrypt %.2f\n", u / mbs["age encrypt"], d / mbs["age decrypt"]
+    b = "livedata dl, in a row "; a = "livedata dl, after sync "
+    if (mbs[b 1]) printf "#   livedata downloads back to back %.0f, %.0f, %.0f MB/s; each after a sync %.0f, %.0f, %.0f MB/s\n", mbs[b 1], mbs[b 2], mbs[b 3], mbs[a 1], mbs[a 2], mbs[a 3]
     if (mbs["rclone crypt copy in"])  printf "#   upload/rclone in %.2f   download/rclone out %.2f\n", u / mbs["rclone crypt copy in"], d / mbs["rclone crypt copy out"]
   }' "$result" | tee -a "$result"
 echo "# saved to ${result#"$repo"/}"

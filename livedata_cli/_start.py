@@ -1,4 +1,5 @@
-"""The console script: ``--version`` and every shell Tab answered before the command tree loads.
+"""The console script: ``--version``, every shell Tab and plain ``ls`` and
+``search`` answered before the command tree loads (``quick.py`` for the last two).
 
 Importing Typer and the command modules costs more than the whole answer of
 ``livedata --version`` or of a Tab should.  This module imports only the
@@ -38,6 +39,19 @@ def main() -> int:
     mode = os.environ.get(COMPLETE_VAR, "")
     if mode.startswith("complete_") and _complete(mode.removeprefix("complete_")):
         return 0
+    if "ls" in args or "search" in args:  # plain listings, read from the index without Typer
+        from livedata_cli import quick
+
+        if quick.command_at(args) is not None:
+            from livedata_cli import interrupt
+
+            interrupt.install()
+            try:
+                code = quick.run(args)
+            except KeyboardInterrupt:
+                return interrupt.finish(130)
+            if code is not None:
+                return interrupt.finish(code)
     from livedata_cli.entry import main as full  # Ctrl-C handled before the heavy imports
 
     return full()

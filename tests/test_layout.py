@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent / "livedata_cli"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("basics", ("livedata_cli", "errors", "sizes", "names", "shellwords", "mime", "notices")),
     ("crypto", ("crypto",)),
-    ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws")),
+    ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws", "writeback")),
     ("stores", ("stores", "remote", "keys.kms")),
     ("index", ("index", "localfs", "packs", "journal", "state", "keys")),
     ("vault", ("vault", "audit")),
-    ("front", ("cli", "server", "_start", "entry", "__main__", "doctor", "mount", "sharepage")),
+    ("front", ("cli", "server", "_start", "quick", "entry", "__main__", "doctor", "mount", "sharepage")),
 ]
 
 # Circles that are allowed, and why.  Each is a set of modules that import

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from livedata_cli import writeback
 from livedata_cli.errors import NotFound, StoreUnreachable
 from livedata_cli.stores import check_key
 
@@ -151,7 +152,7 @@ class LocalStore:
         tmp = self._tmp()
         try:
             with self._create(tmp) as f:
-                yield f
+                yield writeback.created(f)  # a big object is mostly on disk before flush() fsyncs it
             dest = self._spath(key)
             self._ensure_dir(os.path.dirname(dest))
             os.replace(tmp, dest)
