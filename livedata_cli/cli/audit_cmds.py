@@ -67,7 +67,7 @@ def _query(
 
     if result is not None and result not in ("ok", "denied", "error"):
         raise UsageError(f"--result must be ok, denied or error, not {result!r}")
-    from livedata_cli.audit.chain import with_server_events
+    from livedata_cli.audit import report
 
     window: dict[str, Any] = {
         "since": parse_when(since, "--since") if since else None,
@@ -79,7 +79,7 @@ def _query(
         "newest_first": newest_first,
     }
     # A vault on a Live-Data server: the server's own records of the account join in.
-    return with_server_events(trail, trail.events(**window), **window)
+    return report.with_server_events(trail, report.events(trail, **window), **window)
 
 
 @app.callback(invoke_without_command=True)
@@ -104,7 +104,7 @@ def events(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
-    from livedata_cli.audit.chain import export_row
+    from livedata_cli.audit.report import export_row
 
     with _trail(env) as trail:
         rows = [export_row(e) for e in _query(trail, since, until, action, path, result, limit, newest_first=True)]
@@ -176,7 +176,7 @@ def export(
     import json
     import os
 
-    from livedata_cli.audit.chain import EXPORT_FIELDS, export_row
+    from livedata_cli.audit.report import EXPORT_FIELDS, export_row
     from livedata_cli.errors import UsageError
 
     if format_ not in ("jsonl", "csv"):
