@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,7 +93,9 @@ def chunks(newest: int, size: int = MAX_EVENTS) -> list[tuple[int, int]]:
     return [(lo, min(lo + size - 1, newest)) for lo in range(1, newest + 1, size)]
 
 
-def compact_audit(vault: LockedVault, *, after: int | None = None, pause: Any = None) -> AuditCompaction:
+def compact_audit(
+    vault: LockedVault, *, after: int | None = None, pause: Callable[[str], None] | None = None
+) -> AuditCompaction:
     """Compact every chain of the vault's store with more than ``after`` objects.
 
     The caller holds the exclusive store lock (``prune``).  ``pause(stage)``
@@ -117,7 +120,7 @@ def compact_audit(vault: LockedVault, *, after: int | None = None, pause: Any = 
 
 def _compact_chain(
     vault: LockedVault, trail: Trail, chain: str, names: list[str], by_seq: dict[int, dict[str, Any]],
-    newest: int, done: AuditCompaction, pause: Any,
+    newest: int, done: AuditCompaction, pause: Callable[[str], None] | None,
 ) -> None:
     present = set(names)
     keep: set[str] = set()

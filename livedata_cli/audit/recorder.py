@@ -51,6 +51,22 @@ class RecordedVault(Protocol):
     def _master(self) -> bytes | None: ...  # the key if this command unlocked it; never asked for here
 
 
+class FailedItem(Protocol):
+    """A failed item of a batch (:class:`livedata_cli.vault.core.ItemResult`)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+
 @dataclass
 class _HandedOver:
     """What a closed vault left its recorder: enough to write the events."""
@@ -157,7 +173,7 @@ class Recorder:
         message = error.message if isinstance(error, LivedataError) else str(error)
         self.add(action, path, object=obj, result=result_of(code), code=code, detail=message[:200])
 
-    def failed_items(self, verb: str, items: Iterable[Any]) -> None:
+    def failed_items(self, verb: str, items: Iterable[FailedItem]) -> None:
         """The failed items of a batch (``BatchReport.failed``), one event each."""
         for item in items:
             code = int(item.exit_code or ExitCode.UNEXPECTED)

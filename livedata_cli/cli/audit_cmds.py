@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from livedata_cli.cli.common import (
     setup,
     table,
 )
+
+if TYPE_CHECKING:
+    from livedata_cli.audit.chain import Trail
 
 app = typer.Typer()
 
@@ -41,7 +44,7 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At m
 
 
 @contextmanager
-def _trail(env: Env) -> Iterator[Any]:
+def _trail(env: Env) -> Iterator[Trail]:
     """The unlocked trail, with waiting events chained and other machines' imported."""
     from livedata_cli.audit.chain import Trail
 
@@ -53,7 +56,7 @@ def _trail(env: Env) -> Iterator[Any]:
 
 
 def _query(
-    trail: Any,
+    trail: Trail,
     since: str | None,
     until: str | None,
     action: list[str] | None,
