@@ -110,3 +110,10 @@ def test_the_cli_asks_no_module_list_whether_a_vault_was_opened() -> None:
     source = (ROOT / "cli" / "common.py").read_text()
     record_audit = source.split("def record_audit")[1].split("\ndef ")[0]
     assert "sys.modules" not in record_audit
+
+
+def test_the_index_keeps_every_field_an_event_mac_covers() -> None:
+    from livedata_cli.audit.chain import FIELDS
+    from livedata_cli.index.audit import EVENT_COLUMNS
+
+    assert EVENT_COLUMNS == FIELDS

@@ -52,8 +52,9 @@ UNMIRRORED = """
         CREATE INDEX audit_unmirrored ON audit_events(vault, chain, seq) WHERE mirrored = 0
         """
 
-# The fields of an event besides vault, chain, seq, prev, mac (audit.chain.FIELDS).
-_FIELDS = (
+# The columns of an event besides vault, chain, seq, prev, mac: the fields its MAC
+# covers (livedata_cli.audit.chain.FIELDS, which a test keeps equal).
+EVENT_COLUMNS = (
     "time", "action", "path", "object", "result", "code",
     "host", "user", "version", "request_id", "command", "detail",
 )
@@ -94,14 +95,14 @@ def add_events(db: sqlite3.Connection, events: Iterable[Mapping[str, Any]], *, m
     before = db.total_changes
     if mirrored:
         db.executemany(
-            f"INSERT OR IGNORE INTO audit_events (vault, chain, seq, prev, mac, mirrored, {', '.join(_FIELDS)}) "
-            f"VALUES (:vault, :chain, :seq, :prev, :mac, 1, {', '.join(':' + f for f in _FIELDS)})",
+            f"INSERT OR IGNORE INTO audit_events (vault, chain, seq, prev, mac, mirrored, {', '.join(EVENT_COLUMNS)}) "
+            f"VALUES (:vault, :chain, :seq, :prev, :mac, 1, {', '.join(':' + f for f in EVENT_COLUMNS)})",
             events,
         )
     else:
         db.executemany(
-            f"INSERT INTO audit_events (vault, chain, seq, prev, mac, {', '.join(_FIELDS)}) "
-            f"VALUES (:vault, :chain, :seq, :prev, :mac, {', '.join(':' + f for f in _FIELDS)})",
+            f"INSERT INTO audit_events (vault, chain, seq, prev, mac, {', '.join(EVENT_COLUMNS)}) "
+            f"VALUES (:vault, :chain, :seq, :prev, :mac, {', '.join(':' + f for f in EVENT_COLUMNS)})",
             events,
         )
     return db.total_changes - before

@@ -117,6 +117,7 @@ def others_writing() -> bool:
     with _open_writes_lock:
         return any(t != me for t in _open_writes)
 
+
 class Index(Files, Journals):
     """The local SQLite cache: its connection, migrations, meta, and journal replay;
     the queries of each table family come from their modules (Files, Journals)."""
