@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from livedata_cli.errors import IndexReadOnly
-from livedata_cli.index import audit, files, journals, pending, recovery
+from livedata_cli.index import audit, damage, files, journals, pending
 from livedata_cli.index.files import Files, Seen, Version
 from livedata_cli.index.journals import Journals
 from livedata_cli.index.pending import PendingUpload, PendingUploads
@@ -139,7 +139,7 @@ class Index(Files, Journals):
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as e:
             raise IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
-        recovery.check_header(path)
+        damage.check_header(path)
         try:
             # Upload workers look up content hashes from their threads, under _lock.
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -153,11 +153,11 @@ class Index(Files, Journals):
             from livedata_cli import envfail
 
             full = envfail.translate(e)  # a full home is no damage
-            if full is not None and not recovery.read_only_error(e):
+            if full is not None and not damage.read_only_error(e):
                 raise full from None
-            if not recovery.read_only_error(e) or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
-                raise recovery.damaged(path, str(e)) from None
-            self.db = recovery.connect_read_only(path)  # ls, search and download still work
+            if not damage.read_only_error(e) or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
+                raise damage.damaged(path, str(e)) from None
+            self.db = damage.connect_read_only(path)  # ls, search and download still work
             self.db.row_factory = sqlite3.Row
             self.read_only = True
         except sqlite3.DatabaseError as e:
@@ -166,7 +166,7 @@ class Index(Files, Journals):
             known = envfail.translate(e)  # a full or read-only home, not a damaged index
             if known is not None:
                 raise known from None
-            raise recovery.damaged(path, str(e)) from None
+            raise damage.damaged(path, str(e)) from None
 
     def close(self) -> None:
         self.db.close()
