@@ -17,10 +17,9 @@ nothing heavy until there are events to write.
 
 from __future__ import annotations
 
-import getpass
+import functools
 import os
 import secrets
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -85,6 +84,8 @@ class _HandedOver:
 
 # -- one event ---------------------------------------------------------------
 def _host() -> str:
+    import socket
+
     try:
         return socket.gethostname()
     except OSError:
@@ -92,6 +93,8 @@ def _host() -> str:
 
 
 def _user() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except Exception:  # no passwd entry in some containers
@@ -155,8 +158,8 @@ class Recorder:
             "object": object,
             "result": result,
             "code": int(code),
-            "host": _HOST,
-            "user": _USER,
+            "host": _who()[0],
+            "user": _who()[1],
             "version": __version__,
             "request_id": "",
             "command": self.command,
@@ -225,8 +228,12 @@ class Recorder:
         return self.handed
 
 
-_HOST = _host()
-_USER = _user()
+@functools.cache
+def _who() -> tuple[str, str]:
+    """This machine's name and the OS user, looked up once, when a first event is made."""
+    return _host(), _user()
+
+
 _current = Recorder()
 
 
