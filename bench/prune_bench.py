@@ -116,11 +116,12 @@ def files_row(args: argparse.Namespace, exe: str) -> None:
 
 APPEND_EVENTS = (
     "import sys\n"
-    "from livedata_cli import audit\n"
+    "from livedata_cli.audit.chain import Trail\n"
+    "from livedata_cli.audit.recorder import Recorder\n"
     "from livedata_cli.keys.slots import Unlocker\n"
     "from livedata_cli.vault.core import Vault\n"
     "v = Vault.open(Unlocker(use_keyring=False))\n"
-    "trail, rec = audit.Trail.of(v), audit.Recorder()\n"
+    "trail, rec = Trail.of(v), Recorder()\n"
     "events, objects = int(sys.argv[1]), int(sys.argv[2])\n"
     "per = max(1, events // objects)\n"
     "for k in range(objects):\n"

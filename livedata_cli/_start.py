@@ -147,23 +147,17 @@ def vault_paths(incomplete: str, profile: str | None = None) -> list[str]:
     (``photos/`` rather than every photo), from the local index."""
     import sqlite3
 
+    from livedata_cli.index import peek
+
     index = _home(profile) / "index.sqlite"
     if not index.exists():
         return []
     try:
-        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=0.2)
-        try:
-            rows = db.execute(
-                "SELECT DISTINCT path FROM versions WHERE path >= ? AND path < ? "
-                "AND deleted IS NULL AND newest AND kind != 'dir' ORDER BY path LIMIT 5000",
-                (incomplete, incomplete + "\U0010ffff"),
-            ).fetchall()
-        finally:
-            db.close()
+        paths = peek.live_paths(index, incomplete)
     except sqlite3.Error:
         return []
     out: list[str] = []
-    for (path,) in rows:
+    for path in paths:
         slash = path.find("/", len(incomplete))
         shown = path if slash < 0 else path[: slash + 1]
         if shown.isprintable() and (not out or out[-1] != shown):

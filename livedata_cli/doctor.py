@@ -218,6 +218,7 @@ def check_store() -> tuple[Check, list[str] | None, str | None]:
 
 # -- index -------------------------------------------------------------------------
 def check_index(store_journals: list[str] | None) -> Check:
+    from livedata_cli.index import peek
     from livedata_cli.index.core import MIGRATIONS
 
     path = settings.home() / settings.INDEX_FILE
@@ -230,14 +231,7 @@ def check_index(store_journals: list[str] | None) -> Check:
         return Check("index", "warn", f"no local index at {path} yet", "run 'livedata sync'", details)
     rebuild = "run 'livedata sync --rebuild' (the index is a cache: nothing is lost)"
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            quick = [r[0] for r in db.execute("PRAGMA quick_check")]
-            applied = [r[0] for r in db.execute("SELECT name FROM migrations ORDER BY rowid")]
-            versions = db.execute("SELECT count(*) FROM versions").fetchone()[0]
-            journals = {r[0] for r in db.execute("SELECT name FROM journals")}
-        finally:
-            db.close()
+        quick, applied, versions, journals = peek.summary(path)
     except sqlite3.Error as e:
         return Check("index", "fail", f"{path} is unusable: {e}", rebuild, details, int(ExitCode.INTEGRITY))
     known = [name for name, _ in MIGRATIONS]

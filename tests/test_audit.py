@@ -280,7 +280,9 @@ def test_a_burst_of_failed_unlocks_is_flagged(vault_cli: Cli) -> None:
 
 
 def test_mass_deletion_is_flagged(vault_cli: Cli, open_vault: Any) -> None:
-    from livedata_cli.audit.chain import Recorder, Trail
+    from livedata_cli.audit import report
+    from livedata_cli.audit.chain import Trail
+    from livedata_cli.audit.recorder import Recorder
 
     vault = open_vault()
     trail = Trail.of(vault)
@@ -289,7 +291,7 @@ def test_mass_deletion_is_flagged(vault_cli: Cli, open_vault: Any) -> None:
         rec.add("purge", f"old/{i}.log", object=f"{i:032x}")
     rec.add("upload", "keep.txt")
     trail.append(rec.events)
-    flagged = {e["path"]: e["flags"] for e in trail.events()}
+    flagged = {e["path"]: e["flags"] for e in report.events(trail)}
     assert flagged["old/7.log"] == ["mass-delete"] and flagged["keep.txt"] == []
     assert trail.verify()["intact"]
 

@@ -234,13 +234,13 @@ def test_ctrl_c_after_the_summary_is_one_line(vault_cli: Cli) -> None:
         "import os\n"
         "if os.environ.get('LIVEDATA_TEST_SLOW_AUDIT'):\n"
         "    import time\n"
-        "    from livedata_cli import audit\n"
-        "    real = audit.finish\n"
+        "    from livedata_cli.audit import recorder\n"
+        "    real = recorder.finish\n"
         "    def slow(*a, **k):\n"
         "        open(os.environ['LIVEDATA_TEST_SLOW_AUDIT'], 'w').close()\n"
         "        time.sleep(30)\n"
         "        return real(*a, **k)\n"
-        "    audit.finish = slow\n"
+        "    recorder.finish = slow\n"
     ))
     marker = vault_cli.cwd / "in-audit"
     p = subprocess.Popen(

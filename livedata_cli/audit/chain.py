@@ -1,12 +1,14 @@
-"""The audit trail: who did what, when, from where, and whether it worked.
+"""The audit chain: events sealed by MAC, kept in the index and the store, and verified.
 
 Every command that reads, writes, deletes, unlocks (or fails to), or changes
 keys leaves events: action, path, object id, result (``ok``, ``denied`` or
 ``error`` with the exit code), time, host, OS user, livedata version, and a
 slot for a server's request id.  A command collects its events in a
-:class:`Recorder` (``vault.events``); the CLI's ``main()`` hands them to
-:func:`finish` when the command ends, which writes them all in one SQLite
-transaction and mirrors them to the store as one object.
+:class:`livedata_cli.audit.recorder.Recorder` (``vault.events``), which
+hands them to :meth:`Trail.append` when the command ends: they are chained
+in one SQLite transaction and mirrored to the store as one object.  Listing
+and export are :mod:`livedata_cli.audit.report`; the tables and their SQL,
+:mod:`livedata_cli.index.audit`.
 
 Tamper evidence
     The events of one machine (one home) form a chain: event ``n`` carries
@@ -52,39 +54,31 @@ Failed unlocks
 
 from __future__ import annotations
 
-import getpass
 import hmac
 import json
-import os
 import re
 import secrets
-import socket
 import sqlite3
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from livedata_cli import __version__, journal, settings
+from livedata_cli import journal
 from livedata_cli.crypto.wrap import keyed_hash, subkey
-from livedata_cli.errors import ExitCode, LivedataError
+from livedata_cli.errors import LivedataError
+from livedata_cli.index import audit as tables
 from livedata_cli.index.core import Index
 
 if TYPE_CHECKING:
-    from livedata_cli.keys.slots import KeyCache
+    from livedata_cli.keys.slots import KeyCache, Unlocker
     from livedata_cli.stores import ObjectStore
-    from livedata_cli.vault.core import Vault
 
 PREFIX = "audit/"
 HEAD_PREFIX = "audit-head/"
 UNAUTHENTICATED = "UNAUTHENTICATED (written without the vault key, its pending MAC missing or wrong): "
 FORMAT = 1
 ZERO_MAC = "0" * 64
-# Bursts of refused unlocks, and mass deletions, are flagged in listings.
-BURST_FAILURES, BURST_WINDOW = 5, 600.0
-MASS_DELETES, MASS_WINDOW = 100, 3600.0
-DELETE_ACTIONS = ("rm", "purge")
 # Fields covered by an event's MAC, besides vault, chain, seq and prev.
 FIELDS = (
     "time", "action", "path", "object", "result", "code",
@@ -95,32 +89,25 @@ _MOVE_WINDOW = 64
 _NAME_RE = re.compile(r"^(\d+)-(\d+)(?:-[0-9a-f]+)?$")
 
 
-# -- one event ---------------------------------------------------------------
-def _host() -> str:
-    try:
-        return socket.gethostname()
-    except OSError:
-        return ""
+class OpenVault(Protocol):
+    """What the trail reads of an opened vault (:class:`livedata_cli.vault.core.Vault`)."""
 
+    @property
+    def vault_id(self) -> str: ...
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return str(os.getuid())
+    @property
+    def store(self) -> ObjectStore: ...
 
+    @property
+    def index(self) -> Index: ...
 
-def now_us() -> int:
-    return time.time_ns() // 1000
+    @property
+    def unlocker(self) -> Unlocker: ...
 
+    @property
+    def master_key(self) -> bytes: ...  # unlocks the vault when it is not yet
 
-def result_of(code: int) -> str:
-    """``ok``, ``denied`` (authentication or a limit) or ``error``, from an exit code."""
-    if code == 0:
-        return "ok"
-    if code in (ExitCode.AUTH, ExitCode.REFUSED):
-        return "denied"
-    return "error"
+    def previous_keys(self) -> list[bytes]: ...
 
 
 def iso_time(us: int) -> str:
@@ -137,172 +124,7 @@ def _canonical(ev: dict[str, Any]) -> bytes:
     return _encode_canonical(body).encode()
 
 
-# -- what one command did ------------------------------------------------------
-class Recorder:
-    """The events of the running command, collected in memory until it ends."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.vault: Vault | None = None
-        self.command = secrets.token_hex(8)
-        self.name = ""  # the command (``keys passwd``), when the CLI knows it
-        self.target = ""  # what the command was pointed at (REF or paths)
-        self.reads = True  # False while verifying: reading to check is not a download
-
-    def add(
-        self,
-        action: str,
-        path: str = "",
-        *,
-        object: str = "",
-        result: str = "ok",
-        code: int = 0,
-        detail: str = "",
-        at: int | None = None,
-    ) -> None:
-        self.events.append(self.event(action, path, object=object, result=result, code=code, detail=detail, at=at))
-
-    def event(
-        self,
-        action: str,
-        path: str = "",
-        *,
-        object: str = "",
-        result: str = "ok",
-        code: int = 0,
-        detail: str = "",
-        at: int | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "time": now_us() if at is None else at,
-            "action": action,
-            "path": path,
-            "object": object,
-            "result": result,
-            "code": int(code),
-            "host": _HOST,
-            "user": _USER,
-            "version": __version__,
-            "request_id": "",
-            "command": self.command,
-            "detail": detail,
-        }
-
-    def read(self, path: str, obj: str) -> None:
-        """Plaintext of a stored version was released."""
-        if self.reads:
-            self.add("download", path, object=obj)
-
-    def failed(self, action: str, path: str, error: BaseException, obj: str = "") -> None:
-        code = int(error.exit_code) if isinstance(error, LivedataError) else int(ExitCode.UNEXPECTED)
-        message = error.message if isinstance(error, LivedataError) else str(error)
-        self.add(action, path, object=obj, result=result_of(code), code=code, detail=message[:200])
-
-    def journal(self, records: Iterable[dict[str, Any]], index: Index) -> None:
-        """Events for the metadata records a command is about to write."""
-        for rec in records:
-            kind = str(rec.get("t", ""))
-            if kind == "put":
-                self.add("upload", str(rec.get("path", "")), object=str(rec.get("object") or ""))
-            elif kind in ("rm", "restore"):
-                self.add(kind, str(rec.get("path", "")))
-            elif kind == "purge":
-                seen: set[tuple[str, str]] = set()
-                for vid in rec.get("vids", []):
-                    row = index.db.execute("SELECT path, object FROM versions WHERE vid = ?", (vid,)).fetchone()
-                    where = (str(row[0]), str(row[1] or "")) if row else ("", "")
-                    if where not in seen:
-                        seen.add(where)
-                        self.add("purge", where[0], object=where[1])
-            elif kind in ("tag", "note", "file-password"):
-                row = index.db.execute(
-                    "SELECT path, object FROM versions WHERE vid = ?", (rec.get("vid"),)
-                ).fetchone()
-                detail = ""
-                if kind == "tag":
-                    detail = " ".join([*(f"+{t}" for t in rec.get("add", [])), *(f"-{t}" for t in rec.get("remove", []))])
-                self.add(kind, str(row[0]) if row else "", object=str(row[1] or "") if row else "", detail=detail)
-            else:
-                self.add(kind or "record")
-
-
-_HOST = _host()
-_USER = _user()
-_current = Recorder()
-
-
-def attach(vault: Vault) -> Recorder:
-    """The running command's recorder, now knowing the vault it works on.
-
-    A command works on one vault; a second vault opened in the same process
-    (library use) starts a fresh recorder, so events never pile up unbounded.
-    """
-    global _current
-    if _current.vault is not None and _current.vault is not vault:
-        _current = Recorder()
-    _current.vault = vault
-    return _current
-
-
-def current() -> Recorder:
-    return _current
-
-
-def _take() -> Recorder:
-    global _current
-    rec, _current = _current, Recorder()
-    return rec
-
-
-# -- the end of a command ------------------------------------------------------
-def finish(command: str, code: int, *, audited: bool, vault_less: bool = False) -> None:
-    """Record what the command that just ended did.
-
-    ``audited`` is False for commands that only look (``ls``, ``audit``):
-    they leave no event of their own, but failed unlocks are kept all the
-    same.  A command that never opened the vault (``lock``) records its event
-    pending, when ``vault_less``.
-    """
-    rec = _take()
-    vault = rec.vault
-    events: list[dict[str, Any]] = []
-    if vault is not None:
-        for reason in vault.unlocker.failures:
-            events.append(rec.event("unlock", result="denied", code=int(ExitCode.AUTH), detail=reason))
-    if audited:
-        events += rec.events
-        explained = code in (0, int(ExitCode.PARTIAL)) or any(e["code"] == code for e in rec.events)
-        if not rec.events or not explained:
-            events.append(rec.event(command, rec.target, result=result_of(code), code=code))
-    if not events:
-        return
-    from livedata_cli.index import at_rest
-
-    if at_rest.is_locked(settings.home() / settings.INDEX_FILE):
-        return  # 'lock --index': no index to keep them in until the next unlock
-    if vault is None:
-        if not vault_less or not settings.VaultSettings.exists():
-            return
-        vault_id = settings.VaultSettings.load().vault_id
-        index = Index(settings.home() / settings.INDEX_FILE)
-        try:
-            from livedata_cli.keys.slots import KeyCache
-
-            add_pending(index, vault_id, events, KeyCache(True))
-        finally:
-            index.close()
-        return
-    index = Index(settings.home() / settings.INDEX_FILE)
-    try:
-        master = vault._master
-        if master is None:
-            add_pending(index, vault.vault_id, events, vault.unlocker.cache)
-            return
-        Trail(index, vault.store, vault.vault_id, master, vault.unlocker.cache).append(events)
-    finally:
-        index.close()
-
-
+# -- events that wait for the key ---------------------------------------------------
 def _pending_account(vault_id: str) -> str:
     return f"{vault_id}/audit/pending-key"
 
@@ -336,9 +158,9 @@ def add_pending(index: Index, vault_id: str, events: list[dict[str, Any]], cache
         e = {**e, "pid": secrets.token_hex(8)}
         if key is not None:
             e["pmac"] = _pending_mac(key, vault_id, e)
-        rows.append((vault_id, json.dumps(e, sort_keys=True)))
+        rows.append(json.dumps(e, sort_keys=True))
     with index.write() as db:
-        db.executemany("INSERT INTO audit_pending (vault, event) VALUES (?, ?)", rows)
+        tables.add_pending(db, vault_id, rows)
 
 
 # -- verification results ------------------------------------------------------
@@ -402,7 +224,7 @@ class Trail:
         self.previous: list[bytes] = []  # master keys before 'keys rotate': older events verify under them
 
     @staticmethod
-    def of(vault: Vault) -> Trail:
+    def of(vault: OpenVault) -> Trail:
         """The trail of an opened vault (unlocking it)."""
         trail = Trail(vault.index, vault.store, vault.vault_id, vault.master_key, vault.unlocker.cache)
         trail.previous = vault.previous_keys()
@@ -440,21 +262,11 @@ class Trail:
         head: tuple[int, str] | None = None
         with self.index.write() as db:
             # Created under the write lock: two first commands agree on one chain.
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-                (f"audit_chain:{self.vault_id}", secrets.token_hex(8)),
-            )
-            chain = str(db.execute("SELECT value FROM meta WHERE key = ?", (f"audit_chain:{self.vault_id}",)).fetchone()[0])
-            pending = db.execute(
-                "SELECT id, event FROM audit_pending WHERE vault = ? ORDER BY id", (self.vault_id,)
-            ).fetchall()
+            chain = tables.own_chain(db, self.vault_id, secrets.token_hex(8))
+            pending = tables.pending(db, self.vault_id)
             todo = self._checked_pending([json.loads(r[1]) for r in pending]) + new
             if todo:
-                row = db.execute(
-                    "SELECT seq, mac FROM audit_events WHERE vault = ? AND chain = ? ORDER BY seq DESC LIMIT 1",
-                    (self.vault_id, chain),
-                ).fetchone()
-                seq, prev = (int(row[0]), str(row[1])) if row else (0, ZERO_MAC)
+                seq, prev = tables.head(db, self.vault_id, chain) or (0, ZERO_MAC)
                 rows = []
                 for e in todo:
                     seq += 1
@@ -462,20 +274,11 @@ class Trail:
                     ev["code"], ev["time"] = int(ev["code"] or 0), int(ev["time"] or 0)
                     ev["mac"] = prev = self.mac(ev)
                     rows.append(ev)
-                db.executemany(
-                    f"INSERT INTO audit_events (vault, chain, seq, prev, mac, {', '.join(FIELDS)}) "
-                    f"VALUES (:vault, :chain, :seq, :prev, :mac, {', '.join(':' + f for f in FIELDS)})",
-                    rows,
-                )
+                tables.add_events(db, rows)
                 if pending:
-                    db.execute(
-                        "DELETE FROM audit_pending WHERE vault = ? AND id <= ?", (self.vault_id, pending[-1][0])
-                    )
+                    tables.drop_pending(db, self.vault_id, pending[-1][0])
                 head = (seq, prev)
-                db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    (self._head_meta(chain), json.dumps(self._head_record(chain, seq, prev))),
-                )
+                tables.put_meta(db, self._head_meta(chain), json.dumps(self._head_record(chain, seq, prev)))
         if head is not None:
             self._remember_head(chain, *head)
         try:
@@ -536,10 +339,8 @@ class Trail:
                 rec = None
             out.setdefault(chain, []).append(("store", self._head_ok(chain, rec)))
         prefix = f"audit_head:{self.vault_id}:"
-        for key, value in self.index.db.execute(
-            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
-        ):
-            chain = str(key)[len(prefix):]
+        for key, value in tables.meta_from(self.index.db, prefix):
+            chain = key[len(prefix):]
             try:
                 rec = json.loads(value)
             except ValueError:
@@ -555,20 +356,13 @@ class Trail:
         if chain is None:
             return
         with self.index.write() as db:
-            oldest = db.execute(
-                "SELECT MIN(seq) FROM audit_events WHERE vault = ? AND chain = ? AND mirrored = 0",
-                (self.vault_id, chain),
-            ).fetchone()[0]
+            oldest = tables.oldest_unmirrored(db, self.vault_id, chain)
             if oldest is None:
                 return
             if fresh and fresh[0]["chain"] == chain and fresh[0]["seq"] == oldest:
                 events = fresh
             else:
-                rows = db.execute(
-                    "SELECT * FROM audit_events WHERE vault = ? AND chain = ? AND mirrored = 0 ORDER BY seq",
-                    (self.vault_id, chain),
-                ).fetchall()
-                events = [_row_event(r) for r in rows]
+                events = [_row_event(r) for r in tables.unmirrored(db, self.vault_id, chain)]
             first, last = int(events[0]["seq"]), int(events[-1]["seq"])
             name = f"{PREFIX}{chain}/{first:012d}-{last:012d}"
             try:
@@ -578,11 +372,7 @@ class Trail:
                 # index was rolled back.  Keep both: verify tells them apart.
                 name = f"{name}-{secrets.token_hex(4)}"
                 self.store.put_bytes(name, journal.encode(self.master, self.vault_id, name, events), exclusive=True)
-            db.execute(
-                "UPDATE audit_events SET mirrored = 1 WHERE vault = ? AND chain = ? AND seq BETWEEN ? AND ?",
-                (self.vault_id, chain, first, last),
-            )
-            db.execute("INSERT OR IGNORE INTO audit_objects (name) VALUES (?)", (name,))
+            tables.mark_mirrored(db, self.vault_id, chain, first, last, name)
             # The head record goes after the events it names: a reader that reads the
             # head first never finds it ahead of the objects it lists next.
             head = f"{HEAD_PREFIX}{chain}"
@@ -652,7 +442,7 @@ class Trail:
     def import_chains(self) -> int:
         """Copy other machines' events from the store into this index; returns how many."""
         own = self.own_chain()
-        done = {r[0] for r in self.index.db.execute("SELECT name FROM audit_objects")}
+        done = tables.objects(self.index.db)
         added = 0
         for chain, names in self.store_objects().items():
             if chain == own:
@@ -666,105 +456,18 @@ class Trail:
                     continue  # 'audit verify' says what is wrong with it
                 good = [e for e in events if e.get("chain") == chain and e.get("vault") == self.vault_id and self._mac_ok(e)]
                 with self.index.write() as db:
-                    before = db.total_changes
-                    db.executemany(
-                        f"INSERT OR IGNORE INTO audit_events (vault, chain, seq, prev, mac, mirrored, {', '.join(FIELDS)}) "
-                        f"VALUES (:vault, :chain, :seq, :prev, :mac, 1, {', '.join(':' + f for f in FIELDS)})",
-                        [{**{k: e.get(k, "") for k in FIELDS}, **{k: e[k] for k in ("vault", "chain", "seq", "prev", "mac")}} for e in good],
-                    )
-                    added += db.total_changes - before
-                    db.execute("INSERT OR IGNORE INTO audit_objects (name) VALUES (?)", (name,))
+                    added += tables.add_events(db, [
+                        {**{k: e.get(k, "") for k in FIELDS}, **{k: e[k] for k in ("vault", "chain", "seq", "prev", "mac")}}
+                        for e in good
+                    ], mirrored=True)
+                    tables.add_object(db, name)
                 if good:
                     top = max(good, key=lambda e: int(e["seq"]))
                     self._remember_head(chain, int(top["seq"]), str(top["mac"]))
         return added
 
-    # -- reading -------------------------------------------------------------------
-    def events(
-        self,
-        *,
-        since: float | None = None,
-        until: float | None = None,
-        actions: list[str] | None = None,
-        path: str | None = None,
-        result: str | None = None,
-        limit: int | None = None,
-        newest_first: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Events of every chain (and unchained ones), filtered, with their flags."""
-        where, args = ["vault = ?"], [self.vault_id]
-        if since is not None:
-            where.append("time >= ?")
-            args.append(int(since * 1e6))  # type: ignore[arg-type]
-        if until is not None:
-            where.append("time <= ?")
-            args.append(int(until * 1e6))  # type: ignore[arg-type]
-        if actions:
-            where.append(f"action IN ({','.join('?' * len(actions))})")
-            args += actions
-        if path is not None:
-            where.append("path GLOB ?")
-            args.append(path)
-        if result is not None:
-            where.append("result = ?")
-            args.append(result)
-        order = "DESC" if newest_first else "ASC"
-        rows = self.index.db.execute(
-            f"SELECT * FROM audit_events WHERE {' AND '.join(where)} "
-            f"ORDER BY time {order}, chain {order}, seq {order}" + (f" LIMIT {int(limit)}" if limit else ""),
-            args,
-        ).fetchall()
-        out = [_row_event(r) for r in rows]
-        key = pending_key(self.cache, self.vault_id)
-        for r in self.index.db.execute("SELECT id, event FROM audit_pending WHERE vault = ?", (self.vault_id,)):
-            e = json.loads(r[1])
-            authentic = pending_authentic(key, self.vault_id, e)
-            e = {k: v for k, v in e.items() if k not in ("pid", "pmac")}
-            e.update(vault=self.vault_id, chain="", seq=None, prev="", mac="", unauthenticated=not authentic)
-            if _matches(e, since, until, actions, path, result):
-                out.append(e)
-        flags = self.flags()
-        for e in out:
-            mine = set(flags.get((e["chain"], e["seq"]), ()))
-            if e.pop("unauthenticated", False) or str(e.get("detail", "")).startswith(UNAUTHENTICATED):
-                mine.add("unauthenticated")
-            e["flags"] = sorted(mine)
-        out.sort(key=lambda e: (e["time"], e["chain"], e["seq"] or 0), reverse=newest_first)
-        return out[:limit] if limit else out
-
-    def flags(self) -> dict[tuple[str, int | None], set[str]]:
-        """``failure-burst``: at least BURST_FAILURES refused unlocks within BURST_WINDOW;
-        ``mass-delete``: at least MASS_DELETES removals in one command or within MASS_WINDOW."""
-        out: dict[tuple[str, int | None], set[str]] = {}
-        fails = self.index.db.execute(
-            "SELECT chain, seq, time FROM audit_events WHERE vault = ? AND action = 'unlock' AND result = 'denied'",
-            (self.vault_id,),
-        ).fetchall()
-        fails_pending = [
-            ("", None, e["time"])
-            for e in (json.loads(r[0]) for r in self.index.db.execute(
-                "SELECT event FROM audit_pending WHERE vault = ?", (self.vault_id,)))
-            if e.get("action") == "unlock" and e.get("result") == "denied"
-        ]
-        _mark_windows(out, [(r[0], r[1], r[2]) for r in fails] + fails_pending, BURST_FAILURES, BURST_WINDOW, "failure-burst")
-        dels = self.index.db.execute(
-            f"SELECT chain, seq, time, command FROM audit_events WHERE vault = ? AND result = 'ok' "
-            f"AND action IN ({','.join('?' * len(DELETE_ACTIONS))})",
-            (self.vault_id, *DELETE_ACTIONS),
-        ).fetchall()
-        _mark_windows(out, [(r[0], r[1], r[2]) for r in dels], MASS_DELETES, MASS_WINDOW, "mass-delete")
-        by_command: dict[str, list[tuple[str, int]]] = {}
-        for r in dels:
-            by_command.setdefault(r[3], []).append((r[0], r[1]))
-        for keys in by_command.values():
-            if len(keys) >= MASS_DELETES:
-                for k in keys:
-                    out.setdefault(k, set()).add("mass-delete")
-        return out
-
     def pending_count(self) -> int:
-        row = self.index.db.execute("SELECT COUNT(*) FROM audit_pending WHERE vault = ?", (self.vault_id,)).fetchone()
-        return int(row[0])
+        return tables.pending_count(self.index.db, self.vault_id)
 
     # -- verifying -----------------------------------------------------------------
     def verify(self) -> dict[str, Any]:
@@ -777,22 +480,10 @@ class Trail:
         objects = self.store_objects()
         store_side = {c: self._load_store_chain(c, names) for c, names in objects.items()}
         remembered = self.keyring_heads()
-        self.index.db.execute("BEGIN")
-        try:
-            chains = [
-                r[0] for r in self.index.db.execute(
-                    "SELECT DISTINCT chain FROM audit_events WHERE vault = ?", (self.vault_id,))
-            ]
-            index_side = {
-                c: [
-                    _row_event(r) | {"mirrored": int(r["mirrored"])}
-                    for r in self.index.db.execute(
-                        "SELECT * FROM audit_events WHERE vault = ? AND chain = ? ORDER BY seq", (self.vault_id, c))
-                ]
-                for c in chains
-            }
-        finally:
-            self.index.db.execute("COMMIT")
+        index_side = {
+            c: [_row_event(r) | {"mirrored": int(r["mirrored"])} for r in rows]
+            for c, rows in tables.snapshot(self.index.db, self.vault_id).items()
+        }
         reports = []
         for chain in sorted(set(index_side) | set(store_side) | set(remembered), key=lambda c: (c != own, c)):
             report = self._verify_chain(chain, chain == own, index_side.get(chain, []), store_side.get(chain),
@@ -1039,122 +730,3 @@ def _name_order(name: str) -> tuple[int, str]:
     return (_name_range(name)[0], name)
 
 
-def _matches(
-    e: dict[str, Any], since: float | None, until: float | None,
-    actions: list[str] | None, path: str | None, result: str | None,
-) -> bool:
-    import fnmatch
-
-    t = e.get("time", 0) / 1e6
-    return (
-        (since is None or t >= since)
-        and (until is None or t <= until)
-        and (not actions or e.get("action") in actions)
-        and (path is None or fnmatch.fnmatchcase(str(e.get("path", "")), path))
-        and (result is None or e.get("result") == result)
-    )
-
-
-def _mark_windows(
-    out: dict[tuple[str, int | None], set[str]],
-    items: list[tuple[str, int | None, int]],
-    threshold: int,
-    window: float,
-    flag: str,
-) -> None:
-    """Flag every item inside some time window of ``window`` seconds holding ``threshold`` items."""
-    items = sorted(items, key=lambda x: x[2])
-    span = int(window * 1e6)
-    lo = 0
-    marked_to = -1
-    for hi in range(len(items)):
-        while items[hi][2] - items[lo][2] > span:
-            lo += 1
-        if hi - lo + 1 >= threshold:
-            for k in range(max(lo, marked_to + 1), hi + 1):
-                out.setdefault((items[k][0], items[k][1]), set()).add(flag)
-            marked_to = hi
-
-
-def export_row(e: dict[str, Any]) -> dict[str, Any]:
-    """One event as users see it (``--json``, JSON lines and CSV share the fields)."""
-    return {
-        "time": iso_time(int(e["time"])),
-        "action": e["action"],
-        "path": e["path"],
-        "object": e["object"],
-        "result": e["result"],
-        "code": e["code"],
-        "host": e["host"],
-        "user": e["user"],
-        "version": e["version"],
-        "request_id": e["request_id"],
-        "command": e["command"],
-        "detail": e["detail"],
-        "chain": e["chain"],
-        "seq": e["seq"],
-        "flags": list(e.get("flags", [])),
-        "mac": e["mac"],
-        "source": e.get("source", "local"),
-    }
-
-
-# -- the hosted account's own records ----------------------------------------------------
-def _server_result(status: str) -> str:
-    if status in ("ok", "mfa_ok", "mfa_required"):
-        return "ok"
-    return "denied" if status in ("failed", "revoked") else "error"
-
-
-def with_server_events(
-    trail: Trail,
-    events: list[dict[str, Any]],
-    *,
-    since: float | None = None,
-    until: float | None = None,
-    actions: list[str] | None = None,
-    path: str | None = None,
-    result: str | None = None,
-    limit: int | None = None,
-    newest_first: bool = True,
-) -> list[dict[str, Any]]:
-    """``events`` merged with the server's audit log of the account, when the store
-    is a Live-Data server (``source: server``; local events are ``source: local``).
-
-    The server's records (every login, upload, download and delete it saw,
-    with IP, user agent and request id) have no MAC: ``audit verify`` does not
-    cover them.  They name opaque object ids, never a path, so a ``--path``
-    filter leaves them out.
-    """
-    fetch = getattr(trail.store, "server_audit", None)
-    if fetch is None or path is not None:
-        return events
-    merged = list(events)
-    for r in fetch(since=since, limit=None if (since or until or actions or result) else limit):
-        status = str(r.get("status") or "ok")
-        ev: dict[str, Any] = {
-            "vault": trail.vault_id, "chain": "server", "seq": r.get("id"), "prev": "", "mac": "",
-            "time": int(float(r.get("created_at", 0)) * 1e6), "action": str(r.get("action", "")),
-            "path": "", "object": str(r.get("object_id") or ""), "result": _server_result(status),
-            "code": 0, "host": str(r.get("ip") or ""), "user": str(r.get("user_agent") or ""),
-            "version": "", "request_id": str(r.get("request_id") or ""), "command": "",
-            "detail": f"{r.get('object_type') or ''} {status}".strip(), "flags": [], "source": "server",
-        }
-        if _matches(ev, since, until, actions, None, result):
-            merged.append(ev)
-    merged.sort(key=lambda e: (e["time"], e["chain"], e["seq"] or 0), reverse=newest_first)
-    return merged[:limit] if limit else merged
-
-
-EXPORT_FIELDS = tuple(export_row({k: 0 if k == "time" else "" for k in ("time", *FIELDS, "chain", "seq", "mac")}))
-
-__all__ = [
-    "EXPORT_FIELDS",
-    "Problem",
-    "Recorder",
-    "Trail",
-    "attach",
-    "current",
-    "export_row",
-    "finish",
-]

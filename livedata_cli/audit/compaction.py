@@ -32,15 +32,23 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livedata_cli import journal
-from livedata_cli.audit.chain import PREFIX, Trail, _name_range
+from livedata_cli.audit.chain import FIELDS, PREFIX, OpenVault, Trail, _name_range
 from livedata_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from livedata_cli.vault.core import Vault
+    from livedata_cli.locking import StoreLock
+
+
+class LockedVault(OpenVault, Protocol):
+    """An opened vault under its exclusive store lock (``prune``)."""
+
+    @property
+    def store_lock(self) -> StoreLock | None: ...
 
 # prune compacts a chain once it has more than this many audit objects.
 COMPACT_AFTER = 200
@@ -85,7 +93,9 @@ def chunks(newest: int, size: int = MAX_EVENTS) -> list[tuple[int, int]]:
     return [(lo, min(lo + size - 1, newest)) for lo in range(1, newest + 1, size)]
 
 
-def compact_audit(vault: Vault, *, after: int | None = None, pause: Any = None) -> AuditCompaction:
+def compact_audit(
+    vault: LockedVault, *, after: int | None = None, pause: Callable[[str], None] | None = None
+) -> AuditCompaction:
     """Compact every chain of the vault's store with more than ``after`` objects.
 
     The caller holds the exclusive store lock (``prune``).  ``pause(stage)``
@@ -109,11 +119,9 @@ def compact_audit(vault: Vault, *, after: int | None = None, pause: Any = None) 
 
 
 def _compact_chain(
-    vault: Vault, trail: Trail, chain: str, names: list[str], by_seq: dict[int, dict[str, Any]],
-    newest: int, done: AuditCompaction, pause: Any,
+    vault: LockedVault, trail: Trail, chain: str, names: list[str], by_seq: dict[int, dict[str, Any]],
+    newest: int, done: AuditCompaction, pause: Callable[[str], None] | None,
 ) -> None:
-    from livedata_cli.vault import maintenance
-
     present = set(names)
     keep: set[str] = set()
     for lo, hi in chunks(newest):
@@ -122,7 +130,7 @@ def _compact_chain(
             keep.add(name)
             continue
         events = [_stored(by_seq[s]) for s in range(lo, hi + 1)]
-        maintenance.guard_fast(vault)
+        _guard(vault)
         try:
             trail.store.put_bytes(name, journal.encode(vault.master_key, vault.vault_id, name, events), exclusive=True)
         except FileExistsError:  # listed after ours was: keep both, they hold the same events
@@ -139,7 +147,7 @@ def _compact_chain(
         lo, hi = _name_range(name)
         if hi < 1 or hi > newest:
             continue  # only objects whose events the compacted ones hold
-        maintenance.guard_fast(vault)
+        _guard(vault)
         trail.store.delete(name)
         done.deleted += 1
         if first and pause is not None:
@@ -148,8 +156,13 @@ def _compact_chain(
     done.chains += 1
 
 
+def _guard(vault: LockedVault) -> None:
+    """Before each write and deletion: the store lock was refreshed recently (no
+    store call), as ``vault.maintenance.guard_fast`` checks for the rest of prune."""
+    if vault.store_lock is not None:
+        vault.store_lock.check(in_store=False)
+
+
 def _stored(e: dict[str, Any]) -> dict[str, Any]:
     """An event as mirrored: the MACed fields and the MAC, nothing a reader added."""
-    from livedata_cli.audit.chain import FIELDS
-
     return {k: e[k] for k in ("vault", "chain", "seq", "prev", "mac", *FIELDS)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from livedata_cli.cli.common import (
     setup,
     table,
 )
+
+if TYPE_CHECKING:
+    from livedata_cli.audit.chain import Trail
 
 app = typer.Typer()
 
@@ -41,7 +44,7 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At m
 
 
 @contextmanager
-def _trail(env: Env) -> Iterator[Any]:
+def _trail(env: Env) -> Iterator[Trail]:
     """The unlocked trail, with waiting events chained and other machines' imported."""
     from livedata_cli.audit.chain import Trail
 
@@ -53,7 +56,7 @@ def _trail(env: Env) -> Iterator[Any]:
 
 
 def _query(
-    trail: Any,
+    trail: Trail,
     since: str | None,
     until: str | None,
     action: list[str] | None,
@@ -67,7 +70,7 @@ def _query(
 
     if result is not None and result not in ("ok", "denied", "error"):
         raise UsageError(f"--result must be ok, denied or error, not {result!r}")
-    from livedata_cli.audit.chain import with_server_events
+    from livedata_cli.audit import report
 
     window: dict[str, Any] = {
         "since": parse_when(since, "--since") if since else None,
@@ -79,7 +82,7 @@ def _query(
         "newest_first": newest_first,
     }
     # A vault on a Live-Data server: the server's own records of the account join in.
-    return with_server_events(trail, trail.events(**window), **window)
+    return report.with_server_events(trail, report.events(trail, **window), **window)
 
 
 @app.callback(invoke_without_command=True)
@@ -104,7 +107,7 @@ def events(
     if ctx.invoked_subcommand is not None:
         return
     env = setup(json_, quiet)
-    from livedata_cli.audit.chain import export_row
+    from livedata_cli.audit.report import export_row
 
     with _trail(env) as trail:
         rows = [export_row(e) for e in _query(trail, since, until, action, path, result, limit, newest_first=True)]
@@ -176,7 +179,7 @@ def export(
     import json
     import os
 
-    from livedata_cli.audit.chain import EXPORT_FIELDS, export_row
+    from livedata_cli.audit.report import EXPORT_FIELDS, export_row
     from livedata_cli.errors import UsageError
 
     if format_ not in ("jsonl", "csv"):

@@ -313,13 +313,9 @@ def finish_batch(env: Env, report: Any, verb: str) -> None:
 
     failed = report.failed
     if verb != "download":  # a download's failures are recorded where they happen
-        from livedata_cli.audit import chain
+        from livedata_cli.audit import recorder
 
-        for item in failed:
-            code = int(item.exit_code or ExitCode.UNEXPECTED)
-            chain.current().add(
-                verb, item.path or item.source, result=chain.result_of(code), code=code, detail=str(item.error)[:200]
-            )
+        recorder.current().failed_items(verb, failed)  # the vault's recorder, handed over when it closed
     if env.json:
         env.emit(report.to_json())
     else:
@@ -385,15 +381,14 @@ def record_audit(args: list[str], code: int) -> None:
     if any(a in ("--help", "-h", "--version") for a in args):
         return
     first = next((a for a in args if not a.startswith("-")), "")
-    loaded = "livedata_cli.audit.chain" in sys.modules  # a vault was opened: something to record
-    if not loaded and first not in VAULT_LESS:
-        return
-    from livedata_cli.audit import chain
+    from livedata_cli.audit import recorder
 
-    name = chain.current().name or first
+    if not recorder.opened() and first not in VAULT_LESS:  # no vault registered with this command
+        return
+    name = recorder.current().name or first
     audited = not any(name == n or name.startswith(n + " ") for n in NOT_AUDITED)
     try:
-        chain.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
+        recorder.finish(name, code, audited=audited, vault_less=name in VAULT_LESS)
     except Exception as e:  # the command's own outcome stands
         from livedata_cli import envfail
         from livedata_cli.errors import LivedataError

@@ -268,15 +268,12 @@ def worker(
     Example: livedata convert worker --once
     """
     env = setup(json_, quiet)
-    from livedata_cli.audit import chain
     from livedata_cli.convert import service
     from livedata_cli.convert.queue import Queue, worker_id
 
     me = worker_id()
     finished: list[dict[str, Any]] = []
     with open_vault(env) as vault, Queue() as queue, _term_as_interrupt():
-        name, target = vault.events.name, vault.events.target
-
         def after_job(job: Any, item: Any) -> None:
             finished.append(job.to_json())
             if item.status == "failed":
@@ -286,11 +283,9 @@ def worker(
             # A worker runs for days: its audit events are written after each job.
             code = 0 if item.status != "failed" else int(item.exit_code or ExitCode.UNEXPECTED)
             try:
-                chain.finish(name, code, audited=True)
+                vault.events.flush(code)
             except Exception as e:
                 env.warn(f"livedata: warning: the audit trail was not written: {type(e).__name__}: {e}")
-            vault.events = chain.attach(vault)
-            vault.events.name, vault.events.target = name, target
 
         env.say(f"convert worker {me}: waiting for jobs" if not once else f"convert worker {me}")
         stats = service.work(vault, queue, worker=me, lease=lease, once=once, poll=poll, after_job=after_job)

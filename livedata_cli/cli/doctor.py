@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from livedata_cli.cli.common import JsonOpt, QuietOpt, open_vault, setup
+from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, open_vault, setup
+
+if TYPE_CHECKING:
+    from livedata_cli.doctor import Check
 
 _MARK = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
 
@@ -63,7 +66,7 @@ def doctor(
         raise typer.Exit(code)
 
 
-def _fix(env: Any, checks: list[Any]) -> list[str]:
+def _fix(env: Env, checks: list[Check]) -> list[str]:
     """Repair the index when its check failed: moved aside, rebuilt from the store."""
     index = next((c for c in checks if c.name == "index"), None)
     store = next((c for c in checks if c.name == "store"), None)

@@ -77,7 +77,7 @@ _PER_PROCESS: tuple[tuple[str, str, Callable[[ModuleType], object]], ...] = (
     ("livedata_cli.aws", "_session", lambda m: None),  # it keeps the credentials of the environment it saw
     ("livedata_cli.remote.account", "_relogin", lambda m: None),
     ("livedata_cli.netwait", "_notice", lambda m: None),
-    ("livedata_cli.audit.chain", "_current", lambda m: m.Recorder()),
+    ("livedata_cli.audit.recorder", "_current", lambda m: m.Recorder()),
     ("livedata_cli.packs", "_keys", lambda m: None),
     ("livedata_cli.keys.kms", "_providers", lambda m: {}),  # decrypted keys, cached for one command
     ("livedata_cli.envfail", "_places", lambda m: []),  # the folders this command named

@@ -7,12 +7,15 @@ of the vault, crypto or keyring modules are imported.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, open_vault, setup
 from livedata_cli.names import for_json, shown
+
+if TYPE_CHECKING:
+    from livedata_cli.index.search import Hit
 
 # With words, the best matches; without, every file the filters select.
 DEFAULT_LIMIT = 50
@@ -148,7 +151,7 @@ class _Days:
         return day
 
 
-def _render_rich(env: Env, hits: list[Any]) -> None:
+def _render_rich(env: Env, hits: list[Hit]) -> None:
     """Results for a person: path, size, date, tags, and the words that matched."""
     import os
 

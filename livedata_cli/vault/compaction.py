@@ -46,11 +46,10 @@ class Compaction:
 
 def snapshot_records(index: Index, rewrap: Rewrap | None = None, key_id: str | None = None) -> Iterator[dict[str, Any]]:
     """The records that restate this index: versions, purged numbers, shares."""
+    from livedata_cli.index import core, files
+
     db = index.db
-    rows = db.execute(
-        "SELECT v.*, f.text AS text FROM versions v LEFT JOIN search_fts f ON f.rowid = v.rowid ORDER BY v.path, v.created"
-    )
-    for r in rows:
+    for r in files.restated(db):
         wrapped = bytes(r["wrapped_key"])
         if rewrap is not None and r["kind"] == "file" and r["object"]:
             wrapped = rewrap(r["object"], wrapped)
@@ -65,11 +64,9 @@ def snapshot_records(index: Index, rewrap: Rewrap | None = None, key_id: str | N
         if r["text"] is not None:
             rec["text"] = r["text"]
         yield rec
-    for r in db.execute(
-        "SELECT vid, path, created FROM version_numbers WHERE vid NOT IN (SELECT vid FROM versions) ORDER BY path, created"
-    ):
-        yield {"t": "numbered", "vid": r[0], "path": r[1], "created": r[2]}
-    for r in db.execute("SELECT * FROM shares ORDER BY created, id"):
+    for vid, path, created in files.purged_numbers(db):
+        yield {"t": "numbered", "vid": vid, "path": path, "created": created}
+    for r in core.shares(db):
         yield {
             "t": "share", "id": r["id"], "vid": r["vid"], "path": r["path"], "object": r["object"], "kind": r["kind"],
             "created": r["created"], "expires": r["expires"], "max_downloads": r["max_downloads"],

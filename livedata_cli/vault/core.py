@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar, cast
 
 from livedata_cli import envfail, localfs, locking, names, packs, settings, state
-from livedata_cli.audit import chain
+from livedata_cli.audit import recorder
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import (
     KeyedHash,
@@ -211,7 +211,7 @@ class Vault:
         self._file_keys: dict[tuple[str, bytes, str], tuple[filepass.PasswordKey, filepass.PasswordKey]] = {}
         self._file_passwords: list[str] = []
         self._file_lock = threading.Lock()
-        self.events = chain.attach(self)  # this command's audit events (chain.finish writes them)
+        self.events = recorder.attach(self)  # this command's audit events (written when the command ends)
         self.store_lock: locking.StoreLock | None = None  # held by Vault.lock (livedata_cli/vault/maintenance.py)
         if cfg is not None:
             _configure_store(store, cfg)
@@ -335,6 +335,7 @@ class Vault:
         return vault, True
 
     def close(self) -> None:
+        self.events.close()  # hands the command's audit events over
         self.index.close()
 
     def unlock(self) -> bytes:

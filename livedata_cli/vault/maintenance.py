@@ -245,8 +245,9 @@ def _references(vault: Vault, ignore: set[str]) -> tuple[set[str], dict[str, lis
     refs: set[str] = set()
     members: dict[str, dict[str, _Member]] = {}
     packed: set[str] = set()  # versions in packs: a share of one has a copy
-    rows = vault.index.db.execute('SELECT vid, object, pack, "offset", length, header_hash, kind FROM versions')
-    for vid, obj, pack, offset, length, hh, kind in rows:
+    from livedata_cli.index import files
+
+    for vid, obj, pack, offset, length, hh, kind in files.placements(vault.index.db):
         if vid in ignore or kind not in (None, "file") or not obj:
             continue
         refs.add(f"data/{pack or obj}")
@@ -262,13 +263,12 @@ def _share_copies(vault: Vault, packed: set[str]) -> set[str]:
     (livedata_cli/vault/share_links.py): referenced until the share is revoked, has
     expired (with an hour's margin for a download under way) or its version
     is purged."""
+    from livedata_cli.index.core import live_store_shares
     from livedata_cli.packs import share_copy_key
     from livedata_cli.vault.share_links import now as share_clock
 
     now = share_clock()
-    rows = vault.index.db.execute(
-        "SELECT id, vid, expires FROM shares WHERE revoked IS NULL AND kind IN ('s3', 'api')"
-    )
+    rows = live_store_shares(vault.index.db)
     return {
         share_copy_key(sid)
         for sid, vid, expires in rows
@@ -524,12 +524,10 @@ def doctor_summary(store_url: str, index_path: Path) -> tuple[str, str, dict[str
     last: dict[str, Any] | None = None
     if index_path.exists():
         with contextlib.suppress(sqlite3.Error, ValueError):
-            db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=5)
-            try:
-                row = db.execute("SELECT value FROM meta WHERE key = 'reclaimable'").fetchone()
-            finally:
-                db.close()
-            last = json.loads(row[0]) if row else None
+            from livedata_cli.index import peek
+
+            value = peek.meta_value(index_path, "reclaimable")
+            last = json.loads(value) if value is not None else None
     details["last_check"] = last
     notes: list[str] = []
     if litter.objects:

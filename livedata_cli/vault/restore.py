@@ -322,7 +322,7 @@ class _Engine:
                 return [(job, problem)]
         return [(job, self.one(job, None))]
 
-    def execute(self, jobs: list[Job]) -> tuple[dict[int, Outcome], list[Job]]:
+    def run(self, jobs: list[Job]) -> tuple[dict[int, Outcome], list[Job]]:
         """Run every job; returns each one's outcome by position, and the jobs
         whose object was missing (for the command's thread to look up again).
 
@@ -463,7 +463,7 @@ def restore_tree(
 
     engine = _Engine(vault, progress, check_sizes=False)
     try:
-        outcomes, moved = engine.execute(jobs)
+        outcomes, moved = engine.run(jobs)
     except (LivedataError, OSError) as e:
         raise envfail.translate(e, needed=engine.fatal_size, place=envfail.TARGET) or e from None
     for job in moved:  # its pack is gone: a prune elsewhere may have moved it (this syncs)
@@ -505,7 +505,7 @@ def verify_data(vault: Vault, versions: list[Version], progress: Progress) -> li
             packs.check_size(vault.store, v, sizes)
         except (LivedataError, OSError) as e:
             problems[position] = {"path": v.path, "object": v.object, "error": str(e)}
-    outcomes, moved = _Engine(vault, progress, check_sizes=True).execute(jobs)
+    outcomes, moved = _Engine(vault, progress, check_sizes=True).run(jobs)
     for job in moved:
         try:
             with open(os.devnull, "wb") as sink:
