@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests are judged on what they find, not on how fast an example runs: on a
+# shared 2-core machine under -n 2 one example's first call (an import, a cold cache)
+# can take longer than hypothesis's default 200 ms deadline.  Speed goals go to bench/.
+settings.register_profile("livedata", deadline=None)
+settings.load_profile("livedata")
 
 PASSPHRASE = "correct horse battery staple"
 # The marker without which livedata refuses LIVEDATA_TESTONLY_WEAKEN_KDF: it names this test run.
