@@ -298,13 +298,13 @@ def run_on_tty(
 # the last minutes are short tests shared by both workers, not one long test on one
 # worker while the other waits.  A module not listed keeps its place after them.
 RUN_FIRST = (
-    "test_faults",
     "test_concurrency",
     "test_housekeeping",
-    "test_vault_state",
+    "test_faults",
     "test_store_packs",
-    "test_net_faults",
     "test_audit_compaction",
+    "test_vault_state",
+    "test_net_faults",
     "test_api_store",
 )
 
