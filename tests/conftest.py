@@ -298,14 +298,16 @@ def run_on_tty(
 # the last minutes are short tests shared by both workers, not one long test on one
 # worker while the other waits.  A module not listed keeps its place after them.
 RUN_FIRST = (
+    "test_vault_state",
     "test_concurrency",
     "test_housekeeping",
-    "test_faults",
+    "test_server_security",
+    "test_server_uploads",
     "test_store_packs",
+    "test_faults",
     "test_audit_compaction",
-    "test_vault_state",
-    "test_net_faults",
     "test_api_store",
+    "test_net_faults",
 )
 
 
