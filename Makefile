@@ -47,7 +47,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install system-deps lint
-	$(PY) -m pytest -q -n 2 --durations=10
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=10
 
 
 # Every benchmark, each next to its peers in the same run.

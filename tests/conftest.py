@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests are judged on what they find, not on how fast an example runs: on a
+# shared 2-core machine under -n 2 one example's first call (an import, a cold cache)
+# can take longer than hypothesis's default 200 ms deadline.  Speed goals go to bench/.
+settings.register_profile("livedata", deadline=None)
+settings.load_profile("livedata")
 
 PASSPHRASE = "correct horse battery staple"
 # The marker without which livedata refuses LIVEDATA_TESTONLY_WEAKEN_KDF: it names this test run.
@@ -284,3 +291,26 @@ def run_on_tty(
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+# The modules whose tests take longest (CPU-seconds measured on the 2-core machine),
+# heaviest first.  They run first, so that under ``-n 2 --dist worksteal`` (make test)
+# the last minutes are short tests shared by both workers, not one long test on one
+# worker while the other waits.  A module not listed keeps its place after them.
+RUN_FIRST = (
+    "test_vault_state",
+    "test_concurrency",
+    "test_housekeeping",
+    "test_server_security",
+    "test_server_uploads",
+    "test_store_packs",
+    "test_faults",
+    "test_audit_compaction",
+    "test_api_store",
+    "test_net_faults",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each module keeps its order

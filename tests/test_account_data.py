@@ -3,7 +3,8 @@
 The export is restored the way a user would: ``unzip``, a fresh home attached
 to the unzipped folder store, every file downloaded and compared.  The
 deletion is checked in the server's own database (every row of every table)
-and blob folder, on SQLite and PostgreSQL.
+and blob folder, on SQLite and PostgreSQL.  The commands run in the test's
+process, except those on a terminal (``run_on_tty``), which are real processes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from test_api_store import (  # noqa: F401  (fixtures)
 
 from conftest import Cli, assert_one_line_error, run_on_tty, write
 from pgserver import postgres  # noqa: F401
+
+pytestmark = pytest.mark.inprocess
 
 MIB = 1024 * 1024
 SECRET_FIELDS = (
@@ -303,7 +306,7 @@ def test_a_cut_export_leaves_no_file(cli: Cli, server: Any, proxies: Any, tmp_pa
     write(cli.cwd / "big.bin", os.urandom(3 * MIB))
     cli.ok("upload", "big.bin")
     proxy = proxies(srv.url)
-    proxied = Cli({**cli.env, "LIVEDATA_API_RETRIES": "0"}, cli.cwd)
+    proxied = Cli({**cli.env, "LIVEDATA_API_RETRIES": "0"}, cli.cwd, inprocess=cli.inprocess)
     proxied.ok(
         "login",
         "--server",

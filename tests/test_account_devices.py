@@ -1,7 +1,8 @@
 """Devices on a real ``livedata server``: listing and revoking sessions, trusted devices, notification mail.
 
 Each home is one device of the same person; a real aiosmtpd server receives
-the server's mail.
+the server's mail.  The commands run in the test's process (the server is a
+process of its own), the same code and outputs without an interpreter start each.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from test_server_e2e import mailbox  # noqa: F401
 
 from conftest import Cli, assert_one_line_error
 from pgserver import Mailbox, free_port, postgres  # noqa: F401
+
+pytestmark = pytest.mark.inprocess
 
 LOGIN = {"LIVEDATA_PASSWORD": PASSWORD}
 

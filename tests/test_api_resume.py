@@ -27,6 +27,8 @@ from test_api_store import (  # noqa: F401
 from conftest import Cli, assert_one_line_error, run_on_tty, write
 from pgserver import ServerProcess
 
+pytestmark = pytest.mark.inprocess  # the terminal sessions (run_on_tty) are real processes
+
 MIB = 1024 * 1024
 
 

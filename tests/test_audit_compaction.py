@@ -4,6 +4,9 @@ After compaction ``audit verify`` passes on this home and on a fresh home
 attached to the same store, every event is listed once, and a dropped, edited
 or rolled-back object (compacted or written after) is still caught.  A
 ``kill -9`` at each step of the compaction leaves a trail that verifies.
+
+The killed and paused commands are real processes (``paused.py``); the others,
+this home's, a fresh home's and a second writer's, run in the test's process.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, write
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
@@ -187,7 +190,7 @@ def test_prune_killed_at_each_audit_compaction_stage(cli: Cli, store_dir: Path, 
         assert 2 <= len(left) < n + 1
     assert _listed(cli) == before
     _intact(cli)
-    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(store_dir.parent.parent / "fresh")}, cli.cwd)
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(store_dir.parent.parent / "fresh")}, cli.cwd, inprocess=cli.inprocess)
     fresh.ok("init", "--store", str(store_dir))
     assert set(before) <= set(_listed(fresh))
     _intact(fresh)
@@ -210,7 +213,7 @@ def _compacted_then_more(cli: Cli, store_dir: Path) -> tuple[Path, Cli]:
     cli.ok("prune", env=COMPACT)
     chain = _chain_dir(store_dir)
     assert len(list(chain.iterdir())) == 2  # compacted, and the prune's own events
-    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(store_dir.parent.parent / "fresh")}, cli.cwd)
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(store_dir.parent.parent / "fresh")}, cli.cwd, inprocess=cli.inprocess)
     fresh.ok("init", "--store", str(store_dir))
     _commands(cli, 3, stem="later")
     _intact(fresh)
@@ -224,7 +227,7 @@ def test_dropped_object_after_compaction_is_caught(cli: Cli, store_dir: Path) ->
     (chain / names[-2]).unlink()  # one of the later commands' objects
     _tampered(cli, "sequence check")
     _tampered(fresh, "sequence check")
-    newcomer = Cli({**cli.env, "LIVEDATA_HOME": str(store_dir.parent.parent / "newcomer")}, cli.cwd)
+    newcomer = Cli({**cli.env, "LIVEDATA_HOME": str(store_dir.parent.parent / "newcomer")}, cli.cwd, inprocess=cli.inprocess)
     newcomer.ok("init", "--store", str(store_dir))
     _tampered(newcomer, "sequence check")
 
@@ -243,7 +246,7 @@ def test_rolled_back_objects_after_compaction_are_caught(cli: Cli, store_dir: Pa
     cli.ok("init")
     _commands(cli, 4)
     cli.ok("prune", env=COMPACT)
-    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd)
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd, inprocess=cli.inprocess)
     fresh.ok("init", "--store", str(store_dir))
     saved = tmp_path / "saved"
     shutil.copytree(store_dir / "audit", saved / "audit")
@@ -322,10 +325,10 @@ def test_a_journal_written_during_a_compacting_prune_is_kept(
     cli.ok("rm", "c.txt")
     other = cli
     if where == "other-home":
-        other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other")}, cli.cwd)
+        other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other")}, cli.cwd, inprocess=cli.inprocess)
         other.ok("init", "--store", str(store_dir))
     args, done = JOURNAL_WRITERS[writer]
-    pruner = Cli({**cli.env, "LIVEDATA_COMPACT_AFTER": "1"}, cli.cwd)
+    pruner = Cli({**cli.env, "LIVEDATA_COMPACT_AFTER": "1"}, cli.cwd, inprocess=cli.inprocess)
     (code1, _o1, err1), (code2, _o2, err2) = run_against_paused(other, args, stage, pruner, ["prune"], tmp_path)
     assert code1 == 0, err1
     assert code2 == 0, err2
@@ -333,7 +336,7 @@ def test_a_journal_written_during_a_compacting_prune_is_kept(
         home.ok("sync")
         assert done(home), f"{writer} lost on {home.env['LIVEDATA_HOME']}"
         home.ok("verify")
-    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd)
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd, inprocess=cli.inprocess)
     fresh.ok("init", "--store", str(store_dir))
     assert done(fresh), f"{writer} lost on a fresh home"
     fresh.ok("verify")
@@ -347,7 +350,7 @@ def test_a_tag_written_during_keys_rotate_is_kept(cli: Cli, store_dir: Path, tmp
     cli.ok("init")
     write(cli.cwd / "a.txt", "a\n")
     cli.ok("upload", "a.txt")
-    other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other")}, cli.cwd)
+    other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other")}, cli.cwd, inprocess=cli.inprocess)
     other.ok("init", "--store", str(store_dir))
     args, done = JOURNAL_WRITERS["tag"]
     (code1, _o1, err1), (code2, _o2, err2) = run_against_paused(other, args, stage, cli, ["keys", "rotate"], tmp_path)
@@ -359,6 +362,6 @@ def test_a_tag_written_during_keys_rotate_is_kept(cli: Cli, store_dir: Path, tmp
         home.ok("sync")
         assert done(home), f"tag lost on {home.env['LIVEDATA_HOME']}"
         home.ok("verify")
-    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd)
+    fresh = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "fresh")}, cli.cwd, inprocess=cli.inprocess)
     fresh.ok("init", "--store", str(store_dir))
     assert done(fresh), "tag lost on a fresh home"

@@ -67,6 +67,7 @@ def test_prune_without_policy_reclaims_a_killed_uploads_data(kind_vault: KindVau
         cli.ok("upload", name)
     write(cli.cwd / "lost.bin", os.urandom(250_000))
     kill_at(cli, ["upload", "lost.bin"], "journal")
+    _killed_long_ago(cli)  # a partial file it may have begun in tmp/ is litter too, not a live upload's
     before = _versions(cli)
     found = cli.ok("verify", "--json").json()["reclaimable"]
     assert found["unreferenced"]["objects"] == 1 and found["unreferenced"]["bytes"] >= 250_000
@@ -123,16 +124,19 @@ def test_prune_repacks_packs_with_dead_space(kind_vault: KindVault) -> None:
     """Purged members leave dead space in a pack (every store kind packs
     small files): prune copies the live members into a new
     pack, journals the move, and deletes the old pack.  A second machine
-    replays the move."""
+    replays the move.  The fifteen members are purged by one ``rm --purge``:
+    the pack's dead space is what fifteen commands leave, at a fifteenth of
+    the cost on a remote store."""
     cli = kind_vault.cli
     files = {f"t/f{i:02d}.txt": os.urandom(2000 + i) for i in range(30)}
     for path, data in files.items():
         write(cli.cwd / path, data)
     cli.ok("upload", "t", "--recursive")
     other = kind_vault.other_machine()
-    for i in range(0, 30, 2):
-        cli.ok("rm", "--purge", f"t/f{i:02d}.txt")
-        del files[f"t/f{i:02d}.txt"]
+    purged = [f"t/f{i:02d}.txt" for i in range(0, 30, 2)]
+    cli.ok("rm", "--purge", *purged)  # one command: the same dead space, one journal not fifteen
+    for path in purged:
+        del files[path]
     found = cli.ok("verify", "--json").json()["reclaimable"]
     size_before = _store_bytes(kind_vault)
     assert found["packs"]["objects"] == 1 and found["packs"]["bytes"] >= 15 * 2000
@@ -169,11 +173,11 @@ def test_prune_prefix_without_policy_is_a_usage_error(vault_cli: Cli) -> None:
     assert_one_line_error(vault_cli("prune", "docs/"), 2)
 
 
+@pytest.mark.parametrize("kind_vault", ["s3"], indirect=True)
 def test_prune_aborts_abandoned_multipart_uploads(kind_vault: KindVault) -> None:
     """S3: a killed upload's multipart upload, which no record on the pruning
-    machine will resume, is aborted by prune (after ``LIVEDATA_S3_ABANDON_AFTER``)."""
-    if kind_vault.kind != "s3":
-        pytest.skip("multipart uploads are an S3 thing")
+    machine will resume, is aborted by prune (after ``LIVEDATA_S3_ABANDON_AFTER``).
+    Multipart uploads are an S3 thing: no vault is made on the other kinds."""
     cli = kind_vault.cli
     other = kind_vault.other_machine()
     write(cli.cwd / "big.bin", os.urandom(24 * 1024 * 1024))
@@ -270,6 +274,9 @@ def _nothing_reclaimable(cli: Cli) -> None:
 
 
 def _vault_with_litter(kv: KindVault) -> dict[str, bytes]:
+    """A vault with each kind of litter prune reclaims: a second version for a policy
+    to forget, dead space in a pack (eight members purged by one command) and the
+    unreferenced data of an upload killed before its journal."""
     cli = kv.cli
     files = {f"t/f{i:02d}.txt": os.urandom(1000 + 37 * i) for i in range(24)}
     files["t/big.bin"] = os.urandom(400_000)
@@ -279,9 +286,10 @@ def _vault_with_litter(kv: KindVault) -> dict[str, bytes]:
     files["t/big.bin"] = os.urandom(300_000)  # a second version, for a policy to forget
     write(cli.cwd / "t/big.bin", files["t/big.bin"])
     cli.ok("upload", "t/big.bin", "--as", "t/big.bin")
-    for i in range(0, 24, 3):
-        cli.ok("rm", "--purge", f"t/f{i:02d}.txt")
-        del files[f"t/f{i:02d}.txt"]
+    purged = [f"t/f{i:02d}.txt" for i in range(0, 24, 3)]
+    cli.ok("rm", "--purge", *purged)  # the dead pack space of eight purges, in one command
+    for path in purged:
+        del files[path]
     write(cli.cwd / "lost.bin", os.urandom(100_000))
     kill_at(cli, ["upload", "lost.bin"], "journal")
     return files

@@ -46,22 +46,21 @@ def relayed(request: pytest.FixtureRequest, cli: Cli, tmp_path: Path, livedata_e
         yield Relayed(cli, proxy)
         proxy.stop()
         return
-    from pgserver import ServerProcess
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDATA_")}
-    env.update(livedata_env, LIVEDATA_HOME=str(tmp_path / "srv"))
-    server = ServerProcess([], env)
+    # The server this test process shares (an account of this test's own), behind a relay of
+    # this test's own: freezing the relay stalls this vault's calls and no other test's.
+    shared = request.getfixturevalue("api_server")
+    server = shared.for_new_account()
     proxy = Proxy(int(urlsplit(server.url).port or 80))
     account = {"LIVEDATA_PASSWORD": "a long account password for the relay test"}
     email = f"u{uuid.uuid4().hex[:8]}@example.com"
     cli.ok("register", "--server", proxy.url, "--email", email, env=account)
+    shared.logged_in()
     cli.ok("login", "--server", proxy.url, "--email", email, env=account)
     cli.ok("init", "--store", proxy.url)
     try:
         yield Relayed(cli, proxy)
     finally:
         proxy.stop()
-        server.stop()
 
 
 def test_frozen_store_is_exit_6_within_a_minute_with_retries_shown(relayed: Relayed) -> None:

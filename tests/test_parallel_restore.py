@@ -1,7 +1,10 @@
 """Folder downloads and ``verify --data`` planned first, then fetched in ranges
 and in parallel (livedata_cli/vault/restore.py): byte-exact on every store kind, a
 damaged member fails its file alone, a failing store leaves no partial file,
-and a restore of packed small files from S3 is a handful of requests."""
+and a restore of packed small files from S3 is a handful of requests.
+
+The commands run in the test's process: the restore's threads and its ranged
+reads are the same there, and a counting proxy still sees every request."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from s3server import CountingProxy
 from store_kinds import KindVault
 
 from conftest import Cli, assert_one_line_error, data_objects, write
+
+pytestmark = pytest.mark.inprocess
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 proxy, bucket = s3server.proxy, s3server.bucket
@@ -55,7 +60,6 @@ def _same_tree(src: Path, dst: Path, files: dict[str, bytes]) -> None:
         assert got.stat().st_mtime == want.stat().st_mtime, rel
 
 
-@pytest.mark.subprocess
 def test_a_tree_of_small_files_restores_byte_exact_on_every_store(kind_vault: KindVault, tmp_path: Path) -> None:
     cli = kind_vault.cli
     src = tmp_path / "src"
@@ -93,7 +97,6 @@ def _tamper(kind_vault: KindVault, info: dict[str, Any], where: int) -> None:
         store.put_bytes(key, bytes(blob))
 
 
-@pytest.mark.subprocess
 @pytest.mark.parametrize("where", [50, 102 + 3], ids=["header", "segment"])
 def test_a_tampered_member_fails_alone(kind_vault: KindVault, tmp_path: Path, where: int) -> None:
     cli = kind_vault.cli
@@ -119,7 +122,6 @@ def test_a_tampered_member_fails_alone(kind_vault: KindVault, tmp_path: Path, wh
     assert [p["path"] for p in r.json()["problems"]] == [f"t/{victim}"]
 
 
-@pytest.mark.subprocess
 def test_an_object_cut_short_or_extended_is_caught(kind_vault: KindVault, tmp_path: Path) -> None:
     """The last member of a pack cut off, or an object of its own with bytes after
     its container: the sizes in the records catch both, on restore and verify."""
@@ -166,13 +168,12 @@ def _packed_vault_on_s3(cli: Cli, s3: Any, bucket: str, tmp_path: Path, relay: s
     home = tmp_path / "s3-home"
     work = tmp_path / "s3-work"
     work.mkdir()
-    other = s3server.aws_env(Cli({**cli.env, "LIVEDATA_HOME": str(home)}, work), relay)
+    other = s3server.aws_env(Cli({**cli.env, "LIVEDATA_HOME": str(home)}, work, inprocess=cli.inprocess), relay)
     other.ok("init", "--store", f"s3://{bucket}/vault")
     other.ok("sync")
     return other, files
 
 
-@pytest.mark.subprocess
 def test_a_restore_of_packed_small_files_from_s3_is_a_handful_of_requests(
     cli: Cli, s3: Any, bucket: str, tmp_path: Path, proxy: CountingProxy
 ) -> None:
@@ -189,7 +190,6 @@ def test_a_restore_of_packed_small_files_from_s3_is_a_handful_of_requests(
     assert proxy.counts["s3:GET"] <= 15, proxy.counts
 
 
-@pytest.mark.subprocess
 def test_a_store_that_fails_ranged_reads_leaves_no_partial_file(
     cli: Cli, s3: Any, bucket: str, tmp_path: Path, proxy: CountingProxy
 ) -> None:

@@ -4,7 +4,9 @@ and sharing it first copies it, server-side, into an object of its own, which
 ``share revoke``, ``rm --purge`` and ``prune`` delete once no live share needs it.
 
 Real parts only: moto's S3 server over HTTP, a ``livedata server`` process,
-the installed ``livedata`` command; a TCP proxy counts the bytes that travel.
+the ``livedata`` commands (run in the test's process: the same code, streams and
+exit codes without an interpreter start each; ``mount`` a real process); a TCP
+proxy counts the bytes that travel, so the request counts are the commands' own.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from conftest import Cli, assert_one_line_error, write
 from livedata_cli.packs import share_copy_key
 from pgserver import new_user
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 kind_vault, moto_url, s3 = store_kinds.kind_vault, store_kinds.moto_url, store_kinds.s3
 
@@ -53,7 +55,7 @@ def _stranger(cli: Cli, tmp_path: Path, name: str = "stranger") -> Cli:
     env.update({"LIVEDATA_HOME": str(tmp_path / name), "LIVEDATA_NO_KEYRING": "1", "LIVEDATA_TESTONLY_RUN": TEST_RUN})
     work = tmp_path / f"{name}-work"
     work.mkdir()
-    return Cli(env, work)
+    return Cli(env, work, inprocess=cli.inprocess)
 
 
 # -- packs on every store kind ----------------------------------------------------------
@@ -108,7 +110,7 @@ def _proxied_s3(cli: Cli, moto: str, s3_client: Any, tmp_path: Path) -> tuple[Cl
         write(cli.cwd / "src" / rel, data)
     cli.ok("upload", "src", "-r", "--as", "t/")
     proxy = Proxy(int(urlparse(moto).port or 0))
-    other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other"), "AWS_ENDPOINT_URL": proxy.url}, cli.cwd)
+    other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other"), "AWS_ENDPOINT_URL": proxy.url}, cli.cwd, inprocess=cli.inprocess)
     other.ok("init", "--store", f"s3://{bucket}/v")
     return other, proxy, files
 
@@ -142,7 +144,7 @@ def test_reading_one_member_on_the_api_store_fetches_its_range_only(
 
     proxy = Proxy(int(urlparse(kv.url).port or 0))
     home = tmp_path / "via-proxy"
-    other = Cli({**cli.env, "LIVEDATA_HOME": str(home)}, cli.cwd)
+    other = Cli({**cli.env, "LIVEDATA_HOME": str(home)}, cli.cwd, inprocess=cli.inprocess)
     account = {"LIVEDATA_PASSWORD": store_kinds.ACCOUNT_PASSWORD}
     other.ok("login", "--server", proxy.url, "--email", kv.email, env=account)
     other.ok("init", "--store", proxy.url)
@@ -346,7 +348,7 @@ def test_a_restore_of_many_members_reads_each_pack_in_few_requests(
     cli.ok("upload", "src", "-r", "--as", "t/")
     proxy = CountingProxy(moto_url)
     try:
-        other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other"), "AWS_ENDPOINT_URL": proxy.url}, cli.cwd)
+        other = Cli({**cli.env, "LIVEDATA_HOME": str(tmp_path / "other"), "AWS_ENDPOINT_URL": proxy.url}, cli.cwd, inprocess=cli.inprocess)
         other.ok("init", "--store", f"s3://{bucket}/v")
         proxy.counts.clear()
         other.ok("download", "t/f000.bin", "-o", "one.bin")  # the command's own reads, and one member

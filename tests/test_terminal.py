@@ -1,5 +1,9 @@
 """livedata as a citizen of the terminal: man pages, completions in real shells,
-config profiles and their precedence, doctor, colours, JSON shapes, the wheel."""
+config profiles and their precedence, doctor, colours, JSON shapes, the wheel.
+
+Commands run in the test's process where a child process shows nothing more
+(``Cli.needs_process``); terminals (``run_on_tty``), completion, keyrings and
+the JSON tour (which locks the index) are real processes."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from conftest import PASSPHRASE, Cli, assert_one_line_error, run_on_tty, write
 from livedata_cli.cli import app
 from livedata_cli.errors import ExitCode
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.inprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = str(Path(sys.executable).parent)
@@ -436,6 +440,7 @@ def test_every_command_has_a_documented_json_shape() -> None:
     assert not missing, f"document these in docs/json.md: {missing}"
 
 
+@pytest.mark.subprocess  # it runs ``lock --index``, which the index of a process still open refuses
 @pytest.mark.parametrize("half", [0, 1])
 def test_json_output_has_the_documented_keys(cli: Cli, half: int) -> None:
     """The documented commands in order, in two halves run side by side (the
