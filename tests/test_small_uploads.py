@@ -102,6 +102,52 @@ def test_a_pack_is_its_members_each_padded_to_its_class(vault_cli: Cli, store_di
     assert [len((out / f"f{i}").read_bytes()) for i in range(len(sizes))] == sizes
 
 
+# Counts Argon2id derivations in the livedata child (PYTHONPATH), written out at exit.
+_KDF_COUNTER = '''
+import atexit, os
+import argon2.low_level as _ll
+_n, _raw, _open = [0], _ll.hash_secret_raw, open
+def _counted(*a, **k):
+    _n[0] += 1
+    return _raw(*a, **k)
+_ll.hash_secret_raw = _counted
+def _dump():
+    with _open(os.environ["COUNT_TO"], "w") as f:
+        f.write(str(_n[0]))
+atexit.register(_dump)
+'''
+
+
+@pytest.mark.subprocess
+def test_a_job_key_file_opens_the_vault_without_stretching_a_passphrase(cli: Cli, tmp_path: Path) -> None:
+    """The cron recipe: a passphrase made the vault, ``keys add --key-file`` made
+    the job's key; the job's first backup opens the key's slot at once, without
+    first running Argon2id against the passphrase slot that was used last."""
+    cli.ok("init")
+    key = tmp_path / "job.key"
+    cli.ok("keys", "add", "--key-file", str(key))
+    write(tmp_path / "src" / "f.txt", "data")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_KDF_COUNTER)
+    counts = tmp_path / "kdf.txt"
+    env = {k: v for k, v in cli.env.items() if not k.startswith("LIVEDATA_PASSPHRASE")}
+    env |= {"LIVEDATA_PASSPHRASE_FILE": str(key), "PYTHONPATH": str(hook), "COUNT_TO": str(counts)}
+    p = subprocess.run(
+        [*livedata_exe(), "upload", str(tmp_path / "src"), "-r", "--as", "t/"],
+        capture_output=True, env=env, cwd=cli.cwd, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert counts.read_text() == "0"
+    # The passphrase still opens it, and a wrong key file is still refused.
+    assert cli.ok("download", "t/f.txt", "-o", "-").out == "data"
+    key.write_text("AAAA-" * 12 + "AAAA\n")
+    bad = subprocess.run(
+        [*livedata_exe(), "download", "t/f.txt", "-o", "-"], capture_output=True, env=env, cwd=cli.cwd, timeout=120
+    )
+    assert bad.returncode == 4, bad.stderr.decode()
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(size=st.one_of(st.integers(0, 70_000), st.integers((1 << 20) - 3, (1 << 20) + 3)), grow=st.integers(0, 3))
 def test_a_small_file_is_read_whole_up_to_the_limit(tmp_path: Path, size: int, grow: int) -> None:
