@@ -83,19 +83,24 @@ class Targets:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._real_root = os.path.realpath(root)
-        self._inside: dict[Path, bool] = {}  # folder -> whether it resolves under the root
+        # A vault folder (the part of a name before its last '/') -> its local
+        # folder, once that was found under the root: its names are safe too.
+        self._inside: dict[str, Path] = {}
         self._made: set[Path] = set()  # folders created (or found) by this restore
 
     def target(self, relative: str) -> Path:
+        folder, _, name = relative.rpartition("/")
+        plain = name not in ("", ".", "..") and "\x00" not in name  # the last part of the path as it stands
+        parent = self._inside.get(folder) if plain else None
+        if parent is not None:
+            return parent / names.to_local(name)
         target = _joined(self.root, relative)
         parent = target.parent
-        inside = self._inside.get(parent)
-        if inside is None:
-            real_parent = os.path.realpath(parent)
-            inside = os.path.commonpath([self._real_root, real_parent]) == self._real_root
-            self._inside[parent] = inside
-        if not inside:
+        real_parent = os.path.realpath(parent)
+        if os.path.commonpath([self._real_root, real_parent]) != self._real_root:
             raise IntegrityError(f"refusing to write {relative!r}: it leads outside {self.root}")
+        if plain:
+            self._inside[folder] = parent
         return target
 
     def make_parent(self, target: Path) -> None:

@@ -151,7 +151,7 @@ def test_a_restore_into_a_missing_store_is_one_line(vault_cli: Cli, tmp_path: Pa
 
 _names = st.lists(
     st.one_of(
-        st.sampled_from(["", ".", "..", "a", "b", "sub", "link", "x\x00y", "..."]),
+        st.sampled_from(["", ".", "..", "a", "b", "sub", "link", "x\x00y", "...", "a/", "/"]),
         st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=8),
     ),
     min_size=1,
@@ -159,7 +159,7 @@ _names = st.lists(
 ).map("/".join)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rels=st.lists(_names, min_size=1, max_size=12), lead=st.booleans())
 def test_targets_agree_with_a_fresh_check_of_each_name(tmp_path: Path, rels: list[str], lead: bool) -> None:
     """Whatever names a store hands over, the cached check lands exactly where a
