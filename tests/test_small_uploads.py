@@ -12,10 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import s3server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Cli, data_objects, livedata_exe, write
+
+moto_url, s3, bucket = s3server.moto_url, s3server.s3, s3server.bucket
 
 FILES = 300
 
@@ -146,6 +149,43 @@ def test_a_job_key_file_opens_the_vault_without_stretching_a_passphrase(cli: Cli
         [*livedata_exe(), "download", "t/f.txt", "-o", "-"], capture_output=True, env=env, cwd=cli.cwd, timeout=120
     )
     assert bad.returncode == 4, bad.stderr.decode()
+
+
+# Writes which heavy modules the livedata child loaded, at its exit (PYTHONPATH).
+_MODULES = '''
+import atexit, os, sys
+_open = open
+def _dump():
+    with _open(os.environ["COUNT_TO"], "w") as f:
+        f.write(" ".join(m for m in ("boto3", "s3transfer", "botocore") if m in sys.modules))
+atexit.register(_dump)
+'''
+
+
+@pytest.mark.subprocess
+def test_a_backup_and_restore_on_s3_load_botocore_but_not_boto3(
+    cli: Cli, moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    """An S3 command makes its client with botocore alone: boto3's resource
+    layer and transfer manager are never imported (a cost every S3 command
+    paid), and the backup and restore still go through byte for byte."""
+    s3cli = s3server.aws_env(cli, moto_url)
+    s3cli.ok("init", "--store", f"s3://{bucket}/v")
+    src = tmp_path / "src"
+    files = {f"f{i}": os.urandom(i * 100) for i in range(20)}
+    for rel, data in files.items():
+        write(src / rel, data)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_MODULES)
+    for i, args in enumerate((["upload", str(src), "-r", "--as", "t/"], ["download", "t/", "-o", str(tmp_path / "out")])):
+        seen = tmp_path / f"modules{i}.txt"
+        env = {**s3cli.env, "PYTHONPATH": str(hook), "COUNT_TO": str(seen)}
+        p = subprocess.run([*livedata_exe(), *args], capture_output=True, env=env, cwd=s3cli.cwd, timeout=120)
+        assert p.returncode == 0, p.stderr.decode()
+        assert seen.read_text() == "botocore", args
+    for rel, data in files.items():
+        assert (tmp_path / "out" / rel).read_bytes() == data
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
