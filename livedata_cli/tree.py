@@ -90,7 +90,8 @@ class Targets:
 
     def target(self, relative: str) -> Path:
         folder, _, name = relative.rpartition("/")
-        plain = name not in ("", ".", "..") and "\x00" not in name  # the last part of the path as it stands
+        # The last part of the path as it stands, in a folder named the same way as before.
+        plain = name not in ("", ".", "..") and "\x00" not in name and not relative.startswith("/")
         parent = self._inside.get(folder) if plain else None
         if parent is not None:
             return parent / names.to_local(name)

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import Cli, assert_one_line_error, livedata_exe, write
@@ -161,6 +161,8 @@ _names = st.lists(
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rels=st.lists(_names, min_size=1, max_size=12), lead=st.booleans())
+@example(rels=["b", "/a"], lead=False)  # a name from the root's folder, then one with a leading '/'
+@example(rels=["a/b/c", "a/b/", "a/b/d"], lead=False)
 def test_targets_agree_with_a_fresh_check_of_each_name(tmp_path: Path, rels: list[str], lead: bool) -> None:
     """Whatever names a store hands over, the cached check lands exactly where a
     check of that name alone does, and never outside the root, even with a
