@@ -48,8 +48,8 @@ pages = boto3.client('s3', endpoint_url='$EP').get_paginator('list_objects_v2').
 print(sum(len(p.get('Contents', [])) for p in pages))" "$1/"
 }
 
-t() { local label=$1; shift; /usr/bin/time -f "%e %M" -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { echo "$label failed:"; tail -5 "$W/.err"; exit 1; }
-      read -r s kb <"$W/.t"; printf "%-40s %7.2fs %6d MiB\n" "$label" "$s" $((kb / 1024)); }
+t() { local label=$1; shift; /usr/bin/time -f "%e %U %S %M" -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { echo "$label failed:"; tail -5 "$W/.err"; exit 1; }
+      read -r s u k kb <"$W/.t"; printf "%-40s %7.2fs %7.2fs %6d MiB\n" "$label" "$s" "$(awk "BEGIN { print $u + $k }")" $((kb / 1024)); }
 row() { printf "%-40s %8s\n" "$1" "$2"; }
 change10() {  # $1: tree
   local files=("$W/$1"/*/f001.bin "$W/$1"/f00[0-9].bin) n=0
@@ -57,7 +57,7 @@ change10() {  # $1: tree
 }
 
 echo "# to a local moto S3 server; $(date -u +%FT%TZ) $(nproc) CPU; livedata $("$LD" --version | cut -d' ' -f2)"
-printf "%-40s %8s %10s\n" "tool / step" "wall" "peak RSS"
+printf "%-40s %8s %8s %10s\n" "tool / step" "wall" "CPU" "peak RSS"
 
 for set in small mid; do
   echo "## $set: $([ $set = small ] && echo '2,000 x 4 KiB in 20 folders' || echo '200 x 1 MiB')"

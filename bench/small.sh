@@ -4,7 +4,8 @@
 # restore of the whole tree into an empty folder (checked against the tree),
 # for livedata and, on the same tree in the same run, restic, borg
 # (repokey-blake2, no compression; no restore row) and rclone with a crypt
-# remote.  Wall seconds and peak RSS.
+# remote.  Wall seconds, CPU seconds (user + system, children included: a busy
+# machine stretches wall time more than CPU time) and peak RSS.
 #   bench/small.sh          (BENCH_DIR, default /tmp/ldsmall; LIVEDATA_BIN as big.sh)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,11 +33,11 @@ with open(f"{r}/big.bin", "wb") as f:
         f.write(os.urandom(1 << 20))
 PY
 sync
-t() { local label=$1; shift; /usr/bin/time -f "%e %M" -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { echo "$label failed:"; cat "$W/.err"; exit 1; }
-      read -r s kb <"$W/.t"; printf "%-34s %7.2fs %6d MiB\n" "$label" "$s" $((kb / 1024)); }
+t() { local label=$1; shift; /usr/bin/time -f "%e %U %S %M" -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { echo "$label failed:"; cat "$W/.err"; exit 1; }
+      read -r s u k kb <"$W/.t"; printf "%-34s %7.2fs %7.2fs %6d MiB\n" "$label" "$s" "$(awk "BEGIN { print $u + $k }")" $((kb / 1024)); }
 change10() { for i in $(seq 10); do head -c 4096 /dev/urandom >"$W/tree/d0$((i + 10))/f001.bin"; done; }
 echo "# 10,000 x 4 KiB files in 100 folders + one 200 MiB file; $(date -u +%FT%TZ) $(nproc) CPU; livedata $("$LD" --version | cut -d' ' -f2)"
-printf "%-34s %8s %10s\n" "tool / step" "wall" "peak RSS"
+printf "%-34s %8s %8s %10s\n" "tool / step" "wall" "CPU" "peak RSS"
 
 # livedata twice: unlocked by a passphrase (Argon2id, 64 MiB, t=3, p=4, each
 # run) and by a job's key file (keys add --key-file: the cron recipe).

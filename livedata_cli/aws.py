@@ -1,6 +1,6 @@
-"""boto3 clients for S3 and KMS, and what their errors mean to livedata.
+"""Clients for S3 and KMS (botocore, boto3's core), and what their errors mean to livedata.
 
-boto3 is imported only inside these functions: it costs about 150 ms, which
+botocore is imported only inside these functions: it costs about 150 ms, which
 ``livedata --help`` and commands on a folder vault must not pay.
 
 Endpoints: ``AWS_ENDPOINT_URL`` (and boto3's per-service variables such as
@@ -89,17 +89,22 @@ def remembered() -> settings.VaultSettings | None:
 
 
 def client(service: str, *, pool: int = 10) -> Any:
-    """A boto3 client with livedata's timeouts, retries and checksum settings."""
-    import boto3
+    """A client with livedata's timeouts, retries and checksum settings.
+
+    Made by botocore (boto3's core: the same clients, credentials chain,
+    profiles and endpoint variables) without importing boto3 itself, whose
+    resource layer and transfer manager livedata does not use and whose import
+    a command on S3 would pay every time."""
+    import botocore.session
     from botocore.config import Config
 
     saved = remembered()
     endpoint = None if env_endpoint(service) else (saved.endpoint_url if saved else None)
     global _session
     if _session is None:
-        _session = boto3.session.Session()  # one per process: S3 and KMS share its loaders
+        _session = botocore.session.get_session()  # one per process: S3 and KMS share its loaders
     session = _session
-    region = session.region_name or (saved.region if saved else None) or "us-east-1"
+    region = session.get_config_variable("region") or (saved.region if saved else None) or "us-east-1"
     from livedata_cli import netwait
 
     stall = netwait.stall_timeout()
@@ -119,7 +124,7 @@ def client(service: str, *, pool: int = 10) -> Any:
         max_pool_connections=pool,
     )
     try:
-        made = session.client(service, endpoint_url=endpoint, region_name=region, config=cfg)  # type: ignore[call-overload]
+        made = session.create_client(service, endpoint_url=endpoint, region_name=region, config=cfg)
     except ValueError as e:  # a malformed endpoint URL
         from livedata_cli.errors import UsageError
 

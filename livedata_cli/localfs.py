@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
+import io
 import os
 import re
 import secrets
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from livedata_cli import names, writeback
 from livedata_cli.errors import (
@@ -60,15 +61,62 @@ def clean_vault_path(path: str, *, folder: bool = False) -> str:
 def safe_target(root: Path, relative: str) -> Path:
     """Where a vault path lands under ``root``; never outside it, whatever the name
     and whatever symlinks already sit in the target folder."""
+    return Targets(root).target(relative)
+
+
+def _joined(root: Path, relative: str) -> Path:
     parts = PurePosixPath(relative).parts
     if not parts or any(p in ("", ".", "..") or "\x00" in p for p in parts) or relative.startswith("/"):
         raise IntegrityError(f"refusing to write unsafe path {relative!r} outside {root}")
-    target = root.joinpath(*(names.to_local(p) for p in parts))
-    real_root = os.path.realpath(root)
-    real_parent = os.path.realpath(target.parent)
-    if os.path.commonpath([real_root, real_parent]) != real_root:
-        raise IntegrityError(f"refusing to write {relative!r}: it leads outside {root}")
-    return target
+    return root.joinpath(*(names.to_local(p) for p in parts))
+
+
+class Targets:
+    """:func:`safe_target` for the many entries of one restore: the root's real
+    path is worked out once and each folder's once (two ``realpath`` walks a
+    file cost more than writing a small file), and each folder is created once.
+
+    What a cached answer rests on changes only when a folder on the way
+    becomes a symlink: the restore that makes a symlink calls :meth:`forget`,
+    so an entry under a link it just made is checked against the link."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = os.path.realpath(root)
+        # A vault folder (the part of a name before its last '/') -> its local
+        # folder, once that was found under the root: its names are safe too.
+        self._inside: dict[str, Path] = {}
+        self._made: set[Path] = set()  # folders created (or found) by this restore
+
+    def target(self, relative: str) -> Path:
+        folder, _, name = relative.rpartition("/")
+        # The last part of the path as it stands, in a folder named the same way as before.
+        plain = name not in ("", ".", "..") and "\x00" not in name and not relative.startswith("/")
+        parent = self._inside.get(folder) if plain else None
+        if parent is not None:
+            return parent / names.to_local(name)
+        target = _joined(self.root, relative)
+        parent = target.parent
+        real_parent = os.path.realpath(parent)
+        if os.path.commonpath([self._real_root, real_parent]) != self._real_root:
+            raise IntegrityError(f"refusing to write {relative!r}: it leads outside {self.root}")
+        if plain:
+            self._inside[folder] = parent
+        return target
+
+    def make_parent(self, target: Path) -> None:
+        """Create the folder ``target`` goes in (once per folder)."""
+        self.make_folder(target.parent)
+
+    def make_folder(self, folder: Path) -> None:
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+
+    def forget(self) -> None:
+        """A symlink was made under the root: check every folder again."""
+        self._inside.clear()
+        self._made.clear()
 
 
 # -- planning -----------------------------------------------------------------------
@@ -213,9 +261,14 @@ def write_file(
     *,
     mode: int | None = None,
     mtime: float | None = None,
+    fresh: bool = False,
 ) -> int:
     """Write a file through ``write`` (which returns once its data authenticated),
     to a temporary file renamed into place: a failure leaves no partial file.
+
+    ``fresh``: the caller found no ``target`` and made its folder (a restore's
+    planner), so neither is looked at again, and ``write`` gets the file
+    unbuffered (its writes go straight to the file, each written whole).
 
     The temporary file is created 0600 and exclusively (``O_EXCL``), so no other
     local user can read plaintext while it is written; it gets its final mode
@@ -226,14 +279,15 @@ def write_file(
     ``/dev/stdout``) is written as a stream instead: renaming over it would
     replace the device node itself.
     """
-    try:
-        st: os.stat_result | None = os.stat(target)
-    except OSError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-        with open(target, "wb") as out:
-            return write(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not fresh:
+        try:
+            st: os.stat_result | None = os.stat(target)
+        except OSError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            with open(target, "wb") as out:
+                return write(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = target.parent / _temp_name("part")
         try:
@@ -242,7 +296,7 @@ def write_file(
         except FileExistsError:
             continue
     try:
-        with os.fdopen(fd, "wb") as out:
+        with cast(BinaryIO, _FdWriter(fd)) if fresh else os.fdopen(fd, "wb") as out:
             fcntl.flock(out.fileno(), fcntl.LOCK_EX)
             n = write(writeback.created(out))  # bounded dirty data: the next big file keeps its speed
             out.flush()
@@ -254,6 +308,35 @@ def write_file(
         tmp.unlink(missing_ok=True)
         raise
     return n
+
+
+class _FdWriter(io.RawIOBase):
+    """A file descriptor as a writable file, each write written whole: without
+    the buffer, ``isatty`` and ``lseek`` calls of ``os.fdopen`` (a restore of
+    many small files pays those per file)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self._fd)
+            finally:
+                super().close()
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -119,6 +119,36 @@ def share_copy_key(share_id: str) -> str:
     return "data/" + hashlib.sha256(b"livedata/share-copy/" + share_id.encode()).hexdigest()[:32]
 
 
+# Members are gathered in memory and handed to the store this much at a time:
+# one write call per mebibyte, not two per member.
+_WRITE_CHUNK = 1024 * 1024
+# Padding bytes are cut from one read of the OS's random source this large
+# (one getrandom call per many members, not one per member).
+_PAD_POOL = 64 * 1024
+
+
+class _Padding:
+    """Random bytes for padding, read from ``os.urandom`` in blocks.  Padding is
+    never a key or a nonce; the block is dropped in a forked child, so two
+    processes never hand out the same bytes."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._pool = b""
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        if n > _PAD_POOL:
+            return os.urandom(n)
+        if self._pid != os.getpid():
+            self._pid, self._pool, self._at = os.getpid(), b"", 0
+        if self._at + n > len(self._pool):
+            self._pool, self._at = os.urandom(_PAD_POOL), 0
+        out = self._pool[self._at : self._at + n]
+        self._at += n
+        return out
+
+
 class PackWriter:
     """Appends containers to the current pack of one upload (thread-safe)."""
 
@@ -130,6 +160,8 @@ class PackWriter:
         self._out: BinaryIO | None = None
         self._pack = ""
         self._size = 0
+        self._held = bytearray()  # members not yet handed to the store's writer
+        self._padding = _Padding()
 
     def add(self, container: bytes | memoryview) -> tuple[str, int]:
         """Append one whole container; returns the pack id and its offset there."""
@@ -141,13 +173,20 @@ class PackWriter:
                 self._size = 0
             offset = self._size
             length = memoryview(container).nbytes
-            self._out.write(container)
-            self._out.write(os.urandom(padded(length) - length))  # hides the size within its class
+            self._held += container
+            self._held += self._padding.take(padded(length) - length)  # hides the size within its class
             self._size += padded(length)
+            if len(self._held) >= _WRITE_CHUNK:
+                self._write_held()
             pack = self._pack
             if self._size >= self._target:
                 self._finish(None)
             return pack, offset
+
+    def _write_held(self) -> None:
+        assert self._out is not None
+        held, self._held = self._held, bytearray()
+        self._out.write(held)
 
     def seal(self) -> None:
         """Make the current pack an object of the store (before a journal names it)."""
@@ -162,6 +201,13 @@ class PackWriter:
     def _finish(self, error: BaseException | None) -> None:
         if self._open is None:
             return
+        if error is None and self._held:
+            try:
+                self._write_held()
+            except BaseException as e:
+                self._finish(e)
+                raise
+        self._held = bytearray()
         stack, self._open, self._out = self._open, None, None
         if error is None:
             stack.close()
@@ -230,9 +276,7 @@ def _seal_files(paths: list[str]) -> list[Outcome]:
     out: list[Outcome] = []
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                data = f.read(SMALL_FILE + 1)
+            st, data = _read_small(path)
         except OSError as e:
             out.append(e)
             continue
@@ -254,6 +298,29 @@ def _seal_files(paths: list[str]) -> list[Outcome]:
             )
         )
     return out
+
+
+def _read_small(path: str) -> tuple[os.stat_result, bytes]:
+    """A file's stat and its first ``SMALL_FILE + 1`` bytes (all of a small
+    file), read through its descriptor in reads sized by its stat: no buffer
+    of a mebibyte made and shrunk per file.  A file that grew since its stat
+    is read on, to the same limit."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        want = min(st.st_size, SMALL_FILE) + 1
+        parts = []
+        while want > 0:
+            got = os.read(fd, want)
+            if not got:
+                break
+            parts.append(got)
+            want -= len(got)
+            if want == 0 and sum(map(len, parts)) <= SMALL_FILE:
+                want = SMALL_FILE + 1 - sum(map(len, parts))  # it grew: read on, to the limit
+        return st, parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 class SmallFileSealer:
@@ -282,7 +349,7 @@ class SmallFileSealer:
         self._chunks: list[list[str]] = []
         size = _CHUNK_BYTES
         for path, n in files:
-            if size + n > _CHUNK_BYTES or len(self._chunks[-1]) >= _CHUNK_FILES:
+            if not self._chunks or size + n > _CHUNK_BYTES or len(self._chunks[-1]) >= _CHUNK_FILES:
                 self._chunks.append([])
                 size = 0
             self._chunks[-1].append(path)

@@ -252,6 +252,8 @@ def open_with_secret(
     (read alone: the others are not even fetched when it opens), then recovery
     slots (cheap), then passphrases."""
     last = last_slot(cfg.vault_id)
+    if last is not None and last.startswith("pass-") and _recovery_bytes(secret) is not None:
+        last = None  # a key file or recovery key: the cheap recovery slots first, not Argon2id
     if last is not None:
         try:
             slot: Slot | None = Slot.from_bytes(store.get_bytes(f"keys/{last}"))

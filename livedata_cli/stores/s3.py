@@ -285,7 +285,7 @@ class S3Store:
         from botocore.config import Config
 
         meta = self.client.meta
-        presigner = aws._session.client(  # type: ignore[union-attr]
+        presigner = aws._session.create_client(
             "s3",
             endpoint_url=meta.endpoint_url,
             region_name=meta.region_name,

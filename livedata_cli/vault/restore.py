@@ -82,6 +82,7 @@ class Job:
     v: Version
     target: Path | None = None  # None: check only (verify --data)
     data_key: bytes | None = None  # worked out beforehand (a file password may be asked)
+    fresh: bool = False  # the planner found no target and made its folder
 
 
 @dataclass
@@ -209,6 +210,7 @@ class _Engine:
         self.fatal_size: int | None = None
         remote = bool(getattr(self.store, "remote", False)) or not hasattr(self.store, "root")
         self.threads = REMOTE_THREADS if remote else LOCAL_THREADS
+        self.default_mode = localfs.default_mode()  # once, not once a file
 
     def data_key(self, job: Job) -> bytes:
         if job.data_key is not None:
@@ -247,7 +249,11 @@ class _Engine:
             with open(os.devnull, "wb") as sink:
                 return self.open_member(job, blob, sink)
         return localfs.write_file(
-            job.target, lambda out: self.open_member(job, blob, out), mode=v.mode, mtime=v.mtime
+            job.target,
+            lambda out: self.open_member(job, blob, out),
+            mode=self.default_mode if v.mode is None else v.mode,
+            mtime=v.mtime,
+            fresh=job.fresh,
         )
 
     def one(self, job: Job, blob: memoryview | None) -> Outcome:
@@ -429,10 +435,11 @@ def restore_tree(
         results[position] = report.items.pop(before)
         vault.events.failed("download", v.path, e, v.object)
 
+    places = localfs.Targets(root)  # the root's real path once, each folder's once
     for position, v in enumerate(ordered):
         rel = v.path[len(prefix) :]
         try:
-            target = localfs.safe_target(root, rel)
+            target = places.target(rel)
             if target.parent not in cleaned:
                 cleaned.add(target.parent)
                 localfs.remove_stale_temps(target.parent)
@@ -440,24 +447,30 @@ def restore_tree(
                 if target.is_symlink():  # never follow a link out of the target
                     raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
                 existed = target.is_dir()
-                target.mkdir(parents=True, exist_ok=True)
+                places.make_folder(target)
                 folders.append((target, v))
                 results[position] = ItemResult(v.path, str(target), "unchanged" if existed else "downloaded", 0, v.vid)
                 continue
-            if (target.exists() or target.is_symlink()) and not overwrite:
+            try:
+                os.lstat(target)  # one call: a file, a folder, or a link (even a dangling one)
+                found = True
+            except (FileNotFoundError, NotADirectoryError):
+                found = False
+            if found and not overwrite:
                 if vault.already_restored(v, target):  # a rerun: restored before, still the same
                     progress(v.size)
                     results[position] = ItemResult(v.path, str(target), "unchanged", v.size, v.vid)
                     continue
                 raise UsageError(f"{names.shown(str(target))} exists: add --overwrite to replace it")
             if v.kind == "symlink":
-                target.parent.mkdir(parents=True, exist_ok=True)
+                places.make_parent(target)
                 localfs.make_symlink(target, names.to_local(v.target or ""), v.mtime)
+                places.forget()  # entries below it are checked against the link
                 results[position] = ItemResult(v.path, str(target), "downloaded", 0, v.vid)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
+            places.make_parent(target)
             key = vault._data_key(v.object, v.wrapped_key) if v.protected else None
-            jobs.append(Job(position, v, target, key))
+            jobs.append(Job(position, v, target, key, fresh=not found))
         except (LivedataError, OSError) as e:
             failed(position, v, rel, e)
 
