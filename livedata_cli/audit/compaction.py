@@ -89,7 +89,7 @@ def compact_audit(vault: Vault, *, after: int | None = None, pause: Any = None) 
     """Compact every chain of the vault's store with more than ``after`` objects.
 
     The caller holds the exclusive store lock (``prune``).  ``pause(stage)``
-    is the test-only pause point of :mod:`livedata_cli.vault.maintenance`."""
+    is the test-only pause point of :mod:`livedata_cli.vault.store_locking`."""
     limit = threshold() if after is None else after
     trail = Trail.of(vault)
     done = AuditCompaction()
@@ -112,7 +112,7 @@ def _compact_chain(
     vault: Vault, trail: Trail, chain: str, names: list[str], by_seq: dict[int, dict[str, Any]],
     newest: int, done: AuditCompaction, pause: Any,
 ) -> None:
-    from livedata_cli.vault import maintenance
+    from livedata_cli.vault import store_locking
 
     present = set(names)
     keep: set[str] = set()
@@ -122,7 +122,7 @@ def _compact_chain(
             keep.add(name)
             continue
         events = [_stored(by_seq[s]) for s in range(lo, hi + 1)]
-        maintenance.guard_fast(vault)
+        store_locking.guard_fast(vault)
         try:
             trail.store.put_bytes(name, journal.encode(vault.master_key, vault.vault_id, name, events), exclusive=True)
         except FileExistsError:  # listed after ours was: keep both, they hold the same events
@@ -139,7 +139,7 @@ def _compact_chain(
         lo, hi = _name_range(name)
         if hi < 1 or hi > newest:
             continue  # only objects whose events the compacted ones hold
-        maintenance.guard_fast(vault)
+        store_locking.guard_fast(vault)
         trail.store.delete(name)
         done.deleted += 1
         if first and pause is not None:
