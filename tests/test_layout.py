@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws")),
     ("stores", ("stores", "remote", "keys.kms")),
     ("index", ("index", "localfs", "packs", "journal", "state", "keys")),
-    ("vault", ("vault", "audit")),
+    ("vault", ("vault", "audit", "share_recipient")),
     ("front", ("cli", "server", "_start", "entry", "__main__", "doctor", "mount", "sharepage")),
 ]
 

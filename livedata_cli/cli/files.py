@@ -228,7 +228,7 @@ def download(
     from livedata_cli.vault.reports import BatchReport
 
     named = downloads.what_is(ref, None, key=key)  # a share file or link needs no vault
-    if isinstance(named, downloads.ShareRef):
+    if isinstance(named, downloads.ShareLink):
         from livedata_cli.cli.share_cmds import download_share
 
         download_share(env, ref, key=key, output=output, overwrite=overwrite)

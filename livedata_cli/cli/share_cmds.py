@@ -42,7 +42,7 @@ app = typer.Typer(
 
 
 def _new_password(env: Env) -> str:
-    from livedata_cli.vault.share_links import PASSWORD_ENV
+    from livedata_cli.share_recipient import PASSWORD_ENV
 
     found = os.environ.get(PASSWORD_ENV)
     if found is not None:
@@ -282,20 +282,20 @@ def download_share(
     env: Env, ref: str, *, key: str | None, output: str | None, overwrite: bool
 ) -> None:
     """``livedata download`` of a share file or link: no vault, account or keyring needed."""
-    from livedata_cli.vault import share_links
+    from livedata_cli import share_recipient
 
-    parsed = share_links.parse_ref(ref)
+    parsed = share_recipient.parse_ref(ref)
     assert parsed is not None
 
     def password() -> str | None:
-        found = os.environ.get(share_links.PASSWORD_ENV)
+        found = os.environ.get(share_recipient.PASSWORD_ENV)
         if found is not None:
             return found
         if env.can_prompt():
             return env.prompt("Share password: ")
         return None
 
-    opened = share_links.open_share(parsed, key, password)
+    opened = share_recipient.open_share(parsed, key, password)
     if output == "-":
         opened.write(sys.stdout.buffer)
         sys.stdout.buffer.flush()

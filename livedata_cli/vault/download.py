@@ -4,7 +4,7 @@ A REF is a vault path, a folder prefix, a version or object id, a share file
 or link, or the id of a share addressed to this account.  A file is read by
 ``reading.py`` (every byte authenticated before it reaches its name); a tree
 is restored in ranges and in parallel by ``restore.py``.  Shares are opened
-by ``share_links.py`` and ``share_to_account.py``.
+by ``share_recipient.py`` (links and files) and ``share_to_account.py``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def latest_set(vault: Vault, prefix: str, tags: list[str]) -> tuple[str, list[Ve
 
 # -- what a REF names, and its download ------------------------------------------------
 @dataclass(frozen=True)
-class ShareRef:
+class ShareLink:
     """A share file or link: opened as a stranger would, without a vault."""
 
     ref: str
@@ -127,7 +127,7 @@ class Incoming:
     not_found: NotFound | None = None  # by id: the vault's answer, if the share cannot be opened after all
 
 
-Named = ShareRef | Tree | File | Incoming
+Named = ShareLink | Tree | File | Incoming
 
 
 def what_is(
@@ -149,14 +149,14 @@ def what_is(
     Without a vault only a share is told apart (None: the vault is needed).
     ``selecting`` (``--include``/``--exclude`` given) refuses a single file.
     NotFound when the REF names nothing."""
-    from livedata_cli.vault import share_links
+    from livedata_cli import share_recipient
 
-    parsed = share_links.parse_ref(ref)
+    parsed = share_recipient.parse_ref(ref)
     if parsed is not None:
-        keyless = not (parsed.key or key or os.environ.get(share_links.KEY_ENV))
+        keyless = not (parsed.key or key or os.environ.get(share_recipient.KEY_ENV))
         if parsed.kind == "api" and keyless and _vault_on(parsed.where):
             return Incoming(ref)
-        return ShareRef(ref)
+        return ShareLink(ref)
     if vault is None:
         return None
     selection = select_tree(vault, ref, version=version, at=at, latest=latest, tags=list(tags))

@@ -33,9 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from livedata_cli import share_recipient
 from livedata_cli.crypto import box
 from livedata_cli.crypto import share_manifest as sc
 from livedata_cli.errors import IntegrityError, NotFound, Refused, UsageError
+from livedata_cli.index import shares as share_index
 from livedata_cli.vault import share_links
 
 PRIVATE_KEY = "x25519/private"
@@ -84,19 +86,15 @@ def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
         public = box.check_public(bytes.fromhex(said))
     except ValueError:
         raise IntegrityError(f"the server's public key of {email} is not hex") from None
-    db = vault.index.db
-    row = db.execute("SELECT public_key FROM pinned_keys WHERE server = ? AND email = ?", (store.url, email)).fetchone()
-    if row is not None:
-        if row[0] != public.hex():
+    pinned = share_index.pinned_public_key(vault.index, store.url, email)
+    if pinned is not None:
+        if pinned != public.hex():
             raise IntegrityError(
-                f"public key of {email} changed (pinned {box.fingerprint(bytes.fromhex(row[0]))}, "
+                f"public key of {email} changed (pinned {box.fingerprint(bytes.fromhex(pinned))}, "
                 f"server now says {box.fingerprint(public)}): nothing was shared"
             )
         return public, Pin(box.fingerprint(public), False)
-    db.execute(
-        "INSERT INTO pinned_keys (server, email, public_key, first_seen) VALUES (?, ?, ?, ?)",
-        (store.url, email, public.hex(), share_links.now()),
-    )
+    share_index.pin_public_key(vault.index, store.url, email, public.hex(), share_links.now())
     return public, Pin(box.fingerprint(public), True)
 
 
@@ -113,21 +111,15 @@ def pinned_sender(vault: Any, email: str) -> tuple[bytes, Pin]:
         raise IntegrityError(f"the server's signing key of {email} is not hex") from None
     if len(signing) != box.KEY_LEN:
         raise IntegrityError(f"the server's signing key of {email} is not an Ed25519 key (32 bytes)")
-    db = vault.index.db
-    row = db.execute(
-        "SELECT signing_key FROM pinned_signing_keys WHERE server = ? AND email = ?", (store.url, email)
-    ).fetchone()
-    if row is not None:
-        if row[0] != signing.hex():
+    pinned = share_index.pinned_signing_key(vault.index, store.url, email)
+    if pinned is not None:
+        if pinned != signing.hex():
             raise IntegrityError(
-                f"signing key of {email} changed (pinned {box.fingerprint(bytes.fromhex(row[0]))}, "
+                f"signing key of {email} changed (pinned {box.fingerprint(bytes.fromhex(pinned))}, "
                 f"server now says {box.fingerprint(signing)}): not opened"
             )
         return signing, Pin(box.fingerprint(signing), False)
-    db.execute(
-        "INSERT INTO pinned_signing_keys (server, email, signing_key, first_seen) VALUES (?, ?, ?, ?)",
-        (store.url, email, signing.hex(), share_links.now()),
-    )
+    share_index.pin_signing_key(vault.index, store.url, email, signing.hex(), share_links.now())
     return signing, Pin(box.fingerprint(signing), True)
 
 
@@ -204,7 +196,7 @@ def create(
         share_links._journal(vault, record)
     vault.events.add(
         "share", v.path, object=v.object,
-        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {share_links._iso(expires)}",
+        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {share_recipient._iso(expires)}",
     )
     share = share_links.Share(share_id, v.path, "api", created, expires, max_downloads, False, location, None)
     link = f"{store.url}/s/{location}"
@@ -286,7 +278,7 @@ def incoming(vault: Any) -> list[Incoming]:
     return out
 
 
-class IncomingOpened(share_links.Opened):
+class IncomingOpened(share_recipient.Opened):
     """A share addressed to this account: its data comes through her signed-in session."""
 
     store: Any = None
@@ -298,7 +290,7 @@ class IncomingOpened(share_links.Opened):
             if resp.status_code == 410:
                 resp.read()
                 raise Refused(f"share {self.manifest['server_id']} is expired, used up or revoked")
-            yield share_links._Limited(share_links._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
+            yield share_recipient._Limited(share_recipient._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
         finally:
             resp.close()
 
@@ -316,9 +308,9 @@ def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
     manifest, pin = _open_manifest(vault, private, store.my_email(), item)
     expires = manifest.get("expires")
     if expires is not None and share_links.now() >= float(expires):
-        raise Refused(f"this share expired at {share_links._iso(float(expires))}")
+        raise Refused(f"this share expired at {share_recipient._iso(float(expires))}")
     manifest["server_id"] = share_id
-    opened = IncomingOpened(share_links.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
+    opened = IncomingOpened(share_recipient.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
     opened.store = store
     return opened, str(item["owner_email"]).strip().lower(), pin
 
