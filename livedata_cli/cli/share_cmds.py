@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -31,6 +31,7 @@ from livedata_cli.localfs import download_target, refuse_existing
 from livedata_cli.names import shown, to_local
 
 if TYPE_CHECKING:
+    from livedata_cli.stores.api import ApiStore
     from livedata_cli.vault.core import Vault
 
 app = typer.Typer(
@@ -106,7 +107,7 @@ def create(
             vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
         )
         if made.share.kind == "api":
-            page = _check_page(env, vault.store, made.share.location)
+            page = _check_page(env, cast("ApiStore", vault.store), made.share.location)  # an "api" share
     at = share_links.now()
     if env.json:
         extra = {} if page is None else {"page_sha256": page}
@@ -126,7 +127,7 @@ def create(
     env.out(made.link if s.kind != "file" else made.key)
 
 
-def _check_page(env: Env, store: Any, location: str) -> str:
+def _check_page(env: Env, store: ApiStore, location: str) -> str:
     """The SHA-256 of this version's share page; a warning when the server serves another."""
     import hashlib
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from livedata_cli import packs
 from livedata_cli.crypto import container
@@ -48,6 +48,8 @@ from livedata_cli.vault.store_locking import _root, guard_fast, pause_point
 COMPACT_AFTER = 200
 
 if TYPE_CHECKING:
+    from livedata_cli.index.core import Index
+    from livedata_cli.packs import PackWriter
     from livedata_cli.vault.core import Vault
 
 # A share's copy outlives its expiry by this much: a download may be under way.
@@ -248,7 +250,7 @@ def reclaimable(vault: Vault) -> Reclaim:
     return found
 
 
-def last_reclaimable(index: Any) -> dict[str, Any] | None:
+def last_reclaimable(index: Index) -> dict[str, Any] | None:
     """The figure of the last ``verify`` or ``prune`` on this machine."""
     import json
 
@@ -314,7 +316,7 @@ def reclaim(vault: Vault, *, dry_run: bool, ignore: set[str] | None = None) -> R
     return done
 
 
-def _read_exact(src: Any, length: int) -> bytes:
+def _read_exact(src: BinaryIO, length: int) -> bytes:
     chunks: list[bytes] = []
     left = length
     while left:
@@ -363,7 +365,7 @@ def _repack(vault: Vault, packs_: dict[str, list[_Member]], done: Reclaim) -> No
 
 
 def _copy_members(
-    vault: Vault, pack: str, members: list[_Member], writer: Any, done: Reclaim
+    vault: Vault, pack: str, members: list[_Member], writer: PackWriter, done: Reclaim
 ) -> tuple[list[list[Any]], int] | None:
     """Append one pack's live members to ``writer``; None (pack left as it is)
     when a member is not what its record says."""

@@ -34,13 +34,11 @@ Each share is a journal record (``share``; ``unshare`` when revoked), so
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from livedata_cli.crypto import share_manifest as sc
 from livedata_cli.errors import (
@@ -50,6 +48,13 @@ from livedata_cli.errors import (
 )
 from livedata_cli.index import shares as share_index
 from livedata_cli.share_recipient import FILE_MAGIC, SUFFIX, _iso, now
+
+if TYPE_CHECKING:
+    from livedata_cli.index.core import Version
+    from livedata_cli.stores import ObjectStore
+    from livedata_cli.stores.api import ApiStore
+    from livedata_cli.stores.s3 import S3Store
+    from livedata_cli.vault.core import Vault
 
 DEFAULT_EXPIRY = 7 * 86400
 S3_MAX_EXPIRY = 7 * 86400  # the longest a SigV4 presigned URL lasts
@@ -64,7 +69,17 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
-def store_kind(store: Any) -> str:
+def _api(vault: Vault) -> ApiStore:
+    """The vault's store, where ``store_kind`` said "api": a server hosts its shares."""
+    return cast("ApiStore", vault.store)
+
+
+def _sharing(vault: Vault) -> ApiStore | S3Store:
+    """The vault's store, where ``store_kind`` said "s3" or "api": it copies byte ranges server-side."""
+    return cast("ApiStore | S3Store", vault.store)
+
+
+def store_kind(store: ObjectStore) -> str:
     url = str(getattr(store, "url", ""))
     if url.startswith("s3://"):
         return "s3"
@@ -124,7 +139,7 @@ class Created:
 
 
 def create(
-    vault: Any,
+    vault: Vault,
     ref: str,
     *,
     expires_in: int = DEFAULT_EXPIRY,
@@ -197,18 +212,18 @@ def create(
     return _recorded(vault, v, kind, share_id, created, expires, max_downloads, password, location, link, key, {})
 
 
-def _copy_member(vault: Any, v: Any, share_id: str) -> str:
+def _copy_member(vault: Vault, v: Version, share_id: str) -> str:
     """A packed version's container copied into an object of its own (S3
     ``UploadPartCopy`` of the byte range, the API server's copy endpoint)."""
     from livedata_cli.packs import share_copy_key
 
     copy = share_copy_key(share_id)
-    vault.store.copy_range(v.store_key, v.offset, v.length, copy)
+    _sharing(vault).copy_range(v.store_key, v.offset, v.length, copy)
     return copy
 
 
 def _publish(
-    vault: Any, kind: str, v: Any, store_key: str, offset: int, manifest: dict[str, Any], share_id: str,
+    vault: Vault, kind: str, v: Version, store_key: str, offset: int, manifest: dict[str, Any], share_id: str,
     secret: bytes, key: str, password: str | None, expires_in: int, max_downloads: int | None,
 ) -> tuple[str, str, str]:
     """Hand ``store_key`` out as a share link: (location, link, the key it carries:
@@ -224,7 +239,7 @@ def _publish(
             hint = sc.password_hint(envelope)
             verifier = sc.check_from_hint(secret, hint, password).hex()
             key = f"{key}.{hint}"
-        location = vault.store.create_share(
+        location = _api(vault).create_share(
             store_key,
             manifest=base64.b64encode(envelope).decode(),
             expires_in=expires_in,
@@ -232,7 +247,7 @@ def _publish(
             verifier=verifier,
         )
         return location, f"{vault.store.url}/s/{location}#{key}", key
-    store = vault.store
+    store = cast("S3Store", vault.store)  # kind "s3"
     manifest["data"] = store.presign_get(store_key, expires_in)
     manifest["offset"] = offset
     envelope = sc.seal_manifest(secret, share_id, manifest, password)
@@ -242,7 +257,7 @@ def _publish(
 
 
 def _recorded(
-    vault: Any, v: Any, kind: str, share_id: str, created: float, expires: float, max_downloads: int | None,
+    vault: Vault, v: Version, kind: str, share_id: str, created: float, expires: float, max_downloads: int | None,
     password: str | None, location: str, link: str, key: str, extra: dict[str, Any],
 ) -> Created:
     """Journal the share (with its copy, if any), audit it and describe it."""
@@ -267,13 +282,13 @@ def _recorded(
     return Created(share, key, link, v.size)
 
 
-def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None:
-    """Manifest and container bytes, written to a temporary file renamed into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out, vault.store.open(v.store_key) as src:
+def _write_share_file(vault: Vault, v: Version, envelope: bytes, target: Path) -> None:
+    """Manifest and container bytes, written as a download is (``localfs.write_file``:
+    a temporary file, 0600, renamed into place once whole)."""
+    from livedata_cli.localfs import write_file
+
+    def write(out: BinaryIO) -> int:
+        with vault.store.open(v.store_key) as src:
             out.write(FILE_MAGIC + len(envelope).to_bytes(4, "big") + envelope)
             if v.offset:
                 src.seek(v.offset)
@@ -284,23 +299,22 @@ def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None
                     raise IntegrityError(f"object {v.object} is shorter than its record says")
                 out.write(chunk)
                 left -= len(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return v.length
+
+    write_file(target, write, mode=0o600)
 
 
-def _journal(vault: Any, record: dict[str, Any]) -> None:
+def _journal(vault: Vault, record: dict[str, Any]) -> None:
     """One journal record of a share event (audited by the caller, with its path)."""
     vault._write_journal([record], audited=False)
 
 
-def list_shares(vault: Any) -> list[Share]:
+def list_shares(vault: Vault) -> list[Share]:
     vault.sync()
     rows = share_index.all_shares(vault.index)
     server: dict[str, dict[str, Any]] = {}
     if any(r["kind"] == "api" for r in rows) and store_kind(vault.store) == "api":
-        server = vault.store.shares()
+        server = _api(vault).shares()
     out = []
     for r in rows:
         seen = server.get(r["location"]) if r["kind"] == "api" else None
@@ -325,7 +339,7 @@ def find_share(shares: list[Share], ref: str) -> Share | None:
                  or s.location.removeprefix("shares/") in wanted), None)
 
 
-def revoke(vault: Any, share_id: str) -> Share:
+def revoke(vault: Vault, share_id: str) -> Share:
     """Revoke a share: the store forgets its manifest (S3); a share file is marked only."""
     found = find_share(list_shares(vault), share_id)
     if found is None:
@@ -335,7 +349,7 @@ def revoke(vault: Any, share_id: str) -> Share:
     if found.kind == "s3":
         vault.store.delete(found.location)
     elif found.kind == "api":
-        vault.store.revoke_share(found.location)
+        _api(vault).revoke_share(found.location)
     if found.kind == "s3":
         # The manifest is gone, but a presigned URL of the copy works until it
         # expires: deleting the copy ends it now.  (A server share refuses its
@@ -352,7 +366,7 @@ def revoke(vault: Any, share_id: str) -> Share:
     )
 
 
-def _delete_copy(vault: Any, share_id: str) -> None:
+def _delete_copy(vault: Vault, share_id: str) -> None:
     """Delete a share's copy of a packed file, if it made one."""
     from livedata_cli.packs import share_copy_key
 
@@ -361,7 +375,7 @@ def _delete_copy(vault: Any, share_id: str) -> None:
         vault.store.delete(copy)
 
 
-def delete_copies(vault: Any, vids: list[str]) -> int:
+def delete_copies(vault: Vault, vids: list[str]) -> int:
     """Delete the share copies of versions being purged; returns the bytes freed."""
     from livedata_cli.packs import share_copy_key
 

@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from livedata_cli import share_recipient
 from livedata_cli.crypto import box
@@ -40,17 +40,21 @@ from livedata_cli.errors import IntegrityError, NotFound, Refused, UsageError
 from livedata_cli.index import shares as share_index
 from livedata_cli.vault import share_links
 
+if TYPE_CHECKING:
+    from livedata_cli.stores.api import ApiStore
+    from livedata_cli.vault.core import Vault
+
 PRIVATE_KEY = "x25519/private"
 CONTEXT = b"livedata/v1/share-to"
 
 
-def _api_store(vault: Any, what: str) -> Any:
+def _api_store(vault: Vault, what: str) -> ApiStore:
     if share_links.store_kind(vault.store) != "api":
         raise UsageError(f"{what} needs a vault on a Live-Data API store (https://HOST): accounts live on a server")
-    return vault.store
+    return cast("ApiStore", vault.store)
 
 
-def key_pair(vault: Any) -> tuple[bytes, bytes]:
+def key_pair(vault: Vault) -> tuple[bytes, bytes]:
     """This vault's (private, public) key pair, made and published on first need."""
     store = _api_store(vault, "a share to an account")
     try:
@@ -73,9 +77,9 @@ class Pin:
     first_use: bool
 
 
-def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
+def pinned_key(vault: Vault, email: str) -> tuple[bytes, Pin]:
     """Her public key as the server says it, checked against (or pinned as) the one seen first."""
-    store = vault.store
+    store = cast("ApiStore", vault.store)  # its callers took the store through _api_store
     email = email.strip().lower()
     said = store.public_key_of(email)
     if said is None:
@@ -98,9 +102,9 @@ def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
     return public, Pin(box.fingerprint(public), True)
 
 
-def pinned_sender(vault: Any, email: str) -> tuple[bytes, Pin]:
+def pinned_sender(vault: Vault, email: str) -> tuple[bytes, Pin]:
     """The sender's signing key as the server says it, checked against (or pinned as) the one seen first."""
-    store = vault.store
+    store = cast("ApiStore", vault.store)  # its callers took the store through _api_store
     email = email.strip().lower()
     said = store.signing_key_of(email)
     if said is None:
@@ -131,7 +135,7 @@ class SentTo:
 
 
 def create(
-    vault: Any, ref: str, to: str, *, expires_in: int, max_downloads: int | None, version: int | None = None
+    vault: Vault, ref: str, to: str, *, expires_in: int, max_downloads: int | None, version: int | None = None
 ) -> SentTo:
     """Share one file version with another account, sealed to her pinned public key."""
     store = _api_store(vault, "--to")
@@ -225,7 +229,7 @@ class Incoming:
         }
 
 
-def _open_manifest(vault: Any, private: bytes, me: str, item: dict[str, Any]) -> tuple[dict[str, Any], Pin]:
+def _open_manifest(vault: Vault, private: bytes, me: str, item: dict[str, Any]) -> tuple[dict[str, Any], Pin]:
     """The manifest of one incoming share, verified against its sender's pinned signing key."""
     share_id, sender = str(item.get("id")), str(item.get("owner_email", "")).strip().lower()
     try:
@@ -252,7 +256,7 @@ def _open_manifest(vault: Any, private: bytes, me: str, item: dict[str, Any]) ->
     return manifest, pin
 
 
-def incoming(vault: Any) -> list[Incoming]:
+def incoming(vault: Vault) -> list[Incoming]:
     """Shares addressed to this account, with the names only this vault can read.
 
     A share whose signature does not verify is listed with its name withheld
@@ -295,7 +299,7 @@ class IncomingOpened(share_recipient.Opened):
             resp.close()
 
 
-def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
+def open_incoming(vault: Vault, ref: str) -> tuple[IncomingOpened, str, Pin]:
     """A share addressed to this account, by its id or link; returns it, its sender and her key's pin."""
     store = _api_store(vault, "a share to your account")
     share_id = ref.partition("#")[0].rstrip("/").rsplit("/", 1)[-1]
@@ -315,7 +319,7 @@ def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
     return opened, str(item["owner_email"]).strip().lower(), pin
 
 
-def received(vault: Any, opened: IncomingOpened, sender: str, pin: Pin, target: str) -> None:
+def received(vault: Vault, opened: IncomingOpened, sender: str, pin: Pin, target: str) -> None:
     vault.events.add(
         "share-receive", opened.name,
         detail=f"share {opened.manifest['server_id']} from {sender} (signing key {pin.fingerprint}) to {target}",
