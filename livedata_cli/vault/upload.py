@@ -17,20 +17,20 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from livedata_cli import envfail, localfs, names, packs
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import KeyedHash, keyed_hash, subkey, unwrap_data_key
 from livedata_cli.errors import AuthError, LivedataError, UsageError
-from livedata_cli.index.core import Index, Seen, Version
+from livedata_cli.index.core import Seen, Version
 from livedata_cli.localfs import UploadSource
 from livedata_cli.mime import TEXT_LIMIT, extract_text, is_text, sniff
 from livedata_cli.packs import PackWriter, Sealed, SmallFileSealer, packs_small_files
 from livedata_cli.vault import file_passwords, resume
 from livedata_cli.vault.reports import BatchReport, ItemResult, Progress, noop
+from livedata_cli.vault.upload_batch import Batch, JournalWriter
 
 if TYPE_CHECKING:
     from livedata_cli.vault.core import Vault
@@ -127,7 +127,7 @@ def upload(
     # The walk's stat decides most files of a rerun: those only need the few
     # fields of Seen; the others get their full newest Version.
     seen = vault.index.newest_seen(s.path for s in plan)
-    batch = _Batch(
+    batch = Batch(
         hash_key_of=lambda: subkey(vault.master_key, vault.vault_id, "plaintext-hash"),
         tags=sorted(set(tags)),
         newest={},
@@ -162,7 +162,7 @@ def upload(
     return report
 
 
-def _start_sealer(vault: Vault, plan: list[UploadSource], batch: _Batch, jobs: int) -> None:
+def _start_sealer(vault: Vault, plan: list[UploadSource], batch: Batch, jobs: int) -> None:
     """Small files go to worker processes when there are many, several cores,
     and nothing about them needs more than a fresh key: into a pack, in
     plan order, without passwords, KMS data keys or indexed text."""
@@ -202,7 +202,7 @@ def _start_sealer(vault: Vault, plan: list[UploadSource], batch: _Batch, jobs: i
     batch.sealed = {src.path for src in files}
 
 
-def _upload_all(vault: Vault, plan: list[UploadSource], batch: _Batch, jobs: int, report: BatchReport) -> None:
+def _upload_all(vault: Vault, plan: list[UploadSource], batch: Batch, jobs: int, report: BatchReport) -> None:
     """Run the plan on ``jobs`` threads, collecting records in plan order into
     journals, which are written on a thread of their own meanwhile."""
     pending: list[dict[str, Any]] = []
@@ -219,7 +219,7 @@ def _upload_all(vault: Vault, plan: list[UploadSource], batch: _Batch, jobs: int
     # Files the walk's stat found unchanged are answered here, in plan order,
     # without a trip through the workers (a rerun is mostly those).
     todo = [src for src in plan if src.path not in batch.unchanged]
-    with ThreadPoolExecutor(jobs) as pool, _JournalWriter(vault, batch) as journals:
+    with ThreadPoolExecutor(jobs) as pool, JournalWriter(vault, batch) as journals:
         done = iter(map(run, todo) if jobs == 1 else pool.map(run, todo))
         for src in plan:
             old = batch.unchanged.get(src.path)
@@ -264,7 +264,7 @@ def _upload_all(vault: Vault, plan: list[UploadSource], batch: _Batch, jobs: int
         journals.submit(pending)
 
 
-def _upload_one(vault: Vault, src: UploadSource, batch: _Batch) -> tuple[ItemResult, dict[str, Any] | None]:
+def _upload_one(vault: Vault, src: UploadSource, batch: Batch) -> tuple[ItemResult, dict[str, Any] | None]:
     """Store one entry; returns its result and the journal record to write (if any)."""
     newest = batch.newest.get(src.path)
     if src.kind != "file":
@@ -294,7 +294,7 @@ def _upload_one(vault: Vault, src: UploadSource, batch: _Batch) -> tuple[ItemRes
 
 
 def _store_sealed(
-    vault: Vault, src: UploadSource, sealed: Sealed, batch: _Batch, newest: Version | None
+    vault: Vault, src: UploadSource, sealed: Sealed, batch: Batch, newest: Version | None
 ) -> tuple[ItemResult, dict[str, Any] | None]:
     """A small file a worker encrypted: unchanged, a duplicate (its container
     is dropped), or a new member of the pack."""
@@ -320,7 +320,7 @@ def _store_sealed(
         claim.set()
 
 
-def _unchanged_stat(vault: Vault, st: os.stat_result, newest: Version | Seen, batch: _Batch) -> bool:
+def _unchanged_stat(vault: Vault, st: os.stat_result, newest: Version | Seen, batch: Batch) -> bool:
     """Same size, mtime and mode as the newest version: not read again (as restic)."""
     return (
         newest.kind == "file"
@@ -334,7 +334,7 @@ def _store_file(
     vault: Vault,
     src: UploadSource,
     f: BinaryIO,
-    batch: _Batch,
+    batch: Batch,
     newest: Version | None,
     mtime: float | None,
     mode: int | None,
@@ -367,7 +367,7 @@ def _encrypt_new(
     vault: Vault,
     src: UploadSource,
     f: BinaryIO,
-    batch: _Batch,
+    batch: Batch,
     newest: Version | None,
     mtime: float | None,
     mode: int | None,
@@ -420,7 +420,7 @@ def _encrypt_new(
 def _pack_new(
     vault: Vault,
     src: UploadSource,
-    batch: _Batch,
+    batch: Batch,
     newest: Version | None,
     mtime: float | None,
     mode: int | None,
@@ -444,7 +444,7 @@ def _pack_new(
 def _finish_new(
     vault: Vault,
     src: UploadSource,
-    batch: _Batch,
+    batch: Batch,
     newest: Version | None,
     record: dict[str, Any],
     head: bytes,
@@ -462,7 +462,7 @@ def _finish_new(
 def _skip_if_known(
     vault: Vault,
     src: UploadSource,
-    batch: _Batch,
+    batch: Batch,
     newest: Version | None,
     digest: str,
     size: int,
@@ -498,7 +498,7 @@ def _skip_if_known(
     return ItemResult(src.local, src.path, status, size, record["vid"], deduplicated=True), record
 
 
-def _add_text(vault: Vault, record: dict[str, Any], head: bytes, batch: _Batch) -> None:
+def _add_text(vault: Vault, record: dict[str, Any], head: bytes, batch: Batch) -> None:
     """With --index-content, the start of a text file goes into its record
     (encrypted in the journal), so search finds its words on every machine."""
     if batch.index_content and is_text(record.get("mime")):
@@ -506,14 +506,14 @@ def _add_text(vault: Vault, record: dict[str, Any], head: bytes, batch: _Batch) 
         record["text"] = extract_text(head[:TEXT_LIMIT]) or ""
 
 
-def _wants_text(vault: Vault, newest: Version | Seen, batch: _Batch) -> bool:
+def _wants_text(vault: Vault, newest: Version | Seen, batch: Batch) -> bool:
     """An unchanged text file stored without --index-content gets a new
     version (same data object) that carries its text."""
     return batch.index_content and is_text(newest.mime) and not vault.index.has_text(newest.vid)
 
 
 def _upload_link_or_dir(
-    vault: Vault, src: UploadSource, batch: _Batch, newest: Version | None
+    vault: Vault, src: UploadSource, batch: Batch, newest: Version | None
 ) -> tuple[ItemResult, dict[str, Any] | None]:
     st = os.lstat(src.local)
     mtime, mode = st.st_mtime, stat.S_IMODE(st.st_mode)
@@ -565,7 +565,7 @@ def _put_record(
     }
 
 
-def _protection(vault: Vault, path: str, batch: _Batch, newest: Version | None) -> filepass.PasswordKey | None:
+def _protection(vault: Vault, path: str, batch: Batch, newest: Version | None) -> filepass.PasswordKey | None:
     """The password key a new version of ``path`` is stored under, or None."""
     if batch.no_password:
         return None
@@ -605,7 +605,7 @@ def _both(first: Callable[[memoryview], None], second: Callable[[memoryview], No
 
 
 def _add_member(
-    batch: _Batch, record: dict[str, Any], oid: str, wrapped: bytes, sealed: bytes, header_hash: str
+    batch: Batch, record: dict[str, Any], oid: str, wrapped: bytes, sealed: bytes, header_hash: str
 ) -> None:
     """Append a whole container to the upload's pack and point its record there."""
     assert batch.packer is not None
@@ -632,117 +632,3 @@ class _Prefixed(io.RawIOBase):
             self._head = self._head[n:]
             return n
         return self._rest.readinto(buf)  # type: ignore[attr-defined, no-any-return]
-
-
-@dataclass
-class _Batch:
-    """What every file of one upload command shares."""
-
-    hash_key_of: Callable[[], bytes]  # unlocks the vault: not called when nothing changed
-    tags: list[str]
-    newest: dict[str, Version]  # the newest live version of each path that may have changed
-    progress: Progress
-    stdin: BinaryIO | None
-    unchanged: dict[str, Seen] = field(default_factory=dict)  # paths the walk's stat found unchanged
-    by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)  # this batch's content, not yet indexed
-    index_content: bool = False  # keep the text of text-like files for search
-    password_key: filepass.PasswordKey | None = None  # --password: every file stored gets it
-    no_password: bool = False  # --no-password: new versions of protected paths get none
-    derived_from: dict[str, str] = field(default_factory=dict)  # conversions: path -> source version id
-    packer: PackWriter | None = None  # small files go into packs (folder stores)
-    sealer: SmallFileSealer | None = None  # small files encrypted by worker processes
-    sealed: set[str] = field(default_factory=set)  # the paths the sealer has
-    known: dict[str, Version] = field(default_factory=dict)  # the index's versions of the sealer's current chunk
-    _claims: dict[str, threading.Event] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _hash_key: bytes | AuthError | None = None
-
-    @property
-    def hash_key(self) -> bytes:
-        """The plaintext-hash key, derived (and the vault unlocked) on first use, so
-        a rerun over an unchanged tree needs no passphrase stretch at all.  A
-        failed unlock is kept: it is asked for once, not once per file."""
-        if self._hash_key is None:
-            with self._lock:
-                if self._hash_key is None:
-                    try:
-                        self._hash_key = self.hash_key_of()
-                    except AuthError as e:
-                        self._hash_key = e
-        if isinstance(self._hash_key, AuthError):
-            raise self._hash_key
-        return self._hash_key
-
-    def claim(self, digest: str) -> threading.Event:
-        """First caller for a content hash gets a fresh event to set when its record
-        is in ``by_hash``; later callers wait for that, then find the record."""
-        with self._lock:
-            event = self._claims.get(digest)
-            if event is None:
-                event = self._claims[digest] = threading.Event()
-                return event
-        event.wait()
-        return threading.Event()
-
-    def first_with(self, digest: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The record that stores this content in this batch: ``record``, unless
-        another was registered first (the check and the claim are one step)."""
-        with self._lock:
-            return self.by_hash.setdefault(digest, record)
-
-    def protects(self, newest: Version | Seen) -> bool:
-        """Whether a new version of this path would have a file password."""
-        return not self.no_password and (self.password_key is not None or newest.protected)
-
-    def indexed(self, records: list[dict[str, Any]]) -> None:
-        """These records are in the index now: lookups find them there."""
-        with self._lock:
-            for rec in records:
-                if self.by_hash.get(rec.get("hash", "")) is rec:
-                    del self.by_hash[rec["hash"]]
-            self._claims = {d: e for d, e in self._claims.items() if not e.is_set()}
-
-
-class _JournalWriter:
-    """Writes an upload's journals one at a time on a thread of its own, so the
-    next files are read and encrypted while SQLite, zlib and the disk flush
-    work (they release the GIL).  It has its own index connection: the
-    batch's ``by_hash`` answers for records until their journal is in."""
-
-    def __init__(self, vault: Vault, batch: _Batch) -> None:
-        self._vault = vault
-        self._batch = batch
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="livedata-journal")
-        self._index: Index | None = None
-        self._inflight: Future[None] | None = None
-
-    def submit(self, records: list[dict[str, Any]]) -> None:
-        """Seal the open pack, wait for the journal before, and start this one."""
-        if self._batch.packer is not None:
-            self._batch.packer.seal()
-        self.wait()
-        if records:
-            self._vault.unlock()  # here, on the command's thread, where a prompt belongs
-            self._inflight = self._thread.submit(self._write, records)
-
-    def wait(self) -> None:
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            inflight.result()
-
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        if self._index is None:
-            self._index = Index(self._vault.index.path)
-        self._vault._write_journal(records, self._index)
-        self._batch.indexed(records)
-
-    def __enter__(self) -> _JournalWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.wait()  # a journal already started is finished, whatever else happened
-        finally:
-            self._thread.shutdown()
-            if self._index is not None:
-                self._index.close()
