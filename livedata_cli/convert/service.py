@@ -2,7 +2,7 @@
 
 A conversion reads one version of a vault file into a private working folder,
 runs one engine (or two, through an intermediate format), and stores the
-result as a normal vault file through :meth:`Vault.upload` (so deduplication,
+result as a normal vault file through :func:`livedata_cli.vault.upload.upload` (so deduplication,
 versions, the journal and the audit trail all apply), with ``derived_from``
 naming the source version and the source's tags copied.  The source is never
 written.  Plaintext exists only in the working folder, removed however the

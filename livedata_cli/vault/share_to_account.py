@@ -171,7 +171,7 @@ def create(
     }
     context = box.share_context(CONTEXT, server_id, sender, to)
     sealed = box.seal_signed(private, public, json.dumps(manifest, sort_keys=True).encode(), context)
-    # A packed file gets an object of its own first, as for a link (sharing.py).
+    # A packed file gets an object of its own first, as for a link (share_links.py).
     with vault.lock(command="livedata share") if v.pack else contextlib.nullcontext():
         store_key = share_links._copy_member(vault, v, share_id) if v.pack else v.store_key
         try:
