@@ -233,7 +233,7 @@ def download(
 
         download_share(env, ref, key=key, output=output, overwrite=overwrite)
         return
-    when = parse_when(at, "--at") if at else None
+    when = parse_when(at, "--at") if at and named is None else None  # a link to a share to this account ignores it
     with open_vault(env) as vault:
         if named is None:
             named = downloads.what_is(
