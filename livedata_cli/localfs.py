@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NoReturn, cast
 
 from livedata_cli import names, writeback
 from livedata_cli.errors import (
@@ -428,3 +428,25 @@ def set_times_and_mode(path: Path, mtime: float | None, mode: int | None) -> Non
         os.chmod(path, mode & 0o7777)
     if mtime is not None:
         os.utime(path, (mtime, mtime))
+
+
+def path_of(ref: str) -> str:
+    """The vault path a REF names, or "" when it cannot be one (an id, a link)."""
+    try:
+        return clean_vault_path(ref)
+    except UsageError:
+        return ""
+
+
+def download_target(output: str | None, name: str) -> Path:
+    """Where a downloaded file goes: ``output``, or into it when it is a folder;
+    without ``output``, ``name`` in the working folder."""
+    target = Path(output) if output else Path(name)
+    if target.is_dir():
+        target = target / name
+    return target
+
+
+def refuse_existing(target: Path) -> NoReturn:
+    """A download never replaces a file without ``--overwrite``."""
+    raise UsageError(f"{names.shown(str(target))} exists: add --overwrite or give -o PATH")

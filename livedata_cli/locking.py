@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from livedata_cli.errors import (
     LivedataError,
@@ -161,6 +161,21 @@ def parse_lock(blob: bytes) -> dict[str, Any] | None:
     return out
 
 
+class LockStore(Protocol):
+    """What a store lock needs of a store (``stores.ObjectStore`` has it; this
+    module sits below the stores, so it names only these)."""
+
+    def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
 class StoreLock:
     """A lock object in the store, refreshed by a thread while it is held.
 
@@ -171,7 +186,7 @@ class StoreLock:
     and stops before writing a journal (:meth:`check`).
     """
 
-    def __init__(self, store: Any, *, exclusive: bool, command: str, notice: Callable[[str], None]) -> None:
+    def __init__(self, store: LockStore, *, exclusive: bool, command: str, notice: Callable[[str], None]) -> None:
         self.store = store
         self.exclusive = exclusive
         self.command = command
@@ -237,6 +252,7 @@ class StoreLock:
         for key in list(self.store.list(LOCK_PREFIX)):
             if key == self.key:
                 continue
+            blob: bytes | None
             try:
                 blob = self.store.get_bytes(key)
             except NotFound:
@@ -336,7 +352,7 @@ class StoreLock:
 
 @contextmanager
 def store_lock(
-    store: Any, *, exclusive: bool, command: str, wait: bool, notice: Callable[[str], None]
+    store: LockStore, *, exclusive: bool, command: str, wait: bool, notice: Callable[[str], None]
 ) -> Iterator[StoreLock]:
     """Hold a lock object in the store for the ``with`` block."""
     lock = StoreLock(store, exclusive=exclusive, command=command, notice=notice)

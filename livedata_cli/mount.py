@@ -22,12 +22,15 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from livedata_cli.crypto import container
 from livedata_cli.errors import LivedataError, UsageError
 from livedata_cli.index.core import Version
 from livedata_cli.packs import open_stored
+
+if TYPE_CHECKING:
+    from livedata_cli.vault.core import Vault
 
 VERSIONS = ".versions"
 
@@ -125,7 +128,7 @@ def _read_exact(src: BinaryIO, offset: int, length: int) -> bytes:
     return data
 
 
-def operations(vault: Any, root: Node) -> Any:
+def operations(vault: Vault, root: Node) -> Any:
     """The FUSE operations over ``root``, reading through ``vault``."""
     import mfusepy as fuse
 
@@ -217,7 +220,7 @@ def operations(vault: Any, root: Node) -> Any:
     return ReadOnly()
 
 
-def mount(vault: Any, mountpoint: str, prefix: str, at: float | None, *, foreground: bool = True) -> None:
+def mount(vault: Vault, mountpoint: str, prefix: str, at: float | None, *, foreground: bool = True) -> None:
     """Serve the vault at ``mountpoint`` until it is unmounted (``fusermount3 -u``) or interrupted."""
     try:
         import mfusepy as fuse

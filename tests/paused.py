@@ -1,5 +1,5 @@
 """Real ``livedata`` processes stopped at a chosen stage (``LIVEDATA_TESTONLY_PAUSE_AT``,
-see livedata_cli/vault/maintenance.py: ``pause_point``) and resumed with SIGCONT, or
+see livedata_cli/vault/store_locking.py: ``pause_point``) and resumed with SIGCONT, or
 killed there with SIGKILL: races and crashes hit the same spot every run."""
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ def test_vault_key_alone_cannot_produce_the_data_key(vault_cli: Cli, open_vault:
     from livedata_cli.crypto import container, filepass
     from livedata_cli.crypto.wrap import unwrap_data_key
     from livedata_cli.errors import AuthError, IntegrityError
+    from livedata_cli.vault.reading import read_version
 
     content = _protected_vault(vault_cli)
     vault = open_vault()
@@ -73,7 +74,7 @@ def test_vault_key_alone_cannot_produce_the_data_key(vault_cli: Cli, open_vault:
     assert filepass.open_envelope(wrong, vault.vault_id, v.object, inner) is None
     # The vault itself refuses without the password (no variable, no terminal).
     with pytest.raises(AuthError):
-        vault.read_version(v, io.BytesIO())
+        read_version(vault, v, io.BytesIO())
     right = filepass.PasswordKey.derive(PW["LIVEDATA_FILE_PASSWORD"], params, salt)
     data_key = filepass.open_envelope(right, vault.vault_id, v.object, inner)
     assert data_key is not None

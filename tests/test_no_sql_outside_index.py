@@ -19,13 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent / "livedata_cli"
 # Not the local index: their own databases.
 OWN_DATABASES = ("index/", "server/", "convert/queue.py")
 
-# Modules whose SQL moves into index/shares.py with the sharing change; each
-# entry is checked to still hold SQL, so one that no longer does comes off the list.
-MOVING: dict[str, str] = {
-    "vault/share_links.py": "its shares and pinned keys queries move to index/shares.py",
-    "vault/share_to_account.py": "its pinned signing keys queries move to index/shares.py",
-}
-
 CALLS = ("execute", "executemany", "executescript")
 SQL = re.compile(
     r"\bSELECT\s+(DISTINCT\s+)?[\w*(\"'].*?\bFROM\s"
@@ -69,16 +62,10 @@ def test_no_module_outside_index_runs_or_holds_sql() -> None:
     wrong = [
         f"livedata_cli/{rel}:{line}: {what}"
         for rel, path in _checked().items()
-        if rel not in MOVING
         for line, what in sql_in(path.read_text())
     ]
     assert not wrong, "SQL outside livedata_cli/index/ (put it in the index module of its table):\n" + "\n".join(wrong)
 
-
-def test_the_modules_on_the_moving_list_still_hold_sql() -> None:
-    """An entry whose module no longer holds SQL is taken off the list, so it cannot come back unnoticed."""
-    done = [rel for rel in MOVING if rel not in _checked() or not sql_in(_checked()[rel].read_text())]
-    assert not done, f"take these off MOVING: {done}"
 
 
 def test_the_index_package_does_hold_the_sql() -> None:

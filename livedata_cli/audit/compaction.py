@@ -99,7 +99,7 @@ def compact_audit(
     """Compact every chain of the vault's store with more than ``after`` objects.
 
     The caller holds the exclusive store lock (``prune``).  ``pause(stage)``
-    is the test-only pause point of :mod:`livedata_cli.vault.maintenance`."""
+    is the test-only pause point of :mod:`livedata_cli.vault.store_locking`."""
     limit = threshold() if after is None else after
     trail = Trail.of(vault)
     done = AuditCompaction()
@@ -158,7 +158,7 @@ def _compact_chain(
 
 def _guard(vault: LockedVault) -> None:
     """Before each write and deletion: the store lock was refreshed recently (no
-    store call), as ``vault.maintenance.guard_fast`` checks for the rest of prune."""
+    store call), as ``vault.store_locking.guard_fast`` checks for the rest of prune."""
     if vault.store_lock is not None:
         vault.store_lock.check(in_store=False)
 

@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,8 +25,13 @@ from livedata_cli.cli.common import (
     table,
     tag_list,
 )
-from livedata_cli.localfs import remove_stale_temps
-from livedata_cli.names import for_json, shown, to_bytes, to_local
+from livedata_cli.names import for_json, shown, to_bytes
+
+if TYPE_CHECKING:
+    from livedata_cli.index.core import Version
+    from livedata_cli.localfs import UploadSource
+    from livedata_cli.vault.core import Vault
+    from livedata_cli.vault.reports import BatchReport
 
 
 def upload(
@@ -89,7 +94,8 @@ def upload(
     """
     env = setup(json_, quiet)
     from livedata_cli.localfs import read_ignore_file
-    from livedata_cli.vault.core import BatchReport
+    from livedata_cli.vault import upload as uploads
+    from livedata_cli.vault.reports import BatchReport
 
     excludes = list(exclude or [])
     for path in exclude_file or []:
@@ -107,7 +113,7 @@ def upload(
         with open_vault(env) as vault:
             report = BatchReport()
             plan = _plan(vault, paths or [], listed, as_, recursive, excludes, report)
-            vault.preview_upload(plan, report)
+            uploads.preview_upload(vault, plan, report)
         if env.json:
             env.emit({**report.to_json(), "dry_run": True})
             return
@@ -125,7 +131,8 @@ def upload(
         plan = _plan(vault, paths or [], listed, as_, recursive, excludes, report)
         total = sum(s.stat.st_size for s in plan if s.stat is not None)
         with env.progress(total or None, "upload") as bar:
-            vault.upload(
+            uploads.upload(
+                vault,
                 plan,
                 tags=tag or [],
                 report=report,
@@ -161,16 +168,18 @@ def _listed_paths(files: list[str], separator: bytes) -> list[str]:
     return out
 
 
-def _plan(vault: Any, paths: list[str], listed: list[str], as_: str | None, recursive: bool,
-          excludes: list[str], report: Any) -> list[Any]:
+def _plan(vault: Vault, paths: list[str], listed: list[str], as_: str | None, recursive: bool,
+          excludes: list[str], report: BatchReport) -> list[UploadSource]:
     """The upload plan: PATH arguments as usual, and each listed path at its own
     relative path (under ``--as P/`` when given), as ``tar -T`` keeps them."""
-    plan = vault.plan_upload(paths, as_path=as_, recursive=recursive, excludes=excludes, report=report) if paths else []
+    from livedata_cli.vault.upload import plan_upload
+
+    plan = plan_upload(vault, paths, as_path=as_, recursive=recursive, excludes=excludes, report=report) if paths else []
     base = (as_ or "").rstrip("/") + "/" if as_ else ""
     for local in listed:
         where = base + local.lstrip("/").removeprefix("./")
-        plan += vault.plan_upload([local], as_path=where + ("/" if os.path.isdir(local) else ""),
-                                  recursive=recursive, excludes=excludes, report=report)
+        plan += plan_upload(vault, [local], as_path=where + ("/" if os.path.isdir(local) else ""),
+                            recursive=recursive, excludes=excludes, report=report)
     return plan
 
 
@@ -213,72 +222,55 @@ def download(
     Example: livedata download ci/ --latest --tag branch=main -o dist/
     """
     env = setup(json_, quiet)
-    from livedata_cli.vault.share_links import parse_ref
+    from livedata_cli.errors import NotFound
+    from livedata_cli.vault import download as downloads
+    from livedata_cli.vault.reading import read_version
+    from livedata_cli.vault.reports import BatchReport
 
-    if parse_ref(ref) is not None:  # a share file or link: no vault needed
+    named = downloads.what_is(ref, None, key=key)  # a share file or link needs no vault
+    if isinstance(named, downloads.ShareLink):
         from livedata_cli.cli.share_cmds import download_share
 
         download_share(env, ref, key=key, output=output, overwrite=overwrite)
         return
-    from livedata_cli import envfail
-    from livedata_cli.errors import NotFound, UsageError
-    from livedata_cli.vault.core import BatchReport, ItemResult
-
-    when = parse_when(at, "--at") if at else None
+    when = parse_when(at, "--at") if at and named is None else None  # a link to a share to this account ignores it
     with open_vault(env) as vault:
+        if named is None:
+            named = downloads.what_is(
+                ref, vault, version=version, at=when, latest=latest, tags=tag or [], selecting=bool(include or exclude)
+            )
         report = BatchReport()
-        selection = vault.select_tree(ref, version=version, at=when, latest=latest, tags=tag or [])
-        if selection is not None:
-            prefix, versions = selection
-            if include or exclude:
-                from livedata_cli.localfs import glob_selects
+        if isinstance(named, downloads.Incoming):
+            from livedata_cli.cli.share_cmds import write_incoming
 
-                versions = [v for v in versions if glob_selects(v.path[len(prefix):], include or [], exclude or [])]
-            if output == "-":
-                raise UsageError("a folder cannot be written to stdout: give -o DIR")
-            root = Path(output) if output else Path(prefix.rstrip("/").split("/")[-1] or ".")
-            envfail.register(envfail.TARGET, root)
-            with env.progress(sum(v.size for v in versions), "download") as bar:
-                vault.download_tree(versions, prefix, root, overwrite=overwrite, report=report, progress=bar)
+            try:
+                write_incoming(env, vault, ref, output=output, overwrite=overwrite)
+            except NotFound:
+                if named.not_found is None:  # a link: its own answer
+                    raise
+                raise named.not_found from None  # an id: the vault's answer, as for any unknown id
+            return
+        if isinstance(named, downloads.Tree):
+            downloads.download_files(
+                vault, named, output, overwrite=overwrite, include=include or [], exclude=exclude or [],
+                report=report, progress=lambda size: env.progress(size, "download"),
+            )
             finish_batch(env, report, "download")
             return
-        if include or exclude:
-            raise UsageError("--include and --exclude select files of a folder download (REF ending in '/')")
-        try:
-            v = vault.resolve(ref, version=version, at=when)
-        except NotFound:  # perhaps the id of a share addressed to this account
-            from livedata_cli.cli.share_cmds import download_incoming_by_id
-
-            if version is None and when is None and download_incoming_by_id(
-                env, vault, ref, output=output, overwrite=overwrite
-            ):
-                return
-            raise
+        assert isinstance(named, downloads.File)
+        v = named.version
         if output == "-":
-            n = vault.read_version(v, sys.stdout.buffer)
+            read_version(vault, v, sys.stdout.buffer)
             sys.stdout.buffer.flush()
             if env.json:
                 env.warn("livedata: --json ignored: the file went to stdout")
             return
-        name = to_local(v.path.split("/")[-1])
-        target = Path(output) if output else Path(name)
-        if target.is_dir():
-            target = target / name
-        remove_stale_temps(target.parent)
-        if output is None and target.exists() and not overwrite:
-            if not vault.already_restored(v, target):
-                raise UsageError(f"{shown(str(target))} exists: add --overwrite or give -o PATH")
-            report.items.append(ItemResult(v.path, str(target), "unchanged", v.size, v.vid))
-            finish_batch(env, report, "download")
-            return
-        envfail.register(envfail.TARGET, target.parent, target)
-        with env.progress(v.size, "download") as bar:
-            try:
-                n = vault.download_to(v, target, bar)
-            except OSError as e:
-                raise envfail.translate(e, needed=v.size, place=envfail.TARGET) or e from None
-        report.items.append(ItemResult(v.path, str(target), "downloaded", n, v.vid))
-        report.bytes_read = n
+        item = downloads.download_file(
+            vault, v, output, overwrite=overwrite, progress=lambda size: env.progress(size, "download")
+        )
+        report.items.append(item)
+        if item.status == "downloaded":
+            report.bytes_read = item.size
         report.duration = time.monotonic() - report.started
     finish_batch(env, report, "download")
 
@@ -300,7 +292,7 @@ def ls(
     Example: livedata ls photos/ --long
     """
     env = setup(json_, quiet)
-    from livedata_cli.vault.core import clean_vault_path
+    from livedata_cli.localfs import clean_vault_path
 
     prefix = clean_vault_path(prefix) if prefix else ""
     with open_vault(env) as vault:
@@ -323,7 +315,7 @@ def ls(
     table(env, ("SIZE", "VERSIONS", "UPLOADED", "TAGS", "PATH"), (_long_row(v, n) for v, n in rows), no_header=no_header)
 
 
-def _long_row(v: Any, n: int) -> tuple[str, ...]:
+def _long_row(v: Version, n: int) -> tuple[str, ...]:
     name = v.path + ("/" if v.kind == "dir" else f" -> {v.target}" if v.kind == "symlink" else "")
     note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
     name += "  [password]" if v.protected else ""
@@ -486,6 +478,7 @@ def prune(
     Example: livedata prune backups/ --keep-last 5 --keep-daily 7 --keep-weekly 4 --dry-run
     """
     env = setup(json_, quiet)
+    from livedata_cli.vault import maintenance
     from livedata_cli.vault.retention import Policy
 
     policy = Policy(last=keep_last, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly)
@@ -495,7 +488,7 @@ def prune(
 
         raise UsageError("a prefix selects versions to forget: give it with --keep-last, --keep-daily, ...")
     with open_vault(env) as vault, vault.lock(wait=not no_wait, exclusive=True, command="prune"):
-        result = vault.prune(prefix, forget, dry_run=dry_run)
+        result = maintenance.prune(vault, prefix, forget, dry_run=dry_run)
     if env.json:
         env.emit(result)
         return

@@ -28,7 +28,7 @@ def stats(prefix: PrefixArg = "", json_: JsonOpt = False, quiet: QuietOpt = Fals
     """
     env = setup(json_, quiet)
     from livedata_cli.index import history
-    from livedata_cli.vault.core import clean_vault_path
+    from livedata_cli.localfs import clean_vault_path
 
     with open_vault(env) as vault:
         s = history.stats(vault.index, clean_vault_path(prefix) if prefix else "")
@@ -65,7 +65,7 @@ def diff(
 
     from livedata_cli.errors import UsageError
     from livedata_cli.index import history
-    from livedata_cli.vault.core import clean_vault_path
+    from livedata_cli.localfs import clean_vault_path
 
     t0 = parse_when(before, "BEFORE")
     t1 = time.time() if after == "now" else parse_when(after, "AFTER")

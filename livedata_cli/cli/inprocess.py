@@ -82,7 +82,7 @@ _PER_PROCESS: tuple[tuple[str, str, Callable[[ModuleType], object]], ...] = (
     ("livedata_cli.keys.kms", "_providers", lambda m: {}),  # decrypted keys, cached for one command
     ("livedata_cli.envfail", "_places", lambda m: []),  # the folders this command named
     ("livedata_cli.notices", "notice", lambda m: m._no_notice),
-    ("livedata_cli.vault.maintenance", "_paused", lambda m: set()),
+    ("livedata_cli.vault.store_locking", "_paused", lambda m: set()),
     ("livedata_cli.convert.base", "_ENGINES", lambda m: None),  # found on this PATH
 )
 

@@ -27,7 +27,7 @@ def mount(
     """
     env = setup(json_, quiet)
     from livedata_cli import mount as fs
-    from livedata_cli.vault.core import clean_vault_path
+    from livedata_cli.localfs import clean_vault_path
 
     when = parse_when(at, "--at") if at else None
     with open_vault(env) as vault:

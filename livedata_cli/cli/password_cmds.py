@@ -16,9 +16,11 @@ RefArg = Annotated[str, typer.Argument(help="Vault path (all its versions) or ve
 
 
 def _run(env: Env, ref: str, action: str, new_password: str | None) -> None:
+    from livedata_cli.vault import file_passwords
+
     with open_vault(env) as vault, vault.lock():
-        versions = vault.set_file_password(ref, action, new_password)
-        copies = vault.unprotected_copies(versions) if action != "remove" else []
+        versions = file_passwords.set_file_password(vault, ref, action, new_password)
+        copies = file_passwords.unprotected_copies(vault, versions) if action != "remove" else []
     path = versions[0].path
     result: dict[str, Any] = {
         "path": path,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -26,8 +26,13 @@ from livedata_cli.cli.common import (
     setup,
     table,
 )
-from livedata_cli.errors import LivedataError, UsageError
+from livedata_cli.errors import UsageError
+from livedata_cli.localfs import download_target, refuse_existing
 from livedata_cli.names import shown, to_local
+
+if TYPE_CHECKING:
+    from livedata_cli.stores.api import ApiStore
+    from livedata_cli.vault.core import Vault
 
 app = typer.Typer(
     cls=group_with_default("create"),
@@ -38,7 +43,7 @@ app = typer.Typer(
 
 
 def _new_password(env: Env) -> str:
-    from livedata_cli.vault.share_links import PASSWORD_ENV
+    from livedata_cli.share_recipient import PASSWORD_ENV
 
     found = os.environ.get(PASSWORD_ENV)
     if found is not None:
@@ -102,7 +107,7 @@ def create(
             vault, ref, expires_in=seconds, max_downloads=max_downloads, password=secret, out=out, version=version
         )
         if made.share.kind == "api":
-            page = _check_page(env, vault.store, made.share.location)
+            page = _check_page(env, cast("ApiStore", vault.store), made.share.location)  # an "api" share
     at = share_links.now()
     if env.json:
         extra = {} if page is None else {"page_sha256": page}
@@ -122,7 +127,7 @@ def create(
     env.out(made.link if s.kind != "file" else made.key)
 
 
-def _check_page(env: Env, store: Any, location: str) -> str:
+def _check_page(env: Env, store: ApiStore, location: str) -> str:
     """The SHA-256 of this version's share page; a warning when the server serves another."""
     import hashlib
 
@@ -278,34 +283,29 @@ def download_share(
     env: Env, ref: str, *, key: str | None, output: str | None, overwrite: bool
 ) -> None:
     """``livedata download`` of a share file or link: no vault, account or keyring needed."""
-    from livedata_cli.vault import share_links
+    from livedata_cli import share_recipient
 
-    parsed = share_links.parse_ref(ref)
+    parsed = share_recipient.parse_ref(ref)
     assert parsed is not None
-    if parsed.kind == "api" and not (parsed.key or key or os.environ.get(share_links.KEY_ENV)) and _vault_on(parsed.where):
-        _download_incoming(env, ref, output=output, overwrite=overwrite)  # a share to this account
-        return
 
     def password() -> str | None:
-        found = os.environ.get(share_links.PASSWORD_ENV)
+        found = os.environ.get(share_recipient.PASSWORD_ENV)
         if found is not None:
             return found
         if env.can_prompt():
             return env.prompt("Share password: ")
         return None
 
-    opened = share_links.open_share(parsed, key, password)
+    opened = share_recipient.open_share(parsed, key, password)
     if output == "-":
         opened.write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         if env.json:
             env.warn("livedata: --json ignored: the file went to stdout")
         return
-    target = Path(output) if output else Path(to_local(opened.name))
-    if target.is_dir():
-        target = target / to_local(opened.name)
+    target = download_target(output, to_local(opened.name))
     if target.exists() and not overwrite:
-        raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+        refuse_existing(target)
     with env.progress(opened.size, "download") as bar:
         n = opened.download_to(target, bar)
     if env.json:
@@ -314,44 +314,8 @@ def download_share(
     env.say(f"downloaded {shown(opened.name)} ({human_size(n)}) to {shown(str(target))}")
 
 
-def _vault_on(link: str) -> bool:
-    """Whether this home's vault lives on the server of a link (``https://HOST/s/ID``)."""
-    from livedata_cli import settings
-
-    if not settings.VaultSettings.exists():
-        return False
-    try:
-        store = settings.VaultSettings.load().store
-    except LivedataError:
-        return False
-    return store.rstrip("/").lower() == link.rpartition("/s/")[0].rstrip("/").lower()
-
-
-def _download_incoming(env: Env, ref: str, *, output: str | None, overwrite: bool) -> None:
-    """``livedata download https://HOST/s/ID`` of a share addressed to this account: opened by her vault."""
-    with open_vault(env) as vault:
-        _write_incoming(env, vault, ref, output=output, overwrite=overwrite)
-
-
-def download_incoming_by_id(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> bool:
-    """``livedata download ID`` where ID is no file of the vault but a share addressed to this account."""
-    import re
-
-    from livedata_cli.errors import NotFound
-    from livedata_cli.vault import share_links
-
-    if not re.fullmatch(r"[0-9a-f]{32}", ref) or share_links.store_kind(vault.store) != "api":
-        return False
-    if ref not in {str(i["id"]) for i in vault.store.incoming_shares()}:
-        return False
-    try:
-        _write_incoming(env, vault, ref, output=output, overwrite=overwrite)
-    except NotFound:
-        return False
-    return True
-
-
-def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overwrite: bool) -> None:
+def write_incoming(env: Env, vault: Vault, ref: str, *, output: str | None, overwrite: bool) -> None:
+    """``livedata download`` of a share addressed to this account (its id, or its link): opened by her vault."""
     from livedata_cli.vault import share_to_account
 
     opened, sender, pin = share_to_account.open_incoming(vault, ref)
@@ -363,11 +327,9 @@ def _write_incoming(env: Env, vault: Any, ref: str, *, output: str | None, overw
         sys.stdout.buffer.flush()
         share_to_account.received(vault, opened, sender, pin, "stdout")
         return
-    target = Path(output) if output else Path(to_local(opened.name))
-    if target.is_dir():
-        target = target / to_local(opened.name)
+    target = download_target(output, to_local(opened.name))
     if target.exists() and not overwrite:
-        raise UsageError(f"{target} exists: add --overwrite or give -o PATH")
+        refuse_existing(target)
     with env.progress(opened.size, "download") as bar:
         n = opened.download_to(target, bar)
     share_to_account.received(vault, opened, sender, pin, str(target))

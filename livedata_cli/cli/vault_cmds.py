@@ -112,9 +112,11 @@ def sync(
     Example: livedata sync --rebuild
     """
     env = setup(json_, quiet)
+    from livedata_cli.vault import resume
+
     with open_vault(env, recover_index=rebuild) as vault:
         result = vault.sync(rebuild=rebuild, strict=True)
-        aborted = vault.abort_abandoned_uploads()  # S3: multipart uploads no one will resume
+        aborted = resume.abort_abandoned_uploads(vault)  # S3: multipart uploads no one will resume
     if env.json:
         env.emit(
             {
@@ -139,9 +141,10 @@ def verify(
     """
     env = setup(json_, quiet)
     from livedata_cli.errors import ExitCode
+    from livedata_cli.vault import maintenance
 
     with open_vault(env) as vault, env.progress(None, "verify") as bar:
-        result = vault.verify(data=data, progress=bar)
+        result = maintenance.verify(vault, data=data, progress=bar)
     if env.json:
         env.emit(result)
     else:

@@ -2,7 +2,7 @@
 
 A conversion reads one version of a vault file into a private working folder,
 runs one engine (or two, through an intermediate format), and stores the
-result as a normal vault file through :meth:`Vault.upload` (so deduplication,
+result as a normal vault file through :func:`livedata_cli.vault.upload.upload` (so deduplication,
 versions, the journal and the audit trail all apply), with ``derived_from``
 naming the source version and the source's tags copied.  The source is never
 written.  Plaintext exists only in the working folder, removed however the
@@ -128,7 +128,7 @@ class Report:
 def select(vault: Vault, refs: list[str]) -> list[Version]:
     """The newest versions named by vault paths, version ids or globs (``photos/*.png``;
     ``*`` stays within one folder, ``**`` crosses folders)."""
-    from livedata_cli.vault.core import clean_vault_path
+    from livedata_cli.localfs import clean_vault_path
 
     out: list[Version] = []
     seen: set[str] = set()
@@ -175,7 +175,7 @@ def _glob(vault: Vault, pattern: str) -> list[Version]:
 
 def targets(sources: list[Version], to: str, as_path: str | None) -> list[str]:
     """Each source's result path: its own path with the new extension, or ``--as``."""
-    from livedata_cli.vault.core import clean_vault_path
+    from livedata_cli.localfs import clean_vault_path
 
     fmt = base.norm_format(to)
     if as_path is not None and len(sources) > 1 and not as_path.endswith("/"):
@@ -205,9 +205,11 @@ def targets(sources: list[Version], to: str, as_path: str | None) -> list[str]:
 
 
 def plan(vault: Vault, refs: list[str], opts: Options, as_path: str | None) -> list[tuple[Version, str]]:
+    from livedata_cli.vault import file_passwords
+
     sources = select(vault, refs)
     for v in sources:
-        vault.check_file_password(v)  # a protected source: its password first, before any work
+        file_passwords.check_file_password(vault, v)  # a protected source: its password first, before any work
     return list(zip(sources, targets(sources, opts.to, as_path), strict=True))
 
 
@@ -282,9 +284,11 @@ def _produce(
         if progress is not None:
             progress(n, fraction)
 
+    from livedata_cli.vault.reading import read_version
+
     src = folder / f"source.{steps[0].src}"
     with open(src, "wb") as f:
-        vault.read_version(v, f)
+        read_version(vault, v, f)
     report(0.05)
     current = src
     title = target.rsplit("/", 1)[-1].rsplit(".", 1)[0]
@@ -338,7 +342,8 @@ def _write_outputs(report: Report, produced: dict[int, Path], done: list[int], o
 
 def _store(vault: Vault, pairs: list[tuple[Version, str]], report: Report, produced: dict[int, Path], done: list[int]) -> None:
     """Upload the results, one upload per set of tags (the sources' tags are copied)."""
-    from livedata_cli.vault.core import BatchReport
+    from livedata_cli.vault import upload
+    from livedata_cli.vault.reports import BatchReport
 
     groups: dict[tuple[str, ...], list[int]] = {}
     for n in done:
@@ -348,8 +353,11 @@ def _store(vault: Vault, pairs: list[tuple[Version, str]], report: Report, produ
         batch = BatchReport()
         plan = []
         for n in ns:
-            plan += vault.plan_upload([str(produced[n])], as_path=pairs[n][1], recursive=False, excludes=[], report=batch)
-        vault.upload(
+            plan += upload.plan_upload(
+                vault, [str(produced[n])], as_path=pairs[n][1], recursive=False, excludes=[], report=batch
+            )
+        upload.upload(
+            vault,
             plan,
             tags=list(tags),
             report=batch,

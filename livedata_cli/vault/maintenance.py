@@ -25,31 +25,33 @@ its lock and journal fit; the reserve is written again when there is room.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hmac
 import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from livedata_cli import locking
+from livedata_cli import packs
 from livedata_cli.crypto import container
 from livedata_cli.errors import LivedataError, NotFound
+from livedata_cli.index.core import Version
+from livedata_cli.localfs import clean_vault_path
 from livedata_cli.packs import padded
 from livedata_cli.sizes import human_size
+from livedata_cli.vault import retention
+from livedata_cli.vault.reports import Progress, noop
+from livedata_cli.vault.store_locking import _root, guard_fast, pause_point
 
 # prune compacts the journals into one snapshot once there are more than this many.
 COMPACT_AFTER = 200
 
 if TYPE_CHECKING:
+    from livedata_cli.index.core import Index
+    from livedata_cli.packs import PackWriter
     from livedata_cli.vault.core import Vault
 
-# A folder store keeps this much space in its ``reserve`` file for deletions.
-RESERVE_KEY = "reserve"
-RESERVE_SIZE = 1024 * 1024
 # A share's copy outlives its expiry by this much: a download may be under way.
 SHARE_COPY_MARGIN = 3600.0
 # Old packs repacked per journal: a killed prune redoes at most this many.
@@ -57,105 +59,6 @@ REPACK_BATCH = 64
 # A partial upload in tmp/ must be this much older than the prune (clock and
 # file-system time granularity, NFS servers).
 TMP_MARGIN = 2.0
-
-
-# -- test-only pause points ------------------------------------------------------
-_paused: set[str] = set()
-
-
-def pause_point(stage: str) -> None:
-    """Stop this process (SIGSTOP) the first time it reaches ``stage``, when
-    ``LIVEDATA_TESTONLY_PAUSE_AT`` names it: the concurrency tests resume it
-    with SIGCONT once the other command has run, so a race is hit every time."""
-    wanted = os.environ.get("LIVEDATA_TESTONLY_PAUSE_AT", "")
-    if wanted and stage in wanted.split(",") and stage not in _paused:
-        _paused.add(stage)
-        from livedata_cli.index.core import others_writing
-
-        while others_writing():  # stopped inside SQLite, it would stop every other command too
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-
-# -- the lock, the reserve -------------------------------------------------------
-def _root(vault: Vault) -> Path | None:
-    root = getattr(vault.store, "root", None)
-    return root if isinstance(root, Path) else None
-
-
-def _free(root: Path) -> int:
-    try:
-        st = os.statvfs(root)
-    except OSError:
-        return -1
-    return st.f_bavail * st.f_frsize
-
-
-def release_reserve(vault: Vault) -> bool:
-    """Delete a folder store's reserve when the store is (nearly) full."""
-    root = _root(vault)
-    if root is None or not (root / RESERVE_KEY).exists():
-        return False
-    free = _free(root)
-    if free < 0 or free >= RESERVE_SIZE:
-        return False
-    vault.store.delete(RESERVE_KEY)
-    return True
-
-
-def ensure_reserve(vault: Vault) -> None:
-    """Write a folder store's reserve if it is missing and the store has room
-    for it and as much again (best effort: a full store keeps going without)."""
-    root = _root(vault)
-    if root is None or (root / RESERVE_KEY).exists() or not (root / "config").exists():
-        return
-    if _free(root) < 2 * RESERVE_SIZE:
-        return
-    with contextlib.suppress(OSError, LivedataError):
-        vault.store.put_bytes(RESERVE_KEY, bytes(RESERVE_SIZE))
-
-
-@contextlib.contextmanager
-def store_locked(vault: Vault, *, exclusive: bool, command: str, wait: bool) -> Iterator[locking.StoreLock]:
-    """Hold a lock object in the vault's store (shared, or exclusive for
-    commands that delete data); the vault's journal writes check it."""
-    if exclusive:
-        release_reserve(vault)
-    try:
-        lock_cm = locking.store_lock(
-            vault.store, exclusive=exclusive, command=command, wait=wait, notice=vault.unlocker.notice
-        )
-        lock = lock_cm.__enter__()
-    except OSError as e:
-        if e.errno != errno.ENOSPC or not exclusive:
-            raise
-        # Full, and the reserve did not show it (another file filled the disk since): use it.
-        if _root(vault) is None or not (_root(vault) / RESERVE_KEY).exists():  # type: ignore[operator]
-            raise
-        vault.store.delete(RESERVE_KEY)
-        lock_cm = locking.store_lock(
-            vault.store, exclusive=exclusive, command=command, wait=wait, notice=vault.unlocker.notice
-        )
-        lock = lock_cm.__enter__()
-    previous = getattr(vault, "store_lock", None)
-    vault.store_lock = lock
-    try:
-        yield lock
-    except BaseException as e:
-        vault.store_lock = previous
-        if not lock_cm.__exit__(type(e), e, e.__traceback__):
-            raise
-    else:
-        vault.store_lock = previous
-        lock_cm.__exit__(None, None, None)
-        ensure_reserve(vault)
-
-
-def guard(vault: Vault) -> None:
-    """Before (and after) a journal goes to the store: the lock is still ours."""
-    lock = getattr(vault, "store_lock", None)
-    if lock is not None:
-        lock.check()
 
 
 # -- what can be reclaimed ---------------------------------------------------------
@@ -347,7 +250,7 @@ def reclaimable(vault: Vault) -> Reclaim:
     return found
 
 
-def last_reclaimable(index: Any) -> dict[str, Any] | None:
+def last_reclaimable(index: Index) -> dict[str, Any] | None:
     """The figure of the last ``verify`` or ``prune`` on this machine."""
     import json
 
@@ -413,14 +316,7 @@ def reclaim(vault: Vault, *, dry_run: bool, ignore: set[str] | None = None) -> R
     return done
 
 
-def guard_fast(vault: Vault) -> None:
-    """Before each deletion: the lock was refreshed recently (no store call)."""
-    lock = getattr(vault, "store_lock", None)
-    if lock is not None:
-        lock.check(in_store=False)
-
-
-def _read_exact(src: Any, length: int) -> bytes:
+def _read_exact(src: BinaryIO, length: int) -> bytes:
     chunks: list[bytes] = []
     left = length
     while left:
@@ -469,7 +365,7 @@ def _repack(vault: Vault, packs_: dict[str, list[_Member]], done: Reclaim) -> No
 
 
 def _copy_members(
-    vault: Vault, pack: str, members: list[_Member], writer: Any, done: Reclaim
+    vault: Vault, pack: str, members: list[_Member], writer: PackWriter, done: Reclaim
 ) -> tuple[list[list[Any]], int] | None:
     """Append one pack's live members to ``writer``; None (pack left as it is)
     when a member is not what its record says."""
@@ -542,3 +438,81 @@ def doctor_summary(store_url: str, index_path: Path) -> tuple[str, str, dict[str
     return "ok", "nothing to reclaim at the last verify or prune", details
 
 
+# -- prune and verify -----------------------------------------------------------
+def prune(vault: Vault, prefix: str, policy: retention.Policy | None, *, dry_run: bool) -> dict[str, Any]:
+    """Forget the versions the policy does not keep (none without a policy),
+    then reclaim space: partial uploads, unreferenced objects, dead space in
+    packs, abandoned multipart uploads (livedata_cli/vault/py).  Run
+    it under the exclusive lock: ``lock(exclusive=True)``."""
+    if policy is not None:
+        policy.check()
+    vault.sync(strict=True)  # a damaged or unreadable journal stops a prune: its objects look unreferenced
+    prefix = clean_vault_path(prefix, folder=bool(prefix)) if prefix else ""
+    drop: list[Version] = []
+    kept = 0
+    for newest, _n in vault.index.latest(prefix) if policy is not None else []:
+        versions = list(reversed(vault.index.versions_of(newest.path)))
+        keep = retention.keep([v.created for v in versions], policy)  # type: ignore[arg-type]
+        kept += len(keep)
+        drop += [v for i, v in enumerate(versions) if i not in keep]
+    if policy is None:
+        kept = vault.index.count()
+    if drop and not dry_run:
+        vault._write_journal([{"t": "purge", "vids": [v.vid for v in drop], "time": time.time()}])
+    reclaimed = reclaim(vault, dry_run=dry_run, ignore={v.vid for v in drop})
+    return {
+        "dry_run": dry_run,
+        "kept": kept,
+        "removed": [{"path": v.path, "version": v.number, "id": v.vid, "created": v.created} for v in drop],
+        "bytes_freed": reclaimed.total_bytes,
+        "reclaimed": reclaimed.to_json(),
+    }
+
+
+def verify(vault: Vault, *, data: bool, progress: Progress = noop) -> dict[str, Any]:
+    """Check every referenced object: present, header authentic and matching
+    its record; with ``data``, every byte authenticated too."""
+    from livedata_cli.vault import download, replay, resume
+
+    vault.events.reads = False  # reading to check is not a download
+    vault.sync(strict=True)
+    problems: list[dict[str, str]] = []
+    checked: set[str] = set()
+    sizes: dict[str, int] = {}  # per store object: a pack is looked at once
+    n_versions = 0
+    to_read: list[Version] = []  # with data: read in ranges and in parallel (restore.py)
+    for v in vault.index.all_versions():
+        n_versions += 1
+        if v.kind != "file" or v.object in checked:
+            continue
+        checked.add(v.object)
+        if data:
+            to_read.append(v)
+            continue
+        try:
+            packs.check_size(vault.store, v, sizes)
+            if v.protected:  # its key needs the file password: the size is what can be checked
+                continue
+            if data:
+                with open(os.devnull, "wb") as sink:
+                    download.read_version(vault, v, sink, progress)
+            else:
+                data_key = vault._data_key(v.object, v.wrapped_key)
+                with packs.open_range(vault.store, v.store_key, v.offset, container.HEADER_LEN) as src:
+                    header = src.read(container.HEADER_LEN)
+                container.verify_header(data_key, header, v.header_hash)
+        except (LivedataError, OSError) as e:
+            problems.append({"path": v.path, "object": v.object, "error": str(e)})
+    if data:
+        from livedata_cli.vault import restore
+
+        problems += restore.verify_data(vault, to_read, progress)
+    problems += replay.check_stored(vault)
+    return {
+        "versions": n_versions,
+        "objects": len(checked),
+        "data_checked": data,
+        "problems": problems,
+        "abandoned_uploads_aborted": resume.abort_abandoned_uploads(vault),
+        "reclaimable": reclaimable(vault).to_json(),
+    }

@@ -275,11 +275,11 @@ def write(
     """Write one journal as the next link of this home's chain, then apply it
     (a ``snapshot``: the chain record's extra fields, see compaction.py)."""
     journal.validate(records)
-    from livedata_cli.vault import maintenance
+    from livedata_cli.vault import store_locking
 
     master = vault.master_key
     vault.store.flush()  # the data a journal refers to is durable before the journal
-    maintenance.pause_point("journal")
+    store_locking.pause_point("journal")
     with state.locked():
         st = vault.pins(reload=True)
         vault.ensure_config_mac(st)
@@ -288,14 +288,14 @@ def write(
         name = journal.new_name()
         chained = [state.chain_record(st.writer, seq, prev, st.heads, **(snapshot or {})), *records]
         blob = journal.encode(master, vault.vault_id, name, chained)
-        maintenance.guard(vault)  # a prune elsewhere may have cleared a stale lock of ours
+        store_locking.guard(vault)  # a prune elsewhere may have cleared a stale lock of ours
         vault.store.put_bytes(name, blob)
         digest = state.blob_hash(blob)
         st.heads[st.writer] = state.Head(seq, digest, name)
         st.save()
         state.remember_heads(vault.unlocker.cache, vault.vault_id, st.heads)
-    maintenance.guard(vault)  # cleared while it was written: this command does not claim it
-    maintenance.pause_point("journaled")
+    store_locking.guard(vault)  # cleared while it was written: this command does not claim it
+    store_locking.pause_point("journaled")
     if before_apply is not None:
         before_apply()
     covers = None

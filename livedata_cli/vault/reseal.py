@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from livedata_cli.crypto import container, filepass
+from livedata_cli.crypto import container
 from livedata_cli.errors import IntegrityError
 from livedata_cli.index.core import Version
 from livedata_cli.packs import PackWriter, Slice, open_stored
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
 
 
 def reseal_versions(
-    vault: Vault, keyed: list[tuple[Version, bytes]], new_key: filepass.PasswordKey
+    vault: Vault, keyed: list[tuple[Version, bytes]], seal: Callable[[str, bytes], bytes]
 ) -> list[dict[str, Any]]:
-    """Re-encrypt each version's container under a fresh data key sealed with
-    ``new_key``; returns the ``file-password`` records naming the new objects.
-    Versions sharing an object share its new one too."""
+    """Re-encrypt each version's container under a fresh data key, whose record
+    form ``seal(object id, data key)`` gives (under the new file password);
+    returns the ``file-password`` records naming the new objects.  Versions
+    sharing an object share its new one too."""
 
     done: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
@@ -66,7 +68,7 @@ def reseal_versions(
                 "offset": 0,
                 "length": length,
                 "header_hash": container.header_hash(header),
-                "wrapped_key": vault._seal_for(new_key, oid, new_dk).hex(),
+                "wrapped_key": seal(oid, new_dk).hex(),
             }
         records.append(
             {"t": "file-password", "vid": v.vid, **fields, "hash": "", "protected": True, "time": time.time()}

@@ -45,9 +45,12 @@ from livedata_cli.crypto import container
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
 from livedata_cli.index.core import Version
 from livedata_cli.stores import ObjectStore
+from livedata_cli.vault.reading import already_restored, download_to, read_version
+from livedata_cli.vault.reports import ItemResult
 
 if TYPE_CHECKING:
-    from livedata_cli.vault.core import BatchReport, Vault
+    from livedata_cli.vault.core import Vault
+    from livedata_cli.vault.reports import BatchReport
 
 Progress = Callable[[int], None]
 
@@ -416,7 +419,6 @@ def restore_tree(
     progress: Progress,
 ) -> BatchReport:
     """Restore entries under ``prefix`` into ``root`` (``Vault.download_tree``)."""
-    from livedata_cli.vault.core import ItemResult
 
     vault.unlock()  # a wrong passphrase fails the command once, not each file
     vault.cfg  # noqa: B018  read (and checked) here, not first on a worker thread
@@ -457,7 +459,7 @@ def restore_tree(
             except (FileNotFoundError, NotADirectoryError):
                 found = False
             if found and not overwrite:
-                if vault.already_restored(v, target):  # a rerun: restored before, still the same
+                if already_restored(vault, v, target):  # a rerun: restored before, still the same
                     progress(v.size)
                     results[position] = ItemResult(v.path, str(target), "unchanged", v.size, v.vid)
                     continue
@@ -482,7 +484,7 @@ def restore_tree(
     for job in moved:  # its pack is gone: a prune elsewhere may have moved it (this syncs)
         assert job.target is not None
         try:
-            outcomes[job.position] = vault.download_to(job.v, job.target, progress)
+            outcomes[job.position] = download_to(vault, job.v, job.target, progress)
         except (LivedataError, OSError) as e:
             outcomes[job.position] = e
     for job in jobs:
@@ -522,7 +524,7 @@ def verify_data(vault: Vault, versions: list[Version], progress: Progress) -> li
     for job in moved:
         try:
             with open(os.devnull, "wb") as sink:
-                vault.read_version(job.v, sink, progress)
+                read_version(vault, job.v, sink, progress)
         except (LivedataError, OSError) as e:
             outcomes[job.position] = e
     for job in jobs:

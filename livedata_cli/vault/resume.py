@@ -17,14 +17,29 @@ differing means the upload is aborted and started over with a new key and salt.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
+import os
+import secrets
 import threading
-from collections.abc import Callable
-from typing import BinaryIO, cast
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, cast
 
+from livedata_cli import settings
+from livedata_cli.crypto import container
 from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, HEADER_LEN, TAG_LEN
 from livedata_cli.crypto.wrap import subkey
+from livedata_cli.errors import NotFound, UsageError
+from livedata_cli.index.core import PendingUpload
+from livedata_cli.localfs import UploadSource
+
+if TYPE_CHECKING:
+    from livedata_cli.vault.core import Vault
 
 READ_CHUNK = 1024 * 1024
 WAIT = 60.0  # seconds a part waits for its hash at most
@@ -147,3 +162,125 @@ def _part_unchanged(key: bytes, oid: str, f: BinaryIO, plain_per_part: int, part
         mac.update(chunk)
         left -= len(chunk)
     return hmac.compare_digest(mac.hexdigest(), expected)
+
+
+# -- new data objects, resumable where the store can ----------------------------
+def new_object(vault: Vault, src: UploadSource, f: BinaryIO, *, resumable: bool) -> NewObject:
+    """Object id, data key and writer for a new data object.
+
+    Where the store can resume multipart uploads (S3), a file's upload is
+    recorded when it starts; a rerun after a crash finds the record (same
+    source, size and mtime), reuses the object id, data key and salt, so
+    the container regenerates byte for byte and the parts already in the
+    store are not sent again.  The record goes once the object is whole.
+    It is reused only when every part sent holds the same plaintext now
+    (keyed hashes kept with the record, ``py``): else a changed part
+    would go out again under the same key and nonces.
+    """
+    start = getattr(vault.store, "resumable_writer", None)
+    if start is None or not resumable or src.local == "-":
+        oid = secrets.token_hex(16)
+        data_key, wrapped = vault._new_data_key(oid)
+        return NewObject(oid, data_key, wrapped, None, vault.store.writer(f"data/{oid}"))
+    from livedata_cli.index.core import PendingUploads
+
+    st = os.fstat(f.fileno())
+    source = os.path.abspath(src.local)
+    pending = PendingUploads(settings.home() / settings.INDEX_FILE)
+    found = pending.find(source, src.path)
+    macs = mac_key(vault.master_key, vault.vault_id)
+    per_part = part_plaintext(found.part_size) if found else 0
+    if found is not None and (
+        (found.size, found.mtime) != (st.st_size, st.st_mtime)
+        or not parts_unchanged(  # same key and nonces only over the same plaintext
+            macs, found.object, f, per_part, _parts_sent(vault, found), pending.part_macs(found.object)
+        )
+    ):
+        vault.store.abort_upload(f"data/{found.object}", found.upload_id)  # type: ignore[attr-defined]
+        pending.drop(found.object)
+        found = None
+    if found is not None:
+        oid, wrapped, salt = found.object, found.wrapped_key, found.salt
+        data_key = vault._data_key(oid, wrapped)
+    else:
+        oid, salt = secrets.token_hex(16), secrets.token_bytes(container.SALT_LEN)
+        data_key, wrapped = vault._new_data_key(oid)
+
+    hashed: list[PartMacs] = []
+
+    def hash_parts(part_size: int) -> None:
+        save = functools.partial(pending.save_part, oid)
+        hashed.append(PartMacs(macs, oid, part_size, st.st_size, save))
+
+    if found is not None:
+        hash_parts(found.part_size)
+
+    def on_start(upload_id: str, part_size: int) -> None:
+        hash_parts(part_size)
+        pending.save(
+            PendingUpload(oid, upload_id, source, src.path, st.st_size, st.st_mtime, wrapped, salt, part_size, time.time())
+        )
+
+    @contextlib.contextmanager
+    def writer() -> Iterator[BinaryIO]:
+        try:
+            with start(
+                f"data/{oid}",
+                size=container.container_size(st.st_size),
+                upload_id=found.upload_id if found else None,
+                part_size=found.part_size if found else None,
+                on_start=on_start,
+            ) as out:
+                yield hashed[0].guard(out) if hashed else out
+            pending.drop(oid)
+        finally:
+            pending.close()
+
+    return NewObject(oid, data_key, wrapped, salt, writer(), lambda mv: hashed[0].update(mv) if hashed else None)
+
+
+def _parts_sent(vault: Vault, found: PendingUpload) -> list[int]:
+    """The part numbers a pending upload holds in the store; part 0, which
+    no hash matches, when the upload is gone (whatever the store kept of it)."""
+    try:
+        return list(vault.store.list_parts(f"data/{found.object}", found.upload_id))  # type: ignore[attr-defined]
+    except NotFound:
+        return [0]
+
+
+def abort_abandoned_uploads(vault: Vault) -> int:
+    """Abort this vault's multipart uploads that no pending record here knows
+    and that are older than ``LIVEDATA_S3_ABANDON_AFTER`` seconds (a day)."""
+    list_uploads = getattr(vault.store, "list_uploads", None)
+    if list_uploads is None:
+        return 0
+    from livedata_cli.index.core import PendingUploads
+
+    try:
+        age = float(os.environ.get("LIVEDATA_S3_ABANDON_AFTER", "") or 86400)
+    except ValueError:
+        raise UsageError("LIVEDATA_S3_ABANDON_AFTER must be a number of seconds") from None
+    pending = PendingUploads(settings.home() / settings.INDEX_FILE)
+    try:
+        known = pending.upload_ids()
+    finally:
+        pending.close()
+    now, aborted = time.time(), 0
+    for key, upload_id, started in list_uploads("data/"):
+        if upload_id not in known and now - started >= age:
+            vault.store.abort_upload(key, upload_id)  # type: ignore[attr-defined]
+            aborted += 1
+    return aborted
+
+
+@dataclass
+class NewObject:
+    """Where a new data object goes: its id, data key (and record form), the
+    container salt (None: random) and the store writer."""
+
+    oid: str
+    data_key: bytes
+    wrapped_key: bytes
+    salt: bytes | None
+    writer: AbstractContextManager[BinaryIO]
+    on_plaintext: Callable[[memoryview], None] | None = None  # a resumable upload's part hashes

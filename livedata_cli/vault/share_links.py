@@ -1,4 +1,5 @@
-"""Share links: create, list, revoke, and open one as a stranger.
+"""Share links, the owner's side: create, list, revoke (and the copies of packed
+files).  Opening one as a stranger is ``livedata_cli/share_recipient.py``.
 
 A share hands one file version to whoever holds its key, without giving the
 store its plaintext or any other file's key (livedata_cli/crypto/share_manifest.py).
@@ -33,47 +34,31 @@ Each share is a journal record (``share``; ``unshare`` when revoked), so
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from livedata_cli.crypto import container
 from livedata_cli.crypto import share_manifest as sc
 from livedata_cli.errors import (
-    AuthError,
     IntegrityError,
     NotFound,
-    Refused,
-    ShareKeyError,
-    StoreUnreachable,
     UsageError,
 )
+from livedata_cli.index import shares as share_index
+from livedata_cli.share_recipient import FILE_MAGIC, SUFFIX, _iso, now
 
-FILE_MAGIC = b"LDSHARE\x01"
-SUFFIX = ".ldshare"
+if TYPE_CHECKING:
+    from livedata_cli.index.core import Version
+    from livedata_cli.stores import ObjectStore
+    from livedata_cli.stores.api import ApiStore
+    from livedata_cli.stores.s3 import S3Store
+    from livedata_cli.vault.core import Vault
+
 DEFAULT_EXPIRY = 7 * 86400
 S3_MAX_EXPIRY = 7 * 86400  # the longest a SigV4 presigned URL lasts
-KEY_ENV = "LIVEDATA_SHARE_KEY"
-PASSWORD_ENV = "LIVEDATA_SHARE_PASSWORD"
-MAX_ENVELOPE = 64 * 1024
 _DURATION_RE = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
-
-
-def now() -> float:
-    """The time, movable in tests by ``LIVEDATA_TESTONLY_NOW`` (seconds since the epoch)."""
-    forced = os.environ.get("LIVEDATA_TESTONLY_NOW")
-    if forced:
-        try:
-            return float(forced)
-        except ValueError:
-            raise UsageError("LIVEDATA_TESTONLY_NOW must be seconds since the epoch") from None
-    return time.time()
 
 
 def parse_duration(text: str) -> int:
@@ -84,11 +69,17 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def _api(vault: Vault) -> ApiStore:
+    """The vault's store, where ``store_kind`` said "api": a server hosts its shares."""
+    return cast("ApiStore", vault.store)
 
 
-def store_kind(store: Any) -> str:
+def _sharing(vault: Vault) -> ApiStore | S3Store:
+    """The vault's store, where ``store_kind`` said "s3" or "api": it copies byte ranges server-side."""
+    return cast("ApiStore | S3Store", vault.store)
+
+
+def store_kind(store: ObjectStore) -> str:
     url = str(getattr(store, "url", ""))
     if url.startswith("s3://"):
         return "s3"
@@ -148,7 +139,7 @@ class Created:
 
 
 def create(
-    vault: Any,
+    vault: Vault,
     ref: str,
     *,
     expires_in: int = DEFAULT_EXPIRY,
@@ -221,18 +212,18 @@ def create(
     return _recorded(vault, v, kind, share_id, created, expires, max_downloads, password, location, link, key, {})
 
 
-def _copy_member(vault: Any, v: Any, share_id: str) -> str:
+def _copy_member(vault: Vault, v: Version, share_id: str) -> str:
     """A packed version's container copied into an object of its own (S3
     ``UploadPartCopy`` of the byte range, the API server's copy endpoint)."""
     from livedata_cli.packs import share_copy_key
 
     copy = share_copy_key(share_id)
-    vault.store.copy_range(v.store_key, v.offset, v.length, copy)
+    _sharing(vault).copy_range(v.store_key, v.offset, v.length, copy)
     return copy
 
 
 def _publish(
-    vault: Any, kind: str, v: Any, store_key: str, offset: int, manifest: dict[str, Any], share_id: str,
+    vault: Vault, kind: str, v: Version, store_key: str, offset: int, manifest: dict[str, Any], share_id: str,
     secret: bytes, key: str, password: str | None, expires_in: int, max_downloads: int | None,
 ) -> tuple[str, str, str]:
     """Hand ``store_key`` out as a share link: (location, link, the key it carries:
@@ -248,7 +239,7 @@ def _publish(
             hint = sc.password_hint(envelope)
             verifier = sc.check_from_hint(secret, hint, password).hex()
             key = f"{key}.{hint}"
-        location = vault.store.create_share(
+        location = _api(vault).create_share(
             store_key,
             manifest=base64.b64encode(envelope).decode(),
             expires_in=expires_in,
@@ -256,7 +247,7 @@ def _publish(
             verifier=verifier,
         )
         return location, f"{vault.store.url}/s/{location}#{key}", key
-    store = vault.store
+    store = cast("S3Store", vault.store)  # kind "s3"
     manifest["data"] = store.presign_get(store_key, expires_in)
     manifest["offset"] = offset
     envelope = sc.seal_manifest(secret, share_id, manifest, password)
@@ -266,7 +257,7 @@ def _publish(
 
 
 def _recorded(
-    vault: Any, v: Any, kind: str, share_id: str, created: float, expires: float, max_downloads: int | None,
+    vault: Vault, v: Version, kind: str, share_id: str, created: float, expires: float, max_downloads: int | None,
     password: str | None, location: str, link: str, key: str, extra: dict[str, Any],
 ) -> Created:
     """Journal the share (with its copy, if any), audit it and describe it."""
@@ -291,13 +282,13 @@ def _recorded(
     return Created(share, key, link, v.size)
 
 
-def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None:
-    """Manifest and container bytes, written to a temporary file renamed into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.livedata-{secrets.token_hex(4)}.part"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out, vault.store.open(v.store_key) as src:
+def _write_share_file(vault: Vault, v: Version, envelope: bytes, target: Path) -> None:
+    """Manifest and container bytes, written as a download is (``localfs.write_file``:
+    a temporary file, 0600, renamed into place once whole)."""
+    from livedata_cli.localfs import write_file
+
+    def write(out: BinaryIO) -> int:
+        with vault.store.open(v.store_key) as src:
             out.write(FILE_MAGIC + len(envelope).to_bytes(4, "big") + envelope)
             if v.offset:
                 src.seek(v.offset)
@@ -308,23 +299,22 @@ def _write_share_file(vault: Any, v: Any, envelope: bytes, target: Path) -> None
                     raise IntegrityError(f"object {v.object} is shorter than its record says")
                 out.write(chunk)
                 left -= len(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return v.length
+
+    write_file(target, write, mode=0o600)
 
 
-def _journal(vault: Any, record: dict[str, Any]) -> None:
+def _journal(vault: Vault, record: dict[str, Any]) -> None:
     """One journal record of a share event (audited by the caller, with its path)."""
     vault._write_journal([record], audited=False)
 
 
-def list_shares(vault: Any) -> list[Share]:
+def list_shares(vault: Vault) -> list[Share]:
     vault.sync()
-    rows = vault.index.db.execute("SELECT * FROM shares ORDER BY created, id").fetchall()
+    rows = share_index.all_shares(vault.index)
     server: dict[str, dict[str, Any]] = {}
     if any(r["kind"] == "api" for r in rows) and store_kind(vault.store) == "api":
-        server = vault.store.shares()
+        server = _api(vault).shares()
     out = []
     for r in rows:
         seen = server.get(r["location"]) if r["kind"] == "api" else None
@@ -349,7 +339,7 @@ def find_share(shares: list[Share], ref: str) -> Share | None:
                  or s.location.removeprefix("shares/") in wanted), None)
 
 
-def revoke(vault: Any, share_id: str) -> Share:
+def revoke(vault: Vault, share_id: str) -> Share:
     """Revoke a share: the store forgets its manifest (S3); a share file is marked only."""
     found = find_share(list_shares(vault), share_id)
     if found is None:
@@ -359,7 +349,7 @@ def revoke(vault: Any, share_id: str) -> Share:
     if found.kind == "s3":
         vault.store.delete(found.location)
     elif found.kind == "api":
-        vault.store.revoke_share(found.location)
+        _api(vault).revoke_share(found.location)
     if found.kind == "s3":
         # The manifest is gone, but a presigned URL of the copy works until it
         # expires: deleting the copy ends it now.  (A server share refuses its
@@ -376,7 +366,7 @@ def revoke(vault: Any, share_id: str) -> Share:
     )
 
 
-def _delete_copy(vault: Any, share_id: str) -> None:
+def _delete_copy(vault: Vault, share_id: str) -> None:
     """Delete a share's copy of a packed file, if it made one."""
     from livedata_cli.packs import share_copy_key
 
@@ -385,286 +375,25 @@ def _delete_copy(vault: Any, share_id: str) -> None:
         vault.store.delete(copy)
 
 
-def delete_copies(vault: Any, vids: list[str]) -> int:
+def delete_copies(vault: Vault, vids: list[str]) -> int:
     """Delete the share copies of versions being purged; returns the bytes freed."""
+    from livedata_cli.packs import share_copy_key
+
     freed = 0
-    for i in range(0, len(vids), 500):
-        chunk = vids[i : i + 500]
-        rows = vault.index.db.execute(
-            f"SELECT id FROM shares WHERE kind IN ('s3', 'api') AND vid IN ({','.join('?' * len(chunk))})", chunk
-        ).fetchall()
-        for (share_id,) in rows:
-            from livedata_cli.packs import share_copy_key
-
-            copy = share_copy_key(share_id)
-            if vault.store.exists(copy):
-                freed += vault.store.size(copy)
-                vault.store.delete(copy)
+    for share_id in share_index.copied_share_ids(vault.index, vids):
+        copy = share_copy_key(share_id)
+        if vault.store.exists(copy):
+            freed += vault.store.size(copy)
+            vault.store.delete(copy)
     return freed
-
-
-# -- the recipient's side -------------------------------------------------------
-@dataclass(frozen=True)
-class ShareRef:
-    kind: str  # "file", "url" (S3 presigned) or "api" (https://HOST/s/ID)
-    where: str  # path of the share file, or the URL without its fragment
-    key: str | None  # from the fragment
-
-
-def parse_ref(ref: str) -> ShareRef | None:
-    """A share file (``x.ldshare``, ``x.ldshare#KEY``) or link (``https://…#KEY``), else None."""
-    where, hashmark, fragment = ref.partition("#")
-    if where.startswith(("https://", "http://")):
-        if re.search(r"/s/[A-Za-z0-9_-]+/?$", where):
-            return ShareRef("api", where.rstrip("/"), fragment or None)
-        return ShareRef("url", where, fragment or None) if hashmark or "/s/" in where or "/shares/" in where else None
-    if where.endswith(SUFFIX) and (hashmark or os.path.isfile(where)):
-        return ShareRef("file", where, fragment or None)
-    return None
-
-
-@dataclass
-class Opened:
-    """A share whose manifest opened: what it holds, and how to fetch its data."""
-
-    ref: ShareRef
-    manifest: dict[str, Any]
-    verifier: str | None = None
-
-    @property
-    def name(self) -> str:
-        base = os.path.basename(str(self.manifest.get("name", ""))) or "shared-file"
-        return base if base not in (".", "..") else "shared-file"
-
-    @property
-    def size(self) -> int:
-        return int(self.manifest["size"])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.manifest["id"],
-            "name": self.name,
-            "size": self.size,
-            "mime": self.manifest.get("mime"),
-            "expires": self.manifest.get("expires"),
-        }
-
-    def write(self, dst: BinaryIO, progress: Callable[[int], None] | None = None) -> int:
-        """Authenticate and decrypt the shared data into ``dst``."""
-        with self._data() as src:
-            n = container.decrypt_stream(
-                bytes.fromhex(self.manifest["key"]),
-                src,
-                dst,
-                expected_header_hash=str(self.manifest["header_hash"]),
-                on_progress=progress,
-            )
-        if n != self.size:
-            raise IntegrityError(f"the share holds {n} bytes where its manifest says {self.size}")
-        return n
-
-    def download_to(self, target: Path, progress: Callable[[int], None] | None = None) -> int:
-        """Write to a temporary file renamed into place after the last segment authenticated."""
-        from livedata_cli.localfs import write_file
-
-        return write_file(target, lambda out: self.write(out, progress))
-
-    @contextmanager
-    def _data(self) -> Iterator[Any]:
-        if self.ref.kind == "file":
-            with open(self.ref.where, "rb") as f:
-                f.seek(len(FILE_MAGIC) + 4 + int.from_bytes(_read_head(f)[1], "big"))
-                yield _Limited(f, int(self.manifest["length"]))
-                if f.read(1):
-                    raise IntegrityError(f"{self.ref.where} has bytes after its data: it was changed")
-            return
-        import httpx
-
-        if self.ref.kind == "api":
-            try:
-                with httpx.stream("GET", _api_url(self.ref, "download"), headers=_vheaders(self.verifier), timeout=60) as r:
-                    if r.status_code != 200:
-                        r.read()
-                        _api_status(r)
-                    yield _Limited(_HttpReader(r.iter_raw()), int(self.manifest["length"]))
-            except httpx.HTTPError as e:
-                raise StoreUnreachable(f"cannot fetch the shared data: {e}") from None
-            return
-        headers: dict[str, str] = {}
-        offset = int(self.manifest.get("offset", 0))
-        if offset:
-            headers["Range"] = f"bytes={offset}-{offset + int(self.manifest['length']) - 1}"
-        try:
-            with httpx.stream("GET", str(self.manifest["data"]), headers=headers, timeout=60) as r:
-                _check_status(r.status_code, "the shared data")
-                yield _Limited(_HttpReader(r.iter_raw()), int(self.manifest["length"]))
-        except httpx.HTTPError as e:
-            raise StoreUnreachable(f"cannot fetch the shared data: {e}") from None
-
-
-def _read_head(f: BinaryIO) -> tuple[bytes, bytes]:
-    head = f.read(len(FILE_MAGIC) + 4)
-    if head[: len(FILE_MAGIC)] != FILE_MAGIC or len(head) < len(FILE_MAGIC) + 4:
-        raise IntegrityError(f"{getattr(f, 'name', 'this file')} is not a livedata share file")
-    return head[: len(FILE_MAGIC)], head[len(FILE_MAGIC) :]
-
-
-def _check_status(status: int, what: str) -> None:
-    if status in (403, 404, 410):
-        raise Refused(f"{what} is no longer available: the share expired, was revoked or never existed")
-    if status == 429:
-        raise Refused(f"{what}: too many requests; try again later")
-    if status >= 400:
-        raise StoreUnreachable(f"{what}: the server answered HTTP {status}")
-
-
-def open_share(ref: ShareRef, key: str | None, password: Callable[[], str | None]) -> Opened:
-    """Open a share's manifest with its key (fragment, ``--key`` or LIVEDATA_SHARE_KEY)
-    and, when it has one, its password; check its expiry."""
-    text = ref.key or key or os.environ.get(KEY_ENV)
-    if not text:
-        raise AuthError(f"this share needs its key: add '#KEY' to it, give --key KEY or set {KEY_ENV}")
-    text, _dot, hint = text.partition(".")
-    secret = sc.decode_secret(text)
-    verifier: str | None = None
-    pw: str | None = None
-    if ref.kind == "api":
-        if hint:
-            pw = password()
-            if pw is None:
-                raise ShareKeyError(
-                    f"this share is protected by a password: set {PASSWORD_ENV} or run on a terminal to be asked"
-                )
-            verifier = sc.check_from_hint(secret, hint, pw).hex()
-        envelope = _fetch_api_envelope(ref, verifier)
-    else:
-        envelope = _fetch_envelope(ref)
-    if pw is None and sc.needs_password(envelope):
-        pw = password()
-    manifest = sc.open_manifest(secret, envelope, pw)
-    expires = manifest.get("expires")
-    if expires is not None and now() >= float(expires):
-        raise Refused(f"this share expired at {_iso(float(expires))}")
-    for field in ("size", "key", "header_hash", "length"):
-        if field not in manifest:
-            raise IntegrityError(f"the share's manifest lacks its {field}")
-    return Opened(ref, manifest, verifier)
-
-
-def _api_url(ref: ShareRef, what: str) -> str:
-    base, _s, share_id = ref.where.rpartition("/s/")
-    return f"{base}/api/v1/shares/{share_id}/{what}"
-
-
-def _vheaders(verifier: str | None) -> dict[str, str]:
-    return {"X-Share-Verifier": verifier} if verifier else {}
-
-
-def _api_status(r: Any) -> None:
-    """A share endpoint's refusal as the livedata error of its exit code."""
-    try:
-        message = str(r.json().get("detail") or r.json().get("message") or "")
-    except ValueError:
-        message = ""
-    if r.status_code == 401:
-        raise ShareKeyError("the password does not open this share (the server counts failed attempts)")
-    if r.status_code == 404:
-        raise NotFound("no such share on this server (the link is wrong, or the file was deleted)")
-    if r.status_code in (410, 429):
-        raise Refused(message or "this share is expired, used up, locked or revoked")
-    if r.status_code >= 400:
-        raise StoreUnreachable(f"the server answered HTTP {r.status_code}")
-
-
-def _fetch_api_envelope(ref: ShareRef, verifier: str | None) -> bytes:
-    import base64
-    import binascii
-
-    import httpx
-
-    try:
-        r = httpx.get(_api_url(ref, "public"), headers=_vheaders(verifier), timeout=30)
-    except httpx.HTTPError as e:
-        raise StoreUnreachable(f"cannot fetch the share: {e}") from None
-    if r.status_code != 200:
-        _api_status(r)
-    try:
-        return base64.b64decode(str(r.json()["manifest"]), validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise IntegrityError("the server's answer for this share is not a livedata share") from None
-
-
-def _fetch_envelope(ref: ShareRef) -> bytes:
-    if ref.kind == "file":
-        try:
-            with open(ref.where, "rb") as f:
-                _magic, n = _read_head(f)
-                size = int.from_bytes(n, "big")
-                if size > MAX_ENVELOPE:
-                    raise IntegrityError(f"{ref.where} is not a livedata share file (its header is too large)")
-                envelope = f.read(size)
-        except FileNotFoundError:
-            raise NotFound(f"{ref.where}: no such share file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{ref.where} is a folder, not a share file") from None
-        if len(envelope) != size:
-            raise IntegrityError(f"{ref.where} is truncated")
-        return envelope
-    import httpx
-
-    try:
-        r = httpx.get(ref.where, timeout=30)
-    except httpx.HTTPError as e:
-        raise StoreUnreachable(f"cannot fetch the share: {e}") from None
-    _check_status(r.status_code, "this share")
-    if len(r.content) > MAX_ENVELOPE:
-        raise IntegrityError("this link does not lead to a livedata share")
-    return r.content
-
-
-class _Limited:
-    """At most ``n`` bytes of a stream: the container, not what follows it."""
-
-    def __init__(self, src: Any, n: int) -> None:
-        self._src, self._left = src, n
-
-    def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        want = self._left if size < 0 else min(size, self._left)
-        data: bytes = self._src.read(want)
-        self._left -= len(data)
-        return data
-
-
-class _HttpReader:
-    """A ``read(n)`` view of an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = bytearray()
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buf) < size:
-            try:
-                self._buf += next(self._chunks)
-            except StopIteration:
-                break
-        if size < 0:
-            size = len(self._buf)
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
-        return out
 
 
 __all__ = [
     "Created",
-    "Opened",
     "Share",
-    "ShareRef",
     "create",
+    "delete_copies",
     "list_shares",
-    "open_share",
-    "parse_ref",
+    "now",
     "revoke",
 ]

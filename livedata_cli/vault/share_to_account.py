@@ -31,24 +31,30 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from livedata_cli import share_recipient
 from livedata_cli.crypto import box
 from livedata_cli.crypto import share_manifest as sc
 from livedata_cli.errors import IntegrityError, NotFound, Refused, UsageError
+from livedata_cli.index import shares as share_index
 from livedata_cli.vault import share_links
+
+if TYPE_CHECKING:
+    from livedata_cli.stores.api import ApiStore
+    from livedata_cli.vault.core import Vault
 
 PRIVATE_KEY = "x25519/private"
 CONTEXT = b"livedata/v1/share-to"
 
 
-def _api_store(vault: Any, what: str) -> Any:
+def _api_store(vault: Vault, what: str) -> ApiStore:
     if share_links.store_kind(vault.store) != "api":
         raise UsageError(f"{what} needs a vault on a Live-Data API store (https://HOST): accounts live on a server")
-    return vault.store
+    return cast("ApiStore", vault.store)
 
 
-def key_pair(vault: Any) -> tuple[bytes, bytes]:
+def key_pair(vault: Vault) -> tuple[bytes, bytes]:
     """This vault's (private, public) key pair, made and published on first need."""
     store = _api_store(vault, "a share to an account")
     try:
@@ -71,9 +77,9 @@ class Pin:
     first_use: bool
 
 
-def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
+def pinned_key(vault: Vault, email: str) -> tuple[bytes, Pin]:
     """Her public key as the server says it, checked against (or pinned as) the one seen first."""
-    store = vault.store
+    store = cast("ApiStore", vault.store)  # its callers took the store through _api_store
     email = email.strip().lower()
     said = store.public_key_of(email)
     if said is None:
@@ -84,25 +90,21 @@ def pinned_key(vault: Any, email: str) -> tuple[bytes, Pin]:
         public = box.check_public(bytes.fromhex(said))
     except ValueError:
         raise IntegrityError(f"the server's public key of {email} is not hex") from None
-    db = vault.index.db
-    row = db.execute("SELECT public_key FROM pinned_keys WHERE server = ? AND email = ?", (store.url, email)).fetchone()
-    if row is not None:
-        if row[0] != public.hex():
+    pinned = share_index.pinned_public_key(vault.index, store.url, email)
+    if pinned is not None:
+        if pinned != public.hex():
             raise IntegrityError(
-                f"public key of {email} changed (pinned {box.fingerprint(bytes.fromhex(row[0]))}, "
+                f"public key of {email} changed (pinned {box.fingerprint(bytes.fromhex(pinned))}, "
                 f"server now says {box.fingerprint(public)}): nothing was shared"
             )
         return public, Pin(box.fingerprint(public), False)
-    db.execute(
-        "INSERT INTO pinned_keys (server, email, public_key, first_seen) VALUES (?, ?, ?, ?)",
-        (store.url, email, public.hex(), share_links.now()),
-    )
+    share_index.pin_public_key(vault.index, store.url, email, public.hex(), share_links.now())
     return public, Pin(box.fingerprint(public), True)
 
 
-def pinned_sender(vault: Any, email: str) -> tuple[bytes, Pin]:
+def pinned_sender(vault: Vault, email: str) -> tuple[bytes, Pin]:
     """The sender's signing key as the server says it, checked against (or pinned as) the one seen first."""
-    store = vault.store
+    store = cast("ApiStore", vault.store)  # its callers took the store through _api_store
     email = email.strip().lower()
     said = store.signing_key_of(email)
     if said is None:
@@ -113,21 +115,15 @@ def pinned_sender(vault: Any, email: str) -> tuple[bytes, Pin]:
         raise IntegrityError(f"the server's signing key of {email} is not hex") from None
     if len(signing) != box.KEY_LEN:
         raise IntegrityError(f"the server's signing key of {email} is not an Ed25519 key (32 bytes)")
-    db = vault.index.db
-    row = db.execute(
-        "SELECT signing_key FROM pinned_signing_keys WHERE server = ? AND email = ?", (store.url, email)
-    ).fetchone()
-    if row is not None:
-        if row[0] != signing.hex():
+    pinned = share_index.pinned_signing_key(vault.index, store.url, email)
+    if pinned is not None:
+        if pinned != signing.hex():
             raise IntegrityError(
-                f"signing key of {email} changed (pinned {box.fingerprint(bytes.fromhex(row[0]))}, "
+                f"signing key of {email} changed (pinned {box.fingerprint(bytes.fromhex(pinned))}, "
                 f"server now says {box.fingerprint(signing)}): not opened"
             )
         return signing, Pin(box.fingerprint(signing), False)
-    db.execute(
-        "INSERT INTO pinned_signing_keys (server, email, signing_key, first_seen) VALUES (?, ?, ?, ?)",
-        (store.url, email, signing.hex(), share_links.now()),
-    )
+    share_index.pin_signing_key(vault.index, store.url, email, signing.hex(), share_links.now())
     return signing, Pin(box.fingerprint(signing), True)
 
 
@@ -139,7 +135,7 @@ class SentTo:
 
 
 def create(
-    vault: Any, ref: str, to: str, *, expires_in: int, max_downloads: int | None, version: int | None = None
+    vault: Vault, ref: str, to: str, *, expires_in: int, max_downloads: int | None, version: int | None = None
 ) -> SentTo:
     """Share one file version with another account, sealed to her pinned public key."""
     store = _api_store(vault, "--to")
@@ -175,7 +171,7 @@ def create(
     }
     context = box.share_context(CONTEXT, server_id, sender, to)
     sealed = box.seal_signed(private, public, json.dumps(manifest, sort_keys=True).encode(), context)
-    # A packed file gets an object of its own first, as for a link (sharing.py).
+    # A packed file gets an object of its own first, as for a link (share_links.py).
     with vault.lock(command="livedata share") if v.pack else contextlib.nullcontext():
         store_key = share_links._copy_member(vault, v, share_id) if v.pack else v.store_key
         try:
@@ -204,7 +200,7 @@ def create(
         share_links._journal(vault, record)
     vault.events.add(
         "share", v.path, object=v.object,
-        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {share_links._iso(expires)}",
+        detail=f"share {share_id} (api) to {to}, key {pin.fingerprint}, expires {share_recipient._iso(expires)}",
     )
     share = share_links.Share(share_id, v.path, "api", created, expires, max_downloads, False, location, None)
     link = f"{store.url}/s/{location}"
@@ -233,7 +229,7 @@ class Incoming:
         }
 
 
-def _open_manifest(vault: Any, private: bytes, me: str, item: dict[str, Any]) -> tuple[dict[str, Any], Pin]:
+def _open_manifest(vault: Vault, private: bytes, me: str, item: dict[str, Any]) -> tuple[dict[str, Any], Pin]:
     """The manifest of one incoming share, verified against its sender's pinned signing key."""
     share_id, sender = str(item.get("id")), str(item.get("owner_email", "")).strip().lower()
     try:
@@ -260,7 +256,7 @@ def _open_manifest(vault: Any, private: bytes, me: str, item: dict[str, Any]) ->
     return manifest, pin
 
 
-def incoming(vault: Any) -> list[Incoming]:
+def incoming(vault: Vault) -> list[Incoming]:
     """Shares addressed to this account, with the names only this vault can read.
 
     A share whose signature does not verify is listed with its name withheld
@@ -286,7 +282,7 @@ def incoming(vault: Any) -> list[Incoming]:
     return out
 
 
-class IncomingOpened(share_links.Opened):
+class IncomingOpened(share_recipient.Opened):
     """A share addressed to this account: its data comes through her signed-in session."""
 
     store: Any = None
@@ -298,12 +294,12 @@ class IncomingOpened(share_links.Opened):
             if resp.status_code == 410:
                 resp.read()
                 raise Refused(f"share {self.manifest['server_id']} is expired, used up or revoked")
-            yield share_links._Limited(share_links._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
+            yield share_recipient._Limited(share_recipient._HttpReader(resp.iter_raw()), int(self.manifest["length"]))
         finally:
             resp.close()
 
 
-def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
+def open_incoming(vault: Vault, ref: str) -> tuple[IncomingOpened, str, Pin]:
     """A share addressed to this account, by its id or link; returns it, its sender and her key's pin."""
     store = _api_store(vault, "a share to your account")
     share_id = ref.partition("#")[0].rstrip("/").rsplit("/", 1)[-1]
@@ -316,14 +312,14 @@ def open_incoming(vault: Any, ref: str) -> tuple[IncomingOpened, str, Pin]:
     manifest, pin = _open_manifest(vault, private, store.my_email(), item)
     expires = manifest.get("expires")
     if expires is not None and share_links.now() >= float(expires):
-        raise Refused(f"this share expired at {share_links._iso(float(expires))}")
+        raise Refused(f"this share expired at {share_recipient._iso(float(expires))}")
     manifest["server_id"] = share_id
-    opened = IncomingOpened(share_links.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
+    opened = IncomingOpened(share_recipient.ShareRef("api", f"{store.url}/s/{share_id}", None), manifest)
     opened.store = store
     return opened, str(item["owner_email"]).strip().lower(), pin
 
 
-def received(vault: Any, opened: IncomingOpened, sender: str, pin: Pin, target: str) -> None:
+def received(vault: Vault, opened: IncomingOpened, sender: str, pin: Pin, target: str) -> None:
     vault.events.add(
         "share-receive", opened.name,
         detail=f"share {opened.manifest['server_id']} from {sender} (signing key {pin.fingerprint}) to {target}",
