@@ -26,6 +26,7 @@ whole; a killed upload leaves at most an unreferenced temporary file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -162,6 +163,9 @@ class PackWriter:
         self._size = 0
         self._held = bytearray()  # members not yet handed to the store's writer
         self._padding = _Padding()
+        # A pack lost to a failed write took members already answered for with
+        # it: the next seal() fails, so that no journal names them.
+        self._lost: BaseException | None = None
 
     def add(self, container: bytes | memoryview) -> tuple[str, int]:
         """Append one whole container; returns the pack id and its offset there."""
@@ -177,7 +181,12 @@ class PackWriter:
             self._held += self._padding.take(padded(length) - length)  # hides the size within its class
             self._size += padded(length)
             if len(self._held) >= _WRITE_CHUNK:
-                self._write_held()
+                try:
+                    self._write_held()
+                except BaseException as e:
+                    self._lost = e
+                    self._finish(e)
+                    raise
             pack = self._pack
             if self._size >= self._target:
                 self._finish(None)
@@ -191,6 +200,10 @@ class PackWriter:
     def seal(self) -> None:
         """Make the current pack an object of the store (before a journal names it)."""
         with self._lock:
+            lost, self._lost = self._lost, None
+            if lost is not None:
+                self._finish(lost)
+                raise OSError(getattr(lost, "errno", None) or errno.EIO, f"writing a pack failed: {lost}") from lost
             self._finish(None)
 
     def discard(self, error: BaseException) -> None:

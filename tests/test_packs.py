@@ -203,3 +203,46 @@ def test_a_killed_upload_leaves_no_worker_holding_the_vault_lock(vault_cli: Cli)
     assert r.code == 0, r.stderr  # not 7: nothing holds the lock
     vault_cli.ok("verify", "--data")
     assert len([e for e in vault_cli.ok("ls", "t/", "--json").json() if e["kind"] == "file"]) == 4000
+
+
+def test_a_failed_pack_write_fails_the_next_seal_and_stores_nothing(tmp_path: Path) -> None:
+    """Members are held in memory and written a mebibyte at a time: when that
+    write fails, the members already answered for went with it, so the next
+    seal must fail (no journal may name them) and no pack object is left."""
+    import errno
+
+    from livedata_cli.packs import PackWriter
+    from livedata_cli.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    store.prepare()
+
+    class Full:
+        def __init__(self, f: Any) -> None:
+            self._f = f
+
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._f, name)
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._f.close()
+
+    real = store._create
+    store._create = lambda tmp: Full(real(tmp))  # type: ignore[method-assign]
+    writer = PackWriter(store)
+    answered = []
+    with pytest.raises(OSError) as first:
+        for _ in range(100):
+            answered.append(writer.add(os.urandom(64 * 1024)))
+    assert first.value.errno == errno.ENOSPC and answered, "some members were answered before the write"
+    with pytest.raises(OSError) as sealed:
+        writer.seal()
+    assert sealed.value.errno == errno.ENOSPC
+    assert not list(store.list("data/")), "no pack object, empty or not"
+    writer.seal()  # reported once: the writer is usable again

@@ -105,6 +105,7 @@ def serve(config: ServerConfig, on_listen: Callable[[str], None]) -> None:
     """Run until interrupted; ``on_listen`` gets the URL once the socket is bound."""
     import uvicorn
 
+    import livedata_cli.server.app  # noqa: F401 (a missing package fails here, before "listening")
     from livedata_cli.server.timeouts import TimedHttpProtocol
 
     if bool(config.certfile) != bool(config.keyfile):
