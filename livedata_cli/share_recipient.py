@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from livedata_cli.crypto import container
 from livedata_cli.crypto import share_manifest as sc
@@ -28,6 +28,9 @@ from livedata_cli.errors import (
     StoreUnreachable,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 FILE_MAGIC = b"LDSHARE\x01"
 SUFFIX = ".ldshare"
@@ -207,7 +210,7 @@ def _vheaders(verifier: str | None) -> dict[str, str]:
     return {"X-Share-Verifier": verifier} if verifier else {}
 
 
-def _api_status(r: Any) -> None:
+def _api_status(r: httpx.Response) -> None:
     """A share endpoint's refusal as the livedata error of its exit code."""
     try:
         message = str(r.json().get("detail") or r.json().get("message") or "")

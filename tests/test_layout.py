@@ -214,29 +214,3 @@ def test_the_vault_core_imports_no_use_case() -> None:
     wrong = sorted(m for m in reached if m.startswith("livedata_cli.vault.") and m.rpartition(".")[2] in use_cases)
     assert not wrong, f"livedata_cli/vault/core.py reaches the use cases {wrong} when it runs"
 
-
-# Parameters with these names carry a livedata type (a Vault, a store, a
-# Version, a batch report ...); typed Any they hide what a function depends on.
-TYPED_NAMES = {"vault", "store", "index", "v", "version", "cfg", "batch", "report", "writer"}
-# Where the rule holds so far (the rest of the package follows as it is typed).
-TYPED_MODULES = ("vault/", "share_recipient.py", "mount.py", "locking.py", "localfs.py",
-                 "cli/files.py", "cli/share_cmds.py", "cli/password_cmds.py")
-
-
-def test_no_parameter_typed_any_where_a_livedata_type_is_meant() -> None:
-    wrong = []
-    for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
-        if not rel.startswith(TYPED_MODULES):
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs:
-                    ann = arg.annotation
-                    if arg.arg in TYPED_NAMES and isinstance(ann, ast.Name) and ann.id == "Any":
-                        wrong.append(f"{graph_path(_name_of(path))}:{node.lineno} {node.name}({arg.arg}: Any)")
-    assert not wrong, "parameters typed Any where a livedata type is meant:\n" + "\n".join(wrong)
-
-
-def _name_of(path: Path) -> str:
-    return next(name for name, p in _modules().items() if p == path)

@@ -9,8 +9,6 @@
   definitions name.
 * No two server modules import each other, even through others (the
   import graph of ``tests/test_layout.py``, lazy imports included).
-* No parameter is typed ``Any`` where a real type is meant (rows, the
-  caller, the context, a connection); JSON values may be ``Any``.
 """
 
 from __future__ import annotations
@@ -146,31 +144,6 @@ def test_a_migrated_database_holds_every_defined_table_and_column(tmp_path: Path
         assert have == every_table, have ^ every_table
     finally:
         database.dispose()
-
-
-# Parameters that may be typed Any, and why.
-ANY_ALLOWED = {
-    ("account_data.py", "doc", "value"): "a JSON document",
-    ("bodylimit.py", "_strings", "value"): "a parsed JSON value",
-    ("account_data.py", "_paged", "keys"): "the columns a keyset pages by, of any type",
-    ("timeouts.py", "__init__", "args"): "passed through to uvicorn's protocol unchanged",
-    ("timeouts.py", "__init__", "kw"): "passed through to uvicorn's protocol unchanged",
-}
-
-
-def test_no_server_parameter_is_typed_any_where_a_real_type_is_meant() -> None:
-    wrong = []
-    for path in sorted(SERVER.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            a = node.args
-            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, *(x for x in (a.vararg, a.kwarg) if x)]:
-                if arg.annotation is None or ast.unparse(arg.annotation) != "Any":
-                    continue
-                if (path.name, node.name, arg.arg) not in ANY_ALLOWED:
-                    wrong.append(f"livedata_cli/server/{path.name}:{node.lineno} {node.name}({arg.arg}: Any)")
-    assert not wrong, "parameters typed Any:\n" + "\n".join(wrong)
 
 
 def test_no_import_circles_inside_the_server() -> None:

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from livedata_cli.errors import UsageError
 from livedata_cli.sizes import human_size as human_size  # for the commands
+
+if TYPE_CHECKING:
+    from livedata_cli.vault.reports import BatchReport
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
@@ -307,7 +310,7 @@ def _same_store(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def finish_batch(env: Env, report: Any, verb: str) -> None:
+def finish_batch(env: Env, report: BatchReport, verb: str) -> None:
     """Render a batch report and turn failures into exit 8 (or the single item's code)."""
     from livedata_cli.errors import ExitCode
 

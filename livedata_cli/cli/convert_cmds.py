@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,10 @@ from livedata_cli.cli.common import (
     setup,
 )
 from livedata_cli.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from livedata_cli.convert.queue import Job
+    from livedata_cli.convert.service import Item, Report
 
 app = typer.Typer(
     cls=group_with_default("run"),
@@ -152,16 +156,16 @@ def run(
     _finish(env, report)
 
 
-def _render_queued(env: Env, report: Any) -> None:
+def _render_queued(env: Env, report: Report) -> None:
     if env.json:
         env.emit(report.to_json())
         return
     for item in report.items:
-        env.out(item.job)
+        env.out(item.job or "")
         env.say(f"queued  {item.source} -> {item.path}  ({item.engine}); 'livedata convert status {item.job}'")
 
 
-def _finish(env: Env, report: Any) -> None:
+def _finish(env: Env, report: Report) -> None:
     failed = report.failed
     if env.json:
         env.emit(report.to_json())
@@ -237,7 +241,7 @@ def status(
         env.out(_job_line(job))
 
 
-def _job_line(job: Any) -> str:
+def _job_line(job: Job) -> str:
     what = f"{job.source} -> {job.target}"
     if job.status == "running":
         state = "running" + (f" {job.progress * 100:.0f}%" if job.progress is not None else "")
@@ -274,7 +278,7 @@ def worker(
     me = worker_id()
     finished: list[dict[str, Any]] = []
     with open_vault(env) as vault, Queue() as queue, _term_as_interrupt():
-        def after_job(job: Any, item: Any) -> None:
+        def after_job(job: Job, item: Item) -> None:
             finished.append(job.to_json())
             if item.status == "failed":
                 env.warn(f"livedata: {job.id}: {job.source}: {item.error}")

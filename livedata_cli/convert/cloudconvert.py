@@ -16,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livedata_cli.convert.base import Engine, Request
 from livedata_cli.errors import AuthError, ConversionFailed, Refused, StoreUnreachable
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "https://api.cloudconvert.com"
 KEY_VAR = "LIVEDATA_CLOUDCONVERT_KEY"
@@ -124,7 +127,7 @@ def _job(req: Request) -> dict[str, Any]:
     }
 
 
-def _data(r: Any) -> dict[str, Any]:
+def _data(r: httpx.Response) -> dict[str, Any]:
     """The ``data`` of an API answer, or the error it stands for."""
     if r.status_code in (401, 403):
         raise AuthError(f"cloudconvert refused the API key in {KEY_VAR} (HTTP {r.status_code})")
@@ -141,7 +144,7 @@ def _data(r: Any) -> dict[str, Any]:
     return data
 
 
-def _message(r: Any) -> str:
+def _message(r: httpx.Response) -> str:
     try:
         body = r.json()
         return str(body.get("message") or body.get("code") or r.reason_phrase)
@@ -156,7 +159,7 @@ def _task(job: dict[str, Any], name: str) -> dict[str, Any]:
     raise ConversionFailed(f"cloudconvert: the job has no task {name!r}")
 
 
-def _wait(api: Any, job_id: str, deadline: float, req: Request) -> dict[str, Any]:
+def _wait(api: httpx.Client, job_id: str, deadline: float, req: Request) -> dict[str, Any]:
     delay = POLL_FIRST
     while True:
         job = _data(api.get(f"/v2/jobs/{job_id}"))
