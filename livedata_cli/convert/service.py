@@ -20,8 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from livedata_cli import localfs
 from livedata_cli.convert import base
 from livedata_cli.convert.base import DEFAULT_TIMEOUT, Request, Step
 from livedata_cli.convert.queue import DEFAULT_LEASE, Job, Queue
@@ -329,15 +330,19 @@ def _write_outputs(report: Report, produced: dict[int, Path], done: list[int], o
     for n in done:
         item = report.items[n]
         target = out / item.path.rsplit("/", 1)[-1] if as_folder else out
-        tmp = target.parent / f".{target.name}.livedata-convert.part"
         try:
-            shutil.copyfile(produced[n], tmp)
-            os.chmod(tmp, produced[n].stat().st_mode & 0o777)
-            os.replace(tmp, target)
+            with open(produced[n], "rb") as src:  # written as a download is: no partial file
+                localfs.write_file(
+                    target, lambda f: _copied(src, f), mode=os.fstat(src.fileno()).st_mode & 0o777
+                )
             item.output = str(target)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             item.failed(e)
+
+
+def _copied(src: BinaryIO, dst: BinaryIO) -> int:
+    shutil.copyfileobj(src, dst, 1 << 20)
+    return src.tell()
 
 
 def _store(vault: Vault, pairs: list[tuple[Version, str]], report: Report, produced: dict[int, Path], done: list[int]) -> None:
