@@ -242,6 +242,18 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     port = free_port()
     srv = server(*smtp(mailbox), "--port", str(port))
     url = srv.url
+    started = [srv]
+
+    home = srv.home / "server"  # the first server's database, blobs and keys, kept by each restart
+
+    def restart(old: Any, *extra: str) -> Any:
+        old.stop()
+        db = ("--db", f"sqlite:///{home / 'server.sqlite'}", "--store", str(home / "blobs"), "--keys", str(home / "keys.json"))
+        again = server(*smtp(mailbox), "--port", str(port), *db, *extra)
+        assert again.url == url
+        started.append(again)
+        return again
+
     desk, laptop = cli, other_home(cli, "laptop")
     sign_up(desk, url, "ada@example.com", "desk")
     setup = desk.ok("mfa", "setup", "--server", url, "--json", env={"LIVEDATA_PASSWORD": PASSWORD}).json()
@@ -293,6 +305,9 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
         )
         assert r.status_code == 204
     sent += 1
+    # The same server again (same database, same URL): a new process starts its
+    # login budget (10 a minute per account) afresh, which this test does not measure.
+    srv = restart(srv)
     pw = {"LIVEDATA_PASSWORD": new_password}
     assert_one_line_error(login(laptop, url, "ada@example.com", env=pw), 4)
     assert (
@@ -308,22 +323,7 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     laptop.ok("account", "trust", "--server", url)
 
     # mfa_policy=always: the same server (same database, same URL) asks for the code on trusted devices too.
-    srv.stop()
-    home = srv.home / "server"
-    again = server(
-        *smtp(mailbox),
-        "--port",
-        str(port),
-        "--mfa-policy",
-        "always",
-        "--db",
-        f"sqlite:///{home / 'server.sqlite'}",
-        "--store",
-        str(home / "blobs"),
-        "--keys",
-        str(home / "keys.json"),
-    )
-    assert again.url == url
+    srv = restart(srv, "--mfa-policy", "always")
     laptop.ok("logout", "--server", url)
     assert_one_line_error(login(laptop, url, "ada@example.com", env=pw), 4)
     assert (
@@ -358,7 +358,7 @@ def test_trusted_device_skips_the_code_until_revoked_and_mfa_policy_always(
     ]
     for _, text in got:
         assert_no_secrets(text, secrets)
-    assert secret not in srv.log() + again.log()
+    assert not any(secret in s.log() for s in started)
 
 
 def test_login_works_when_the_mail_server_is_down(cli: Cli, server: Any) -> None:  # noqa: F811
