@@ -69,7 +69,7 @@ def files_row(args: argparse.Namespace, exe: str) -> None:
         # Python's start-up, not livedata): the same use case rm --purge calls.
         code = (
             "import os, sys\n"
-            "from livedata_cli.keys.slots import Unlocker\n"
+            "from livedata_cli.keys.unlock import Unlocker\n"
             "from livedata_cli.vault.core import Vault\n"
             "v = Vault.open(Unlocker(use_keyring=False))\n"
             "n, step = int(sys.argv[1]), int(sys.argv[2])\n"
@@ -118,7 +118,7 @@ APPEND_EVENTS = (
     "import sys\n"
     "from livedata_cli.audit.chain import Trail\n"
     "from livedata_cli.audit.recorder import Recorder\n"
-    "from livedata_cli.keys.slots import Unlocker\n"
+    "from livedata_cli.keys.unlock import Unlocker\n"
     "from livedata_cli.vault.core import Vault\n"
     "v = Vault.open(Unlocker(use_keyring=False))\n"
     "trail, rec = Trail.of(v), Recorder()\n"

@@ -134,7 +134,7 @@ def _fallback(can_prompt: bool) -> tuple[str | None, str | None, int]:
 
 
 def check_keyring(*, use_keyring: bool, can_prompt: bool, vault_id: str | None) -> Check:
-    from livedata_cli.keys.slots import KEYRING_SERVICE, KeyCache
+    from livedata_cli.keys.oskeyring import KEYRING_SERVICE, KeyCache
 
     fallback, problem, code = _fallback(can_prompt)
     details: dict[str, Any] = {"usable": False, "backend": None, "key_cached": None, "fallback": fallback}

@@ -39,7 +39,7 @@ from livedata_cli.crypto.wrap import subkey
 from livedata_cli.errors import IntegrityError
 
 if TYPE_CHECKING:
-    from livedata_cli.keys.slots import KeyCache
+    from livedata_cli.keys.oskeyring import KeyCache
 
 STATE_FILE = "state.json"
 CHAIN = "chain"  # the kind of a journal's first record

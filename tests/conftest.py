@@ -235,7 +235,7 @@ def store_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def open_vault() -> Iterator[Any]:
     """The library-level vault of the test's home (after ``init``)."""
-    from livedata_cli.keys.slots import Unlocker
+    from livedata_cli.keys.unlock import Unlocker
     from livedata_cli.vault.core import Vault
 
     opened: list[Vault] = []

@@ -337,6 +337,23 @@ def test_refresh_is_transparent_an_ended_session_is_exit_4_and_logout_revokes(cl
     assert_one_line_error(cli("account", "--server", srv.url), 4)
 
 
+def test_logout_with_the_server_down_forgets_the_tokens_and_says_the_server_was_not_told(
+    cli: Cli, server: Any
+) -> None:
+    srv = server()
+    account(cli, srv.url, "ida@example.com")
+    assert json.loads(tokens_file(cli).read_text())
+    srv.stop()
+    r = cli("logout", "--server", srv.url, "--json", env={"LIVEDATA_API_RETRIES": "0"})
+    assert r.code == 0, r.stderr
+    assert r.json() == {"server": srv.url, "revoked": False, "was_logged_in": True}
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"livedata: warning: {srv.url} was not told (cannot reach") and "Traceback" not in r.stderr
+    assert not json.loads(tokens_file(cli).read_text())
+    r = cli.ok("logout", "--server", srv.url)
+    assert r.stderr.strip() == f"not logged in to {srv.url}"
+
+
 def test_bad_urls_and_an_unreachable_server(cli: Cli, tmp_path: Path) -> None:
     assert_one_line_error(cli("login", "--server", "http://example.com", "--email", "a@b.c"), 2)
     assert_one_line_error(cli("init", "--store", "ftp://example.com"), 2)

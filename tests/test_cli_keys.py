@@ -160,6 +160,54 @@ def test_lock_without_keyring_says_nothing_cached(vault_cli: Cli) -> None:
     assert r["locked"] is True and r["key_was_cached"] is False
 
 
+# Keyring backends that ``PYTHON_KEYRING_BACKEND`` loads in the child process: each holds the
+# vault's key or nothing, and deletes as a real backend does or refuses.
+KEYRINGS = """
+from keyring.backend import KeyringBackend
+from keyring.errors import KeyringError, PasswordDeleteError
+
+
+class Empty(KeyringBackend):
+    priority = 10
+
+    def get_password(self, service, username):
+        return None
+
+    def set_password(self, service, username, password):
+        pass
+
+    def delete_password(self, service, username):
+        raise PasswordDeleteError("Password not found")
+
+
+class Refusing(Empty):
+    \"\"\"A locked collection: the key is there, and deleting it is refused.\"\"\"
+
+    def get_password(self, service, username):
+        return "00" * 32
+
+    def delete_password(self, service, username):
+        raise PasswordDeleteError("the collection is locked")
+
+
+class Broken(Refusing):
+    def delete_password(self, service, username):
+        raise KeyringError("the Secret Service did not answer")
+"""
+
+
+@pytest.mark.parametrize("backend", ["Refusing", "Broken"])
+def test_lock_fails_when_the_keyring_keeps_the_key(vault_cli: Cli, tmp_path: Path, backend: str) -> None:
+    (tmp_path / "test_keyrings.py").write_text(KEYRINGS)
+    env = {"LIVEDATA_NO_KEYRING": None, "PYTHONPATH": str(tmp_path), "PYTHON_KEYRING_BACKEND": f"test_keyrings.{backend}"}
+    r = vault_cli("lock", env=env)
+    assert_one_line_error(r, 2)
+    assert "may still be cached" in r.stderr and "no key was cached" not in r.stderr
+    # A keyring that holds nothing: the same answer to delete is "nothing was cached".
+    r = vault_cli.ok("lock", env={**env, "PYTHON_KEYRING_BACKEND": "test_keyrings.Empty"})
+    assert r.stderr.strip() == "locked (no key was cached)"
+
+
 def test_home_files_are_not_world_readable(vault_cli: Cli, tmp_path: Path) -> None:
     index = tmp_path / "home" / "index.sqlite"
     assert not index.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)

@@ -552,7 +552,14 @@ def test_hostile_segment_size_rejected_before_allocation(log2: int) -> None:
 
 @pytest.mark.parametrize("log2", [MIN_LOG2_SEGMENT, MAX_LOG2_SEGMENT])
 def test_segment_size_limits_accepted(log2: int) -> None:
+    """The smallest and the largest segment size are written and read back
+    (a full segment and a short final one), not only parsed from a header."""
     assert Decryptor(KEY, forged_header(log2)).segment_size == 1 << log2
+    plaintext = os.urandom((1 << log2) + 1)
+    container = seal(plaintext, log2=log2)
+    assert len(container) == container_size(len(plaintext), log2)
+    verify_header(KEY, container[:HEADER_LEN])
+    assert open_container(container, expected_header_hash=header_hash(container[:HEADER_LEN])) == plaintext
 
 
 @pytest.mark.parametrize("pos", range(4))

@@ -25,7 +25,8 @@ def _opened_with_vault_key(store: Any) -> list[bytes]:
     from livedata_cli.crypto import container, filepass
     from livedata_cli.crypto.wrap import unwrap_data_key
     from livedata_cli.errors import IntegrityError
-    from livedata_cli.keys.slots import StoreConfig, open_with_secret
+    from livedata_cli.keys.slots import StoreConfig
+    from livedata_cli.keys.unlock import open_with_secret
 
     cfg = StoreConfig.read(store)
     master, _slot = open_with_secret(store, cfg, PASSPHRASE)

@@ -25,6 +25,9 @@ def test_key_is_cached_and_lock_forgets_it(cli: Cli, secret_service: dict[str, s
     # Unlocking again with the passphrase caches it again.
     cli.ok("download", "a.txt", "-o", "-", env=env)
     assert cli.ok("download", "a.txt", "-o", "-", env=no_pass).out == "cached"
+    # A second lock finds nothing in the real keyring, and says so.
+    assert cli.ok("lock", env=no_pass).stderr.strip() == "locked"
+    assert cli.ok("lock", env=no_pass).stderr.strip() == "locked (no key was cached)"
 
 
 def test_no_keyring_flag_skips_the_cache(cli: Cli, secret_service: dict[str, str]) -> None:

@@ -182,7 +182,7 @@ def test_init_refuses_a_store_that_lost_its_config(kind_vault: KindVault) -> Non
 
 def _filler_journals(n: int) -> None:
     """Many small journals (tag records for no file), as years of commands leave."""
-    from livedata_cli.keys.slots import Unlocker
+    from livedata_cli.keys.unlock import Unlocker
     from livedata_cli.vault.core import Vault
 
     vault = Vault.open(Unlocker(use_keyring=False))

@@ -304,7 +304,7 @@ def test_search_needs_no_key_and_imports_nothing_heavy(lib: Cli) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("finance/tax-return-2025.pdf\t")
     loaded = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
-    heavy = ("livedata_cli.vault.core", "livedata_cli.crypto", "livedata_cli.keys.slots", "keyring", "cryptography",
+    heavy = ("livedata_cli.vault.core", "livedata_cli.crypto", "livedata_cli.keys.slots", "livedata_cli.keys.unlock", "keyring", "cryptography",
              "argon2", "rich", "boto3", "httpx")  # fmt: skip
     assert not {m for m in loaded if m.startswith(heavy)}
 

@@ -37,7 +37,8 @@ def _put_config(kv: KindVault, data: dict[str, Any]) -> None:
 
 def _master(kv: KindVault) -> bytes:
     """The vault key, as the owner has it (to play a store that replays what it saw)."""
-    from livedata_cli.keys.slots import StoreConfig, open_with_secret
+    from livedata_cli.keys.slots import StoreConfig
+    from livedata_cli.keys.unlock import open_with_secret
 
     with kv.raw() as store:
         master, _slot = open_with_secret(store, StoreConfig.read(store), PASSPHRASE)
@@ -349,7 +350,7 @@ def _compact(cli: Cli) -> Any:
     import sys
 
     code = (
-        "import json; from livedata_cli.keys.slots import Unlocker; from livedata_cli.vault.core import Vault; "
+        "import json; from livedata_cli.keys.unlock import Unlocker; from livedata_cli.vault.core import Vault; "
         "from livedata_cli.vault.compaction import compact_journals\n"
         "with Vault.open(Unlocker()) as v, v.lock():\n"
         "    c = compact_journals(v); print(json.dumps([c.snapshot, c.records, c.deleted]))"

@@ -71,7 +71,8 @@ from livedata_cli.index import audit as tables
 from livedata_cli.index.core import Index
 
 if TYPE_CHECKING:
-    from livedata_cli.keys.slots import KeyCache, Unlocker
+    from livedata_cli.keys.oskeyring import KeyCache
+    from livedata_cli.keys.unlock import Unlocker
     from livedata_cli.stores import ObjectStore
 
 PREFIX = "audit/"

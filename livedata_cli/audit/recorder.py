@@ -30,7 +30,8 @@ from livedata_cli.errors import ExitCode, LivedataError
 
 if TYPE_CHECKING:
     from livedata_cli.index.core import Index
-    from livedata_cli.keys.slots import KeyCache, Unlocker
+    from livedata_cli.keys.oskeyring import KeyCache
+    from livedata_cli.keys.unlock import Unlocker
     from livedata_cli.stores import ObjectStore
 
 
@@ -303,7 +304,7 @@ def _write(rec: Recorder, command: str, code: int, *, audited: bool, vault_less:
         vault_id = settings.VaultSettings.load().vault_id
         index = Index(settings.home() / settings.INDEX_FILE)
         try:
-            from livedata_cli.keys.slots import KeyCache
+            from livedata_cli.keys.oskeyring import KeyCache
 
             add_pending(index, vault_id, events, KeyCache(True))
         finally:

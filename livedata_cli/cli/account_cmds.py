@@ -52,7 +52,8 @@ devices_app = typer.Typer(
 def _server(given: str | None) -> str:
     from livedata_cli import settings
     from livedata_cli.errors import UsageError
-    from livedata_cli.remote.account import TokenStore, is_server_url, normalize_server
+    from livedata_cli.remote.client import is_server_url, normalize_server
+    from livedata_cli.remote.tokens import TokenStore
 
     if given:
         return normalize_server(given)
@@ -194,13 +195,20 @@ def logout(server: ServerOpt = None, json_: JsonOpt = False, quiet: QuietOpt = F
     from livedata_cli.remote import account
 
     url = _server(server)
-    revoked, had = account.logout(url)
+    result = account.logout(url)
+    if result.not_told is not None:
+        env.warn(
+            f"livedata: warning: {url} was not told ({result.not_told}); "
+            "the tokens are forgotten here, the session ends on the server when they expire"
+        )
     if env.json:
-        env.emit({"server": url, "revoked": revoked, "was_logged_in": had})
-    elif not had:
+        env.emit({"server": url, "revoked": result.revoked, "was_logged_in": result.was_logged_in})
+    elif not result.was_logged_in:
         env.say(f"not logged in to {url}")
+    elif result.not_told is not None:
+        env.say(f"logged out of {url} here")
     else:
-        env.say(f"logged out of {url}" + ("" if revoked else " (the session had ended already)"))
+        env.say(f"logged out of {url}" + ("" if result.revoked else " (the session had ended already)"))
 
 
 @account_app.callback(invoke_without_command=True)

@@ -100,7 +100,7 @@ class Env:
     def new_secret(self, what: str = "passphrase") -> str:
         """A new passphrase: from the environment in scripts, asked twice on a terminal."""
         from livedata_cli.errors import NoPassphrase
-        from livedata_cli.keys.slots import NO_PASSPHRASE_HELP, passphrase_from_env
+        from livedata_cli.keys.unlock import NO_PASSPHRASE_HELP, passphrase_from_env
 
         found = passphrase_from_env()
         if found is not None:
@@ -138,7 +138,7 @@ class Env:
         return secret
 
     def unlocker(self) -> Any:
-        from livedata_cli.keys.slots import Unlocker
+        from livedata_cli.keys.unlock import Unlocker
 
         return Unlocker(
             use_keyring=not self.no_keyring,

@@ -75,7 +75,7 @@ def _streams(stdin: bytes) -> tuple[io.TextIOWrapper, io.TextIOWrapper, _Sink, i
 _PER_PROCESS: tuple[tuple[str, str, Callable[[ModuleType], object]], ...] = (
     ("livedata_cli.crypto.kdf", "_warned", lambda m: False),  # the weak-KDF notice: once per process
     ("livedata_cli.aws", "_session", lambda m: None),  # it keeps the credentials of the environment it saw
-    ("livedata_cli.remote.account", "_relogin", lambda m: None),
+    ("livedata_cli.remote.tokens", "_log_in_again", lambda m: None),
     ("livedata_cli.netwait", "_notice", lambda m: None),
     ("livedata_cli.audit.recorder", "_current", lambda m: m.Recorder()),
     ("livedata_cli.packs", "_keys", lambda m: None),

@@ -34,10 +34,12 @@ def passwd(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """
     env = setup(json_, quiet)
     from livedata_cli.keys.slots import replace_passphrase
+    from livedata_cli.keys.unlock import open_with_secret
 
     with open_vault(env) as vault:
         current = vault.unlocker.secret("Current passphrase: ")
-        new_slot = replace_passphrase(vault.store, vault.cfg, current, _new_secret(env))
+        master, old = open_with_secret(vault.store, vault.cfg, current)
+        new_slot = replace_passphrase(vault.store, vault.cfg, master, old, _new_secret(env))
     if env.json:
         env.emit({"slot": new_slot.slot_id, "changed": True})
     else:

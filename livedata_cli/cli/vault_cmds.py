@@ -80,7 +80,7 @@ def lock(
     """
     env = setup(json_, quiet)
     from livedata_cli import settings
-    from livedata_cli.keys.slots import KeyCache
+    from livedata_cli.keys.oskeyring import KeyCache
 
     saved = settings.VaultSettings.load()
     if index:

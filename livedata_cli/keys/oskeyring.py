@@ -71,14 +71,23 @@ class KeyCache:
         kr = self.backend()
         if kr is None:
             return False
-        from keyring.errors import KeyringError, PasswordDeleteError
+        from keyring.errors import PasswordDeleteError
 
         try:
             kr.delete_password(KEYRING_SERVICE, vault_id)
             return True
-        except PasswordDeleteError:
-            return False  # no such entry
-        except KeyringError as e:
+        except Exception as e:  # keyring raises many kinds on broken setups
+            # PasswordDeleteError also stands for a refusal: "not found" only when nothing is there.
+            if isinstance(e, PasswordDeleteError) and self._absent(kr, vault_id):
+                return False
             raise UsageError(
                 f"the OS keyring did not remove the cached key ({type(e).__name__}: {e}); it may still be cached"
             ) from None
+
+    @staticmethod
+    def _absent(kr: Any, vault_id: str) -> bool:
+        """Whether the keyring answers that it holds no key for this vault."""
+        try:
+            return kr.get_password(KEYRING_SERVICE, vault_id) is None
+        except Exception:  # it cannot say: the key may still be there
+            return False

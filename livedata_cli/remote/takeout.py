@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from livedata_cli.errors import IntegrityError, StoreUnreachable, UsageError
-from livedata_cli.remote.account import Client
+from livedata_cli.remote.client import Client
 
 MANIFEST = "manifest.json"
 FORMAT = "livedata-account-export"

@@ -35,7 +35,8 @@ from typing import Any, BinaryIO
 
 from livedata_cli import settings
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, QuotaFull, StoreUnreachable
-from livedata_cli.remote.account import Client, audit_logs, backoff, retries
+from livedata_cli.remote.account import audit_logs
+from livedata_cli.remote.client import Client, backoff, retries
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024

@@ -44,7 +44,8 @@ from livedata_cli.errors import (
 )
 from livedata_cli.index import recovery
 from livedata_cli.index.core import Index, Version
-from livedata_cli.keys.slots import StoreConfig, Unlocker, make_kms_slot, make_slot
+from livedata_cli.keys.slots import StoreConfig, make_kms_slot, make_slot
+from livedata_cli.keys.unlock import Unlocker
 from livedata_cli.localfs import clean_vault_path, path_of
 from livedata_cli.stores import ObjectStore, open_store
 from livedata_cli.vault import file_passwords, replay, store_locking

@@ -44,8 +44,8 @@ from livedata_cli.keys.slots import (
     list_slots,
     make_kms_slot,
     make_slot,
-    open_with_secret,
 )
+from livedata_cli.keys.unlock import open_with_secret
 from livedata_cli.vault import compaction
 
 if TYPE_CHECKING:
