@@ -3,10 +3,13 @@ server tokens, journal heads), when a real keyring is available."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livedata_cli import settings
 from livedata_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 KEYRING_SERVICE = "livedata"
 
@@ -85,7 +88,7 @@ class KeyCache:
             ) from None
 
     @staticmethod
-    def _absent(kr: Any, vault_id: str) -> bool:
+    def _absent(kr: KeyringBackend, vault_id: str) -> bool:
         """Whether the keyring answers that it holds no key for this vault."""
         try:
             return kr.get_password(KEYRING_SERVICE, vault_id) is None
