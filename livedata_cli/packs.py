@@ -37,12 +37,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import keyed_hash, wrap_data_key
 from livedata_cli.mime import sniff
-from livedata_cli.stores import ObjectStore
+from livedata_cli.stores import ObjectStore, RangedReads
 
 # A pack is sealed once it holds this much; reading a member is one seek.
 PACK_TARGET = 16 * 1024 * 1024
@@ -60,7 +60,7 @@ def padded(n: int) -> int:
 
 def packs_small_files(store: ObjectStore) -> bool:
     """Whether small files go into packs on this store (folder, S3 and API stores)."""
-    return bool(getattr(store, "packs", False))
+    return store.packs
 
 
 def open_range(store: ObjectStore, key: str, offset: int, length: int) -> BinaryIO:
@@ -69,9 +69,8 @@ def open_range(store: ObjectStore, key: str, offset: int, length: int) -> Binary
     A remote store fetches only that range (S3 ranged GETs, ``Range`` on the
     API store); a folder store simply seeks.  Positions stay those of the
     whole object, so a caller may seek within the range."""
-    ranged = getattr(store, "open_range", None)
-    if ranged is not None:
-        return cast(BinaryIO, ranged(key, offset, length))
+    if isinstance(store, RangedReads):
+        return store.open_range(key, offset, length)
     src = store.open(key)
     if offset:
         src.seek(offset)

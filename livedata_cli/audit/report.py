@@ -16,6 +16,7 @@ from livedata_cli.audit.chain import (
     pending_key,
 )
 from livedata_cli.index import audit as tables
+from livedata_cli.stores import ServerAudit
 
 # Bursts of refused unlocks, and mass deletions, are flagged in listings.
 BURST_FAILURES, BURST_WINDOW = 5, 600.0
@@ -171,11 +172,11 @@ def with_server_events(
     cover them.  They name opaque object ids, never a path, so a ``--path``
     filter leaves them out.
     """
-    fetch = getattr(trail.store, "server_audit", None)
-    if fetch is None or path is not None:
+    store = trail.store
+    if not isinstance(store, ServerAudit) or path is not None:
         return events
     merged = list(events)
-    for r in fetch(since=since, limit=None if (since or until or actions or result) else limit):
+    for r in store.server_audit(since=since, limit=None if (since or until or actions or result) else limit):
         status = str(r.get("status") or "ok")
         ev: dict[str, Any] = {
             "vault": trail.vault_id, "chain": "server", "seq": r.get("id"), "prev": "", "mac": "",

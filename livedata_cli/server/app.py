@@ -39,7 +39,7 @@ from livedata_cli.server.mail import Mailer
 from livedata_cli.server.middleware import RequestMiddleware
 from livedata_cli.server.ratelimit import Limiter, LimiterUnavailable
 from livedata_cli.server.security import Passwords, Tokens
-from livedata_cli.stores import open_store
+from livedata_cli.stores import LocalFolder, open_store
 
 API = "/api/v1"
 log = logging.getLogger("livedata.server")
@@ -48,9 +48,8 @@ log = logging.getLogger("livedata.server")
 def build_context(config: ServerConfig) -> Context:
     keys = ServerKeys(config.keys_path)
     store = open_store(config.store_url)
-    prepare = getattr(store, "prepare", None)
-    if prepare is not None:  # the server's blob folder is its own: made when missing
-        prepare()
+    if isinstance(store, LocalFolder):  # the server's blob folder is its own: made when missing
+        store.prepare()
     database = db.Database(config.db_url)
     return Context(
         config=config,

@@ -20,7 +20,7 @@ from livedata_cli.server.keys import ServerKeys
 from livedata_cli.server.operator import migrate
 from livedata_cli.server.ratelimit import Limiter, redacted
 from livedata_cli.server.scan import scan_argv
-from livedata_cli.stores import open_store
+from livedata_cli.stores import LocalFolder, open_store
 
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -49,9 +49,8 @@ def bind(host: str, port: int) -> socket.socket:
 def check_store(url: str) -> None:
     """Write and delete a probe, so that a missing bucket or a read-only folder stops the start."""
     store = open_store(url)
-    prepare = getattr(store, "prepare", None)
-    if prepare is not None:  # the server's blob folder is made on its first start
-        prepare()
+    if isinstance(store, LocalFolder):  # the server's blob folder is made on its first start
+        store.prepare()
     probe = f"tmp/start-{secrets.token_hex(4)}"
     store.put_bytes(probe, b"")
     store.delete(probe)
@@ -82,7 +81,7 @@ def clean_start(config: ServerConfig) -> int | None:
         log.info("start", extra={"fields": {"event": "orphan_spools_removed", "count": swept}})
     if spools.is_s3(store):
         return None
-    root = Path(getattr(store, "root", config.store_url))
+    root = store.root if isinstance(store, LocalFolder) else Path(config.store_url)
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

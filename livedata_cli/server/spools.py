@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,7 +91,9 @@ def held_bytes(conn: Connection, user_id: str, *, besides: str | None = None) ->
 
 
 def is_s3(store: ObjectStore) -> TypeGuard[S3Store]:
-    return store.url.startswith("s3://")
+    """An S3 store: uploads spool as its multipart uploads (through the S3 store's own calls)."""
+    s3 = sys.modules.get("livedata_cli.stores.s3")  # loaded by open_store() for an S3 store, only then
+    return s3 is not None and isinstance(store, s3.S3Store)
 
 
 def local_path(upload_id: str) -> Path:

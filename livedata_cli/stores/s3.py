@@ -32,14 +32,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from livedata_cli import aws
 from livedata_cli.crypto.container import DEFAULT_LOG2_SEGMENT, HEADER_LEN, TAG_LEN
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
-from livedata_cli.stores import check_key
+from livedata_cli.stores import OnStart, check_key
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB  # S3's floor for every part but the last
@@ -55,8 +55,6 @@ RANGE_SIZE = 16 * MIB
 SEALED_SEGMENT = (1 << DEFAULT_LOG2_SEGMENT) + TAG_LEN
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
-
-OnStart = Callable[[str, int], None]
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -123,6 +121,7 @@ class S3Store:
         self._client: Any = None
         self._lock = threading.Lock()
         self._silent: LivedataError | None = None  # set once the endpoint failed after its retries
+        self.remote = True
         self.packs = True  # small files share pack objects (livedata_cli/packs.py)
         self._window: Any = None  # readahead.Readahead, made on the first member read
 
@@ -331,6 +330,15 @@ class S3Store:
         with contextlib.suppress(NotFound):
             self._call("abort_multipart_upload", key, Key=self._key(key), UploadId=upload_id)
 
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        """Abort an upload whose writing failed: that failure is the one to report, so
+        the abort's own (the store's, the network's) is dropped (prune removes an upload
+        left behind); Ctrl-C is not."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        with contextlib.suppress(LivedataError, ClientError, BotoCoreError, OSError):
+            self.abort_upload(key, upload_id)
+
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         """The parts an upload already holds: number → (ETag, size)."""
         parts: dict[int, tuple[str, int]] = {}
@@ -382,8 +390,7 @@ class S3Store:
                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
             )
         except BaseException:
-            with contextlib.suppress(Exception):
-                self.abort_upload(dst, upload_id)
+            self._abort_quietly(dst, upload_id)
             raise
 
     def read_range(self, key: str, start: int, end: int) -> tuple[bytes, int]:
@@ -569,8 +576,7 @@ class _PartWriter:
         with contextlib.suppress(Exception):  # the block's own error is the one to report
             self._wait()
         if self.upload_id is not None and not self._done and not self.keep_on_failure:
-            with contextlib.suppress(Exception):  # prune removes an upload left behind; Ctrl-C still ends
-                self.store.abort_upload(self.key, self.upload_id)
+            self.store._abort_quietly(self.key, self.upload_id)
 
 
 class _RangedReader(io.RawIOBase):

@@ -47,7 +47,7 @@ from livedata_cli.index.core import Index, Version
 from livedata_cli.keys.slots import StoreConfig, make_kms_slot, make_slot
 from livedata_cli.keys.unlock import Unlocker
 from livedata_cli.localfs import clean_vault_path, path_of
-from livedata_cli.stores import ObjectStore, open_store
+from livedata_cli.stores import Configurable, LocalFolder, ObjectStore, open_store
 from livedata_cli.vault import file_passwords, replay, store_locking
 
 __all__ = ["SyncResult", "Vault"]
@@ -173,9 +173,8 @@ class Vault:
                     f"{settings.home()} already uses the vault at {current.store}; "
                     "set LIVEDATA_HOME to keep a second vault"
                 )
-        prepare = getattr(store, "prepare", None)
-        if prepare is not None:  # only init creates a folder store
-            prepare()
+        if isinstance(store, LocalFolder):  # only init creates a folder store
+            store.prepare()
         index = Index(settings.home() / settings.INDEX_FILE)
         if store.exists("config"):
             cfg = _read_config(store)
@@ -345,11 +344,11 @@ class Vault:
         this machine shares it), else in this home; and a lock object in the
         store, shared or (for commands that delete data) ``exclusive``, for
         every machine that shares the store (livedata_cli/vault/store_locking.py)."""
-        root = getattr(self.store, "root", None)
-        check = getattr(self.store, "check", None)
-        if check is not None:  # a folder store that is gone is unreachable, never re-created
-            check()
-        path = Path(root) / "lock" if isinstance(root, Path) else settings.ensure_home() / "lock"
+        if isinstance(self.store, LocalFolder):  # a folder store that is gone is unreachable, never re-created
+            self.store.check()
+            path = self.store.root / "lock"
+        else:
+            path = settings.ensure_home() / "lock"
         return self._locked(path, wait=wait, exclusive=exclusive, command=command)
 
     @contextlib.contextmanager
@@ -606,9 +605,8 @@ class Vault:
 
 def _configure_store(store: ObjectStore, cfg: StoreConfig) -> None:
     """Tell a store what it may use of the vault config (S3: SSE-KMS with the vault's KMS key)."""
-    configure = getattr(store, "configure", None)
-    if configure is not None:
-        configure(kms_key_id=cfg.kms_key_id)
+    if isinstance(store, Configurable):
+        store.configure(kms_key_id=cfg.kms_key_id)
 
 
 def _refuse_headless(store: ObjectStore) -> None:

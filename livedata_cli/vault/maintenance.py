@@ -40,6 +40,7 @@ from livedata_cli.index.core import Version
 from livedata_cli.localfs import clean_vault_path
 from livedata_cli.packs import padded
 from livedata_cli.sizes import human_size
+from livedata_cli.stores import ResumableWrites
 from livedata_cli.vault import retention
 from livedata_cli.vault.reports import Progress, noop
 from livedata_cli.vault.store_locking import _root, guard_fast, pause_point
@@ -180,8 +181,8 @@ def _share_copies(vault: Vault, packed: set[str]) -> set[str]:
 
 
 def _abandoned_uploads(vault: Vault) -> list[tuple[str, str, int]]:
-    list_uploads = getattr(vault.store, "list_uploads", None)
-    if list_uploads is None:
+    store = vault.store
+    if not isinstance(store, ResumableWrites):
         return []
     from livedata_cli import settings
     from livedata_cli.index.core import PendingUploads
@@ -193,7 +194,7 @@ def _abandoned_uploads(vault: Vault) -> list[tuple[str, str, int]]:
     finally:
         pending.close()
     now = time.time()
-    return [(key, uid, 0) for key, uid, started in list_uploads("data/") if uid not in known and now - started >= age]
+    return [(key, uid, 0) for key, uid, started in store.list_uploads("data/") if uid not in known and now - started >= age]
 
 
 def plan(vault: Vault, *, before: float | None = None, ignore: set[str] | None = None) -> _Plan:
@@ -269,7 +270,7 @@ def reclaim(vault: Vault, *, dry_run: bool, ignore: set[str] | None = None) -> R
     from livedata_cli.audit import compaction as audit_compaction
 
     audit_after = audit_compaction.threshold()  # a bad setting stops the prune before it starts
-    lock = getattr(vault, "store_lock", None)
+    lock = vault.store_lock
     before = lock.started if lock is not None and lock.started else time.time()
     todo = plan(vault, before=before, ignore=ignore)
     if dry_run:

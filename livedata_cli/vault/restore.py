@@ -44,7 +44,7 @@ from livedata_cli import envfail, localfs, names, packs
 from livedata_cli.crypto import container
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
 from livedata_cli.index.core import Version
-from livedata_cli.stores import ObjectStore
+from livedata_cli.stores import ObjectStore, RangedReads
 from livedata_cli.vault.reading import already_restored, download_to, read_version
 from livedata_cli.vault.reports import ItemResult
 
@@ -142,9 +142,8 @@ def plan_runs(jobs: Iterable[Job], *, max_gap: int = MAX_GAP, max_run: int = MAX
 def read_range(store: ObjectStore, key: str, start: int, end: int) -> tuple[bytes, int]:
     """Bytes ``start``..``end`` of an object (fewer when it is shorter) and its size,
     in one request where the store offers one (``read_range``), else by a seek."""
-    ranged = getattr(store, "read_range", None)
-    if ranged is not None:
-        return cast(tuple[bytes, int], ranged(key, start, end))
+    if isinstance(store, RangedReads):
+        return store.read_range(key, start, end)
     with store.open(key) as f:
         total = f.seek(0, io.SEEK_END)
         if start >= total:
@@ -211,8 +210,7 @@ class _Engine:
         self.check_sizes = check_sizes  # verify: an object's size against its records
         self.budget = _Budget(BYTES_IN_FLIGHT, self.stop)
         self.fatal_size: int | None = None
-        remote = bool(getattr(self.store, "remote", False)) or not hasattr(self.store, "root")
-        self.threads = REMOTE_THREADS if remote else LOCAL_THREADS
+        self.threads = REMOTE_THREADS if self.store.remote else LOCAL_THREADS
         self.default_mode = localfs.default_mode()  # once, not once a file
 
     def data_key(self, job: Job) -> bytes:

@@ -37,6 +37,7 @@ from livedata_cli.crypto.wrap import subkey
 from livedata_cli.errors import NotFound, UsageError
 from livedata_cli.index.core import PendingUpload
 from livedata_cli.localfs import UploadSource
+from livedata_cli.stores import ResumableWrites
 
 if TYPE_CHECKING:
     from livedata_cli.vault.core import Vault
@@ -177,11 +178,12 @@ def new_object(vault: Vault, src: UploadSource, f: BinaryIO, *, resumable: bool)
     (keyed hashes kept with the record, ``py``): else a changed part
     would go out again under the same key and nonces.
     """
-    start = getattr(vault.store, "resumable_writer", None)
-    if start is None or not resumable or src.local == "-":
+    store = vault.store
+    if not isinstance(store, ResumableWrites) or not resumable or src.local == "-":
         oid = secrets.token_hex(16)
         data_key, wrapped = vault._new_data_key(oid)
         return NewObject(oid, data_key, wrapped, None, vault.store.writer(f"data/{oid}"))
+    start = store.resumable_writer
     from livedata_cli.index.core import PendingUploads
 
     st = os.fstat(f.fileno())
@@ -193,10 +195,10 @@ def new_object(vault: Vault, src: UploadSource, f: BinaryIO, *, resumable: bool)
     if found is not None and (
         (found.size, found.mtime) != (st.st_size, st.st_mtime)
         or not parts_unchanged(  # same key and nonces only over the same plaintext
-            macs, found.object, f, per_part, _parts_sent(vault, found), pending.part_macs(found.object)
+            macs, found.object, f, per_part, _parts_sent(store, found), pending.part_macs(found.object)
         )
     ):
-        vault.store.abort_upload(f"data/{found.object}", found.upload_id)  # type: ignore[attr-defined]
+        store.abort_upload(f"data/{found.object}", found.upload_id)
         pending.drop(found.object)
         found = None
     if found is not None:
@@ -239,11 +241,11 @@ def new_object(vault: Vault, src: UploadSource, f: BinaryIO, *, resumable: bool)
     return NewObject(oid, data_key, wrapped, salt, writer(), lambda mv: hashed[0].update(mv) if hashed else None)
 
 
-def _parts_sent(vault: Vault, found: PendingUpload) -> list[int]:
+def _parts_sent(store: ResumableWrites, found: PendingUpload) -> list[int]:
     """The part numbers a pending upload holds in the store; part 0, which
     no hash matches, when the upload is gone (whatever the store kept of it)."""
     try:
-        return list(vault.store.list_parts(f"data/{found.object}", found.upload_id))  # type: ignore[attr-defined]
+        return list(store.list_parts(f"data/{found.object}", found.upload_id))
     except NotFound:
         return [0]
 
@@ -251,8 +253,8 @@ def _parts_sent(vault: Vault, found: PendingUpload) -> list[int]:
 def abort_abandoned_uploads(vault: Vault) -> int:
     """Abort this vault's multipart uploads that no pending record here knows
     and that are older than ``LIVEDATA_S3_ABANDON_AFTER`` seconds (a day)."""
-    list_uploads = getattr(vault.store, "list_uploads", None)
-    if list_uploads is None:
+    store = vault.store
+    if not isinstance(store, ResumableWrites):
         return 0
     from livedata_cli.index.core import PendingUploads
 
@@ -266,9 +268,9 @@ def abort_abandoned_uploads(vault: Vault) -> int:
     finally:
         pending.close()
     now, aborted = time.time(), 0
-    for key, upload_id, started in list_uploads("data/"):
+    for key, upload_id, started in store.list_uploads("data/"):
         if upload_id not in known and now - started >= age:
-            vault.store.abort_upload(key, upload_id)  # type: ignore[attr-defined]
+            store.abort_upload(key, upload_id)
             aborted += 1
     return aborted
 

@@ -48,12 +48,10 @@ from livedata_cli.errors import (
 )
 from livedata_cli.index import shares as share_index
 from livedata_cli.share_recipient import FILE_MAGIC, SUFFIX, _iso, now
+from livedata_cli.stores import LinkSharing, ObjectStore, PresignedLinks, ShareHosting
 
 if TYPE_CHECKING:
     from livedata_cli.index.core import Version
-    from livedata_cli.stores import ObjectStore
-    from livedata_cli.stores.api import ApiStore
-    from livedata_cli.stores.s3 import S3Store
     from livedata_cli.vault.core import Vault
 
 DEFAULT_EXPIRY = 7 * 86400
@@ -69,21 +67,21 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
-def _api(vault: Vault) -> ApiStore:
+def _api(vault: Vault) -> ShareHosting:
     """The vault's store, where ``store_kind`` said "api": a server hosts its shares."""
-    return cast("ApiStore", vault.store)
+    return cast("ShareHosting", vault.store)
 
 
-def _sharing(vault: Vault) -> ApiStore | S3Store:
+def _sharing(vault: Vault) -> LinkSharing:
     """The vault's store, where ``store_kind`` said "s3" or "api": it copies byte ranges server-side."""
-    return cast("ApiStore | S3Store", vault.store)
+    return cast("LinkSharing", vault.store)
 
 
 def store_kind(store: ObjectStore) -> str:
-    url = str(getattr(store, "url", ""))
-    if url.startswith("s3://"):
+    """What a share is made of on this store (and the ``kind`` its journal record keeps)."""
+    if isinstance(store, PresignedLinks):
         return "s3"
-    if url.startswith(("https://", "http://")):
+    if isinstance(store, ShareHosting):
         return "api"
     return "file"
 
@@ -247,13 +245,13 @@ def _publish(
             verifier=verifier,
         )
         return location, f"{vault.store.url}/s/{location}#{key}", key
-    store = cast("S3Store", vault.store)  # kind "s3"
-    manifest["data"] = store.presign_get(store_key, expires_in)
+    signer = cast("PresignedLinks", vault.store)  # kind "s3"
+    manifest["data"] = signer.presign_get(store_key, expires_in)
     manifest["offset"] = offset
     envelope = sc.seal_manifest(secret, share_id, manifest, password)
     location = f"shares/{share_id}"
-    store.put_bytes(location, envelope)
-    return location, f"{store.presign_get(location, expires_in)}#{key}", key
+    vault.store.put_bytes(location, envelope)
+    return location, f"{signer.presign_get(location, expires_in)}#{key}", key
 
 
 def _recorded(

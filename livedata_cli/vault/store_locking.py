@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from livedata_cli import locking
 from livedata_cli.errors import LivedataError
+from livedata_cli.stores import LocalFolder
 
 if TYPE_CHECKING:
     from livedata_cli.vault.core import Vault
@@ -48,8 +49,7 @@ def pause_point(stage: str) -> None:
 
 # -- the lock, the reserve -------------------------------------------------------
 def _root(vault: Vault) -> Path | None:
-    root = getattr(vault.store, "root", None)
-    return root if isinstance(root, Path) else None
+    return vault.store.root if isinstance(vault.store, LocalFolder) else None
 
 
 def _free(root: Path) -> int:
@@ -106,7 +106,7 @@ def store_locked(vault: Vault, *, exclusive: bool, command: str, wait: bool) -> 
             vault.store, exclusive=exclusive, command=command, wait=wait, notice=vault.unlocker.notice
         )
         lock = lock_cm.__enter__()
-    previous = getattr(vault, "store_lock", None)
+    previous = vault.store_lock
     vault.store_lock = lock
     try:
         yield lock
@@ -122,13 +122,13 @@ def store_locked(vault: Vault, *, exclusive: bool, command: str, wait: bool) -> 
 
 def guard(vault: Vault) -> None:
     """Before (and after) a journal goes to the store: the lock is still ours."""
-    lock = getattr(vault, "store_lock", None)
+    lock = vault.store_lock
     if lock is not None:
         lock.check()
 
 
 def guard_fast(vault: Vault) -> None:
     """Before each deletion: the lock was refreshed recently (no store call)."""
-    lock = getattr(vault, "store_lock", None)
+    lock = vault.store_lock
     if lock is not None:
         lock.check(in_store=False)

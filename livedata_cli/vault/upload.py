@@ -147,7 +147,7 @@ def upload(
     if any(s.kind == "file" and s.path not in batch.unchanged for s in plan):
         batch.hash_key  # noqa: B018 (unlock here, once, on this thread, not in a worker)
     if jobs is None:
-        jobs = REMOTE_JOBS if getattr(vault.store, "remote", True) else 1
+        jobs = REMOTE_JOBS if vault.store.remote else 1
     _start_sealer(vault, plan, batch, jobs)
     try:
         _upload_all(vault, plan, batch, max(1, jobs), report)
