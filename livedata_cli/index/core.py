@@ -111,6 +111,28 @@ def _writing(delta: int) -> None:
             del _open_writes[me]
 
 
+# Index files this process holds open, and how many times.  POSIX drops all of
+# a process's locks on a file when any descriptor of it closes: reading the
+# header of a file SQLite already has open here (a second connection, as the
+# journal thread makes) would release SQLite's locks, and another process
+# closing its own connection would then take this one for gone, checkpoint and
+# delete the write-ahead log under it.  That corrupts the index.
+_held: dict[str, int] = {}
+_held_lock = threading.Lock()
+
+
+def _hold(path: Path, delta: int) -> int:
+    """Count an open (+1) or a close (-1) of ``path``; returns the count before."""
+    key = os.path.realpath(path)
+    with _held_lock:
+        before = _held.get(key, 0)
+        if before + delta:
+            _held[key] = before + delta
+        else:
+            _held.pop(key, None)
+    return before
+
+
 def others_writing() -> bool:
     """Whether another thread of this process is inside an index write transaction."""
     me = threading.get_ident()
@@ -139,7 +161,17 @@ class Index(Files, Journals):
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as e:
             raise IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
-        damage.check_header(path)
+        first = _hold(path, +1) == 0
+        try:
+            if first:  # another connection of this process has checked it, and holds locks on it
+                damage.check_header(path)
+            self._connect(path)
+        except BaseException:
+            _hold(path, -1)
+            raise
+        self._closed = False
+
+    def _connect(self, path: Path) -> None:
         try:
             # Upload workers look up content hashes from their threads, under _lock.
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -170,6 +202,9 @@ class Index(Files, Journals):
 
     def close(self) -> None:
         self.db.close()
+        if not self._closed:
+            self._closed = True
+            _hold(self.path, -1)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
