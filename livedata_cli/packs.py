@@ -37,12 +37,15 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import keyed_hash, wrap_data_key
 from livedata_cli.mime import sniff
 from livedata_cli.stores import ObjectStore, RangedReads
+
+if TYPE_CHECKING:
+    from livedata_cli.index.files import Version
 
 # A pack is sealed once it holds this much; reading a member is one seek.
 PACK_TARGET = 16 * 1024 * 1024
@@ -82,7 +85,7 @@ def open_stored(store: ObjectStore, key: str, pack: str | None, offset: int, len
     return open_range(store, key, offset, length) if pack else store.open(key)
 
 
-def check_size(store: ObjectStore, v: Any, sizes: dict[str, int]) -> None:
+def check_size(store: ObjectStore, v: Version, sizes: dict[str, int]) -> None:
     """The stored object holds the version's container: a pack at least up to
     its member's end, an object of its own exactly (``sizes`` caches by key)."""
     from livedata_cli.errors import IntegrityError

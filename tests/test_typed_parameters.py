@@ -50,13 +50,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("server/account_data.py", "_json_array", "items"): "JSON values streamed as an array",
     ("server/account_data.py", "counted", "items"): "JSON values streamed as an array",
     ("server/bodylimit.py", "_strings", "value"): "a parsed JSON value",
-    # Not yet typed: each names the livedata type it should have.
-    ("packs.py", "check_size", "v"): "a Version (TODO: name it)",
-    ("keys/kms.py", "open_slots", "slots"): "key slots, defined a layer above kms",
-    ("remote/password_gates.py", "supported", "store"): "the API store",
-    ("remote/password_gates.py", "create", "store"): "the API store",
-    ("remote/password_gates.py", "release", "store"): "the API store",
-    ("remote/password_gates.py", "delete", "store"): "the API store",
 }
 
 

@@ -21,11 +21,28 @@ from __future__ import annotations
 
 import hmac
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from livedata_cli import aws
 from livedata_cli.crypto.wrap import WRAPPED_LEN, key_id, unwrap_data_key, wrap_data_key
 from livedata_cli.errors import AuthError, IntegrityError, LivedataError
+
+
+class KmsSlot(Protocol):
+    """What a KMS key slot is read for here (:class:`livedata_cli.keys.slots.Slot`)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def slot_id(self) -> str: ...
+
+    @property
+    def kdf(self) -> dict[str, Any]: ...
+
+    @property
+    def wrapped(self) -> bytes: ...
 
 # A record's wrapped key that starts with this holds a KMS data key ciphertext
 # wrapped by the master key, not the data key itself.  A plain wrapped key is
@@ -142,7 +159,7 @@ def vault_context(vault_id: str) -> dict[str, str]:
     return {VAULT_CONTEXT: vault_id}
 
 
-def open_slots(slots: list[Any], vault_id: str, expected_key_id: str, kms_key_id: str) -> bytes:
+def open_slots(slots: Sequence[KmsSlot], vault_id: str, expected_key_id: str, kms_key_id: str) -> bytes:
     """The master key from the first KMS slot that opens (one ``Decrypt``)."""
     kms_slots = [s for s in slots if s.kind == "kms"]
     if not kms_slots:
