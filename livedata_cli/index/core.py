@@ -147,7 +147,7 @@ class Index(Files, Journals):
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self.path = path
-        self.read_only = False  # a read-only home: queries only (index_file.py)
+        self.read_only = False  # a read-only home: queries only (damage.connect_read_only)
         self.replaces: Index | None = None  # a rebuild's new index: the one it replaces
         self.swap_to: Path | None = None  # a rebuild's new index: where it goes when complete
         self.damaged_tables: list[str] = []  # a rebuild's: tables of the old index it could not read
