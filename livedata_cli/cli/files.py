@@ -53,7 +53,7 @@ def upload(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, max=64, help="Files in flight at once (default: 1 to a folder, 4 to S3)."),
+        typer.Option("--jobs", "-j", min=1, max=64, help="Files in flight at once (default: 4 to S3 or the API when a file over 1 MiB is to go, else 1: small files are sealed by worker processes)."),
     ] = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Exit 7 at once if another livedata holds the vault lock.")

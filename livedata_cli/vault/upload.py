@@ -147,7 +147,10 @@ def upload(
     if any(s.kind == "file" and s.path not in batch.unchanged for s in plan):
         batch.hash_key  # noqa: B018 (unlock here, once, on this thread, not in a worker)
     if jobs is None:
-        jobs = REMOTE_JOBS if vault.store.remote else 1
+        # Threads help a remote store with files of their own (each its own
+        # requests); small files go into packs, sealed faster by worker processes.
+        big = any(s.kind == "file" and s.path not in batch.unchanged and (s.stat is None or s.stat.st_size > SMALL_FILE) for s in plan)
+        jobs = REMOTE_JOBS if vault.store.remote and big else 1
     _start_sealer(vault, plan, batch, jobs)
     try:
         _upload_all(vault, plan, batch, max(1, jobs), report)
