@@ -31,6 +31,17 @@ from livedata_cli.errors import (
 
 
 @contextmanager
+def serialised(path: Path) -> Iterator[None]:
+    """Wait for, then hold, the lock at ``path``: one process of this machine at a time."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextmanager
 def exclusive(path: Path, *, wait: bool, notice: Callable[[str], None]) -> Iterator[None]:
     """Hold the lock at ``path``; wait for it, or raise :class:`LockHeld` (exit 7)."""
     path.parent.mkdir(parents=True, exist_ok=True)

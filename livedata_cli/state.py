@@ -24,7 +24,6 @@ module authenticates the *set*:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from livedata_cli import settings
 from livedata_cli.crypto.wrap import subkey
 from livedata_cli.errors import IntegrityError
+from livedata_cli.locking import serialised
 
 if TYPE_CHECKING:
     from livedata_cli.keys.oskeyring import KeyCache
@@ -139,13 +139,8 @@ class State:
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
     """Serialise the journal counter of this home: one journal at a time takes the next number."""
-    path = settings.ensure_home() / ".state.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with serialised(settings.ensure_home() / ".state.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def check_pins(state: State, vault_id: str, key_id: str, kms_key_id: str | None, url: str) -> None:

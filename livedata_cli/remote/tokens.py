@@ -205,15 +205,10 @@ class TokenStore:
 @contextlib.contextmanager
 def refresh_lock() -> Iterator[None]:
     """One refresh at a time across this home's processes (a reused refresh token ends the session)."""
-    import fcntl
+    from livedata_cli.locking import serialised
 
-    path = settings.ensure_home() / "token.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with serialised(settings.ensure_home() / "token.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 # -- logging in again -------------------------------------------------------------------
