@@ -163,7 +163,7 @@ class Index(Files, Journals):
             raise IndexReadOnly(f"cannot create the index {path}: {e.strerror}") from None
         first = _hold(path, +1) == 0
         try:
-            if first:  # another connection of this process has checked it, and holds locks on it
+            if first:  # not again under another connection of this process: it would drop its locks
                 damage.check_header(path)
             self._connect(path)
         except BaseException:
