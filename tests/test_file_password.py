@@ -342,3 +342,23 @@ def test_api_store_counts_failures_per_account_too(api_vault: Any) -> None:
     assert wrong == ACCOUNT_FREE_FAILURES
     # A file never guessed at is refused now too: the account is in its delay.
     assert_one_line_error(cli("download", names[-1], "-o", "-", env=PW), 7)
+
+
+def test_a_record_naming_a_server_file_lock_on_a_folder_store_is_damage(tmp_path: Path) -> None:
+    """File locks live on a Live-Data server; a record naming one on another store
+    (a vault's objects copied off its server) is refused as damage (exit 5), not
+    a crash on a missing attribute."""
+    from livedata_cli.errors import ExitCode, IntegrityError
+    from livedata_cli.remote import password_gates
+    from livedata_cli.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    store.prepare()
+    assert not password_gates.supported(store)
+    for call in (
+        lambda: password_gates.release(store, "lock-id", "verifier", "a.txt"),
+        lambda: password_gates.delete(store, "lock-id"),
+    ):
+        with pytest.raises(IntegrityError) as caught:
+            call()
+        assert caught.value.exit_code == ExitCode.INTEGRITY and "not a Live-Data API store" in str(caught.value)
