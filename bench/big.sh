@@ -114,21 +114,26 @@ ld_roundtrip() {
 }
 
 # back_to_back FILE: three downloads in a row into fresh files, without and then
-# with a `sync` before each (the dirty pages of one download are still being
-# written when the next starts, unless livedata writes them back as it goes);
-# cp of the same file the same way, for the page cache's own behaviour.
+# with a `sync` before each, each followed by an `age decrypt` of the same file
+# the same way (so both meet the same page cache and disk); then cp the same way.
 back_to_back() {
-  local f=$1 size home i mode
+  local f=$1 size home i mode pub
   size=$(stat -c %s "$f")
   home=$DIR/home-b2b
   fresh_vault "$home"
   ld "$home" upload -q "$f" --as bench/big.bin; "${LDCMD[@]}" >/dev/null
+  age-keygen -o "$DIR/b2b-key.txt" 2>/dev/null
+  pub=$(grep -o 'age1[0-9a-z]*' "$DIR/b2b-key.txt")
+  age -r "$pub" -o "$DIR/b2b.age" "$f"
   for mode in "in a row" "after sync"; do
     sync
     for i in 1 2 3; do
       [[ $mode == "after sync" ]] && sync
       ld "$home" download -q bench/big.bin -o "$DIR/b2b-$i.bin"; timed down "${LDCMD[@]}"
       row "livedata dl, $mode $i" "$down_s" "$size" "$down_kb"
+      [[ $mode == "after sync" ]] && sync
+      timed aged age -d -i "$DIR/b2b-key.txt" -o "$DIR/b2b-age-$i.bin" "$DIR/b2b.age"
+      row "age decrypt, $mode $i" "$aged_s" "$size" "$aged_kb"
     done
     if ! cmp -s "$f" "$DIR/b2b-3.bin"; then
       echo "big.sh: livedata download ($mode) differs from the original" >&2; exit 1
@@ -142,7 +147,7 @@ back_to_back() {
     done
     rm -f "$DIR"/b2b-*.bin
   done
-  rm -rf "$home"
+  rm -rf "$home" "$DIR/b2b.age" "$DIR/b2b-key.txt"
 }
 
 header() {
@@ -211,7 +216,8 @@ size=$(stat -c %s "$f")
 
 # The run below is a pipeline (a subshell): register what it creates here, for the EXIT trap.
 cleanup_paths+=("$DIR/home-1" "$DIR/out-1.bin" "$DIR/home-2" "$DIR/out-2.bin" "$DIR/copy" "$DIR/home-b2b"
-               "$DIR/b2b-1.bin" "$DIR/b2b-2.bin" "$DIR/b2b-3.bin")
+               "$DIR/b2b-1.bin" "$DIR/b2b-2.bin" "$DIR/b2b-3.bin" "$DIR/b2b.age" "$DIR/b2b-key.txt"
+               "$DIR/b2b-age-1.bin" "$DIR/b2b-age-2.bin" "$DIR/b2b-age-3.bin")
 mkdir -p "$repo/bench/out"
 result=$repo/bench/out/big-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
@@ -237,6 +243,8 @@ awk '
     if (mbs["age encrypt"])           printf "#   upload/age encrypt %.2f   download/age decrypt %.2f\n", u / mbs["age encrypt"], d / mbs["age decrypt"]
     b = "livedata dl, in a row "; a = "livedata dl, after sync "
     if (mbs[b 1]) printf "#   livedata downloads back to back %.0f, %.0f, %.0f MB/s; each after a sync %.0f, %.0f, %.0f MB/s\n", mbs[b 1], mbs[b 2], mbs[b 3], mbs[a 1], mbs[a 2], mbs[a 3]
+    g = "age decrypt, after sync "; r = "age decrypt, in a row "
+    if (mbs[g 1]) printf "#   download/age decrypt, interleaved: in a row %.2f, after a sync %.2f\n", (mbs[b 1] + mbs[b 2] + mbs[b 3]) / (mbs[r 1] + mbs[r 2] + mbs[r 3]), (mbs[a 1] + mbs[a 2] + mbs[a 3]) / (mbs[g 1] + mbs[g 2] + mbs[g 3])
     if (mbs["rclone crypt copy in"])  printf "#   upload/rclone in %.2f   download/rclone out %.2f\n", u / mbs["rclone crypt copy in"], d / mbs["rclone crypt copy out"]
   }' "$result" | tee -a "$result"
 echo "# saved to ${result#"$repo"/}"

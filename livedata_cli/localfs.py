@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NoReturn, cast
 
-from livedata_cli import names, writeback
+from livedata_cli import names
 from livedata_cli.errors import (
     IntegrityError,
     LivedataError,
@@ -298,7 +298,7 @@ def write_file(
     try:
         with cast(BinaryIO, _FdWriter(fd)) if fresh else os.fdopen(fd, "wb") as out:
             fcntl.flock(out.fileno(), fcntl.LOCK_EX)
-            n = write(writeback.created(out))  # bounded dirty data: the next big file keeps its speed
+            n = write(out)
             out.flush()
             os.fchmod(out.fileno(), (default_mode() if mode is None else mode) & 0o7777)
             if mtime is not None:

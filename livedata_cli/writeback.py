@@ -1,38 +1,35 @@
-"""Writing big files with bounded dirty data: writeback started behind the writer.
+"""Writing store objects with bounded dirty data: writeback started behind the writer.
 
-A process that writes a gigabyte into the page cache and returns leaves the
-kernel a gigabyte of dirty pages to write later. The next big write then
-competes with that writeback, and once the dirty limit is reached the kernel
-throttles every writer on the machine: back-to-back downloads slowed down run
-after run (1.0, 2.3, 3.6 s for 1 GiB each). An fsync at the end (what an
-upload into a folder store does) waits for the whole gigabyte at once,
-after the stream is done instead of while it runs.
+A folder store fsyncs every object before a journal names it. Written plainly,
+a gigabyte object sits dirty in the page cache until that fsync, which then
+waits for the whole gigabyte at once, after the stream is done instead of while
+it runs.
 
-:func:`behind` wraps a file being written so that, every :data:`WINDOW` bytes,
-the kernel is asked to start writing the window just written
+:class:`Behind` wraps an object being written so that, every :data:`WINDOW`
+bytes, the kernel is asked to start writing the window just written
 (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait), and the
 writer waits for the window written :data:`LAG` bytes earlier to reach the
-disk. The disk then works while the writer encrypts or decrypts, an fsync at
-the end finds at most ``LAG + WINDOW`` bytes dirty, and a restore of many
-large files leaves no backlog behind for the next one.
+disk. The disk then works while the writer encrypts, and the fsync at the end
+finds at most ``LAG + WINDOW`` bytes dirty.
 
-This is not durability: ``sync_file_range`` neither flushes the disk's cache
-nor writes metadata, so a store still fsyncs its objects before a journal
-refers to them. Where ``sync_file_range`` is missing (not Linux) or refused
-(a pipe, a file system without it), the wrapper writes plainly.
+Downloads are not written this way: they are not fsynced, and waiting for the
+disk made a download as slow as the disk where ``cp`` and ``age`` only fill the
+page cache. This is not durability either: ``sync_file_range`` neither flushes
+the disk's cache nor writes metadata, so the store still fsyncs. Where
+``sync_file_range`` is missing (not Linux) or refused (a file system without
+it), the wrapper writes plainly.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO, Final, cast
 
-__all__ = ["LAG", "WINDOW", "Behind", "behind", "created", "sync_file_range"]
+__all__ = ["LAG", "WINDOW", "Behind", "created", "sync_file_range"]
 
 # Writeback starts once this many bytes are written since it last started: big
 # enough that the calls cost nothing against the data, small enough that the
@@ -101,7 +98,7 @@ class Behind:
     It forwards everything to the file it wraps; ``write`` also starts and
     waits for writeback as described in the module docstring. The file's
     position must start at 0 and move only by writes (a fresh file written
-    front to back, as both stores and restores write).
+    front to back, as a store writes its objects).
     """
 
     def __init__(self, f: BinaryIO, *, window: int = WINDOW, lag: int = LAG) -> None:
@@ -155,17 +152,7 @@ class Behind:
         self._f.close()
 
 
-def behind(f: BinaryIO) -> BinaryIO:
-    """``f`` wrapped in :class:`Behind` when it is a regular file, else ``f`` itself
-    (a pipe or a device has no page cache to bound)."""
-    try:
-        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
-    except (OSError, AttributeError, ValueError):
-        return f
-    return Behind(f) if regular else f  # type: ignore[return-value]
-
-
 def created(f: BinaryIO) -> BinaryIO:
     """``f``, a regular file this process just created, wrapped in :class:`Behind`
-    (no ``fstat``: a restore of many small files makes one per file)."""
+    (no ``fstat``: an upload of many small files makes one per file)."""
     return cast(BinaryIO, Behind(f))
