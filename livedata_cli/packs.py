@@ -31,7 +31,6 @@ import hashlib
 import io
 import os
 import secrets
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from livedata_cli import forked
 from livedata_cli.crypto import container
 from livedata_cli.crypto.wrap import keyed_hash, wrap_data_key
 from livedata_cli.mime import sniff
@@ -261,27 +261,14 @@ class Sealed:
 
 Outcome = Sealed | OSError | None  # None: no longer small, store it the usual way
 
-_PR_SET_PDEATHSIG = 1  # Linux prctl(2)
-
 # The keys a forked worker inherits (never sent through a pipe): master key,
 # vault id, plaintext-hash key.
 _keys: tuple[bytes, str, bytes] | None = None
 
 
-def _start_worker(keys: tuple[bytes, str, bytes], parent: int) -> None:
-    """A worker keeps the keys, and dies with the command: a killed backup
-    must not leave workers behind holding its vault lock."""
+def _start_worker(keys: tuple[bytes, str, bytes]) -> None:
     global _keys
     _keys = keys
-    # Ctrl-C on a terminal reaches the whole process group: the command ends
-    # the workers; their own KeyboardInterrupt would only print tracebacks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(1)
 
 
 def _seal_files(paths: list[str]) -> list[Outcome]:
@@ -350,17 +337,8 @@ class SmallFileSealer:
         on_chunk: Callable[[list[Outcome]], None],
     ) -> None:
         """``files``: (path, size from the walk's stat) in the order they will be taken."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork: the workers inherit the keys and the loaded modules; this runs
-        # before the upload starts any thread of its own.
-        self._pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_start_worker,
-            initargs=(keys, os.getpid()),
-        )
+        # The workers are forked: this runs before the upload starts any thread of its own.
+        self._pool = forked.start(workers, _start_worker, (keys,))
         self._chunks: list[list[str]] = []
         size = _CHUNK_BYTES
         for path, n in files:
@@ -393,13 +371,5 @@ class SmallFileSealer:
         return outcome
 
     def close(self) -> None:
-        """Wait for the workers when every chunk was taken; otherwise (an error,
-        Ctrl-C) end them at once: a worker may be blocked handing back a result
-        nobody will read, and joining it would hang the command."""
-        if self._submitted or self._next < len(self._chunks):
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
-                with contextlib.suppress(OSError, AttributeError):
-                    proc.kill()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            return
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for the workers when every chunk was taken; otherwise end them at once."""
+        forked.stop(self._pool, finished=not self._submitted and self._next >= len(self._chunks))

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent / "livedata_cli"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("basics", ("livedata_cli", "errors", "sizes", "names", "shellwords", "mime", "notices")),
     ("crypto", ("crypto",)),
-    ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws", "writeback")),
+    ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws", "writeback", "forked")),
     ("stores", ("stores", "remote", "keys.kms")),
     ("index", ("index", "localfs", "packs", "journal", "state", "keys")),
     ("vault", ("vault", "audit", "share_recipient")),

@@ -24,6 +24,11 @@ writes it (:func:`livedata_cli.localfs.write_file`): a temporary file renamed in
 place only after its final segment authenticated.  A member that fails fails
 its file only; the others are restored, and the batch ends with exit 8.
 
+A batch of :data:`restore_workers.MIN_FILES` small files or more on a machine
+with several cores opens and writes its fetched members in forked worker
+processes instead of the writer threads (:mod:`livedata_cli.vault.restore_workers`):
+it is Python work per file, which threads only take turns at.
+
 Nothing here touches the index from a worker thread: a file's password is
 asked for, and a pack a prune on another machine moved is looked up again
 (which syncs), on the command's own thread.
@@ -31,20 +36,29 @@ asked for, and a pack a prune on another machine moved is looked up again
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from livedata_cli import envfail, localfs, names, packs
+from livedata_cli import envfail, forked, localfs, names, packs
 from livedata_cli.crypto import container
 from livedata_cli.errors import IntegrityError, LivedataError, NotFound, UsageError
 from livedata_cli.index.core import Version
 from livedata_cli.stores import ObjectStore, RangedReads
+from livedata_cli.vault import restore_workers
 from livedata_cli.vault.reading import already_restored, download_to, read_version
 from livedata_cli.vault.reports import ItemResult
 
@@ -212,6 +226,7 @@ class _Engine:
         self.fatal_size: int | None = None
         self.threads = REMOTE_THREADS if self.store.remote else LOCAL_THREADS
         self.default_mode = localfs.default_mode()  # once, not once a file
+        self.pool: ProcessPoolExecutor | None = None  # workers for small members, while a batch runs
 
     def data_key(self, job: Job) -> bytes:
         if job.data_key is not None:
@@ -224,21 +239,16 @@ class _Engine:
         v = job.v
         key = self.data_key(job)
         if blob is not None:
-            n = container.decrypt_stream(
-                key, io.BytesIO(blob), dst, expected_header_hash=v.header_hash, on_progress=self.progress
-            )
-        else:
-            try:
-                source = self.store.open(v.store_key)
-            except NotFound:
-                raise _Moved() from None
-            with source as src:
-                if v.offset:
-                    src.seek(v.offset)
-                reader = cast(BinaryIO, packs.Slice(src, v.length)) if v.pack else src
-                n = container.decrypt_stream(
-                    key, reader, dst, expected_header_hash=v.header_hash, on_progress=self.progress
-                )
+            return restore_workers.open_blob(key, blob, dst, v.header_hash, v.size, v.path, self.progress)
+        try:
+            source = self.store.open(v.store_key)
+        except NotFound:
+            raise _Moved() from None
+        with source as src:
+            if v.offset:
+                src.seek(v.offset)
+            reader = cast(BinaryIO, packs.Slice(src, v.length)) if v.pack else src
+            n = container.decrypt_stream(key, reader, dst, expected_header_hash=v.header_hash, on_progress=self.progress)
         if n != v.size:
             raise IntegrityError(f"{v.path}: {n} bytes decrypted where the record says {v.size}")
         return n
@@ -295,16 +305,52 @@ class _Engine:
         return memoryview(data), total, []
 
     def members(self, run: Run, view: memoryview, total: int, jobs: list[Job]) -> list[tuple[Job, Outcome]]:
-        """Open some members of a fetched run."""
+        """Open some members of a fetched run (in the worker processes, where
+        there are, those whose key the vault key opens)."""
         out: list[tuple[Job, Outcome]] = []
+        mine: list[tuple[Job, memoryview]] = []
         for job in jobs:
             problem = self.size_problem(run, job, total)
             if problem is not None:
                 out.append((job, problem))
                 continue
             start, end = member_span(job.v)
-            out.append((job, self.one(job, view[start - run.start : end - run.start])))
+            mine.append((job, view[start - run.start : end - run.start]))
+        for (job, blob), done in zip(mine, self.in_workers(mine), strict=True):
+            out.append((job, self.one(job, blob) if done is None else done))
         return out
+
+    def in_workers(self, members: list[tuple[Job, memoryview]]) -> list[Outcome | None]:
+        """Each member's outcome from the workers; None where the command's
+        threads are to open it (no workers, a key the workers cannot open)."""
+        if self.pool is None or self.stop.is_set():
+            return [None] * len(members)
+        sent = [None if job.data_key is not None else self.member(job, blob) for job, blob in members]
+        wanted = [m for m in sent if m is not None]
+        if not wanted:
+            return [None] * len(members)
+        try:
+            results = iter(self.pool.submit(restore_workers.write_members, wanted).result())
+        except BrokenProcessPool:  # a worker was killed (out of memory): the threads go on
+            return [None] * len(members)
+        out: list[Outcome | None] = []
+        for (job, _), m in zip(members, sent, strict=True):
+            got = None if m is None else next(results)
+            if isinstance(got, int):
+                self.vault.events.read(job.v.path, job.v.object)
+                with contextlib.suppress(_Stopped):
+                    self.progress(got)
+            elif got is not None and envfail.is_fatal(got):
+                self.stop.set()
+            out.append(got)
+        return out
+
+    def member(self, job: Job, blob: memoryview) -> restore_workers.Member:
+        v = job.v
+        return restore_workers.Member(
+            None if job.target is None else str(job.target), v.path, v.object, v.wrapped_key, v.header_hash,
+            v.size, self.default_mode if v.mode is None else v.mode, v.mtime, job.fresh, bytes(blob),
+        )
 
     def size_problem(self, run: Run, job: Job, total: int) -> IntegrityError | None:
         """An object shorter than a record says, or (an object of its own) longer."""
@@ -342,6 +388,19 @@ class _Engine:
         small = [j for j in jobs if not is_large(j.v)]
         large = [j for j in jobs if is_large(j.v)]
         runs = plan_runs(small)
+        workers = restore_workers.workers_for(len(small))
+        if workers:  # forked before any thread of this batch starts
+            self.pool = restore_workers.start(self.vault.master_key, self.vault.vault_id, workers)
+        try:
+            return self._run(runs, large, outcomes, moved)
+        finally:
+            if self.pool is not None:
+                forked.stop(self.pool, finished=not self.stop.is_set())
+                self.pool = None
+
+    def _run(
+        self, runs: list[Run], large: list[Job], outcomes: dict[int, Outcome], moved: list[Job]
+    ) -> tuple[dict[int, Outcome], list[Job]]:
         fatal: BaseException | None = None
         chunks_left: dict[int, int] = {}  # run index -> chunks not yet done
         with (

@@ -1,0 +1,63 @@
+"""Pools of forked worker processes, for the Python work done per small file.
+
+Python runs one thread at a time, and a backup or a restore of many small
+files is mostly Python work per file. Forked workers inherit the loaded
+modules and the keys they need (never sent through a pipe), and die with
+the command: a killed backup or restore must not leave workers behind.
+The pool is started (every worker forked) by :func:`start`, before the
+caller starts threads of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1  # Linux prctl(2)
+
+
+def start(
+    workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]
+) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, each forked now and set up by
+    ``initializer(*initargs)`` after :func:`_die_with_parent`."""
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+    pool.submit(int)  # forks every worker now (a fork pool starts them all at its first task)
+    return pool
+
+
+def _start_worker(parent: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    # Ctrl-C on a terminal reaches the whole process group: the command ends
+    # the workers; their own KeyboardInterrupt would only print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+    initializer(*initargs)
+
+
+def stop(pool: ProcessPoolExecutor, *, finished: bool) -> None:
+    """Wait for the workers when all their work was taken back (``finished``);
+    otherwise (an error, Ctrl-C) end them at once: a worker may be blocked
+    handing back a result nobody will read, and joining it would hang."""
+    if finished:
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(OSError, AttributeError):
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
