@@ -23,6 +23,8 @@ from livedata_cli.errors import IntegrityError, LivedataError
 
 MAGIC = b"LDJ\x01"
 PREFIX = "journal/"
+# One encoder for every line (json.dumps with options builds one per call).
+_line = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def new_name() -> str:
@@ -33,7 +35,7 @@ def encode(master_key: bytes, vault_id: str, name: str, records: Iterable[dict[s
     # ensure_ascii=False then UTF-8: a lone surrogate (a file name's raw byte
     # that escaped names.py) fails here, before anything reaches the store.
     body = zlib.compress(
-        b"".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" for r in records), 1
+        b"".join(_line(r).encode() + b"\n" for r in records), 1
     )
     data_key = os.urandom(32)
     out = io.BytesIO()
