@@ -8,6 +8,7 @@ reads are the same there, and a counting proxy still sees every request."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from pathlib import Path
@@ -257,3 +258,27 @@ def test_runs_cover_every_member_once_within_their_bounds(
     # A pack's members are all packed into as few runs as the gaps and the size cap allow.
     packed = [j for j in jobs if j.v.pack]
     assert sum(1 for r in runs if not r.whole) <= len(packed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    folders=st.lists(st.sampled_from(["a", "a/b", "c", "d/e/f"]), max_size=300),
+    size=st.integers(min_value=1, max_value=40),
+)
+def test_tasks_hold_one_folder_each_and_folders_take_turns(folders: list[str], size: int) -> None:
+    """Writer tasks: every member once, each task within one folder and at most
+    ``size`` long, and no two tasks in a row in one folder while another has some left."""
+    from livedata_cli.vault.restore import Job
+    from livedata_cli.vault.restore import tasks as split
+
+    jobs = [Job(i, None, Path("/out") / f / f"{i}.bin") for i, f in enumerate(folders)]  # type: ignore[arg-type]
+    tasks = split(jobs, size)
+    assert sorted(j.position for t in tasks for j in t) == list(range(len(jobs)))
+    assert all(0 < len(t) <= size and len({j.target.parent for j in t}) == 1 for t in tasks)
+    left = {f: sum(1 for t in tasks if t[0].target.parent == Path("/out") / f) for f in set(folders)}
+    for before, after in itertools.pairwise(tasks):
+        folder = before[0].target.parent
+        left[str(folder.relative_to("/out"))] -= 1
+        others = any(n for f, n in left.items() if Path("/out") / f != folder)
+        if others:
+            assert after[0].target.parent != folder

@@ -152,6 +152,18 @@ def plan_runs(jobs: Iterable[Job], *, max_gap: int = MAX_GAP, max_run: int = MAX
     return runs
 
 
+def tasks(jobs: list[Job], size: int = MEMBERS_A_TASK) -> list[list[Job]]:
+    """The members of a run in tasks of up to ``size``, each within one folder,
+    the folders taking turns: tasks running at once then create files in
+    different folders, and do not wait for each other's hold on one (a file
+    system changes one folder's entries at a time)."""
+    by_folder: dict[Path | None, list[Job]] = {}
+    for job in jobs:
+        by_folder.setdefault(None if job.target is None else job.target.parent, []).append(job)
+    queues = [[group[k : k + size] for k in range(0, len(group), size)] for group in by_folder.values()]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
 # -- reading -------------------------------------------------------------------------
 def read_range(store: ObjectStore, key: str, start: int, end: int) -> tuple[bytes, int]:
     """Bytes ``start``..``end`` of an object (fewer when it is shorter) and its size,
@@ -439,7 +451,7 @@ class _Engine:
                             if view is None:
                                 continue
                             r = runs[i]
-                            parts = [r.jobs[k : k + MEMBERS_A_TASK] for k in range(0, len(r.jobs), MEMBERS_A_TASK)]
+                            parts = tasks(r.jobs)
                             chunks_left[i] = len(parts)
                             for part in parts:
                                 g = writers.submit(self.members, r, view, total, part)
