@@ -14,8 +14,10 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2)
 
@@ -25,7 +27,8 @@ def start(
 ) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, each forked now and set up by
     ``initializer(*initargs)`` after :func:`_die_with_parent`."""
-    import multiprocessing
+    import multiprocessing  # here: multiprocessing costs tens of milliseconds to import
+    from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(
         workers,

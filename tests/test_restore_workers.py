@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,15 @@ def test_kill_9_leaves_no_worker_and_a_rerun_completes(vault_cli: Cli, tmp_path:
     r = vault_cli.ok("download", "t/", "-o", str(out), "--json")
     assert "failed" not in r.json()["counts"]
     _check(src, out, files)
+
+
+def test_a_small_upload_or_download_imports_no_multiprocessing() -> None:
+    """The worker pools import multiprocessing (tens of milliseconds) only when
+    they start: a command of a few files never pays for it."""
+    code = (
+        "import sys; import livedata_cli.cli, livedata_cli.vault.upload, livedata_cli.vault.download, "
+        "livedata_cli.vault.restore, livedata_cli.packs; "
+        "print(sorted(m for m in sys.modules if m.startswith(('multiprocessing', 'concurrent.futures.process'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -41,14 +41,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -63,6 +56,8 @@ from livedata_cli.vault.reading import already_restored, download_to, read_versi
 from livedata_cli.vault.reports import ItemResult
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     from livedata_cli.vault.core import Vault
     from livedata_cli.vault.reports import BatchReport
 
@@ -343,7 +338,7 @@ class _Engine:
             return [None] * len(members)
         try:
             results = iter(self.pool.submit(restore_workers.write_members, wanted).result())
-        except BrokenProcessPool:  # a worker was killed (out of memory): the threads go on
+        except BrokenExecutor:  # a worker was killed (out of memory): the threads go on
             return [None] * len(members)
         out: list[Outcome | None] = []
         for (job, _), m in zip(members, sent, strict=True):

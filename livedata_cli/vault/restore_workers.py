@@ -16,15 +16,17 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from livedata_cli import forked, localfs
 from livedata_cli.crypto import container, filepass
 from livedata_cli.crypto.wrap import WRAPPED_LEN, unwrap_data_key
 from livedata_cli.errors import IntegrityError, LivedataError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 # Fewer files than this are not worth forking for (a fork costs milliseconds).
 MIN_FILES = 200
