@@ -5,8 +5,9 @@ unwrapped, a container opened, a file created, written and renamed), and
 threads take turns at it. On a machine with several cores a restore of
 :data:`MIN_FILES` or more hands the fetched members to workers forked before
 its threads start (:mod:`livedata_cli.forked`); they inherit the vault key and
-its id, and unwrap, authenticate, decrypt and write each member exactly as the
-command's threads do (:func:`write_member`). A member whose key needs more than
+its id, and unwrap, authenticate, decrypt and write each member as the
+command's threads do (the same :func:`open_blob`, then
+:func:`livedata_cli.localfs.write_file`). A member whose key needs more than
 the vault key (a KMS data key, a file password, a previous vault key) comes
 back as None and is opened by the command's threads.
 """
@@ -81,15 +82,14 @@ def write_member(
     mode: int,
     mtime: float | None,
     fresh: bool,
-    on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Restore one member to ``target`` (or only check it, when None)."""
     if target is None:
         with open(os.devnull, "wb") as sink:
-            return open_blob(key, blob, sink, header_hash, size, path, on_progress)
+            return open_blob(key, blob, sink, header_hash, size, path)
     return localfs.write_file(
         Path(target),
-        lambda out: open_blob(key, blob, out, header_hash, size, path, on_progress),
+        lambda out: open_blob(key, blob, out, header_hash, size, path),
         mode=mode,
         mtime=mtime,
         fresh=fresh,
