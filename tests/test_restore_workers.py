@@ -205,3 +205,27 @@ def test_a_small_upload_or_download_imports_no_multiprocessing() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.subprocess
+def test_odd_names_restore_through_the_workers(vault_cli: Cli, tmp_path: Path) -> None:
+    """Names that are not UTF-8, 255 bytes long or hold control characters go
+    to a worker and back as the same bytes."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    made: dict[bytes, bytes] = {}
+    odd = [b"\xff\xfe-latin1-\xe9.bin", b"n" * 251 + b".bin", b"tab\there\x01\x7f.bin", "snow-\u2603.bin".encode()]
+    for i in range(MANY):
+        name = odd[i] if i < len(odd) else f"f{i:04d}.bin".encode()
+        data = os.urandom(i % 3000)
+        with open(os.path.join(os.fsencode(src / "d"), name), "wb") as f:
+            f.write(data)
+        made[name] = data
+    vault_cli.ok("upload", str(src), "--recursive", "--as", "t/")
+    out = tmp_path / "out"
+    vault_cli.ok("download", "t/", "-o", str(out))
+    back = os.fsencode(out / "d")
+    assert sorted(os.listdir(back)) == sorted(made)
+    for name, data in made.items():
+        with open(os.path.join(back, name), "rb") as f:
+            assert f.read() == data, name
