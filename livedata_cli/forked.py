@@ -25,8 +25,8 @@ _PR_SET_PDEATHSIG = 1  # Linux prctl(2)
 def start(
     workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]
 ) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes, each forked now and set up by
-    ``initializer(*initargs)`` after :func:`_die_with_parent`."""
+    """A pool of ``workers`` processes, each forked now, bound to die with this
+    one, and then set up by ``initializer(*initargs)``."""
     import multiprocessing  # here: multiprocessing costs tens of milliseconds to import
     from concurrent.futures import ProcessPoolExecutor
 
