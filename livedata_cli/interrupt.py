@@ -7,16 +7,21 @@ worker process, a pool joining at exit), the watchdog prints the line, if
 nobody did, and ends the process with 130 after :data:`GRACE` seconds.  The
 worker processes die with it (``PR_SET_PDEATHSIG``); whatever a killed
 command left in the store is what ``kill -9`` leaves, and ``prune`` clears it.
+Local temporary files are another matter: a download's ``.part`` holds
+plaintext, so each one is known here (:func:`temporary`) until it is renamed,
+and whichever way an interrupted command ends, it removes those left.
 A SIGINT once the command is done (the summary printed, the audit trail
 being written) ends it the same way, never with a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 GRACE = 1.5
@@ -24,6 +29,26 @@ LINE = b"livedata: error: interrupted\n"
 
 _state = {"interrupted": False, "said": False}
 _lock = threading.Lock()
+_temporaries: set[Path] = set()
+
+
+def temporary(path: Path) -> None:
+    """``path`` is about to be created and written: removed should the command be
+    interrupted before :func:`kept` (a set's add: cheap enough for every file
+    of a restore)."""
+    _temporaries.add(path)
+
+
+def kept(path: Path) -> None:
+    """``path`` was renamed into place or removed: no longer ours to clean up."""
+    _temporaries.discard(path)
+
+
+def _remove_temporaries() -> None:
+    for path in list(_temporaries):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    _temporaries.clear()
 
 
 def said() -> None:
@@ -40,6 +65,7 @@ def was_said() -> bool:
 
 
 def _hard_exit() -> None:
+    _remove_temporaries()  # the way out blocked before its own cleanup ran
     with _lock:
         if not _state["said"]:
             _state["said"] = True
@@ -77,6 +103,7 @@ def finish(code: int) -> int:
     if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda s, f: _hard_exit())
     if _state["interrupted"]:
+        _remove_temporaries()  # one created just before the interrupt, outside its writer's cleanup
         if not _state["said"]:
             _state["said"] = True
             sys.stderr.write(LINE.decode())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NoReturn, cast
 
-from livedata_cli import names
+from livedata_cli import interrupt, names
 from livedata_cli.errors import (
     IntegrityError,
     LivedataError,
@@ -290,11 +290,12 @@ def write_file(
         target.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = target.parent / _temp_name("part")
+        interrupt.temporary(tmp)  # known before it exists: a Ctrl-C at any point removes it
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             break
         except FileExistsError:
-            continue
+            interrupt.kept(tmp)  # not ours
     try:
         with cast(BinaryIO, _FdWriter(fd)) if fresh else os.fdopen(fd, "wb") as out:
             fcntl.flock(out.fileno(), fcntl.LOCK_EX)
@@ -307,6 +308,8 @@ def write_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        interrupt.kept(tmp)
     return n
 
 

@@ -156,6 +156,9 @@ class CountingProxy:
             def relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:  # the client died mid-request (a test killed it): nothing arrived
+                    self.close_connection = True
+                    return
                 op = operation(self.command, self.path, self.headers)
                 if op in proxy.unsupported:  # an S3-compatible server without this call
                     answer = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'

@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -117,6 +118,35 @@ def test_ctrl_c_exits_130_with_one_line_and_stores_nothing(vault_cli: Cli) -> No
     assert p.returncode == 130
     assert err.decode().strip().splitlines() == ["livedata: error: interrupted"]
     assert vault_cli.ok("ls", "--json").json() == []
+
+
+def test_a_way_out_that_blocks_still_removes_the_temporary_file(tmp_path: Path) -> None:
+    """Should cleaning up after Ctrl-C block (a writer thread stuck in a slow
+    disk's write), the watchdog that ends the command removes the temporary
+    file being written before it exits: no ``.part`` is left behind."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from livedata_cli import interrupt, localfs\n"
+        "interrupt.install()\n"
+        "def write(out):\n"
+        "    out.write(b'plaintext'); out.flush(); print('writing', flush=True)\n"
+        "    try:\n"
+        "        time.sleep(60)\n"
+        "    except KeyboardInterrupt:\n"
+        "        time.sleep(60)  # the way out blocks\n"
+        "        raise\n"
+        "localfs.write_file(Path(sys.argv[1]) / 'out.bin', write)\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert p.stdout is not None and p.stdout.readline() == b"writing\n"
+    assert [q.suffix for q in tmp_path.iterdir()] == [".part"]
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and err == b"livedata: error: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- seeded fault injection ----------------------------------------------------------

@@ -498,13 +498,16 @@ class _Pipeline:
         for pool in self._pools:
             pool.put(None)
 
-    def stop(self) -> None:
+    def stop(self, cause: BaseException | None = None) -> None:
         """Run what was submitted and end the threads, upstream first.
 
-        On the caller's own error this still writes the segments already
-        handed over: all of them authenticated, so ``dst`` ends on a clean
-        prefix.
+        On the caller's own error (``cause``) this still writes the segments
+        already handed over: all of them authenticated, so ``dst`` ends on a
+        clean prefix.  On Ctrl-C it drops them: the command is ending, and
+        writing them to a slow disk could outlast its grace period.
         """
+        if isinstance(cause, KeyboardInterrupt):
+            self.fail(cause)
         for worker in self._workers:
             worker.stop()
 
@@ -639,9 +642,9 @@ def encrypt_stream(
                 break
             assert nxt is not None
             cur, cur_len, nxt = nxt, nxt_len, None
-    except BaseException:
+    except BaseException as exc:
         if pipe is not None:
-            pipe.stop()
+            pipe.stop(exc)
         raise
     if pipe is not None:
         pipe.close()
@@ -736,9 +739,9 @@ def decrypt_stream(
                 break
             assert nxt is not None
             cur, nxt, cur_len = nxt, cur, nxt_len
-    except BaseException:
+    except BaseException as exc:
         if pipe is not None:
-            pipe.stop()
+            pipe.stop(exc)
         raise
     if pipe is not None:
         pipe.close()
