@@ -344,7 +344,10 @@ class StoreLock:
         """Raise :class:`LockLost` unless the lock is surely still ours: refreshed
         recently enough that nobody can have counted it stale, and (``in_store``)
         still in the store."""
-        if self._lost or time.monotonic() - self._refreshed > self._stale / 2 or (in_store and not self.store.exists(self.key)):
+        if not self._lost and in_store and not self.store.exists(self.key):
+            self._lost = True
+        # The age last: a pause during the store call above counts.
+        if self._lost or time.monotonic() - self._refreshed > self._stale / 2:
             self._lost = True
         if self._lost:
             raise LockLost(

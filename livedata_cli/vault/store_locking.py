@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,9 @@ def pause_point(stage: str) -> None:
 
         while others_writing():  # stopped inside SQLite, it would stop every other command too
             time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # Sent to this thread, not the process: a process's SIGSTOP is taken by its
+        # main thread, and until that thread runs, this one would run on past the point.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 # -- the lock, the reserve -------------------------------------------------------
