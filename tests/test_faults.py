@@ -140,7 +140,8 @@ def test_a_way_out_that_blocks_still_removes_the_temporary_file(tmp_path: Path) 
         "localfs.write_file(Path(sys.argv[1]) / 'out.bin', write)\n"
     )
     p = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_shell,
     )
     assert p.stdout is not None and p.stdout.readline() == b"writing\n"
     assert [q.suffix for q in tmp_path.iterdir()] == [".part"]
