@@ -71,6 +71,22 @@ def test_start_up_imports_nothing_heavy(vault_cli: Cli) -> None:
         assert not {m for m in loaded if m.startswith(heavy)}, (args, sorted(m for m in loaded if m.startswith(heavy)))
 
 
+def test_the_api_client_loads_neither_httpx_own_tool_nor_a_ca_bundle_for_plain_http() -> None:
+    """httpx's package would import its command-line tool (rich, pygments) and
+    its client would load the CA bundle: neither is needed to talk to a server
+    over plain http, and together they cost every API command tens of ms."""
+    code = (
+        "import ssl, sys\n"
+        "from livedata_cli.remote.client import Client\n"
+        "plain, tls = Client('http://127.0.0.1:9'), Client('https://vault.example')\n"
+        "ctx = lambda c: c.http._transport._pool._ssl_context\n"
+        "print(ctx(plain).verify_mode == ssl.CERT_NONE, ctx(tls).verify_mode == ssl.CERT_REQUIRED,\n"
+        "      ctx(tls).check_hostname, sorted(m for m in sys.modules if m.startswith(('rich', 'pygments'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "True", "True", "[]"]
+
+
 def test_init_on_a_terminal_asks_twice(cli: Cli) -> None:
     env = {k: v for k, v in cli.env.items() if k != "LIVEDATA_PASSPHRASE"}
     code, out = run_on_tty(["init"], env, cli.cwd, ["tty secret", "tty secret"])
