@@ -162,6 +162,25 @@ def test_many_small_files_are_sealed_by_workers_and_deduplicated(vault_cli: Cli,
     assert again["counts"] == {"unchanged": len(files) + 8}
 
 
+def test_a_tree_stored_every_night_under_a_new_prefix_points_at_the_first_copy(vault_cli: Cli, store_dir: Path) -> None:
+    """Each hash matches once per earlier copy; every new copy is deduplicated
+    against one stored object per content, and stores no new data."""
+    files = {f"d{i % 3}/f{i:03d}.bin": os.urandom(100 + i) for i in range(270)}
+    for rel, data in files.items():
+        write(vault_cli.cwd / "src" / rel, data)
+    vault_cli.ok("upload", "src", "-r", "--as", "night-1/")
+    stored = len(data_objects(store_dir))
+    for night in (2, 3, 4):
+        r = vault_cli.ok("upload", "src", "-r", "--as", f"night-{night}/", "--json").json()
+        assert sum(1 for i in r["items"] if i.get("deduplicated")) == len(files)
+    assert len(data_objects(store_dir)) == stored
+    entries = _entries(vault_cli)
+    for rel in files:
+        assert {entries[f"night-{n}/{rel}"]["object"] for n in (1, 2, 3, 4)} == {entries[f"night-1/{rel}"]["object"]}
+    vault_cli.ok("download", "night-4/", "-o", "out")
+    assert all((vault_cli.cwd / "out" / rel).read_bytes() == data for rel, data in files.items())
+
+
 def _state(pid: int) -> str | None:
     """A process's state letter (Z: a zombie), or None when it is gone."""
     try:

@@ -318,14 +318,20 @@ class Files:
         return None if row is None else _version(row)
 
     def find_by_hashes(self, hashes: list[str]) -> dict[str, Version]:
-        """``find_by_hash`` for many hashes in one query."""
+        """``find_by_hash`` for many hashes in one query.
+
+        One row per hash, the oldest, as in find_by_hash (SQLite takes the bare
+        columns of a ``MIN()`` group from the row holding the minimum): a tree
+        uploaded every night under a new prefix matches each hash once per
+        night, and building every copy cost a 30-copy vault 0.4 s a batch."""
         with self._lock:
             rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM versions WHERE hash IN (SELECT value FROM json_each(?)) "
-                "AND kind = 'file' AND NOT protected ORDER BY created DESC",
+                f"SELECT {_COLUMNS} FROM versions WHERE rowid IN (SELECT id FROM (SELECT rowid AS id, MIN(created) "
+                "FROM versions WHERE hash IN (SELECT value FROM json_each(?)) AND kind = 'file' AND NOT protected "
+                "GROUP BY hash))",
                 (json.dumps(hashes),),
             ).fetchall()
-        return {r[9]: _version(r) for r in rows}  # the oldest of each hash wins, as in find_by_hash
+        return {r[9]: _version(r) for r in rows}
 
     def newest_live(self, paths: Iterable[str]) -> dict[str, Version]:
         """The newest live version of each of these paths that has one (one query,
