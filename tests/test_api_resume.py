@@ -37,6 +37,27 @@ def _token(cli: Cli) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def test_a_pack_goes_up_as_one_request(cli: Cli, server: Any) -> None:  # noqa: F811
+    """A pack of small files (here 12 MiB, over the 8 MiB parts) is sent from
+    memory in one request, not as a resumable upload of four."""
+    from livedata_cli.crypto.container import container_size
+    from livedata_cli.packs import PACK_TARGET, SMALL_FILE, padded
+    from livedata_cli.stores.api import SPOOL_MEMORY
+
+    assert PACK_TARGET + padded(container_size(SMALL_FILE)) <= SPOOL_MEMORY  # the largest pack
+    srv = server()
+    account(cli, srv.url, "pack@example.com")
+    cli.ok("init", "--store", srv.url)
+    files = {f"d{i % 3}/f{i:03d}.bin": os.urandom(40 * 1024) for i in range(300)}
+    for rel, data in files.items():
+        write(cli.cwd / "src" / rel, data)
+    cli.ok("upload", "src", "-r", "--as", "t/")
+    routes = [json.loads(line).get("route", "") for line in srv.lines if '"request"' in line]
+    assert [r for r in routes if "/files/uploads" in r] == []
+    cli.ok("download", "t/", "-o", "out")
+    assert all((cli.cwd / "out" / rel).read_bytes() == data for rel, data in files.items())
+
+
 def test_a_cut_upload_resumes_from_the_servers_offset(cli: Cli, server: Any, proxies: Any) -> None:  # noqa: F811
     srv = server()
     proxy = proxies(srv.url)

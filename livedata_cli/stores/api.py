@@ -9,8 +9,8 @@ used here: ``GET /files?name=`` (lookup), ``?prefix=&after=`` (listing in
 name order), ``POST /files?replace=true`` (overwrite) and ``If-None-Match:
 *`` (create only, 412 when the name exists).
 
-Uploads stream: up to 8 MiB stays in memory and is sent as one request with
-its length; a larger object is spooled to an unlinked temporary file in the
+Uploads stream: up to 18 MiB (a pack) stays in memory and is sent as one
+request with its length; a larger object is spooled to an unlinked temporary file in the
 home (ciphertext only) while a thread sends it as a resumable upload
 (``/files/uploads``) in parts of 8 MiB as it grows.  When the connection
 drops, or the server answers 5xx, the thread asks the server how many bytes
@@ -40,7 +40,10 @@ from livedata_cli.remote.client import Client, backoff, retries
 from livedata_cli.stores import check_key
 
 MIB = 1024 * 1024
-SPOOL_MEMORY = 8 * MIB  # an object up to this size is one request from memory
+# An object up to this size is one request from memory: a whole pack
+# (livedata_cli/packs.py: 16 MiB and its last member of up to 1 MiB, sealed),
+# where a resumable upload of it cost four requests and a spool file.
+SPOOL_MEMORY = 18 * MIB
 PART = 8 * MIB  # a larger one goes up as a resumable upload in parts of this size
 CHUNK = 256 * 1024
 SKIP_AHEAD = 4 * MIB  # a seek this far ahead reads on in the open response (pack members in order)
