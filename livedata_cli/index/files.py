@@ -333,7 +333,8 @@ class Files:
         One row per hash, the oldest, as in find_by_hash (SQLite takes the bare
         columns of a ``MIN()`` group from the row holding the minimum): a tree
         uploaded every night under a new prefix matches each hash once per
-        night, and building every copy cost a 30-copy vault 0.4 s a batch."""
+        night, and building a version for every copy made a 2,000-file upload
+        to a vault of 17 copies take 1.1 s instead of 0.8 s."""
         with self._lock:
             rows = self.db.execute(
                 f"SELECT {_COLUMNS} FROM versions WHERE rowid IN (SELECT id FROM (SELECT rowid AS id, MIN(created) "

@@ -10,9 +10,9 @@ name order), ``POST /files?replace=true`` (overwrite) and ``If-None-Match:
 *`` (create only, 412 when the name exists).
 
 Uploads stream: up to 18 MiB (a pack) stays in memory and is sent as one
-request with its length; a larger object is spooled to an unlinked temporary file in the
-home (ciphertext only) while a thread sends it as a resumable upload
-(``/files/uploads``) in parts of 8 MiB as it grows.  When the connection
+request with its length; a larger object is spooled to an unlinked temporary
+file in the home (ciphertext only) while a thread sends it as a resumable
+upload (``/files/uploads``) in parts of 8 MiB as it grows.  When the connection
 drops, or the server answers 5xx, the thread asks the server how many bytes
 it holds and goes on from there, reading them again from the spool; the
 server makes the parts a file only on the final commit.  Downloads stream
