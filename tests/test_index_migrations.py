@@ -20,11 +20,11 @@ SHIPPED = [
     "0001_versions", "0002_entry_kinds", "0003_search", "0004_pending_uploads", "0005_audit_trail",
     "0006_shares", "0007_file_passwords", "0008_pinned_keys", "0009_packs", "0010_audit_unmirrored",
     "0011_pinned_signing_keys", "0012_pending_part_macs", "0013_journal_chain", "0014_version_numbers",
-    "0015_newest_listing",
+    "0015_newest_listing", "0016_hash_by_age",
 ]
 # sha256 of the schema (type, name, table, SQL with whitespace folded; the
-# migrations table left out) that the shipped 15 migrations build: 41 objects.
-SCHEMA_SHA256 = "bfc3114fa19a320257e3e8d1d77101f5b2a730cb5aa47bfa4756a73830b9ca12"
+# migrations table left out) that the shipped 16 migrations build: 41 objects.
+SCHEMA_SHA256 = "4fd537e6bdbd29a9b3492b5ee6a570cb74deea329eac9d3b9787f01268a4652c"
 
 
 def _schema(db: sqlite3.Connection) -> tuple[str, int]:

@@ -95,6 +95,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0013_journal_chain", journals.CHAIN),
     ("0014_version_numbers", files.VERSION_NUMBERS),
     ("0015_newest_listing", files.NEWEST_LISTING),
+    ("0016_hash_by_age", files.HASH_BY_AGE),
 ]
 
 # Write transactions open in this process, by thread: a test's pause point

@@ -109,6 +109,14 @@ VERSION_NUMBERS = """
 # columns its filter needs, so the listing never visits the table.
 NEWEST_LISTING = "CREATE INDEX versions_newest ON versions(path, deleted, kind) WHERE newest"
 
+# Deduplication asks for the oldest version of each content hash: with the
+# versions of one hash in age order, that is one step into the index however
+# many copies a tree stored every night has made.
+HASH_BY_AGE = """
+        CREATE INDEX versions_hash_created ON versions(hash, created);
+        DROP INDEX versions_hash
+        """
+
 
 # Recomputes versions.newest for every version of one path.
 _RESTATE = """
@@ -330,16 +338,16 @@ class Files:
     def find_by_hashes(self, hashes: list[str]) -> dict[str, Version]:
         """``find_by_hash`` for many hashes in one query.
 
-        One row per hash, the oldest, as in find_by_hash (SQLite takes the bare
-        columns of a ``MIN()`` group from the row holding the minimum): a tree
-        uploaded every night under a new prefix matches each hash once per
-        night, and building a version for every copy made a 2,000-file upload
-        to a vault of 17 copies take 1.1 s instead of 0.8 s."""
+        One row per hash, the oldest, as in find_by_hash, found through the
+        (hash, created) index: a tree uploaded every night under a new prefix
+        matches each hash once per night, and building a version for every
+        copy made a 2,000-file upload to a vault of 17 copies take 1.1 s
+        instead of 0.8 s."""
         with self._lock:
             rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM versions WHERE rowid IN (SELECT id FROM (SELECT rowid AS id, MIN(created) "
-                "FROM versions WHERE hash IN (SELECT value FROM json_each(?)) AND kind = 'file' AND NOT protected "
-                "GROUP BY hash))",
+                f"SELECT {_COLUMNS} FROM versions WHERE rowid IN (SELECT (SELECT rowid FROM versions v "
+                "WHERE v.hash = h.value AND v.kind = 'file' AND NOT v.protected ORDER BY v.created LIMIT 1) "
+                "FROM json_each(?) h)",
                 (json.dumps(hashes),),
             ).fetchall()
         return {r[9]: _version(r) for r in rows}
