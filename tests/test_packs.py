@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Cli, assert_one_line_error, data_objects, write
 from livedata_cli.packs import padded
@@ -265,3 +267,40 @@ def test_a_failed_pack_write_fails_the_next_seal_and_stores_nothing(tmp_path: Pa
     assert sealed.value.errno == errno.ENOSPC
     assert not list(store.list("data/")), "no pack object, empty or not"
     writer.seal()  # reported once: the writer is usable again
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcd"), st.booleans(), st.sampled_from(["file", "file", "symlink"])),
+        min_size=1,
+        max_size=40,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_deduplication_finds_the_oldest_plain_file_of_each_content(rows: list[tuple[str, bool, str]]) -> None:
+    """find_by_hashes answers for many hashes what find_by_hash answers for
+    one: the oldest version holding that content that is a file and has no
+    file password; none where there is no such version."""
+    import tempfile
+
+    from livedata_cli.index.core import Index
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        records = [
+            {
+                "t": "put", "vid": f"{i:032x}", "path": f"d/f{i}", "object": f"{i:032x}", "length": 1, "size": 1,
+                "mime": "", "hash": h, "header_hash": "0", "wrapped_key": "00", "key_id": "k",
+                "created": 2000.0 - i * 7 % 41 - i / 100, "protected": protected, "kind": kind,
+            }
+            for i, (h, protected, kind) in enumerate(rows)
+        ]  # fmt: skip
+        index.apply("journal/1", records)
+        found = index.find_by_hashes(list("abcde"))
+        for h in "abcde":
+            plain = [r for r in records if r["hash"] == h and not r["protected"] and r["kind"] == "file"]
+            oldest = min(plain, key=lambda r: r["created"])["vid"] if plain else None
+            assert (found[h].vid if h in found else None) == oldest
+            single = index.find_by_hash(h)
+            assert (single.vid if single else None) == oldest
+        index.close()
