@@ -282,3 +282,39 @@ def test_tasks_hold_one_folder_each_and_folders_take_turns(folders: list[str], s
         others = any(n for f, n in left.items() if Path("/out") / f != folder)
         if others:
             assert after[0].target.parent != folder
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["t/a", "t/b", "t/s/c", "u/d", "t/a/x"]), st.sampled_from(["put", "put", "rm"])),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["", "t/", "t/s/", "u/", "v/"]),
+)
+@settings(max_examples=80, deadline=None)
+def test_a_folder_download_plans_the_newest_version_of_each_path(history: list[tuple[str, str]], prefix: str) -> None:
+    """What a folder download restores (the newest version of each path under
+    the prefix, read from the index's ``newest`` flag) is what ranking every
+    version gives, in the trash and out of it, after any history of puts
+    and removals."""
+    import tempfile
+
+    from livedata_cli.index.core import Index
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        for i, (path, kind) in enumerate(history):
+            if kind == "rm":
+                record: dict[str, Any] = {"t": "rm", "path": path, "time": 1000.0 + i}
+            else:
+                record = {
+                    "t": "put", "vid": f"{i:032x}", "path": path, "object": f"{i:032x}", "length": 1, "size": i,
+                    "mime": "", "hash": "0", "header_hash": "0", "wrapped_key": "00", "key_id": "k",
+                    "created": 1000.0 + i,
+                }  # fmt: skip
+            index.apply(f"journal/{i:04d}", [record])
+        for trash in (False, True):
+            ranked = [v for v, _n in index.latest(prefix, trash=trash)]
+            assert index.newest_under(prefix, trash=trash) == ranked
+        index.close()
