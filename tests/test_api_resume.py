@@ -58,6 +58,32 @@ def test_a_pack_goes_up_as_one_request(cli: Cli, server: Any) -> None:  # noqa: 
     assert all((cli.cwd / "out" / rel).read_bytes() == data for rel, data in files.items())
 
 
+def test_a_pack_cut_mid_request_is_sent_again_and_stored_once(cli: Cli, server: Any, proxies: Any) -> None:  # noqa: F811
+    """The connection drops halfway through a pack sent as one request: it is
+    sent again, the upload ends 0, every file comes back, and the server keeps
+    one file of each name and no partial upload."""
+    srv = server()
+    proxy = proxies(srv.url)
+    account(cli, proxy.url, "cutpack@example.com")
+    cli.ok("init", "--store", proxy.url)
+    files = {f"d{i % 3}/f{i:03d}.bin": os.urandom(40 * 1024) for i in range(300)}
+    for rel, data in files.items():
+        write(cli.cwd / "src" / rel, data)
+    proxy.cut_after(6 * MIB, "up")
+    # A cut the client does not see as a reset is a stalled answer: the stall
+    # timeout (30 s by default) is what notices it.
+    r = cli("upload", "src", "-r", "--as", "t/", "--json", env={"LIVEDATA_STALL_TIMEOUT": "3"})
+    assert r.code == 0, r.stderr
+    assert proxy.cuts == 1 and r.json()["counts"] == {"new": len(files) + 3}
+    cli.ok("verify", "--data")
+    cli.ok("download", "t/", "-o", "out")
+    assert all((cli.cwd / "out" / rel).read_bytes() == data for rel, data in files.items())
+    names = [i["file_name"] for i in httpx.get(f"{srv.url}/api/v1/files", params={"prefix": "data/", "per_page": 200},
+                                                headers=_token(cli)).json()["items"]]
+    assert len(names) == len(set(names))
+    assert not list((srv.home / "server" / "uploads").glob("*.part"))
+
+
 def test_a_cut_upload_resumes_from_the_servers_offset(cli: Cli, server: Any, proxies: Any) -> None:  # noqa: F811
     srv = server()
     proxy = proxies(srv.url)
