@@ -16,18 +16,20 @@ being written) ends it the same way, never with a traceback.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
 GRACE = 1.5
 LINE = b"livedata: error: interrupted\n"
 
-_state = {"interrupted": False, "said": False}
+_state = {"interrupted": False, "said": False, "swallowed": False}
 _lock = threading.Lock()
 _temporaries: set[Path] = set()
 
@@ -75,6 +77,9 @@ def _hard_exit() -> None:
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     if _state["interrupted"]:
+        if _state["swallowed"]:  # the first one landed where it could not be raised
+            _state["swallowed"] = False
+            raise KeyboardInterrupt
         return  # the watchdog is running; a second Ctrl-C changes nothing
     _state["interrupted"] = True
     timer = threading.Timer(GRACE, _hard_exit)
@@ -83,15 +88,37 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _raise_again() -> None:
+    while _state["swallowed"]:
+        time.sleep(0.02)  # let the hook return first, or the signal lands in it
+        if _state["swallowed"]:
+            _thread.interrupt_main()
+
+
+def _on_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """A KeyboardInterrupt raised inside a callback Python cannot raise out of (a
+    weakref callback of the import system, a ``__del__``) is not printed as
+    "Exception ignored": it is raised again once the main thread is back in its
+    own code.  The hook does no more than start that (a plain thread, which does
+    not wait to be started), so the signal cannot land in the hook itself."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        if not _state["swallowed"]:
+            _state["swallowed"] = True
+            _thread.start_new_thread(_raise_again, ())
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def install() -> None:
     """Called once by the console script (``livedata_cli.entry``) in the main thread;
     ``livedata_cli.cli.main`` called in-process leaves the caller's handlers alone."""
-    _state.update(interrupted=False, said=False)
+    _state.update(interrupted=False, said=False, swallowed=False)
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return  # started to ignore Ctrl-C (a background job of a script): so be it
     signal.signal(signal.SIGINT, _on_sigint)
+    sys.unraisablehook = _on_unraisable
     # A parent that had SIGINT blocked when it started us passed the mask on:
     # Ctrl-C would wait, pending, until the command ended on its own.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

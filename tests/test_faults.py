@@ -151,6 +151,33 @@ def test_a_way_out_that_blocks_still_removes_the_temporary_file(tmp_path: Path) 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_inside_a_weakref_callback_is_one_line_no_traceback() -> None:
+    """A SIGINT that lands while Python runs a callback it cannot raise out of (a
+    weakref callback of the import system, a ``__del__``) is swallowed there and
+    printed as "Exception ignored in". It is raised again where it can be: the
+    command stops, and ends with exit 130 and its one line, never a traceback."""
+    script = (
+        "import os, signal, sys, time, weakref\n"
+        "from livedata_cli import interrupt\n"
+        "interrupt.install()\n"
+        "class Thing: pass\n"
+        "thing = Thing()\n"
+        "ref = weakref.ref(thing, lambda r: os.kill(os.getpid(), signal.SIGINT))\n"
+        "try:\n"
+        "    del thing\n"
+        "    for _ in range(500): time.sleep(0.01)  # the command at work\n"
+        "    print('went on', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped', flush=True)\n"
+        "sys.exit(interrupt.finish(0))\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=30, preexec_fn=as_from_a_shell,
+    )
+    assert p.stdout == b"stopped\n"
+    assert (p.returncode, p.stderr) == (130, b"livedata: error: interrupted\n")
+
+
 # -- seeded fault injection ----------------------------------------------------------
 # LIVEDATA_FAULT_TRIALS raises the number of trials per family (a long run);
 # LIVEDATA_FAULT_SEED replays one.  Each family records what it tried and survived
