@@ -166,6 +166,29 @@ def test_legacy_vault_gets_a_mac_on_its_next_write(kind_vault: KindVault) -> Non
 
 
 # -- 2. the journal chain ------------------------------------------------------------
+def test_an_upload_journals_every_flush_but_a_short_tail_joins_the_last(
+    kind_vault: KindVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal every ``FLUSH_RECORDS`` records keeps a killed backup's progress;
+    a tail of under half that many joins the journal before it, rather than
+    costing a journal of its own (its lock checks and requests)."""
+    from livedata_cli.vault import upload
+
+    monkeypatch.setattr(upload, "FLUSH_RECORDS", 40)
+    cli = kind_vault.cli
+    for i in range(50):  # 51 records with the folder: one journal
+        write(cli.cwd / "few" / f"f{i:02d}.txt", f"few {i}\n")
+    for i in range(120):  # 121 records: 40, 40 and the 41 left
+        write(cli.cwd / "many" / f"f{i:03d}.txt", f"many {i}\n")
+    before = len(_journals(kind_vault))
+    cli.ok("upload", "few", "-r")
+    assert len(_journals(kind_vault)) == before + 1
+    cli.ok("upload", "many", "-r")
+    assert len(_journals(kind_vault)) == before + 4
+    assert len(cli.ok("ls", "--json").json()) == 170
+    cli.ok("verify")
+
+
 def test_dropped_journal_is_exit_5_on_sync_rebuild_verify_and_a_new_machine(kind_vault: KindVault) -> None:
     names = _three_journals(kind_vault)
     cli = kind_vault.cli

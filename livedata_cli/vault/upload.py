@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["plan_upload", "preview_upload", "upload"]
 
 # A journal is flushed after this many records, bytes or seconds, so a killed
-# backup of 10,000 files keeps what it had stored.
+# backup of 10,000 files keeps what it had stored.  A tail of under half as
+# many records joins the last journal: a journal of its own would cost its
+# lock checks and requests for a handful of files.
 FLUSH_RECORDS = 2000
 FLUSH_BYTES = 256 * 1024 * 1024
 FLUSH_SECONDS = 10.0
@@ -224,7 +226,7 @@ def _upload_all(vault: Vault, plan: list[UploadSource], batch: Batch, jobs: int,
     todo = [src for src in plan if src.path not in batch.unchanged]
     with ThreadPoolExecutor(jobs) as pool, JournalWriter(vault, batch) as journals:
         done = iter(map(run, todo) if jobs == 1 else pool.map(run, todo))
-        for src in plan:
+        for position, src in enumerate(plan, 1):
             old = batch.unchanged.get(src.path)
             if old is not None:
                 batch.progress(old.size)  # not even opened
@@ -258,7 +260,7 @@ def _upload_all(vault: Vault, plan: list[UploadSource], batch: Batch, jobs: int,
                 pending_bytes += result.stored
             report.bytes_stored += result.stored
             if (
-                len(pending) >= FLUSH_RECORDS
+                (len(pending) >= FLUSH_RECORDS and len(plan) - position > FLUSH_RECORDS // 2)
                 or pending_bytes >= FLUSH_BYTES
                 or time.monotonic() - last_flush >= FLUSH_SECONDS
             ):
