@@ -255,6 +255,24 @@ def default_mode() -> int:
     return 0o666 & ~mask
 
 
+def create_temporary(folder: Path) -> tuple[Path, int]:
+    """A new empty file in ``folder`` to write and then rename into place: its
+    path and a descriptor open for writing.  It is 0600, created exclusively
+    under a name nobody can guess (never through a link planted there), locked
+    (``flock``) so that :func:`remove_stale_temps` leaves it alone, and known to
+    :mod:`livedata_cli.interrupt` until the caller calls ``interrupt.kept``."""
+    while True:
+        tmp = folder / _temp_name("part")
+        interrupt.temporary(tmp)  # known before it exists: a Ctrl-C at any point removes it
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            interrupt.kept(tmp)  # not ours
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return tmp, fd
+
+
 def write_file(
     target: Path,
     write: Callable[[BinaryIO], int],
@@ -288,17 +306,9 @@ def write_file(
             with open(target, "wb") as out:
                 return write(out)
         target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = target.parent / _temp_name("part")
-        interrupt.temporary(tmp)  # known before it exists: a Ctrl-C at any point removes it
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            break
-        except FileExistsError:
-            interrupt.kept(tmp)  # not ours
+    tmp, fd = create_temporary(target.parent)
     try:
         with cast(BinaryIO, _FdWriter(fd)) if fresh else os.fdopen(fd, "wb") as out:
-            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
             n = write(out)
             out.flush()
             os.fchmod(out.fileno(), (default_mode() if mode is None else mode) & 0o7777)

@@ -322,8 +322,28 @@ def test_a_cut_export_leaves_no_file(cli: Cli, server: Any, proxies: Any, tmp_pa
     assert_one_line_error(r, 6)
     assert proxy.cuts == 1
     assert dest.read_bytes() == b"an older export"  # the old file stays whole
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".cut.zip")) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file
     whole = proxied.ok("account", "export", "-o", str(dest), "--server", proxy.url, "--json").json()
     assert whole["blob_bytes"] > 3 * MIB
+    with zipfile.ZipFile(dest) as zf:
+        assert zf.testzip() is None
+
+
+def test_an_export_does_not_follow_a_link_planted_at_its_temporary_name(
+    cli: Cli, server: Any, tmp_path: Path  # noqa: F811
+) -> None:
+    """Whoever else can write the target's folder cannot plant a link where the
+    export writes its temporary file: it is created exclusively, under a name
+    nobody can guess, so the export never writes through it."""
+    assert cli.inprocess  # the command runs in this process: its pid is os.getpid()
+    srv = server()
+    account(cli, srv.url, "eve@example.com")
+    cli.ok("init", "--store", srv.url)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone else's file\n")
+    dest = tmp_path / "out.zip"
+    (tmp_path / f".out.zip.{os.getpid()}.part").symlink_to(victim)
+    cli.ok("account", "export", "-o", str(dest), "--server", srv.url)
+    assert victim.read_bytes() == b"someone else's file\n"
     with zipfile.ZipFile(dest) as zf:
         assert zf.testzip() is None

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent / "livedata_cli"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("basics", ("livedata_cli", "errors", "sizes", "names", "shellwords", "mime", "notices")),
     ("crypto", ("crypto",)),
-    ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws", "writeback", "forked")),
+    ("environment", ("settings", "envfail", "netwait", "interrupt", "locking", "keys.oskeyring", "aws", "writeback", "forked", "localfs")),
     ("stores", ("stores", "remote", "keys.kms")),
-    ("index", ("index", "localfs", "packs", "journal", "state", "keys")),
+    ("index", ("index", "packs", "journal", "state", "keys")),
     ("vault", ("vault", "audit", "share_recipient")),
     ("front", ("cli", "server", "_start", "quick", "entry", "__main__", "doctor", "mount", "sharepage")),
 ]

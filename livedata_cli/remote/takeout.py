@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from livedata_cli import interrupt, localfs
 from livedata_cli.errors import IntegrityError, StoreUnreachable, UsageError
 from livedata_cli.remote.client import Client
 
@@ -38,12 +39,12 @@ def export_account(
         raise UsageError(f"{dest} is a folder: give a file name such as {dest / 'my-data.zip'}")
     if not dest.parent.is_dir():
         raise UsageError(f"no such folder: {dest.parent}")
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     c = Client(server)
+    tmp: Path | None = None
     try:
         resp = c.request("GET", "/users/me/export", what="account export", stream=True, ok=(200,))
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            tmp, fd = localfs.create_temporary(dest.parent)
             with os.fdopen(fd, "wb") as f:
                 for chunk in resp.iter_raw():
                     f.write(chunk)
@@ -61,8 +62,10 @@ def export_account(
         os.replace(tmp, dest)
         return manifest
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            interrupt.kept(tmp)
         c.close()
 
 
