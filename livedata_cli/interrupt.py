@@ -11,12 +11,14 @@ Local temporary files are another matter: a download's ``.part`` holds
 plaintext, so each one is known here (:func:`temporary`) until it is renamed,
 and whichever way an interrupted command ends, it removes those left.
 A SIGINT once the command is done (the summary printed, the audit trail
-being written) ends it the same way, never with a traceback.
+being written) ends it the same way, never with a traceback; one that comes
+while Python tears itself down is dropped (:func:`_ending`).
 """
 
 from __future__ import annotations
 
 import _thread
+import atexit
 import contextlib
 import os
 import signal
@@ -29,7 +31,7 @@ from types import FrameType
 GRACE = 1.5
 LINE = b"livedata: error: interrupted\n"
 
-_state = {"interrupted": False, "said": False, "swallowed": False}
+_state = {"interrupted": False, "said": False, "swallowed": False, "ending": False}
 _lock = threading.Lock()
 _temporaries: set[Path] = set()
 
@@ -109,6 +111,13 @@ def _on_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def _ending() -> None:
+    """The last exit handler: Python is about to reset its signal handlers to the
+    default, and a Ctrl-C from here on would kill the finished command by signal.
+    Blocked, it is dropped as the process exits with the command's code."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def install() -> None:
     """Called once by the console script (``livedata_cli.entry``) in the main thread;
     ``livedata_cli.cli.main`` called in-process leaves the caller's handlers alone."""
@@ -119,6 +128,9 @@ def install() -> None:
         return  # started to ignore Ctrl-C (a background job of a script): so be it
     signal.signal(signal.SIGINT, _on_sigint)
     sys.unraisablehook = _on_unraisable
+    if not _state["ending"]:
+        _state["ending"] = True
+        atexit.register(_ending)  # the first registered runs last, once
     # A parent that had SIGINT blocked when it started us passed the mask on:
     # Ctrl-C would wait, pending, until the command ended on its own.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -178,6 +178,30 @@ def test_ctrl_c_inside_a_weakref_callback_is_one_line_no_traceback() -> None:
     assert (p.returncode, p.stderr) == (130, b"livedata: error: interrupted\n")
 
 
+def test_ctrl_c_while_python_shuts_down_does_not_kill_the_finished_command() -> None:
+    """Once the command's work is done and Python is tearing itself down (its
+    signal handlers reset to the default), a Ctrl-C no longer kills it by
+    signal: the command exits with its own code."""
+    script = (
+        "import os, sys, time\n"
+        "from livedata_cli import interrupt\n"
+        "interrupt.install()\n"
+        "class Slow:\n"
+        "    def __del__(self, write=os.write, sleep=time.sleep):\n"
+        "        write(1, b'tearing down\\n')\n"
+        "        sleep(2)\n"
+        "keep = Slow()  # a global of __main__: deleted as the interpreter ends\n"
+        "sys.exit(interrupt.finish(0))\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_shell,
+    )
+    assert p.stdout is not None and p.stdout.readline() == b"tearing down\n"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert (p.returncode, err) == (0, b"")
+
+
 # -- seeded fault injection ----------------------------------------------------------
 # LIVEDATA_FAULT_TRIALS raises the number of trials per family (a long run);
 # LIVEDATA_FAULT_SEED replays one.  Each family records what it tried and survived
