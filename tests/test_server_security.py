@@ -9,6 +9,7 @@ that trusted any peer.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -355,6 +356,8 @@ def test_big_bodies_are_refused_at_once_in_bounded_memory(start: Any) -> None:
     [
         (b'{"email": "a@example.com", "password": NaN}', "invalid_json"),
         (b'{"email": "a@example.com", "password": Infinity}', "invalid_json"),
+        (b'1e999', "invalid_json"),  # a number no float holds: infinity
+        (b'{"email": "a@example.com", "password": "a long test password", "device_name": -1e400}', "invalid_json"),
         (b'{"email": "\\ud800@example.com", "password": "a long test password"}', "invalid_json"),
         (b'{"email": ' + b"[" * 5000 + b"]" * 5000 + b', "password": "x"}', "too_deep"),
     ],
@@ -365,6 +368,47 @@ def test_crafted_json_is_a_400_not_a_500(start: Any, body: bytes, code: str) -> 
         for path in ("/api/v1/auth/login", "/api/v1/auth/register"):
             r = c.post(path, content=body, headers={"Content-Type": "application/json"})
             assert (r.status_code, r.json()["code"]) == (400, code), r.text
+
+
+def test_a_body_that_is_not_text_is_a_422_not_a_500(start: Any) -> None:
+    """Bytes that are not UTF-8, sent as text, are refused like any body that is not the route's JSON."""
+    server = start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        for path, headers in (("/api/v1/auth/login", {}), ("/api/v1/shares", h), ("/api/v1/auth/register", {})):
+            for kind in ("text/plain", "application/octet-stream"):
+                r = c.post(path, content=b"\xff\xfe\x00{", headers={**headers, "Content-Type": kind})
+                assert r.status_code == 422, (path, kind, r.status_code, r.text)
+                assert r.json()["detail"], r.text
+
+
+def test_request_headers_are_bounded_a_431_before_the_server_holds_more(start: Any) -> None:
+    """A request line and headers of over 64 KiB are answered 431 and the
+    connection closed as soon as the limit passes, however much more the client
+    meant to send; headers just under it, and a body after them, are served."""
+    server = start()
+    parts = urlsplit(server.url)
+    before = _status(server.proc.pid, "VmRSS")
+    for header in (b"X-Big: " + b"a" * (40 << 20), b"X-Many: b\r\n" * 200_000):
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            sent = 0
+            with contextlib.suppress(OSError):  # the server closes the connection long before the end
+                while sent < len(header):
+                    sent += s.send(header[sent : sent + (1 << 20)])
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := s.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b'"headers_too_large"' in answer
+        assert sent < 8 << 20  # refused early: not after the client sent it all
+    assert _status(server.proc.pid, "VmHWM") - before < 16 * 1024  # KiB: it held none of it
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        h = _auth(_account(c))
+        assert c.get("/healthz", headers={"X-Fill": "c" * 60_000}).status_code == 200
+        r = c.post(f"{API}/files", params={"file_name": "a"}, content=b"y" * 300_000, headers={**h, "X-Fill": "d" * 60_000})
+        assert r.status_code == 201, r.text
 
 
 def test_content_length_of_thousands_of_digits_is_a_413(start: Any) -> None:

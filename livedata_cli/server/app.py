@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from livedata_cli import __version__
@@ -125,6 +126,17 @@ def create_app(config: ServerConfig | None = None, *, context: Context | None = 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
         return JSONResponse({"detail": e.message, "code": e.code}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
+        # What was wrong and where, without echoing the input: a body of bytes
+        # that are not UTF-8 cannot be written back as JSON.
+        errors = [
+            {"type": str(err.get("type", "")), "loc": [str(part) for part in err.get("loc", ())],
+             "msg": str(err.get("msg", ""))}
+            for err in e.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(LimiterUnavailable)
     async def _limiter_down(_request: Request, e: LimiterUnavailable) -> JSONResponse:

@@ -7,13 +7,15 @@ answered 413 at once, without reading a byte; a body without one is counted
 as it arrives and refused as soon as it passes the limit, so a client cannot
 make the server hold more than the limit in memory nor spend the event loop
 parsing megabytes.  A JSON body deeper than ``MAX_DEPTH``, with ``NaN`` or
-``Infinity`` (not JSON), or with a lone surrogate escape (not text) is a 400
+``Infinity`` (not JSON), a number too large for a float (``1e999``), or
+with a lone surrogate escape (not text) is a 400
 before any route sees it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -71,6 +73,13 @@ def _constant(name: str) -> Any:
     raise _NotJson(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON, but no float holds it
+        raise _NotJson(f"the number {text[:40]} is too large")
+    return value
+
+
 def _strings(value: Any) -> Iterable[str]:
     stack = [value]
     while stack:
@@ -93,7 +102,7 @@ def check_json(body: bytes) -> tuple[str, str] | None:
     if depth(body) > MAX_DEPTH:
         return "too_deep", f"JSON nested deeper than {MAX_DEPTH} levels"
     try:
-        value = json.loads(body, parse_constant=_constant)
+        value = json.loads(body, parse_constant=_constant, parse_float=_finite)
     except _NotJson as e:
         return "invalid_json", str(e)
     except (ValueError, RecursionError):

@@ -13,6 +13,10 @@ Here:
   upload part is kept, exactly as after a dropped connection) and the
   connection is closed.
 
+A request line and headers are also bounded (:data:`MAX_HEAD`): past it the
+request is answered 431 and the connection closed, before the parser, which
+holds a header whole until it ends, holds more.
+
 The values come from the server settings in the environment, which
 ``server/run.py`` sets before uvicorn starts its workers.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import socket
 from typing import Any
 
@@ -47,14 +52,50 @@ def _no_delay(transport: asyncio.Transport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+MAX_HEAD = 64 * 1024  # a request line and its headers, at most
+_TOO_LARGE = json.dumps(
+    {"detail": f"the request line and headers pass {MAX_HEAD // 1024} KiB", "code": "headers_too_large"}
+).encode()
+
+
 class TimedHttpProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that closes connections whose headers or body stall."""
+    """HttpToolsProtocol that closes connections whose headers or body stall, or
+    whose headers pass :data:`MAX_HEAD` (the parser would hold them all)."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_body = 0.0
+        self._in_head = True  # the bytes coming are a request line and headers
+        self._head_bytes = 0
+        self._refused = False
+
+    # -- the size of a request's head ------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            room = MAX_HEAD - self._head_bytes
+            if len(data) > room:  # the head must end within the room left
+                super().data_received(data[:room])
+                if self._in_head:
+                    self._refuse_head()
+                    return
+                data = data[room:]
+            else:
+                self._head_bytes += len(data)
+        super().data_received(data)
+
+    def _refuse_head(self) -> None:
+        self._refused = True
+        self._disarm_header()
+        if not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\nconnection: close\r\n\r\n" + _TOO_LARGE
+            )
+            self.transport.close()
 
     # -- timers ------------------------------------------------------------------------
     def _arm_header(self) -> None:
@@ -114,6 +155,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self._arm_header()
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm_header()
         super().on_headers_complete()
         if any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers):
@@ -124,6 +166,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self._last_body = self.loop.time()
 
     def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes = True, 0  # what comes next is the next request's head
         self._disarm_body()
         super().on_message_complete()
 
