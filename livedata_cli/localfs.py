@@ -452,10 +452,11 @@ def path_of(ref: str) -> str:
 
 
 def download_target(output: str | None, name: str) -> Path:
-    """Where a downloaded file goes: ``output``, or into it when it is a folder;
-    without ``output``, ``name`` in the working folder."""
+    """Where a downloaded file goes: ``output``, or into it when it is a folder
+    (or ends with ``/``: one to make); without ``output``, ``name`` in the
+    working folder."""
     target = Path(output) if output else Path(name)
-    if target.is_dir():
+    if target.is_dir() or (output or "").endswith("/"):
         target = target / name
     return target
 

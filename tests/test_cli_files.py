@@ -174,6 +174,22 @@ def test_download_into_existing_folder_and_no_silent_overwrite(vault_cli: Cli) -
     (vault_cli.cwd / "r.txt").write_text("local edits")
     assert_one_line_error(vault_cli("download", "r.txt"), 2)
     assert (vault_cli.cwd / "r.txt").read_text() == "local edits"
+    # -o a folder names the folder, not the file in it: a different file there is kept.
+    (vault_cli.cwd / "dest" / "r.txt").write_text("edited in dest")
+    r = vault_cli("download", "r.txt", "-o", "dest")
+    assert_one_line_error(r, 2)
+    assert "--overwrite" in r.stderr
+    assert (vault_cli.cwd / "dest" / "r.txt").read_text() == "edited in dest"
+    vault_cli.ok("download", "r.txt", "-o", "dest", "--overwrite")
+    assert (vault_cli.cwd / "dest" / "r.txt").read_text() == "new"
+    vault_cli.ok("download", "r.txt", "-o", "dest")  # the same version already there: unchanged, exit 0
+    # -o naming the file itself is the explicit choice to replace it.
+    (vault_cli.cwd / "dest" / "r.txt").write_text("edited again")
+    vault_cli.ok("download", "r.txt", "-o", "dest/r.txt")
+    assert (vault_cli.cwd / "dest" / "r.txt").read_text() == "new"
+    # -o with a trailing slash is a folder, made when missing.
+    vault_cli.ok("download", "r.txt", "-o", "made/")
+    assert (vault_cli.cwd / "made" / "r.txt").read_text() == "new"
 
 
 def test_missing_file_exit_3(vault_cli: Cli) -> None:

@@ -181,12 +181,14 @@ def download_file(
     progress: Callable[[int], AbstractContextManager[Progress]],
 ) -> ItemResult:
     """Write one version to ``output`` (a file, or a folder to write into;
-    None: its own name here).  Without ``output`` an existing file is kept
-    unless ``overwrite``, or it already holds this version (a rerun).
-    ``progress(size)`` gives the progress callback for the bytes written."""
+    None: its own name here).  Unless ``output`` names the file itself, an
+    existing file is kept unless ``overwrite``, or it already holds this
+    version (a rerun).  ``progress(size)`` gives the progress callback for the
+    bytes written."""
     target = localfs.download_target(output, names.to_local(v.path.split("/")[-1]))
     localfs.remove_stale_temps(target.parent)
-    if output is None and not overwrite and target.exists():
+    named = output is not None and target == Path(output)  # -o FILE: the explicit choice to replace it
+    if not named and not overwrite and target.exists():
         if not already_restored(vault, v, target):
             localfs.refuse_existing(target)
         return ItemResult(v.path, str(target), "unchanged", v.size, v.vid)
