@@ -54,6 +54,32 @@ def test_passphrase_file_and_command(vault_cli: Cli, tmp_path: Path) -> None:
     assert_one_line_error(r, 4)
 
 
+@pytest.mark.parametrize("broken", ["new\npass", "new pass\r", "\nnew"])
+def test_a_new_passphrase_with_a_line_break_is_refused(cli: Cli, broken: str) -> None:
+    """A passphrase file, a command's output and a prompt give one line: a
+    passphrase holding a line break could only ever come from the variable."""
+    r = cli("init", env={"LIVEDATA_PASSPHRASE": broken})
+    assert_one_line_error(r, 2)
+    assert "line break" in r.stderr
+    cli.ok("init")
+    write(cli.cwd / "a.txt", "a")
+    cli.ok("upload", "a.txt")
+    for args in (("keys", "passwd"), ("keys", "add")):
+        r = cli(*args, env={"LIVEDATA_NEW_PASSPHRASE": broken})
+        assert_one_line_error(r, 2)
+        assert "line break" in r.stderr
+    assert cli.ok("download", "a.txt", "-o", "-").out == "a"  # the old passphrase still opens it
+
+
+def test_a_passphrase_file_that_is_not_text_is_a_wrong_passphrase(vault_cli: Cli, tmp_path: Path) -> None:
+    pf = tmp_path / "pass"
+    pf.write_bytes(b"\xffpw\n")
+    write(vault_cli.cwd / "a.txt", "a")
+    vault_cli.ok("upload", "a.txt")
+    r = vault_cli("download", "a.txt", "-o", "-", env={"LIVEDATA_PASSPHRASE": None, "LIVEDATA_PASSPHRASE_FILE": str(pf)})
+    assert_one_line_error(r, 4)
+
+
 def test_passwd_changes_passphrase_without_touching_data(vault_cli: Cli, store_dir: Path) -> None:
     write(vault_cli.cwd / "a.txt", "kept")
     vault_cli.ok("upload", "a.txt")

@@ -32,6 +32,14 @@ NoHeaderOpt = Annotated[
 ]
 
 
+def one_line(secret: str, what: str = "passphrase") -> str:
+    """A new passphrase must be one line: a passphrase file, a command's output
+    and a prompt give one, so one with a line break could never be given again."""
+    if "\n" in secret or "\r" in secret:
+        raise UsageError(f"a {what} cannot hold a line break: a passphrase file, command or prompt gives one line")
+    return secret
+
+
 @dataclass
 class Env:
     """The terminal and the global options, decided once per process."""
@@ -113,7 +121,7 @@ class Env:
             raise NoPassphrase(NO_PASSPHRASE_HELP)
         if not secret:
             raise UsageError(f"an empty {what} is not allowed")
-        return secret
+        return one_line(secret, what)
 
     def ask_file_password(self, path: str) -> str | None:
         """A file's password: LIVEDATA_FILE_PASSWORD in scripts, else asked on a terminal."""

@@ -156,14 +156,14 @@ def rm_(
 def _new_secret(env: object) -> str:
     import os
 
-    from livedata_cli.cli.common import ENV
+    from livedata_cli.cli.common import ENV, one_line
     from livedata_cli.errors import UsageError
 
     value = os.environ.get("LIVEDATA_NEW_PASSPHRASE")
     if value is not None:
         if not value:
             raise UsageError("LIVEDATA_NEW_PASSPHRASE is empty")
-        return value
+        return one_line(value)
     if not ENV.can_prompt():
         from livedata_cli.errors import NoPassphrase
 

@@ -117,7 +117,7 @@ def passphrase_from_env() -> tuple[str, str] | None:
         return value, var
     if var == "LIVEDATA_PASSPHRASE_FILE":
         try:
-            with open(os.path.expanduser(value), encoding="utf-8") as f:
+            with open(os.path.expanduser(value), encoding="utf-8", errors="replace") as f:  # as a command's output
                 return f.readline().rstrip("\r\n"), var
         except OSError as e:
             raise NoPassphrase(f"cannot read LIVEDATA_PASSPHRASE_FILE {value}: {e.strerror}") from None
