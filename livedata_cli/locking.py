@@ -55,7 +55,8 @@ def exclusive(path: Path, *, wait: bool, notice: Callable[[str], None]) -> Itera
                 raise LockHeld(f"the vault is locked by {holder} (--no-wait given)") from None
             notice(f"livedata: waiting for the vault lock held by {holder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode()
+        # The lock may be in the store (a folder store's): the machine by its tag, not its name.
+        note = f"pid {os.getpid()} on machine {host_tag()} since {time.strftime('%H:%M:%S')}".encode()
         with suppress(OSError):  # for the waiting message only: a full disk must not stop a purge
             os.pwrite(fd, note.ljust(200), 0)
         yield

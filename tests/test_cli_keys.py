@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
@@ -141,6 +142,7 @@ def test_store_holds_no_secret_in_clear(vault_cli: Cli, store_dir: Path, tmp_pat
             blob = p.read_bytes()
             for needle in (b"secret-name", b"top secret", b"private-tag", PASSPHRASE.encode()):
                 assert needle not in blob, (p, needle)
+            assert socket.gethostname().encode() not in blob, p  # the store lock names no machine
     config = json.loads((store_dir / "config").read_text())
     assert set(config) >= {"vault_id", "format", "suite", "key_id"}
     # Nothing secret in the home either: vault.json names the store only.
