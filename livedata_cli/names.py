@@ -88,6 +88,32 @@ def shown(name: str) -> str:
     return _CONTROL.sub(_escape_control, name)
 
 
+_TAG_QUOTED = re.compile(r"[\s,'\"]")
+
+
+def shown_tags(tags: Iterable[str]) -> str:
+    """Tags for a terminal: comma-separated, a tag holding a separator, space
+    or quote in quotes (``x,y`` never passes for two tags), every tag
+    :func:`shown`; ``-`` for none."""
+    return ",".join(shown(_quoted(t) if _TAG_QUOTED.search(t) or not t else t) for t in tags) or "-"
+
+
+def _quoted(text: str) -> str:
+    """``text`` in single quotes as a shell reads it (``shlex.quote`` leaves a comma bare)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def check_tags(tags: Iterable[str]) -> list[str]:
+    """Tags as given, or :class:`UsageError`: a tag is not empty and holds no control character."""
+    from livedata_cli.errors import UsageError
+
+    tags = list(tags)
+    for t in tags:
+        if not t.strip() or _CONTROL.search(t):
+            raise UsageError(f"bad tag {shown(t)!r}: a tag is a word or words on one line")
+    return tags
+
+
 # Any character that makes a listing line need :func:`shown` (the newline aside).
 _LINE_WORK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff\ufdd0]")
 

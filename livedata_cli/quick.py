@@ -289,13 +289,13 @@ def _search(rest: list[str], json_: bool, quiet: bool) -> Callable[[], None]:
                 "truncated": results.truncated,
             }
         )
-    from livedata_cli.names import shown
+    from livedata_cli.names import shown, shown_tags
     from livedata_cli.sizes import human_size
 
     day = _Days()
     lines = [
         "\t".join(
-            (shown(h.path), human_size(h.size), day(h.created), ",".join(h.tags) or "-",
+            (shown(h.path), human_size(h.size), day(h.created), shown_tags(h.tags),
              shown(core.plain_snippet(h.snippet)) if h.snippet else "")
         )
         for h in results.hits

@@ -127,6 +127,33 @@ def test_control_characters_in_names_never_reach_the_terminal(vault_cli: Cli) ->
     _terminal_safe(r.stderr.encode())
 
 
+def test_control_characters_in_tags_and_notes_never_reach_the_terminal(vault_cli: Cli, open_vault: Any) -> None:
+    """Tags and notes come from a shared store too: every command that shows
+    them escapes their control characters, and a tag that holds the list's
+    separator is quoted so that it cannot pass for two."""
+    write(vault_cli.cwd / "a.txt", "a")
+    vault_cli.ok("upload", "a.txt", "--tag", "plain")
+    vault = open_vault()  # as another machine's livedata could: past the command line's checks
+    with vault.lock():
+        vault.tag("a.txt", ["\x1b]0;owned\x07", "x,y"], remove=False)
+    vault.close()
+    r = vault_cli.ok("note", "a.txt", "\x1b[31mred\nsecond line\x9b")
+    _terminal_safe(r.stderr.encode())
+    for args in (("note", "a.txt"), ("info", "a.txt"), ("search", "red"), ("search", "--tag", "plain"),
+                 ("stats",), ("ls", "--long"), ("tag", "a.txt", "--remove", "nothing-there")):
+        r = vault_cli.ok(*args)
+        _terminal_safe(r.stdout)
+        _terminal_safe(r.stderr.encode())
+    assert "second line" in vault_cli.ok("note", "a.txt").out  # a note keeps its lines
+    listed = vault_cli.ok("search", "--tag", "plain").out
+    assert "'x,y'" in listed and "\\x1b" in listed  # quoted, escaped
+    for bad in ("", " ", "\n", "two\nlines", "\x1b]0;owned\x07"):
+        assert_one_line_error(vault_cli("tag", "a.txt", bad), 2)
+        assert_one_line_error(vault_cli("upload", "a.txt", "--tag", bad), 2)
+    vault_cli.ok("tag", "a.txt", "--remove", "\x1b]0;owned\x07")  # a bad tag stored can be removed
+    assert vault_cli.ok("info", "a.txt", "--json").json()["tags"] == ["plain", "x,y"]
+
+
 def test_names_near_the_file_system_limit_restore(vault_cli: Cli) -> None:
     long_names = [b"x" * 255, b"\xc3\xa9" * 125 + b"e", b"y" * 250]
     for name in long_names:

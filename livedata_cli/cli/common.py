@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -441,11 +440,6 @@ def table(env: Env, header: Sequence[str], rows: Iterable[Sequence[str]], *, no_
         env.out(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]).rstrip())
 
 
-def tag_list(tags: Iterable[str]) -> str:
-    """Tags for a table cell: comma-separated, a tag holding a separator or quote in quotes."""
-    import shlex
-
-    return ",".join(shlex.quote(t) if re.search(r"[\s,'\"]", t) or not t else t for t in tags) or "-"
 
 
 def printable(text: str) -> str:

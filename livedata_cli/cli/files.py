@@ -23,9 +23,8 @@ from livedata_cli.cli.common import (
     printable,
     setup,
     table,
-    tag_list,
 )
-from livedata_cli.names import for_json, shown, to_bytes
+from livedata_cli.names import check_tags, for_json, shown, shown_tags, to_bytes
 
 if TYPE_CHECKING:
     from livedata_cli.index.core import Version
@@ -134,7 +133,7 @@ def upload(
             uploads.upload(
                 vault,
                 plan,
-                tags=tag or [],
+                tags=check_tags(tag or []),
                 report=report,
                 progress=bar,
                 stdin=sys.stdin.buffer,
@@ -320,7 +319,7 @@ def _long_row(v: Version, n: int) -> tuple[str, ...]:
     note = v.notes.strip().splitlines()[0][:60] if v.notes.strip() else ""
     name += "  [password]" if v.protected else ""
     name += f"  # {note}" if note else ""  # the note's first line
-    return human_size(v.size).rjust(10), f"{n}v".rjust(4), human_time(v.created), tag_list(v.tags), name
+    return human_size(v.size).rjust(10), f"{n}v".rjust(4), human_time(v.created), shown_tags(v.tags), name
 
 
 def info(
@@ -349,7 +348,7 @@ def info(
         elif key == "mode" and value is not None:
             value = oct(value)
         elif key == "tags":
-            value = ", ".join(value) or "-"
+            value = shown_tags(value)
         elif key == "derived_from" and value:  # a conversion's result
             key, value = "converted from", f"{source.path} version {source.number} ({value})" if source else value
         elif key == "notes":
@@ -449,11 +448,11 @@ def tag(
     """
     env = setup(json_, quiet)
     with open_vault(env) as vault:
-        v = vault.tag(ref, tags, remove=remove)
+        v = vault.tag(ref, tags if remove else check_tags(tags), remove=remove)  # a stored bad tag can go
     if env.json:
         env.emit({"path": for_json(v.path), "id": v.vid, "tags": list(v.tags)})
     else:
-        env.say(f"{shown(v.path)}: {', '.join(v.tags) or 'no tags'}")
+        env.say(f"{shown(v.path)}: {shown_tags(v.tags) if v.tags else 'no tags'}")
 
 
 def prune(

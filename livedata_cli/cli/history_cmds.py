@@ -43,9 +43,12 @@ def stats(prefix: PrefixArg = "", json_: JsonOpt = False, quiet: QuietOpt = Fals
     env.out(f"dedup ratio:     {s.dedup_ratio:.2f}")
     if s.tags:
         env.out("tags:")
-        width = max(len(t) for t in s.tags)
+        from livedata_cli.names import shown
+
+        names = {tag: shown(tag) for tag in s.tags}
+        width = max(len(n) for n in names.values())
         for tag, t in sorted(s.tags.items()):
-            env.out(f"  {tag:<{width}}  {t.files:>7} files  {human_size(t.bytes):>10}")
+            env.out(f"  {names[tag]:<{width}}  {t.files:>7} files  {human_size(t.bytes):>10}")
 
 
 def diff(

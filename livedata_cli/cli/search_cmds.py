@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, open_vault, setup
-from livedata_cli.names import for_json, shown
+from livedata_cli.names import for_json, shown, shown_tags
 
 if TYPE_CHECKING:
     from livedata_cli.index.search import Hit
@@ -123,7 +123,7 @@ def search(
         day = _Days()
         lines = [
             "\t".join(
-                (shown(h.path), human_size(h.size), day(h.created), ",".join(h.tags) or "-",
+                (shown(h.path), human_size(h.size), day(h.created), shown_tags(h.tags),
                  shown(core.plain_snippet(h.snippet)) if h.snippet else "")
             )
             for h in results.hits
@@ -216,7 +216,7 @@ def note(
         env.emit({"path": for_json(v.path), "id": v.vid, "notes": v.notes})
     elif text is None and not clear:
         if v.notes:
-            env.out(v.notes)
+            env.out("\n".join(shown(line) for line in v.notes.split("\n")))  # its lines kept, each escaped
         else:
             env.say(f"{shown(v.path)} has no note")
     else:
