@@ -27,6 +27,7 @@ from livedata_cli.stores import ObjectStore
 
 MAX_SLOTS = 32  # slots read from a store at most: a hostile store may plant thousands
 FORMAT_VERSION = 1
+SLOT_KINDS = ("passphrase", "recovery", "kms")
 
 # -- the store's config object ------------------------------------------------
 @dataclass(frozen=True)
@@ -48,17 +49,50 @@ class StoreConfig:
 
     @staticmethod
     def read(store: ObjectStore) -> StoreConfig:
+        """The store's config; exit 5 unless it is a JSON object whose fields have
+        the types written here (the store may hand back any JSON, and the fields
+        are used before the config MAC can be checked), exit 2 for another format."""
+        damaged = f"the vault config at {store.url} is damaged"
         try:
             data = json.loads(store.get_bytes("config"))
         except NotFound:
             raise VaultNotFound(f"no livedata vault at {store.url}") from None
-        except ValueError:
-            raise IntegrityError(f"the vault config at {store.url} is damaged") from None
-        if data.get("format") != FORMAT_VERSION:
-            raise UsageError(
-                f"the vault at {store.url} has format {data.get('format')}; this livedata reads {FORMAT_VERSION}"
-            )
+        except (ValueError, RecursionError):
+            raise IntegrityError(damaged) from None
+        if not isinstance(data, dict):
+            raise IntegrityError(f"{damaged}: it is not a JSON object")
+        for name, ok in _CONFIG_TYPES.items():
+            if name not in data:
+                if name in _CONFIG_REQUIRED:
+                    raise IntegrityError(f"{damaged}: its field {name!r} is missing")
+            elif not ok(data[name]):
+                raise IntegrityError(f"{damaged}: its field {name!r} has the wrong type ({type(data[name]).__name__})")
+        if data["format"] != FORMAT_VERSION:
+            raise UsageError(f"the vault at {store.url} has format {data['format']}; this livedata reads {FORMAT_VERSION}")
         return StoreConfig(**{k: data[k] for k in StoreConfig.__dataclass_fields__ if k in data})
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_previous_key(v: object) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("key_id"), str) and isinstance(v.get("sealed"), str)
+
+
+# The type each config field must have where present; the required ones must be.
+_CONFIG_REQUIRED = ("vault_id", "key_id", "created", "format")
+_CONFIG_TYPES: dict[str, Callable[[object], bool]] = {
+    "vault_id": lambda v: isinstance(v, str),
+    "key_id": lambda v: isinstance(v, str),
+    "created": lambda v: _is_int(v) or isinstance(v, float),
+    "format": _is_int,
+    "suite": _is_int,
+    "kms_key_id": lambda v: v is None or isinstance(v, str),
+    "kms_per_object": lambda v: isinstance(v, bool),
+    "mac": lambda v: v is None or isinstance(v, str),
+    "previous_keys": lambda v: v is None or (isinstance(v, list) and all(_is_previous_key(p) for p in v)),
+}
 
 
 # -- key slots ---------------------------------------------------------------
@@ -115,16 +149,28 @@ class Slot:
     @staticmethod
     def from_bytes(data: bytes) -> Slot:
         """A slot as stored; ValueError (or KeyError) for one that is malformed
-        or asks for KDF parameters beyond the caps, checked before any stretching."""
-        d = json.loads(data)
-        slot = Slot(
-            slot_id=str(d["slot"]),
-            kind=str(d["kind"]),
-            salt=bytes.fromhex(d["salt"]),
-            wrapped=bytes.fromhex(d["wrapped"]),
-            created=float(d["created"]),
-            kdf=d.get("kdf", {}),
-        )
+        (the store may plant any JSON, so every field's type is checked) or asks
+        for KDF parameters beyond the caps, checked before any stretching."""
+        try:
+            d = json.loads(data)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        slot_id, kind, kdf, created = d.get("slot"), d.get("kind"), d.get("kdf", {}), d.get("created")
+        salt, wrapped = d.get("salt"), d.get("wrapped")
+        if not (
+            isinstance(slot_id, str)
+            and isinstance(kind, str)
+            and kind in SLOT_KINDS
+            and isinstance(kdf, dict)
+            and isinstance(salt, str)
+            and isinstance(wrapped, str)
+            and isinstance(created, int | float)
+            and not isinstance(created, bool)
+        ):
+            raise ValueError("a field is missing or of the wrong type")
+        slot = Slot(slot_id, kind, bytes.fromhex(salt), bytes.fromhex(wrapped), float(created), kdf)
         if slot.kind == "passphrase":
             Argon2Params.from_json(slot.kdf)
             if len(slot.salt) != SALT_LEN:
@@ -187,7 +233,7 @@ def list_slots(store: ObjectStore, *, warn: Callable[[str], None] | None = None)
     for key in names[:MAX_SLOTS]:
         try:
             slots.append(Slot.from_bytes(store.get_bytes(key)))
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, IntegrityError) as e:  # IntegrityError: not even a file
             if warn is not None:
                 why = str(e) if isinstance(e, ValueError) and "Argon2id" in str(e) else "malformed"
                 warn(f"livedata: warning: key slot {key.removeprefix('keys/')[:40]!r} skipped: {why}")

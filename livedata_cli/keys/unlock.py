@@ -24,7 +24,14 @@ from collections.abc import Callable
 
 from livedata_cli import settings
 from livedata_cli.crypto.wrap import key_id
-from livedata_cli.errors import AuthError, NoPassphrase, NotFound, UsageError, WrongPassphrase
+from livedata_cli.errors import (
+    AuthError,
+    IntegrityError,
+    NoPassphrase,
+    NotFound,
+    UsageError,
+    WrongPassphrase,
+)
 from livedata_cli.keys.oskeyring import KeyCache
 from livedata_cli.keys.slots import Slot, StoreConfig, list_slots, recovery_bytes
 from livedata_cli.stores import ObjectStore
@@ -76,8 +83,8 @@ def open_with_secret(
     if last is not None:
         try:
             slot: Slot | None = Slot.from_bytes(store.get_bytes(f"keys/{last}"))
-        except (NotFound, ValueError, KeyError, TypeError):
-            slot = None
+        except (NotFound, IntegrityError, ValueError, KeyError, TypeError):
+            slot = None  # gone or malformed: the other slots are tried
         if slot is not None and slot.slot_id == last and slot.kind != "kms":
             master = _open_slot(slot, cfg, secret)
             if master is not None:

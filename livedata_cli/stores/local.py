@@ -17,13 +17,14 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from livedata_cli import writeback
-from livedata_cli.errors import NotFound, StoreUnreachable
+from livedata_cli.errors import IntegrityError, NotFound, StoreUnreachable
 from livedata_cli.stores import check_key
 
 _HEX = frozenset("0123456789abcdef")
@@ -73,6 +74,9 @@ class LocalStore:
         self.check()
         return NotFound(f"object {key} is missing from the store {self.root}")
 
+    def _not_a_file(self, key: str) -> IntegrityError:
+        return IntegrityError(f"object {key} in the store {self.root} is not a file")
+
     def _ensure_dir(self, folder: str) -> None:
         """Create a folder under the root (0700), never the root itself."""
         if folder in self._made:
@@ -80,7 +84,8 @@ class LocalStore:
         try:
             os.mkdir(folder, 0o700)
         except FileExistsError:
-            pass
+            if not os.path.isdir(folder):
+                raise IntegrityError(f"{folder} in the store is not a folder") from None
         except FileNotFoundError:
             parent = os.path.dirname(folder)
             if os.path.normpath(parent) == os.path.normpath(self.url) or parent == folder:
@@ -139,10 +144,8 @@ class LocalStore:
             raise
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise self._missing(key) from None
+        with self.open(key) as f:
+            return f.read()
 
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
@@ -185,10 +188,20 @@ class LocalStore:
             _fsync_dir(Path(folder))
 
     def open(self, key: str) -> BinaryIO:
+        """The object's file, for reading.  Anything else in its place (a folder,
+        a FIFO) is a damaged object, exit 5; O_NONBLOCK so a FIFO is never waited on."""
         try:
-            return open(self._path(key), "rb")
-        except FileNotFoundError:
+            fd = os.open(self._spath(key), os.O_RDONLY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):  # a file in place of its folder: not there either
             raise self._missing(key) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self._not_a_file(key)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
 
     def exists(self, key: str) -> bool:
         if self._path(key).exists():
@@ -198,9 +211,12 @@ class LocalStore:
 
     def size(self, key: str) -> int:
         try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
+            st = os.stat(self._spath(key))
+        except (FileNotFoundError, NotADirectoryError):
             raise self._missing(key) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise self._not_a_file(key)
+        return st.st_size
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under a folder-like prefix such as ``journal/`` or ``keys/``, sorted."""

@@ -105,6 +105,9 @@ def sync(vault: Vault, *, rebuild: bool) -> Replay:
             blob = vault.store.get_bytes(name)
         except NotFound:
             continue  # deleted since the listing (a compaction): its snapshot covers it
+        except IntegrityError as e:  # not an object at all, e.g. a folder planted in a folder store
+            out.damaged[name] = e.message
+            continue
         digest = state.blob_hash(blob)
         try:
             records = decode(vault, name, blob)
@@ -346,7 +349,7 @@ def check_stored(vault: Vault) -> list[dict[str, str]]:
             continue
         try:
             same = state.blob_hash(vault.store.get_bytes(name)) == h
-        except NotFound:
+        except (NotFound, IntegrityError):
             same = False
         if not same:
             problems.append({"path": name, "object": name, "error": f"journal {name} changed in the store since it was applied"})
