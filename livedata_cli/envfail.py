@@ -161,7 +161,7 @@ def translate(e: BaseException, *, needed: int | None = None, place: str | None 
             )
         return None
     if label == TARGET:
-        if e.errno in NOT_WRITABLE + GONE + (errno.EISDIR, errno.EINVAL, errno.EXDEV):
+        if e.errno in NOT_WRITABLE + GONE + (errno.EISDIR, errno.EINVAL, errno.EXDEV, errno.ENAMETOOLONG):
             return UsageError(f"cannot write {shown} ({why}): choose another -o")
         return None
     if e.errno == errno.ENOENT:

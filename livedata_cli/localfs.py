@@ -109,9 +109,23 @@ class Targets:
         self.make_folder(target.parent)
 
     def make_folder(self, folder: Path) -> None:
-        if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
+        """Create ``folder`` and its missing parents, top down in a loop:
+        ``mkdir(parents=True)`` recurses once a level, and a vault path can
+        be thousands of levels deep."""
+        if folder in self._made:
+            return
+        missing: list[Path] = []
+        here = folder
+        while here not in self._made and not os.path.isdir(here) and here.parent != here:
+            missing.append(here)
+            here = here.parent
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                if not os.path.isdir(path):
+                    raise
+        self._made.add(folder)
 
     def forget(self) -> None:
         """A symlink was made under the root: check every folder again."""
@@ -141,14 +155,15 @@ def plan_upload(
         if local == "-":
             if not as_path or as_path.endswith("/"):
                 raise UsageError("uploading stdin ('-') needs --as VAULT_PATH")
-            plan.append(UploadSource("-", clean_vault_path(as_path)))
+            plan.append(UploadSource("-", _file_path(as_path, as_path)))
             continue
         try:
             st = os.stat(local)
         except OSError as e:
             fail(local, e)
             continue
-        base = names.from_local(Path(local).resolve().name)
+        # The name as given (a symlink's own, not its target's); "." and ".." their folder's.
+        base = names.from_local(os.path.basename(os.path.abspath(local)))
         if stat.S_ISDIR(st.st_mode):
             if not recursive:
                 fail(local, UsageError("is a folder: add --recursive"))
@@ -165,10 +180,18 @@ def plan_upload(
                 target = clean_vault_path(as_path, folder=True) + base
             else:
                 target = as_path
-            plan.append(UploadSource(local, clean_vault_path(target), stat=st))
+            plan.append(UploadSource(local, _file_path(target, as_path), stat=st))
         else:
             fail(local, UsageError("is not a regular file or folder"))
     return plan
+
+
+def _file_path(target: str, as_path: str | None) -> str:
+    """A file's vault path; never "" (the vault root), which no download could write."""
+    path = clean_vault_path(target)
+    if not path:
+        raise UsageError(f"--as {as_path!r} names the vault root, not a file: give a file name, or a folder ending in '/'")
+    return path
 
 
 def glob_selects(rel: str, includes: list[str], excludes: list[str]) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -177,7 +177,6 @@ def export(
     env = setup(json_, quiet)
     import csv
     import json
-    import os
 
     from livedata_cli.audit.report import EXPORT_FIELDS, export_row
     from livedata_cli.errors import UsageError
@@ -186,12 +185,8 @@ def export(
         raise UsageError(f"--format must be jsonl or csv, not {format_!r}")
     with _trail(env) as trail:
         rows = [export_row(e) for e in _query(trail, since, until, action, path, result, limit, newest_first=False)]
-    if output == "-":
-        out = sys.stdout
-    else:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # names in the clear
-        out = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
-    try:
+
+    def write(out: IO[str]) -> None:
         if format_ == "jsonl":
             for row in rows:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -200,16 +195,44 @@ def export(
             writer.writeheader()
             for row in rows:
                 writer.writerow({**row, "flags": ";".join(row["flags"]), "seq": "" if row["seq"] is None else row["seq"]})
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
-    if output != "-":
+
+    if output == "-":
+        write(sys.stdout)
+        sys.stdout.flush()
+    else:
+        _write_file(output, write)
         if env.json:
             env.emit({"events": len(rows), "format": format_, "output": output})
         else:
             env.say(f"exported {len(rows):,} event(s) to {output}")
+
+
+def _write_file(output: str, write: Callable[[IO[str]], None]) -> None:
+    """Write ``output`` as a download writes a file: 0600 (names in the clear),
+    renamed into place once whole, and a target that cannot take it is exit 2
+    naming it (``envfail``), not a traceback."""
+    import io
+    from pathlib import Path
+
+    from livedata_cli import envfail, localfs
+    from livedata_cli.errors import UsageError
+
+    def text(f: BinaryIO) -> int:
+        out = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        try:
+            write(out)
+            out.flush()
+        finally:
+            out.detach()  # write_file closes the file
+        return 0
+
+    target = Path(output)
+    envfail.register(envfail.TARGET, target.parent, target)
+    try:
+        localfs.write_file(target, text, mode=0o600)
+    except OSError as e:
+        known = envfail.translate(e, place=envfail.TARGET)
+        raise known or UsageError(f"cannot write {output} ({e.strerror or e}): choose another -o") from None
 
 
 def _epoch(iso: str) -> float:

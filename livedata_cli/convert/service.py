@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from livedata_cli import localfs
+from livedata_cli import envfail, interrupt, localfs
 from livedata_cli.convert import base
 from livedata_cli.convert.base import DEFAULT_TIMEOUT, Request, Step
 from livedata_cli.convert.queue import DEFAULT_LEASE, Job, Queue
@@ -225,6 +226,8 @@ def convert(
     progress: ItemProgress | None = None,
 ) -> Report:
     """Convert each (source version, result path) pair; store the results in one upload."""
+    if opts.output:
+        check_output(opts.output, many=len(pairs) > 1)
     report = Report(
         items=[Item(v.path, v.vid, target, engine=opts.engine or "") for v, target in pairs]
     )
@@ -322,6 +325,29 @@ def _produce(
     return current
 
 
+def check_output(output: str, *, many: bool) -> None:
+    """Refuse an ``-o`` that cannot take a file before any engine runs (a
+    conversion can take minutes): a temporary file is made and removed where
+    the result's would be."""
+    out = Path(output)
+    try:
+        mode = os.stat(out).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return  # a device or a pipe: written as a stream
+    folder = out if many or output.endswith("/") or (mode is not None and stat.S_ISDIR(mode)) else out.parent
+    while not os.path.lexists(folder) and folder.parent != folder:  # the write makes the rest
+        folder = folder.parent
+    try:
+        tmp, fd = localfs.create_temporary(folder)
+    except OSError as e:
+        raise UsageError(f"cannot write {output} ({e.strerror or e}): choose another -o") from None
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
+    interrupt.kept(tmp)
+
+
 def _write_outputs(report: Report, produced: dict[int, Path], done: list[int], output: str, *, many: bool) -> None:
     out = Path(output)
     as_folder = many or output.endswith("/") or out.is_dir()
@@ -336,8 +362,9 @@ def _write_outputs(report: Report, produced: dict[int, Path], done: list[int], o
                     target, lambda f: _copied(src, f), mode=os.fstat(src.fileno()).st_mode & 0o777
                 )
             item.output = str(target)
-        except OSError as e:
-            item.failed(e)
+        except OSError as e:  # named as the output, not the source
+            envfail.register(envfail.TARGET, target.parent, target)
+            item.failed(envfail.translate(e, place=envfail.TARGET) or e)
 
 
 def _copied(src: BinaryIO, dst: BinaryIO) -> int:
