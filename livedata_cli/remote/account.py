@@ -16,7 +16,7 @@ from typing import Any
 
 from livedata_cli.errors import AuthError, LivedataError
 from livedata_cli.remote import tokens
-from livedata_cli.remote.client import Client
+from livedata_cli.remote.client import Client, unexpected
 from livedata_cli.remote.tokens import Tokens
 
 # ``(server, email)`` → the password and a way to get the TOTP code, or None: set by
@@ -60,7 +60,7 @@ def register(server: str, email: str, password: str, first_name: str = "", last_
             "POST", "/auth/register", what="register", auth=False, ok=(201,),
             json_body={"email": email, "password": password, "first_name": first_name, "last_name": last_name},
         )
-        return resp.json()  # type: ignore[no-any-return]
+        return c.answer(resp, "register")
     finally:
         c.close()
 
@@ -87,7 +87,7 @@ def login(
             device["device_trust"] = str(record["trust"])
         resp = c.request("POST", "/auth/login", what="login", auth=False, ok=(200,),
                          json_body={"email": email, "password": password, **device})
-        body = resp.json()
+        body = c.answer(resp, "login")
         mfa = bool(body.get("mfa_required"))
         if mfa:
             answer: dict[str, Any] = {"mfa_token": body["mfa_token"], **device}
@@ -101,11 +101,12 @@ def login(
                     )
                 answer["code"] = totp
             resp = c.request("POST", "/auth/mfa/challenge", what="MFA code", auth=False, ok=(200,), json_body=answer)
-            body = resp.json()
-        tokens = Tokens(
-            c.server, email.strip().lower(), body["access_token"], body["refresh_token"],
-            time.time() + float(body.get("expires_in", 900)),
-        )
+            body = c.answer(resp, "MFA code")
+        with c.shaped("login"):
+            tokens = Tokens(
+                c.server, email.strip().lower(), str(body["access_token"]), str(body["refresh_token"]),
+                time.time() + float(body.get("expires_in", 900)),
+            )
         where = c.set_tokens(tokens)
         if record.get("name") != name:
             c.tokens.save_device(c.server, {**record, "name": name})
@@ -173,6 +174,11 @@ def account_info(server: str) -> dict[str, Any]:
     try:
         profile = c.get_json("/users/me", what="account")
         storage = c.get_json("/users/me/storage", what="storage")
+        counts = ("used_bytes", "quota_bytes", "free_bytes", "files")
+        if not isinstance(profile.get("email"), str) or not all(
+            isinstance(storage.get(k, 0), int | None) and not isinstance(storage.get(k), bool) for k in counts
+        ):
+            raise unexpected(c.server, "account", "no email, or counts that are not numbers")
         return {
             "server": c.server,
             "profile": profile,
@@ -185,7 +191,17 @@ def account_info(server: str) -> dict[str, Any]:
 
 def devices(server: str) -> list[dict[str, Any]]:
     """The account's signed-in (or still trusted) devices; ``current`` marks this one."""
-    return list(_call(server, "GET", "/users/me/devices", "devices").get("items", []))
+    items = _call(server, "GET", "/users/me/devices", "devices").get("items", [])
+    if not isinstance(items, list) or not all(_is_device(i) for i in items):
+        raise unexpected(Client(server).server, "devices", "a list of devices that is not one")
+    return items
+
+
+def _is_device(item: object) -> bool:
+    def moment(v: object) -> bool:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+    return isinstance(item, dict) and all(moment(item.get(k)) for k in ("created_at", "last_seen_at", "trusted_until"))
 
 
 def revoke_device(server: str, device_id: str) -> None:
@@ -236,6 +252,6 @@ def _call(server: str, method: str, path: str, what: str, *, json_body: Any = No
     c = Client(server)
     try:
         resp = c.request(method, path, what=what, json_body=json_body)
-        return resp.json() if resp.status_code != 204 and resp.content else {}
+        return c.answer(resp, what) if resp.status_code != 204 and resp.content else {}
     finally:
         c.close()

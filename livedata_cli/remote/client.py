@@ -20,7 +20,7 @@ import random
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from livedata_cli import __version__
@@ -107,13 +107,23 @@ def retry_after(resp: httpx.Response) -> float | None:
     return None
 
 
+DETAIL_LIMIT = 300  # characters of a server's message shown: one line, not a page
+
+
+def unexpected(server: str, what: str, why: str) -> StoreUnreachable:
+    """An answer the Live-Data API never gives (a captive portal's page, ``null``,
+    a field of the wrong type): the server is failing, exit 6, as for a 5xx."""
+    who = "the server" if server in what else server
+    return StoreUnreachable(f"{what}: {who} answered what the Live-Data API never answers ({why})")
+
+
 def detail(resp: httpx.Response) -> str:
     """The server's one-line message (``{"detail": ...}``), else the status."""
     try:
         body = resp.json()
         d = body.get("detail") if isinstance(body, dict) else None
         if isinstance(d, str):
-            return d
+            return d if len(d) <= DETAIL_LIMIT else d[:DETAIL_LIMIT] + "…"
         if isinstance(d, list) and d and isinstance(d[0], dict):
             where = ".".join(str(x) for x in d[0].get("loc", [])[1:])
             return f"{where}: {d[0].get('msg', 'invalid')}" if where else str(d[0].get("msg", "invalid"))
@@ -137,7 +147,9 @@ def error_for(resp: httpx.Response, what: str) -> LivedataError:
         return Refused(f"{what}: rate limited by the server: {msg}")
     if status >= 500:
         return StoreUnreachable(f"{what}: the server failed (HTTP {status}) after retries")
-    return UsageError(f"{what}: {msg}")
+    if 400 <= status < 500:
+        return UsageError(f"{what}: {msg}")
+    return unexpected(f"{resp.request.url.scheme}://{resp.request.url.netloc.decode()}", what, f"HTTP {status} here")
 
 
 Body = Callable[[], bytes | Iterable[bytes]]
@@ -353,8 +365,26 @@ class Client:
             raise error_for(resp, what)
         return resp
 
-    def get_json(self, path: str, *, what: str, params: dict[str, Any] | None = None) -> Any:
-        return self.request("GET", path, what=what, params=params).json()
+    def answer(self, resp: httpx.Response, what: str) -> dict[str, Any]:
+        """The JSON object an answer holds; exit 6 for anything else."""
+        try:
+            body = resp.json()
+        except ValueError:
+            raise unexpected(self.server, what, f"HTTP {resp.status_code} without JSON") from None
+        if not isinstance(body, dict):
+            raise unexpected(self.server, what, f"JSON {type(body).__name__}, not an object")
+        return body
+
+    @contextlib.contextmanager
+    def shaped(self, what: str) -> Iterator[None]:
+        """Reading an answer's fields: one missing or of the wrong type is exit 6."""
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise unexpected(self.server, what, f"{type(e).__name__}: {e}"[:120]) from None
+
+    def get_json(self, path: str, *, what: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.answer(self.request("GET", path, what=what, params=params), what)
 
 
 def _timeout() -> httpx.Timeout:

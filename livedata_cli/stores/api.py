@@ -89,14 +89,16 @@ class ApiStore:
                 hit = self._ids.get(key)
             if hit is not None:
                 return hit
-        body = self.client.get_json("/files", what=self._what(key), params={"name": key, "per_page": PAGE})
-        items = sorted(body.get("items", []), key=lambda i: float(i.get("created_at", 0)))
-        if not items:
-            self._forget(key)
-            return None
-        newest = items[-1]
-        self._remember(key, str(newest["id"]), int(newest["size"]))
-        return str(newest["id"]), int(newest["size"])
+        what = self._what(key)
+        body = self.client.get_json("/files", what=what, params={"name": key, "per_page": PAGE})
+        with self.client.shaped(what):
+            items = sorted(body.get("items", []), key=lambda i: float(i.get("created_at", 0)))
+            if not items:
+                self._forget(key)
+                return None
+            found = str(items[-1]["id"]), int(items[-1]["size"])
+        self._remember(key, *found)
+        return found
 
     # -- writing -------------------------------------------------------------------
     def _post(self, key: str, body: Any, *, exclusive: bool, length: int | None = None) -> None:
@@ -113,8 +115,9 @@ class ApiStore:
         )
         if resp.status_code == 412:
             raise FileExistsError(key)
-        made = resp.json()
-        self._remember(key, str(made["id"]), int(made["size"]))
+        made = self.client.answer(resp, self._what(key))
+        with self.client.shaped(self._what(key)):
+            self._remember(key, str(made["id"]), int(made["size"]))
 
     def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         check_key(key)
@@ -171,26 +174,31 @@ class ApiStore:
             params: dict[str, Any] = {"prefix": f"{base}/" if base else "", "per_page": PAGE}
             if after is not None:
                 params["after"] = after
-            body = self.client.get_json("/files", what=f"{self.url} listing {base or '/'}", params=params)
-            items = body.get("items", [])
+            what = f"{self.url} listing {base or '/'}"
+            body = self.client.get_json("/files", what=what, params=params)
+            with self.client.shaped(what):
+                items = [(str(i["file_name"]), str(i["id"]), int(i["size"])) for i in body.get("items", [])]
+                if any(not name.startswith(params["prefix"]) for name, _, _ in items):
+                    raise ValueError("a name outside the prefix asked for")
             last_name: str | None = None
-            for item in items:
-                name = str(item["file_name"])
-                self._remember(name, str(item["id"]), int(item["size"]))
+            for name, fid, size in items:
+                self._remember(name, fid, size)
                 if name != last_name:  # two files of one name (an overwrite in flight): one key
                     yield name
                 last_name = name
             if len(items) < PAGE:
                 return
-            after = str(items[-1]["file_name"])
+            after = items[-1][0]
 
     def delete(self, key: str) -> None:
         check_key(key)
         body = self.client.get_json("/files", what=self._what(key), params={"name": key, "per_page": PAGE})
-        for item in body.get("items", []):
+        with self.client.shaped(self._what(key)):
+            ids = [str(item["id"]) for item in body.get("items", [])]
+        for fid in ids:
             with contextlib.suppress(NotFound):
                 self.client.request(
-                    "DELETE", f"/files/{item['id']}", what=self._what(key), params={"purge": "true"}, ok=(204,)
+                    "DELETE", f"/files/{fid}", what=self._what(key), params={"purge": "true"}, ok=(204,)
                 )
         self._forget(key)
 
