@@ -50,3 +50,8 @@ def test_the_server_copy_of_a_password_share_holds_no_verifier(api_shared: tuple
         r = c.post("/shares", headers=auth, json={"file_id": files[0]["id"], "manifest": envelope,
                                                   "password_verifier": verifier})
         assert r.status_code == 422 and "verifier" in r.text
+        # A share to an account is opened by its recipient's login and keys, not a
+        # password: one that asks for both is refused rather than half-honoured.
+        r = c.post("/shares", headers=auth, json={"file_id": files[0]["id"], "manifest": base64.b64encode(b"LDS\x01x").decode(),
+                                                  "password_verifier": "cd" * 16, "recipient_email": "someone@example.com"})
+        assert (r.status_code, r.json().get("code")) == (422, "password_with_recipient"), r.text

@@ -134,6 +134,10 @@ def _holds_verifier(manifest: str, verifier: str) -> bool:
 
 @router.post("", status_code=201, response_model=ShareOut, summary="Share one of your files")
 def create_share(body: ShareCreate, c: CtxDep, user: UserDep, who: ClientDep) -> ShareOut:
+    if body.password_verifier and body.recipient_email is not None:
+        # A share to an account opens with the recipient's login and keys, and the
+        # incoming-share routes ask no password: taking one would promise what is not kept.
+        raise ApiError(422, "password_with_recipient", "a share to an account takes no password")
     if body.password_verifier and _holds_verifier(body.manifest, body.password_verifier):
         # The server keeps only a hash of the verifier: a manifest holding it in clear
         # (made by an older client) would defeat that.
