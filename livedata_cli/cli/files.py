@@ -406,8 +406,8 @@ def rm(
             "failed": [{"ref": ref, "error": e.message, "exit_code": int(e.exit_code)} for ref, e in failed],
         })
     else:
-        for ref, e in failed:
-            env.warn(f"livedata: {shown(ref)}: {e.message}")
+        for ref, e in failed:  # the message names the ref already, as a single rm's does
+            env.warn(f"livedata: error: {shown(e.message if e.message.startswith(ref) else f'{ref}: {e.message}')}")
         if gone:
             files = sum(1 for vs in gone.values() if vs and vs[0].kind != "dir")  # folders' entries go too
             what = shown(next(iter(gone))) if len(gone) == 1 else f"{files} files"
