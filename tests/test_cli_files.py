@@ -187,6 +187,10 @@ def test_download_into_existing_folder_and_no_silent_overwrite(vault_cli: Cli) -
     (vault_cli.cwd / "dest" / "r.txt").write_text("edited again")
     vault_cli.ok("download", "r.txt", "-o", "dest/r.txt")
     assert (vault_cli.cwd / "dest" / "r.txt").read_text() == "new"
+    # --tag selects a single file too.
+    assert_one_line_error(vault_cli("download", "r.txt", "--tag", "nope", "-o", "-"), 3)
+    vault_cli.ok("tag", "r.txt", "kept")
+    assert vault_cli.ok("download", "r.txt", "--tag", "kept", "-o", "-").out == "new"
     # -o with a trailing slash is a folder, made when missing.
     vault_cli.ok("download", "r.txt", "-o", "made/")
     assert (vault_cli.cwd / "made" / "r.txt").read_text() == "new"

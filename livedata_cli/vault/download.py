@@ -165,11 +165,15 @@ def what_is(
     if selecting:
         raise UsageError("--include and --exclude select files of a folder download (REF ending in '/')")
     try:
-        return File(vault.resolve(ref, version=version, at=at))
+        found = vault.resolve(ref, version=version, at=at)
     except NotFound as e:
         if version is None and at is None and _incoming_id(vault, ref):
             return Incoming(ref, e)
         raise
+    missing = sorted(set(tags) - set(found.tags))
+    if missing:  # --tag selects a single file too: one without them is not what was asked for
+        raise NotFound(f"{names.shown(found.path)} has no tag {', '.join(names.shown(t) for t in missing)}")
+    return File(found)
 
 
 def download_file(
