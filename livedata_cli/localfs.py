@@ -151,10 +151,12 @@ def plan_upload(
     if as_path is not None and len(locals_) > 1 and not as_path.endswith("/"):
         raise UsageError("--as must end with '/' when several paths are uploaded")
     plan: list[UploadSource] = []
-    for local in locals_:
+    for local in dict.fromkeys(locals_):  # a path given twice is stored once
         if local == "-":
-            if not as_path or as_path.endswith("/"):
+            if not as_path:
                 raise UsageError("uploading stdin ('-') needs --as VAULT_PATH")
+            if as_path.endswith("/"):
+                raise UsageError(f"--as {as_path!r} names a folder: stdin ('-') needs a file's vault path")
             plan.append(UploadSource("-", _file_path(as_path, as_path)))
             continue
         try:

@@ -133,3 +133,13 @@ def test_convert_to_an_unwritable_output_names_it(vault_cli: Cli) -> None:
         assert_one_line_error(r, 2)
         assert r.stderr.startswith("livedata: error: ") and "/proc/version" in r.stderr
     assert cli.ok("ls").out.split() == ["a.txt"]
+
+
+def test_a_path_given_twice_is_stored_once_and_stdin_into_a_folder_is_named(vault_cli: Cli) -> None:
+    write(vault_cli.cwd / "d.txt", "d")
+    r = vault_cli.ok("upload", "d.txt", "d.txt", "--json").json()
+    assert r["counts"] == {"new": 1}
+    assert len(vault_cli.ok("info", "d.txt", "--json").json()["versions"]) == 1
+    r = vault_cli("upload", "-", "--as", "dir/", input=b"x")
+    assert_one_line_error(r, 2)
+    assert "names a folder" in r.stderr
