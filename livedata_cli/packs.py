@@ -168,6 +168,7 @@ class PackWriter:
         # A pack lost to a failed write took members already answered for with
         # it: the next seal() fails, so that no journal names them.
         self._lost: BaseException | None = None
+        self._lost_pack = ""
 
     def add(self, container: bytes | memoryview) -> tuple[str, int]:
         """Append one whole container; returns the pack id and its offset there."""
@@ -182,16 +183,16 @@ class PackWriter:
             self._held += container
             self._held += self._padding.take(padded(length) - length)  # hides the size within its class
             self._size += padded(length)
-            if len(self._held) >= _WRITE_CHUNK:
-                try:
-                    self._write_held()
-                except BaseException as e:
-                    self._lost = e
-                    self._finish(e)
-                    raise
             pack = self._pack
-            if self._size >= self._target:
-                self._finish(None)
+            try:
+                if len(self._held) >= _WRITE_CHUNK:
+                    self._write_held()
+                if self._size >= self._target:
+                    self._finish(None)
+            except BaseException as e:
+                self._lost, self._lost_pack = e, pack
+                self._finish(e)
+                raise
             return pack, offset
 
     def _write_held(self) -> None:
@@ -207,6 +208,18 @@ class PackWriter:
                 self._finish(lost)
                 raise OSError(getattr(lost, "errno", None) or errno.EIO, f"writing a pack failed: {lost}") from lost
             self._finish(None)
+
+    def abandon(self, error: BaseException) -> set[str]:
+        """Drop the open pack and forget a lost one (the store is full or gone):
+        the ids of the packs not in the store, whose members no journal may
+        name.  The packs sealed before them are whole, and their members kept."""
+        with self._lock:
+            gone = {self._lost_pack} if self._lost is not None else set()
+            if self._open is not None:
+                gone.add(self._pack)
+            self._lost, self._lost_pack = None, ""
+            self._finish(error)
+            return gone
 
     def discard(self, error: BaseException) -> None:
         """Drop the current pack unfinished: no journal will name it."""

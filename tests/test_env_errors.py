@@ -155,6 +155,28 @@ def test_full_store_is_exit_7_naming_the_store_and_harms_nothing(cli: Cli, tmp_p
             assert cli.ok("download", path, "-o", "-").stdout == (cli.cwd / path).read_bytes()
 
 
+@pytest.mark.skipif(not CAN_MOUNT, reason="a full store of real size needs a tmpfs (root)")
+def test_a_full_store_keeps_the_packs_sealed_before_it(cli: Cli, tmp_path: Path) -> None:
+    """Small files go into 16 MiB packs: when the store fills during the second
+    pack, the files of the first (whole in the store) are kept, as the docs
+    promise for a full store, and a rerun does not start from nothing."""
+    with tmpfs(tmp_path / "mnt", 24 * MiB) as mnt:
+        store = mnt / "store"
+        cli.ok("init", "--store", str(store))
+        files = {f"t/f{i:02d}": os.urandom(1_000_000) for i in range(30)}
+        for rel, data in files.items():
+            write(cli.cwd / rel, data)
+        r = cli("upload", "t", "-r", "--json")
+        _assert_no_space(r, str(store))
+        listed = {x["path"] for x in cli.ok("ls", "--json").json()}
+        assert len(listed) >= 15, listed  # the first pack's files (16 MiB of them)
+        reported = {i["path"] for i in r.json()["items"] if i["status"] == "new"}
+        assert reported == listed
+        for path in listed:
+            assert cli.ok("download", path, "-o", "-").stdout == files[path]
+        cli.ok("verify", "--data")
+
+
 @pytest.mark.skipif(not CAN_MOUNT, reason="a full download target needs a tmpfs (root)")
 def test_full_download_target_is_exit_7_and_leaves_no_part_file(vault_cli: Cli, tmp_path: Path) -> None:
     data = os.urandom(2 * MiB)

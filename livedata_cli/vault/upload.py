@@ -238,6 +238,13 @@ def _upload_all(vault: Vault, plan: list[UploadSource], batch: Batch, jobs: int,
             if isinstance(outcome, Exception) and envfail.is_fatal(outcome):  # a full or vanished store
                 left = sum(s.stat.st_size for s in todo[todo.index(src):] if s.stat is not None)
                 err = envfail.translate(outcome, needed=left, place=envfail.STORE) or outcome
+                if batch.packer is not None:  # members of a pack the store did not take are not stored
+                    gone = batch.packer.abandon(outcome)
+                    for rec, item in zip(pending, unflushed, strict=True):
+                        if rec.get("pack") in gone:
+                            item.status, item.error, item.exit_code = "failed", str(err), getattr(err, "exit_code", 1)
+                    kept = [(r, i) for r, i in zip(pending, unflushed, strict=True) if r.get("pack") not in gone]
+                    pending, unflushed = [r for r, _ in kept], [i for _, i in kept]
                 try:  # keep what was stored before it: its journal, if the store still takes one
                     journals.submit(pending)
                     journals.wait()
