@@ -230,6 +230,32 @@ def test_kms_vault_without_passphrase(
     assert_one_line_error(other("download", "build/artifact.bin", "-o", "-"), 4)
 
 
+def test_a_kms_slot_naming_another_key_is_exit_5_and_never_asked_of_that_key(
+    s3_cli: Cli, s3: Any, kms: Any, bucket: str, kms_key: tuple[str, str]
+) -> None:
+    """The KMS key is the config's (MAC-checked, pinned): a slot whose key was
+    swapped for a stranger's is tampering, exit 5, and its Decrypt is never
+    sent there; a slot whose ARN alone was changed still opens with the vault's key."""
+    _key_id, alias = kms_key
+    del s3_cli.env["LIVEDATA_PASSPHRASE"]
+    s3_cli.ok("init", "--store", f"s3://{bucket}/kv", "--kms-key", alias)
+    s3_cli.ok("upload", "-", "--as", "a.txt", input=b"kept")
+    slot_key = next(k for k in all_keys(s3, bucket) if k.startswith("kv/keys/kms-"))
+    original = s3.get_object(Bucket=bucket, Key=slot_key)["Body"].read()
+    stranger = kms.create_key(Description="not this vault's")["KeyMetadata"]
+    slot = json.loads(original)
+    slot["kdf"]["kms_key_arn"] = stranger["Arn"]
+    s3.put_object(Bucket=bucket, Key=slot_key, Body=json.dumps(slot).encode())
+    assert s3_cli.ok("download", "a.txt", "-o", "-").stdout == b"kept"
+    slot["kdf"]["kms_key_id"] = stranger["KeyId"]
+    s3.put_object(Bucket=bucket, Key=slot_key, Body=json.dumps(slot).encode())
+    r = s3_cli("download", "a.txt", "-o", "-")
+    assert_one_line_error(r, 5)
+    assert stranger["KeyId"] in r.stderr and "not the vault's" in r.stderr
+    s3.put_object(Bucket=bucket, Key=slot_key, Body=original)
+    assert s3_cli.ok("download", "a.txt", "-o", "-").stdout == b"kept"
+
+
 def test_kms_calls_per_command(
     s3_cli: Cli, bucket: str, kms_key: tuple[str, str], tmp_path: Path, proxy: CountingProxy
 ) -> None:

@@ -166,11 +166,19 @@ def open_slots(slots: Sequence[KmsSlot], vault_id: str, expected_key_id: str, km
         raise AuthError("this KMS vault has no KMS key slot: use a passphrase")
     error: LivedataError | None = None
     for slot in kms_slots:
-        key = str(slot.kdf.get("kms_key_arn") or slot.kdf.get("kms_key_id") or kms_key_id)
-        try:
-            master = provider(str(slot.kdf.get("kms_key_id") or kms_key_id)).decrypt(
-                slot.wrapped, vault_context(vault_id), key=key
+        # The key is the config's (MAC-checked, and pinned by every home): a slot
+        # naming another is not this vault's, and no Decrypt goes to that key.
+        named = str(slot.kdf.get("kms_key_id") or kms_key_id)
+        if named != kms_key_id:
+            error = error or IntegrityError(
+                f"KMS key slot {slot.slot_id} names KMS key {named}, not the vault's {kms_key_id}: "
+                "someone without the vault key wrote it"
             )
+            continue
+        arn = str(slot.kdf.get("kms_key_arn") or "")
+        key = arn if arn == kms_key_id or arn.endswith("/" + kms_key_id) else kms_key_id
+        try:
+            master = provider(kms_key_id).decrypt(slot.wrapped, vault_context(vault_id), key=key)
         except LivedataError as e:
             error = error or e
             continue
