@@ -68,7 +68,10 @@ class StoreConfig:
             elif not ok(data[name]):
                 raise IntegrityError(f"{damaged}: its field {name!r} has the wrong type ({type(data[name]).__name__})")
         if data["format"] != FORMAT_VERSION:
-            raise UsageError(f"the vault at {store.url} has format {data['format']}; this livedata reads {FORMAT_VERSION}")
+            raise UsageError(  # its MAC cannot be checked before the format is known
+                f"the vault at {store.url} has format {data['format']}; this livedata reads {FORMAT_VERSION} "
+                "(a newer livedata wrote it, or someone changed the store's config)"
+            )
         return StoreConfig(**{k: data[k] for k in StoreConfig.__dataclass_fields__ if k in data})
 
 
