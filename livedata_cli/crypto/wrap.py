@@ -76,7 +76,7 @@ def unwrap_data_key(master_key: bytes, vault_id: str, object_id: str, wrapped: b
 
 def keyed_hash(key: bytes, data: bytes) -> str:
     """HMAC-SHA256 of one whole message, hex: :class:`KeyedHash` in one call."""
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()  # OpenSSL's one-shot HMAC
 
 
 class KeyedHash:

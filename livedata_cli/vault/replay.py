@@ -277,7 +277,7 @@ def write(
 ) -> str:
     """Write one journal as the next link of this home's chain, then apply it
     (a ``snapshot``: the chain record's extra fields, see compaction.py)."""
-    journal.validate(records)
+    lines = journal.validate(records)
     from livedata_cli.vault import store_locking
 
     master = vault.master_key
@@ -290,7 +290,7 @@ def write(
         seq, prev = (own.seq + 1, own.hash) if own else (1, "")
         name = journal.new_name()
         chained = [state.chain_record(st.writer, seq, prev, st.heads, **(snapshot or {})), *records]
-        blob = journal.encode(master, vault.vault_id, name, chained)
+        blob = journal.encode_lines(master, vault.vault_id, name, [journal.line(chained[0]), *lines])
         store_locking.guard(vault)  # a prune elsewhere may have cleared a stale lock of ours
         vault.store.put_bytes(name, blob)
         digest = state.blob_hash(blob)

@@ -315,21 +315,17 @@ def _store_sealed(
     batch.progress(sealed.size)
     if newest is not None and _unchanged_stat(vault, st, newest, batch):
         return _unchanged(src, newest, batch.tags)
-    claim = batch.claim(sealed.digest)
-    try:
-        skip = _skip_if_known(
-            vault, src, batch, newest, sealed.digest, sealed.size, mtime, mode, b"", batch.known.get
-        )
-        if skip is not None:
-            if skip[1] is not None and skip[1]["t"] == "put":
-                skip[1]["mime"] = sealed.mime
-            return skip
-        record = _put_record(vault, src, newest, batch.tags, sealed.size, mtime, mode, b"", sealed.digest)
-        record["mime"] = sealed.mime
-        _add_member(batch, record, sealed.oid, sealed.wrapped_key, sealed.container, sealed.header_hash)
-        return _finish_new(vault, src, batch, newest, record, b"", None)
-    finally:
-        claim.set()
+    # No claim on the content hash: sealed files are taken one at a time, on
+    # this thread (the sealer runs only when nothing else stores files).
+    skip = _skip_if_known(vault, src, batch, newest, sealed.digest, sealed.size, mtime, mode, b"", batch.known.get)
+    if skip is not None:
+        if skip[1] is not None and skip[1]["t"] == "put":
+            skip[1]["mime"] = sealed.mime
+        return skip
+    record = _put_record(vault, src, newest, batch.tags, sealed.size, mtime, mode, b"", sealed.digest)
+    record["mime"] = sealed.mime
+    _add_member(batch, record, sealed.oid, sealed.wrapped_key, sealed.container, sealed.header_hash)
+    return _finish_new(vault, src, batch, newest, record, b"", None)
 
 
 def _unchanged_stat(vault: Vault, st: os.stat_result, newest: Version | Seen, batch: Batch) -> bool:
