@@ -39,9 +39,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -416,11 +417,19 @@ class _Engine:
             ThreadPoolExecutor(LARGE_JOBS, thread_name_prefix="livedata-large") as big,
         ):
             what: dict[Future[Any], tuple[str, int]] = {}
+            # Each future is handed over as it ends: waiting on all of them at
+            # once would cost a pass over every pending future per result.
+            ended: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+
+            def submit(pool: ThreadPoolExecutor, tag: tuple[str, int], fn: Callable[..., Any], *args: Any) -> None:
+                f = pool.submit(fn, *args)
+                what[f] = tag
+                f.add_done_callback(ended.put)
+
             for i, r in enumerate(runs):
-                what[fetchers.submit(self.fetch, r)] = ("fetch", i)
+                submit(fetchers, ("fetch", i), self.fetch, r)
             for j in large:
-                what[big.submit(self.large, j)] = ("large", -1)
-            pending = set(what)
+                submit(big, ("large", -1), self.large, j)
 
             def record(results: list[tuple[Job, Outcome]]) -> None:
                 nonlocal fatal
@@ -434,29 +443,26 @@ class _Engine:
                         self.fatal_size = job.v.size  # what the file needed, for the message
 
             try:
-                while pending and fatal is None:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        kind, i = what.pop(f)
-                        if kind == "large":
-                            record(f.result())
-                        elif kind == "fetch":
-                            view, total, failed = f.result()
-                            record(failed)
-                            if view is None:
-                                continue
-                            r = runs[i]
-                            parts = tasks(r.jobs)
-                            chunks_left[i] = len(parts)
-                            for part in parts:
-                                g = writers.submit(self.members, r, view, total, part)
-                                what[g] = ("members", i)
-                                pending.add(g)
-                        else:
-                            record(f.result())
-                            chunks_left[i] -= 1
-                            if not chunks_left[i]:
-                                self.budget.release(runs[i].end - runs[i].start)
+                while what and fatal is None:
+                    f = ended.get()
+                    kind, i = what.pop(f)
+                    if kind == "large":
+                        record(f.result())
+                    elif kind == "fetch":
+                        view, total, failed = f.result()
+                        record(failed)
+                        if view is None:
+                            continue
+                        r = runs[i]
+                        parts = tasks(r.jobs)
+                        chunks_left[i] = len(parts)
+                        for part in parts:
+                            submit(writers, ("members", i), self.members, r, view, total, part)
+                    else:
+                        record(f.result())
+                        chunks_left[i] -= 1
+                        if not chunks_left[i]:
+                            self.budget.release(runs[i].end - runs[i].start)
             except BaseException:
                 self.stop.set()
                 for f in what:
