@@ -61,7 +61,7 @@ def clean_vault_path(path: str, *, folder: bool = False) -> str:
 def safe_target(root: Path, relative: str) -> Path:
     """Where a vault path lands under ``root``; never outside it, whatever the name
     and whatever symlinks already sit in the target folder."""
-    return Targets(root).target(relative)
+    return Targets(root).place(relative)[0]
 
 
 def _joined(root: Path, relative: str) -> Path:
@@ -88,13 +88,15 @@ class Targets:
         self._inside: dict[str, Path] = {}
         self._made: set[Path] = set()  # folders created (or found) by this restore
 
-    def target(self, relative: str) -> Path:
+    def place(self, relative: str) -> tuple[Path, Path]:
+        """The target and the folder it goes in: the same folder object for every
+        entry of a folder, so sets of folders need not hash a new path each time."""
         folder, _, name = relative.rpartition("/")
         # The last part of the path as it stands, in a folder named the same way as before.
         plain = name not in ("", ".", "..") and "\x00" not in name and not relative.startswith("/")
         parent = self._inside.get(folder) if plain else None
         if parent is not None:
-            return parent / names.to_local(name)
+            return parent / names.to_local(name), parent
         target = _joined(self.root, relative)
         parent = target.parent
         real_parent = os.path.realpath(parent)
@@ -102,11 +104,7 @@ class Targets:
             raise IntegrityError(f"refusing to write {relative!r}: it leads outside {self.root}")
         if plain:
             self._inside[folder] = parent
-        return target
-
-    def make_parent(self, target: Path) -> None:
-        """Create the folder ``target`` goes in (once per folder)."""
-        self.make_folder(target.parent)
+        return target, parent
 
     def make_folder(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, top down in a loop:

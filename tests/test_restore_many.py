@@ -185,7 +185,9 @@ def test_targets_agree_with_a_fresh_check_of_each_name(tmp_path: Path, rels: lis
         except IntegrityError:
             alone = None
         try:
-            cached: Path | None = places.target(rel)
+            cached: Path | None
+            cached, folder = places.place(rel)
+            assert folder == cached.parent, rel
         except IntegrityError:
             cached = None
         assert cached == alone, rel

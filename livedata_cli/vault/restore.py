@@ -511,10 +511,10 @@ def restore_tree(
     for position, v in enumerate(ordered):
         rel = v.path[len(prefix) :]
         try:
-            target = places.target(rel)
-            if target.parent not in cleaned:
-                cleaned.add(target.parent)
-                localfs.remove_stale_temps(target.parent)
+            target, parent = places.place(rel)
+            if parent not in cleaned:
+                cleaned.add(parent)
+                localfs.remove_stale_temps(parent)
             if v.kind == "dir":
                 if target.is_symlink():  # never follow a link out of the target
                     raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
@@ -535,12 +535,12 @@ def restore_tree(
                     continue
                 raise UsageError(f"{names.shown(str(target))} exists: add --overwrite to replace it")
             if v.kind == "symlink":
-                places.make_parent(target)
+                places.make_folder(parent)
                 localfs.make_symlink(target, names.to_local(v.target or ""), v.mtime)
                 places.forget()  # entries below it are checked against the link
                 results[position] = ItemResult(v.path, str(target), "downloaded", 0, v.vid)
                 continue
-            places.make_parent(target)
+            places.make_folder(parent)
             key = vault._data_key(v.object, v.wrapped_key) if v.protected else None
             jobs.append(Job(position, v, target, key, fresh=not found))
         except (LivedataError, OSError) as e:
