@@ -4,7 +4,8 @@
 # files, a full restore and the objects left in the bucket, for livedata and, on
 # the same trees in the same run, restic (s3 backend) and rclone crypt over an s3
 # remote (each "not installed" when missing).  Then the 2,000 small files to a
-# local `livedata server` (SQLite) and to a folder store: first backup and restore.
+# local `livedata server` (SQLite) and to a folder store: first backup and restore,
+# three interleaved rounds, with their medians.
 #   bench/s3_small.sh       (BENCH_DIR, default /tmp/lds3small; LIVEDATA_BIN)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -102,26 +103,42 @@ for set in small mid; do
   fi
 done
 
-echo "## the 2,000 small files to a local livedata server (SQLite) and to a folder store"
+echo "## the 2,000 small files to a local livedata server (SQLite) and to a folder store, three rounds, interleaved"
+kill "${pids[0]}" 2>/dev/null || true  # moto is done with: it holds the S3 runs' objects in memory
+sync
 srv=$W/srv; mkdir -p "$srv"
 LIVEDATA_HOME=$srv "$LD" server --port 0 2>"$W/server.log" >/dev/null &
 pids+=($!)
 for _ in $(seq 300); do grep -q '"listening"' "$W/server.log" 2>/dev/null && break; sleep 0.1; done
 URL=$("$PY" -c "import json, sys; print(next(json.loads(l)['url'] for l in open(sys.argv[1]) if '\"listening\"' in l))" "$W/server.log")
-export LIVEDATA_HOME=$W/ld-api LIVEDATA_NO_KEYRING=1 LIVEDATA_PASSWORD="bench account password"
-"$LD" register -q --server "$URL" --email bench@example.com >/dev/null
-"$LD" login -q --server "$URL" --email bench@example.com >/dev/null
-LIVEDATA_PASSPHRASE=pw "$LD" init -q --store "$URL"
-LIVEDATA_PASSPHRASE=pw "$LD" keys add -q --key-file "$W/job.key"
-export LIVEDATA_PASSPHRASE_FILE=$W/job.key
-t "livedata api first" "$LD" upload "$W/small" -r -q --as t/
-t "livedata api restore" "$LD" download t/ -o "$W/out-api" -q
-diff -r "$W/small" "$W/out-api" >/dev/null || { echo "api restore differs"; exit 1; }
+walls=()  # "kind step seconds", for the medians
+tw() { t "$@"; read -r s _ <"$W/.t"; walls+=("$1 $s"); }
+for round in 1 2 3; do
+  (export LIVEDATA_HOME=$W/ld-api$round LIVEDATA_NO_KEYRING=1 LIVEDATA_PASSWORD="bench account password"
+   "$LD" register -q --server "$URL" --email "bench$round@example.com" >/dev/null
+   "$LD" login -q --server "$URL" --email "bench$round@example.com" >/dev/null
+   LIVEDATA_PASSPHRASE=pw "$LD" init -q --store "$URL"
+   LIVEDATA_PASSPHRASE=pw "$LD" keys add -q --key-file "$W/api$round.key")
+  (export LIVEDATA_HOME=$W/ld-folder$round LIVEDATA_NO_KEYRING=1
+   LIVEDATA_PASSPHRASE=pw "$LD" init -q
+   LIVEDATA_PASSPHRASE=pw "$LD" keys add -q --key-file "$W/folder$round.key")
+  for kind in api folder; do
+    export LIVEDATA_HOME=$W/ld-$kind$round LIVEDATA_NO_KEYRING=1 LIVEDATA_PASSPHRASE_FILE=$W/$kind$round.key
+    sync
+    tw "livedata $kind first" "$LD" upload "$W/small" -r -q --as t/
+    sync
+    tw "livedata $kind restore" "$LD" download t/ -o "$W/out-$kind$round" -q
+    diff -r "$W/small" "$W/out-$kind$round" >/dev/null || { echo "$kind restore differs"; exit 1; }
+    unset LIVEDATA_HOME LIVEDATA_PASSPHRASE_FILE
+  done
+done
 row "livedata api objects (server files)" "$(find "$srv" -path '*data*' -type f | wc -l)"
-rm -f "$W/job.key"; unset LIVEDATA_PASSWORD LIVEDATA_PASSPHRASE_FILE
-export LIVEDATA_HOME=$W/ld-folder
-LIVEDATA_PASSPHRASE=pw "$LD" init -q
-LIVEDATA_PASSPHRASE=pw "$LD" keys add -q --key-file "$W/job.key"
-export LIVEDATA_PASSPHRASE_FILE=$W/job.key
-t "livedata folder first" "$LD" upload "$W/small" -r -q --as t/
-t "livedata folder restore" "$LD" download t/ -o "$W/out-folder" -q
+printf '%s\n' "${walls[@]}" | "$PY" -c "
+import statistics, sys
+walls = {}
+for line in sys.stdin:
+    *label, s = line.split()
+    walls.setdefault(' '.join(label), []).append(float(s))
+for step in ('first', 'restore'):
+    api, folder = (statistics.median(walls[f'livedata {k} {step}']) for k in ('api', 'folder'))
+    print(f'median {step}: api {api:.2f}s, folder {folder:.2f}s, api / folder {api / folder:.2f}')"

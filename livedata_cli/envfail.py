@@ -74,26 +74,32 @@ def _place(filename: object) -> tuple[str, str, str] | None:
     return best
 
 
-def _free(folder: str) -> int | None:
+def _statvfs(folder: str) -> os.statvfs_result | None:
     while folder and not os.path.isdir(folder):
         parent = os.path.dirname(folder)
         if parent == folder:
             return None
         folder = parent
     try:
-        st = os.statvfs(folder)
+        return os.statvfs(folder)
     except OSError:
         return None
-    return st.f_bavail * st.f_frsize
+
+
+def _free(folder: str) -> int | None:
+    st = _statvfs(folder)
+    return None if st is None else st.f_bavail * st.f_frsize
 
 
 
 
 def no_space(label: str, folder: str, shown: str, needed: int | None) -> NoSpace:
-    free = _free(folder)
+    st = _statvfs(folder)
     parts = []
-    if free is not None:
-        parts.append(f"{human_size(free)} free")
+    if st is not None and st.f_files and not st.f_favail:  # room for bytes, none for one more file
+        parts.append("no file entries (inodes) left")
+    if st is not None:
+        parts.append(f"{human_size(st.f_bavail * st.f_frsize)} free")
     if needed:
         parts.append(f"{human_size(needed)} needed")
     detail = f" ({', '.join(parts)})" if parts else ""
@@ -162,6 +168,11 @@ def translate(e: BaseException, *, needed: int | None = None, place: str | None 
         return None
     if label == TARGET:
         if e.errno in NOT_WRITABLE + GONE + (errno.EISDIR, errno.EINVAL, errno.EXDEV, errno.ENAMETOOLONG):
+            entry = os.fsdecode(e.filename) if found is not None and e.filename is not None else shown
+            if os.path.abspath(entry) != os.path.abspath(shown):  # one file of a restored tree
+                from livedata_cli.names import shown as escaped
+
+                return UsageError(f"cannot write {escaped(entry)} ({why})")
             return UsageError(f"cannot write {shown} ({why}): choose another -o")
         return None
     if e.errno == errno.ENOENT:

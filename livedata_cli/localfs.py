@@ -293,7 +293,11 @@ def create_temporary(folder: Path) -> tuple[Path, int]:
             interrupt.kept(tmp)  # not ours
             continue
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return tmp, fd
+        if os.fstat(fd).st_nlink:
+            return tmp, fd
+        # Another restore's cleaner locked and removed it before this lock: a new one.
+        os.close(fd)
+        interrupt.kept(tmp)
 
 
 def write_file(
@@ -307,18 +311,20 @@ def write_file(
     """Write a file through ``write`` (which returns once its data authenticated),
     to a temporary file renamed into place: a failure leaves no partial file.
 
-    ``fresh``: the caller found no ``target`` and made its folder (a restore's
-    planner), so neither is looked at again, and ``write`` gets the file
-    unbuffered (its writes go straight to the file, each written whole).
+    ``fresh``: the caller made the folder (a restore's planner) and whatever
+    is at ``target`` (nothing, a file, a link, a pipe) is replaced by the
+    rename, never opened; ``write`` gets the file unbuffered (its writes go
+    straight to the file, each written whole).
 
     The temporary file is created 0600 and exclusively (``O_EXCL``), so no other
     local user can read plaintext while it is written; it gets its final mode
     only after the data authenticated.  It stays locked (``flock``) until it is
     renamed, which tells :func:`remove_stale_temps` it is in use.
 
-    A target that is a device or a pipe (``-o /dev/null``, a FIFO,
+    Otherwise a target that is a device or a pipe (``-o /dev/null``, a FIFO,
     ``/dev/stdout``) is written as a stream instead: renaming over it would
-    replace the device node itself.
+    replace the device node itself.  An error names ``target``, not the
+    temporary file.
     """
     if not fresh:
         try:
@@ -329,7 +335,10 @@ def write_file(
             with open(target, "wb") as out:
                 return write(out)
         target.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = create_temporary(target.parent)
+    try:
+        tmp, fd = create_temporary(target.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, os.fspath(target)) from None
     try:
         with cast(BinaryIO, _FdWriter(fd)) if fresh else os.fdopen(fd, "wb") as out:
             n = write(out)
@@ -337,7 +346,10 @@ def write_file(
             os.fchmod(out.fileno(), (default_mode() if mode is None else mode) & 0o7777)
             if mtime is not None:
                 os.utime(out.fileno(), (mtime, mtime))
-            os.replace(tmp, target)  # still locked: a cleaner never takes it for litter
+            try:
+                os.replace(tmp, target)  # still locked: a cleaner never takes it for litter
+            except OSError as e:  # a folder there, or its folder gone
+                raise OSError(e.errno, e.strerror, os.fspath(target)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -459,11 +471,17 @@ def make_symlink(target: Path, link_to: str, mtime: float | None = None) -> None
         raise
 
 
-def set_times_and_mode(path: Path, mtime: float | None, mode: int | None) -> None:
-    if mode is not None:
-        os.chmod(path, mode & 0o7777)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
+def set_folder_times_and_mode(path: Path, mtime: float | None, mode: int | None) -> None:
+    """A restored folder's mode and time, through the folder itself: a symlink put
+    in its place since (by anyone who can write beside it) is not followed."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode & 0o7777)
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+    finally:
+        os.close(fd)
 
 
 def path_of(ref: str) -> str:

@@ -48,9 +48,10 @@ CAN_MOUNT = _can_mount()
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: int) -> Iterator[Path]:
+def tmpfs(path: Path, size: int, inodes: int | None = None) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
     try:
         yield path
     finally:
@@ -188,9 +189,21 @@ def test_full_download_target_is_exit_7_and_leaves_no_part_file(vault_cli: Cli, 
         _assert_no_space(vault_cli("download", "f.bin", "-o", str(target / "f.bin")), str(target / "f.bin"))
         r = vault_cli("download", "d/", "-o", str(target / "d"), "--json")
         _assert_no_space(r, str(target / "d"))
+        assert "6.0 MiB needed" in r.stderr, "what the files not restored need, not one file's size"
         assert r.json()["exit_code"] == 7
         leftovers = [p for p in target.rglob("*") if p.is_file() and p.stat().st_size not in (len(data),)]
         assert leftovers == [], "no partial file stays behind"
+
+
+@pytest.mark.skipif(not CAN_MOUNT, reason="a download target out of inodes needs a tmpfs (root)")
+def test_a_download_target_out_of_inodes_says_so(vault_cli: Cli, tmp_path: Path) -> None:
+    for i in range(40):
+        write(vault_cli.cwd / "d" / f"{i:02d}.txt", f"{i}")
+    vault_cli.ok("upload", "d", "-r")
+    with tmpfs(tmp_path / "target", 8 * MiB, inodes=20) as target:
+        r = vault_cli("download", "d/", "-o", str(target / "d"))
+        _assert_no_space(r, str(target / "d"))
+        assert "no file entries (inodes) left" in r.stderr
 
 
 @pytest.mark.skipif(not CAN_MOUNT, reason="a full index home needs a tmpfs (root)")

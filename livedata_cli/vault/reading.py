@@ -58,9 +58,10 @@ def _repacked(vault: Vault, v: Version) -> Version | None:
     return moved if moved is not None and moved.store_key != v.store_key else None
 
 
-def download_to(vault: Vault, v: Version, target: Path, progress: Progress = noop) -> int:
+def download_to(vault: Vault, v: Version, target: Path, progress: Progress = noop, *, fresh: bool = False) -> int:
     """Write one version to a file, atomically: a temporary file renamed into
-    place only after the final segment authenticated."""
+    place only after the final segment authenticated (``fresh``: as
+    ``localfs.write_file``'s)."""
     if v.kind == "symlink":
         target.parent.mkdir(parents=True, exist_ok=True)
         localfs.make_symlink(target, names.to_local(v.target or ""), v.mtime)
@@ -68,7 +69,7 @@ def download_to(vault: Vault, v: Version, target: Path, progress: Progress = noo
     if v.kind == "dir":
         raise UsageError(f"{v.path} is a folder: download {v.path}/ to restore its contents")
     return localfs.write_file(
-        target, lambda out: read_version(vault, v, out, progress), mode=v.mode, mtime=v.mtime
+        target, lambda out: read_version(vault, v, out, progress), mode=v.mode, mtime=v.mtime, fresh=fresh
     )
 
 

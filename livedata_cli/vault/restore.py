@@ -40,6 +40,7 @@ import contextlib
 import io
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
@@ -95,7 +96,7 @@ class Job:
     v: Version
     target: Path | None = None  # None: check only (verify --data)
     data_key: bytes | None = None  # worked out beforehand (a file password may be asked)
-    fresh: bool = False  # the planner found no target and made its folder
+    fresh: bool = False  # the planner made its folder: the target is replaced, never opened
 
 
 @dataclass
@@ -401,6 +402,10 @@ class _Engine:
             self.pool = restore_workers.start(self.vault.master_key, self.vault.vault_id, workers)
         try:
             return self._run(runs, large, outcomes, moved)
+        except BaseException:
+            # What the files not restored need, for a full target's message.
+            self.fatal_size = sum(j.v.size for j in jobs if not isinstance(outcomes.get(j.position), int))
+            raise
         finally:
             if self.pool is not None:
                 forked.stop(self.pool, finished=not self.stop.is_set())
@@ -440,7 +445,6 @@ class _Engine:
                     outcomes[job.position] = outcome
                     if fatal is None and isinstance(outcome, BaseException) and envfail.is_fatal(outcome):
                         fatal = outcome
-                        self.fatal_size = job.v.size  # what the file needed, for the message
 
             try:
                 while what and fatal is None:
@@ -492,7 +496,10 @@ def restore_tree(
 
     vault.unlock()  # a wrong passphrase fails the command once, not each file
     vault.cfg  # noqa: B018  read (and checked) here, not first on a worker thread
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file, a device or a dangling link
+        raise UsageError(f"{names.shown(str(root))} is not a folder: choose another -o") from None
     folders: list[tuple[Path, Version]] = []
     cleaned: set[Path] = set()  # folders rid of a killed restore's temporary files
     results: dict[int, ItemResult] = {}
@@ -519,16 +526,19 @@ def restore_tree(
                 if target.is_symlink():  # never follow a link out of the target
                     raise IntegrityError(f"refusing to restore into {target}: it is a symlink")
                 existed = target.is_dir()
+                if not existed and os.path.lexists(target):
+                    raise UsageError(f"{names.shown(str(target))} is not a folder: the folder is not restored over it")
                 places.make_folder(target)
                 folders.append((target, v))
                 results[position] = ItemResult(v.path, str(target), "unchanged" if existed else "downloaded", 0, v.vid)
                 continue
             try:
-                os.lstat(target)  # one call: a file, a folder, or a link (even a dangling one)
-                found = True
+                found = os.lstat(target)  # one call: a file, a folder, or a link (even a dangling one)
             except (FileNotFoundError, NotADirectoryError):
-                found = False
-            if found and not overwrite:
+                found = None
+            if found is not None and stat.S_ISDIR(found.st_mode):  # --overwrite never removes a folder
+                raise UsageError(f"{names.shown(str(target))} is a folder: the {v.kind} is not restored over it")
+            if found is not None and not overwrite:
                 if already_restored(vault, v, target):  # a rerun: restored before, still the same
                     progress(v.size)
                     results[position] = ItemResult(v.path, str(target), "unchanged", v.size, v.vid)
@@ -542,7 +552,8 @@ def restore_tree(
                 continue
             places.make_folder(parent)
             key = vault._data_key(v.object, v.wrapped_key) if v.protected else None
-            jobs.append(Job(position, v, target, key, fresh=not found))
+            # Whatever is there (a file, a link, a pipe) is replaced, never written through.
+            jobs.append(Job(position, v, target, key, fresh=True))
         except (LivedataError, OSError) as e:
             failed(position, v, rel, e)
 
@@ -554,7 +565,7 @@ def restore_tree(
     for job in moved:  # its pack is gone: a prune elsewhere may have moved it (this syncs)
         assert job.target is not None
         try:
-            outcomes[job.position] = download_to(vault, job.v, job.target, progress)
+            outcomes[job.position] = download_to(vault, job.v, job.target, progress, fresh=True)
         except (LivedataError, OSError) as e:
             outcomes[job.position] = e
     for job in jobs:
@@ -567,7 +578,7 @@ def restore_tree(
     report.items.extend(results[p] for p in sorted(results))
     for target, v in reversed(folders):
         try:
-            localfs.set_times_and_mode(target, v.mtime, v.mode)
+            localfs.set_folder_times_and_mode(target, v.mtime, v.mode)
         except OSError as e:
             report.fail(v.path, str(target), e)
     return report
