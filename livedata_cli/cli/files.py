@@ -201,7 +201,9 @@ def download(
         bool, typer.Option("--latest", help="Only the newest set (sub-folder of REF) having the --tag tags.")
     ] = False,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only files with this tag (repeatable).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that exist already.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files (and links, pipes) that exist already; never a folder.")
+    ] = False,
     include: Annotated[
         list[str] | None,
         typer.Option("--include", help="A folder download: only paths matching this glob (repeatable)."),
