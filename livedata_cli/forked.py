@@ -53,14 +53,27 @@ def _start_worker(parent: int, initializer: Callable[..., None], initargs: tuple
     initializer(*initargs)
 
 
+# How long an ended command waits for the tasks its workers are running.
+STOP_WAIT = 2.0
+
+
 def stop(pool: ProcessPoolExecutor, *, finished: bool) -> None:
-    """Wait for the workers when all their work was taken back (``finished``);
-    otherwise (an error, Ctrl-C) end them at once: a worker may be blocked
-    handing back a result nobody will read, and joining it would hang."""
+    """Wait for the workers when all their work was taken back (``finished``).
+    Otherwise (an error, Ctrl-C) nothing queued starts, and the tasks running
+    (a chunk of small files each) end first: the pool's own thread keeps taking
+    their results, so they never block on a full pipe.  A worker killed while
+    it hands back a result would leave that thread waiting for the rest of it,
+    and the command hanging at exit; so a worker is killed only when its task
+    has not ended in ``STOP_WAIT`` seconds (a file system that hangs)."""
     if finished:
         pool.shutdown(wait=True, cancel_futures=True)
         return
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    pool.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(STOP_WAIT)
+        if not manager.is_alive():
+            return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(OSError, AttributeError):
             proc.kill()
-    pool.shutdown(wait=False, cancel_futures=True)

@@ -245,6 +245,23 @@ def test_read_only_store_is_exit_6(cli: Cli, tmp_path: Path) -> None:
         cli.ok("upload", "b.txt")
 
 
+def test_a_store_folder_moved_away_after_its_folders_were_made_is_unreachable(tmp_path: Path) -> None:
+    """The store remembers the folders it made; one made before the store moved
+    away made the next object's folder recurse without end (exit 1)."""
+    from livedata_cli.errors import StoreUnreachable
+    from livedata_cli.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    store.prepare()
+    first, second = "data/" + "0" * 32, "data/" + "1" * 32
+    store.put_bytes(first, b"first")
+    with pytest.raises(StoreUnreachable, match="does not exist"), store.writer(second) as f:
+        f.write(b"second")
+        (tmp_path / "store").rename(tmp_path / "away")  # while an object is written
+    assert not (tmp_path / "store").exists()
+    assert (tmp_path / "away" / "data" / "00" / ("0" * 32)).read_bytes() == b"first"
+
+
 def test_store_deleted_mid_upload_is_exit_6_and_not_recreated(cli: Cli, tmp_path: Path) -> None:
     store = tmp_path / "usb" / "store"
     cli.ok("init", "--store", str(store))

@@ -229,3 +229,32 @@ def test_odd_names_restore_through_the_workers(vault_cli: Cli, tmp_path: Path) -
     for name, data in made.items():
         with open(os.path.join(back, name), "rb") as f:
             assert f.read() == data, name
+
+
+STOP_SCRIPT = """
+import sys, time
+from livedata_cli import forked
+
+def nothing():
+    pass
+
+def result(n):
+    return b"x" * n
+
+pool = forked.start(2, nothing, ())
+futures = [pool.submit(result, 4 << 20) for _ in range(40)]
+time.sleep(float(sys.argv[1]))
+forked.stop(pool, finished=False)
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("after", [0.01, 0.05, 0.1, 0.2])
+def test_workers_stopped_while_they_hand_back_results_never_hang_the_exit(after: float, tmp_path: Path) -> None:
+    """An error or Ctrl-C stops the pool while big results are in the pipe: a
+    worker killed in the middle of one left the pool's thread waiting for the
+    rest of it, and the process hanging at exit (a full store's upload never ended)."""
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(after)], capture_output=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == b"stopped\n", done.stderr[-2000:]

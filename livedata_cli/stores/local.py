@@ -91,6 +91,7 @@ class LocalStore:
             if os.path.normpath(parent) == os.path.normpath(self.url) or parent == folder:
                 self.check()
                 raise
+            self._made.discard(parent)  # made before, gone since: the store may have moved away
             self._ensure_dir(parent)
             self._ensure_dir(folder)
         except OSError as e:
