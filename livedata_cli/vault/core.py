@@ -32,6 +32,7 @@ from livedata_cli.audit import recorder
 from livedata_cli.crypto import filepass
 from livedata_cli.crypto.wrap import (
     key_id,
+    subkey,
     unwrap_data_key,
     wrap_data_key,
 )
@@ -285,6 +286,15 @@ class Vault:
         from livedata_cli.vault import rotation
 
         return rotation.open_previous(self.master_key, self.cfg)
+
+    def plaintext_hash_keys(self) -> list[bytes]:
+        """The keys of plaintext hashes (which content a vault holds already;
+        whether a local file is unchanged), the one new hashes use first: the
+        vault's first master key's, kept across ``keys rotate`` so content stored
+        before a rotation still matches.  Then the later keys' own, which hashes
+        made between a rotation and this rule were made under."""
+        masters = [*reversed(self.previous_keys()), self.master_key]
+        return [subkey(m, self.vault_id, "plaintext-hash") for m in masters]
 
     def ensure_config_mac(self, st: state.State) -> None:
         """A vault made before config MACs gets one on its first unlocked write;

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from livedata_cli import localfs, names, packs
 from livedata_cli.crypto import container
-from livedata_cli.crypto.wrap import subkey
 from livedata_cli.errors import AuthError, IntegrityError, NotFound, UsageError
 from livedata_cli.index.core import Version
 from livedata_cli.vault.reports import Progress, noop
@@ -83,8 +82,7 @@ def already_restored(vault: Vault, v: Version, target: Path) -> bool:
         return False
     try:
         if v.hash:
-            digest = localfs.file_digest(target, subkey(vault.master_key, vault.vault_id, "plaintext-hash"))
-            return hmac.compare_digest(digest, v.hash)
+            return any(hmac.compare_digest(localfs.file_digest(target, key), v.hash) for key in vault.plaintext_hash_keys())
         with open(target, "rb") as local:
             same = _SameAs(local)
             read_version(vault, v, cast(BinaryIO, same))

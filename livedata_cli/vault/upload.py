@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from livedata_cli import envfail, localfs, names, packs
 from livedata_cli.crypto import container, filepass
-from livedata_cli.crypto.wrap import KeyedHash, keyed_hash, subkey, unwrap_data_key
+from livedata_cli.crypto.wrap import KeyedHash, keyed_hash, unwrap_data_key
 from livedata_cli.errors import AuthError, LivedataError, UsageError
 from livedata_cli.index.core import Seen, Version
 from livedata_cli.localfs import UploadSource
@@ -130,7 +130,7 @@ def upload(
     # fields of Seen; the others get their full newest Version.
     seen = vault.index.newest_seen(s.path for s in plan)
     batch = Batch(
-        hash_key_of=lambda: subkey(vault.master_key, vault.vault_id, "plaintext-hash"),
+        hash_key_of=lambda: vault.plaintext_hash_keys()[0],
         tags=sorted(set(tags)),
         newest={},
         progress=progress,
