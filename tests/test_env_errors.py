@@ -206,6 +206,20 @@ def test_a_download_target_out_of_inodes_says_so(vault_cli: Cli, tmp_path: Path)
         assert "no file entries (inodes) left" in r.stderr
 
 
+@pytest.mark.skipif(not CAN_MOUNT, reason="a full store needs a tmpfs (root)")
+def test_a_store_too_full_for_a_lock_names_the_store_not_the_current_folder(cli: Cli, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "mnt", 4 * MiB) as mnt:
+        cli.ok("init", "--store", str(mnt / "store"))
+        with contextlib.suppress(OSError), open(mnt / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+        write(cli.cwd / "f.txt", "x")
+        r = cli("upload", "f.txt")
+        assert_one_line_error(r, 7)
+        assert f"no space left on the store {mnt / 'store'}" in r.stderr, r.stderr
+        assert "disk of" not in r.stderr
+
+
 @pytest.mark.skipif(not CAN_MOUNT, reason="a full index home needs a tmpfs (root)")
 def test_full_index_home_is_exit_7_naming_the_home(cli: Cli, tmp_path: Path) -> None:
     # Room for the index of these 400 files twice over (its file and its

@@ -21,7 +21,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 
 from livedata_cli import writeback
 from livedata_cli.errors import IntegrityError, NotFound, StoreUnreachable
@@ -139,9 +139,11 @@ class LocalStore:
             self._commit(tmp, key, exclusive=exclusive)
         except FileExistsError:
             raise
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if _unnamed_write_error(e):
+                raise OSError(e.errno, e.strerror, tmp) from None
             raise
 
     def get_bytes(self, key: str) -> bytes:
@@ -162,9 +164,11 @@ class LocalStore:
             os.replace(tmp, dest)
             with self._lock:
                 self._unsynced.append(dest)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if _unnamed_write_error(e):
+                raise OSError(e.errno, e.strerror, tmp) from None
             raise
 
     def flush(self) -> None:
@@ -235,6 +239,12 @@ class LocalStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+
+def _unnamed_write_error(e: BaseException) -> TypeGuard[OSError]:
+    """An OSError of a write, which names no file: raised again naming the object
+    (a full disk then says it is the store's, not the current folder's)."""
+    return isinstance(e, OSError) and e.filename is None and e.errno is not None
 
 
 def key_path(key: str) -> str:
