@@ -29,6 +29,7 @@ _ESCAPE = re.compile("\ufdd0([89a-f][0-9a-f])")
 _NEEDS_WORK = re.compile("[\udc80-\udcff\ufdd0]")
 # C0 and C1 controls, DEL, and the line and paragraph separators.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -104,14 +105,30 @@ def _quoted(text: str) -> str:
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:
-    """Tags as given, or :class:`UsageError`: a tag is not empty and holds no control character."""
+    """Tags as given, or :class:`UsageError`: a tag is not empty and holds no
+    control character, nor a byte that is not UTF-8 (a surrogate escape)."""
     from livedata_cli.errors import UsageError
 
     tags = list(tags)
     for t in tags:
-        if not t.strip() or _CONTROL.search(t):
-            raise UsageError(f"bad tag {shown(t)!r}: a tag is a word or words on one line")
+        if not t.strip() or _CONTROL.search(t) or _SURROGATE.search(t):
+            raise UsageError(f"bad tag {shown(t)!r}: a tag is a word or words of text on one line")
     return tags
+
+
+# A file's note is for a few lines of context, not a document.
+NOTE_LIMIT = 64 * 1024
+
+
+def check_note(text: str) -> str:
+    """A note as given, or :class:`UsageError`: text (UTF-8), at most NOTE_LIMIT bytes."""
+    from livedata_cli.errors import UsageError
+
+    if _SURROGATE.search(text):
+        raise UsageError("a note is text: it holds bytes that are not UTF-8")
+    if len(text.encode()) > NOTE_LIMIT:
+        raise UsageError(f"a note holds at most {NOTE_LIMIT // 1024} KiB")
+    return text
 
 
 # Any character that makes a listing line need :func:`shown` (the newline aside).

@@ -147,9 +147,13 @@ def test_control_characters_in_tags_and_notes_never_reach_the_terminal(vault_cli
     assert "second line" in vault_cli.ok("note", "a.txt").out  # a note keeps its lines
     listed = vault_cli.ok("search", "--tag", "plain").out
     assert "'x,y'" in listed and "\\x1b" in listed  # quoted, escaped
-    for bad in ("", " ", "\n", "two\nlines", "\x1b]0;owned\x07"):
+    for bad in ("", " ", "\n", "two\nlines", "\x1b]0;owned\x07", os.fsdecode(b"\xff"), os.fsdecode(b"ok\xfe")):
         assert_one_line_error(vault_cli("tag", "a.txt", bad), 2)
         assert_one_line_error(vault_cli("upload", "a.txt", "--tag", bad), 2)
+    r = vault_cli("note", "a.txt", os.fsdecode(b"bad\xfe"))  # bytes that are not UTF-8: not text
+    assert_one_line_error(r, 2)
+    assert "not UTF-8" in r.stderr
+    assert_one_line_error(vault_cli("note", "a.txt", "--append", os.fsdecode(b"\xff")), 2)
     vault_cli.ok("tag", "a.txt", "--remove", "\x1b]0;owned\x07")  # a bad tag stored can be removed
     assert vault_cli.ok("info", "a.txt", "--json").json()["tags"] == ["plain", "x,y"]
 

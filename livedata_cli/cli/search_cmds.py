@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, open_vault, setup
-from livedata_cli.names import for_json, shown, shown_tags
+from livedata_cli.names import check_note, for_json, shown, shown_tags
 
 if TYPE_CHECKING:
     from livedata_cli.index.search import Hit
 
 # With words, the best matches; without, every file the filters select.
 DEFAULT_LIMIT = 50
-NOTE_LIMIT = 64 * 1024
 
 
 def _open_locked_index(env: Env) -> None:
@@ -205,8 +204,8 @@ def note(
         raise UsageError("--clear takes no TEXT and no --append")
     if append and text is None:
         raise UsageError("--append needs the TEXT to add")
-    if text is not None and len(text.encode()) > NOTE_LIMIT:
-        raise UsageError(f"a note holds at most {NOTE_LIMIT // 1024} KiB")
+    if text is not None:
+        check_note(text)  # before the vault is opened
     with open_vault(env) as vault:
         if text is None and not clear:
             v = vault.resolve(ref)

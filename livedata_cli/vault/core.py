@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-from livedata_cli import locking, settings, state
+from livedata_cli import locking, names, settings, state
 from livedata_cli.audit import recorder
 from livedata_cli.crypto import filepass
 from livedata_cli.crypto.wrap import (
@@ -53,8 +53,6 @@ from livedata_cli.vault import file_passwords, replay, store_locking
 
 __all__ = ["SyncResult", "Vault"]
 
-# A file's note is for a few lines of context, not a document.
-NOTE_LIMIT = 64 * 1024
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -564,9 +562,7 @@ class Vault:
         v = self.resolve(ref)
         if append and v.notes:
             text = v.notes.rstrip("\n") + "\n" + text
-        if len(text.encode()) > NOTE_LIMIT:
-            raise UsageError(f"a note holds at most {NOTE_LIMIT // 1024} KiB")
-        self._write_journal([{"t": "note", "vid": v.vid, "text": text}])
+        self._write_journal([{"t": "note", "vid": v.vid, "text": names.check_note(text)}])
         updated = self.index.version_by_id(v.vid)
         assert updated is not None
         return updated
