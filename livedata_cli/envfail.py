@@ -93,10 +93,15 @@ def _free(folder: str) -> int | None:
 
 
 
+_FEW_INODES = 64
+
+
 def no_space(label: str, folder: str, shown: str, needed: int | None) -> NoSpace:
     st = _statvfs(folder)
     parts = []
-    if st is not None and st.f_files and not st.f_favail:  # room for bytes, none for one more file
+    # Out of inodes: room for bytes, none for one more file.  A few may be free
+    # again by now (the failed command's temporary files are gone).
+    if st is not None and st.f_files and st.f_favail < _FEW_INODES:
         parts.append("no file entries (inodes) left")
     if st is not None:
         parts.append(f"{human_size(st.f_bavail * st.f_frsize)} free")

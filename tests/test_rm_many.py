@@ -48,3 +48,13 @@ def test_a_ref_that_matches_nothing_is_named_and_the_rest_go(vault_cli: Cli) -> 
     assert_one_line_error(r, 3)
     assert r.stderr.startswith("livedata: error: ") and r.stderr.count("nosuch.txt") == 1, r.stderr
     assert_one_line_error(cli("rm", "b.txt"), 3)  # already in the trash
+
+
+def test_with_json_the_failures_still_go_to_stderr(vault_cli: Cli) -> None:
+    """--json puts the document on stdout; each error is still its line on stderr."""
+    r = vault_cli("rm", "nothere", "--json")
+    assert r.code == 3 and r.json()["failed"][0]["ref"] == "nothere"
+    assert r.stderr.startswith("livedata: error: nothere") and r.stderr.count("\n") == 1, r.stderr
+    r = vault_cli("upload", "nonexist", "--json")
+    assert r.code == 3 and r.json()["items"][0]["status"] == "failed"
+    assert r.stderr.startswith("livedata: error: nonexist") and r.stderr.count("\n") == 1, r.stderr

@@ -326,23 +326,22 @@ def finish_batch(env: Env, report: BatchReport, verb: str) -> None:
         from livedata_cli.audit import recorder
 
         recorder.current().failed_items(verb, failed)  # the vault's recorder, handed over when it closed
+    from livedata_cli.names import shown
+
+    for item in report.items:  # errors go to stderr with --json too
+        if item.status == "failed" or (item.status == "skipped" and not env.json):
+            kind = "error: " if item.status == "failed" else ""
+            env.warn(f"livedata: {kind}{shown(f'{item.source or item.path}: {item.error}')}")
     if env.json:
         env.emit(report.to_json())
-    else:
-        for item in report.items:
-            if item.status in ("failed", "skipped"):
-                from livedata_cli.names import shown
-
-                kind = "error: " if item.status == "failed" else ""
-                env.warn(f"livedata: {kind}{shown(f'{item.source or item.path}: {item.error}')}")
-        if not failed or len(failed) < len(report.items):
-            counts = report.counts()
-            parts = [f"{counts[k]} {k}" for k in ("new", "changed", "unchanged", "downloaded", "skipped", "failed") if counts.get(k)]
-            stored = f", {human_size(report.bytes_stored)} stored" if report.bytes_stored else ""
-            env.say(
-                f"{verb}: {', '.join(parts) or 'nothing to do'} "
-                f"({human_size(report.bytes_read)} read{stored} in {_took(report.duration)})"
-            )
+    elif not failed or len(failed) < len(report.items):
+        counts = report.counts()
+        parts = [f"{counts[k]} {k}" for k in ("new", "changed", "unchanged", "downloaded", "skipped", "failed") if counts.get(k)]
+        stored = f", {human_size(report.bytes_stored)} stored" if report.bytes_stored else ""
+        env.say(
+            f"{verb}: {', '.join(parts) or 'nothing to do'} "
+            f"({human_size(report.bytes_read)} read{stored} in {_took(report.duration)})"
+        )
     if failed:
         # A rerun's restore: files found already restored did nothing, so
         # refusals alone decide the code (exit 2 for a differing file).

@@ -401,19 +401,18 @@ def rm(
     with open_vault(env) as vault, vault.lock(exclusive=True, command="rm --purge") if purge else nullcontext():
         gone, failed = vault.remove_many(refs, purge=purge, recursive=recursive)
     versions = sum(len(v) for v in gone.values())
+    for ref, e in failed:  # stderr, with --json too; the message names the ref already, as a single rm's does
+        env.warn(f"livedata: error: {shown(e.message if e.message.startswith(ref) else f'{ref}: {e.message}')}")
     if env.json:
         first = next(iter(gone), "")
         env.emit({
             "path": for_json(first), "paths": [for_json(p) for p in gone], "purged": purge, "versions": versions,
             "failed": [{"ref": ref, "error": e.message, "exit_code": int(e.exit_code)} for ref, e in failed],
         })
-    else:
-        for ref, e in failed:  # the message names the ref already, as a single rm's does
-            env.warn(f"livedata: error: {shown(e.message if e.message.startswith(ref) else f'{ref}: {e.message}')}")
-        if gone:
-            files = sum(1 for vs in gone.values() if vs and vs[0].kind != "dir")  # folders' entries go too
-            what = shown(next(iter(gone))) if len(gone) == 1 else f"{files} files"
-            env.say(f"{'purged' if purge else 'moved to trash'}: {what} ({versions} version(s))")
+    elif gone:
+        files = sum(1 for vs in gone.values() if vs and vs[0].kind != "dir")  # folders' entries go too
+        what = shown(next(iter(gone))) if len(gone) == 1 else f"{files} files"
+        env.say(f"{'purged' if purge else 'moved to trash'}: {what} ({versions} version(s))")
     if failed:
         codes = {int(e.exit_code) for _ref, e in failed}
         raise typer.Exit(codes.pop() if not gone and len(codes) == 1 else 8)
