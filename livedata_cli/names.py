@@ -116,6 +116,17 @@ def check_tags(tags: Iterable[str]) -> list[str]:
     return tags
 
 
+def unicode_text(text: str) -> str:
+    """``text`` as valid Unicode, whatever it came from: a byte that is not UTF-8
+    (a command-line argument's surrogate escape) as ``\\xNN``."""
+    if not _SURROGATE.search(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no byte stands for
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
 # A file's note is for a few lines of context, not a document.
 NOTE_LIMIT = 64 * 1024
 

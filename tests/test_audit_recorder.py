@@ -117,3 +117,28 @@ def test_the_index_keeps_every_field_an_event_mac_covers() -> None:
     from livedata_cli.index.audit import EVENT_COLUMNS
 
     assert EVENT_COLUMNS == FIELDS
+
+
+def test_bytes_that_are_not_utf8_in_an_argument_or_a_name_never_stop_the_trail(vault_cli: Cli, tmp_path: Path) -> None:
+    """A command-line argument or a file name with such bytes was kept as an
+    event the chain could not encode: from then on every command's events were
+    dropped and 'audit' itself failed.  They are kept as \\xNN text."""
+    import json
+    import os
+    import sqlite3
+
+    vault_cli.ok("stats", os.fsdecode(b"x\xff"))  # no vault key: a pending event
+    write(vault_cli.cwd / os.fsdecode(b"bad\xfe.txt"), "w")
+    vault_cli.ok("upload", os.fsdecode(b"bad\xfe.txt"))
+    # An event an older livedata kept pending, as it stored it.
+    index = Path(vault_cli.env["LIVEDATA_HOME"]) / "index.sqlite"
+    with sqlite3.connect(index) as db:
+        vault_id = db.execute("SELECT vault FROM audit_events LIMIT 1").fetchone()[0]
+        old = {"time": 1, "action": "stats", "path": "y\udcfe", "object": "", "result": "ok", "code": 0,
+               "host": "h", "user": "u", "version": "0", "request_id": "", "command": "c", "detail": "", "pid": "p"}
+        db.execute("INSERT INTO audit_pending (vault, event) VALUES (?, ?)", (vault_id, json.dumps(old)))
+    r = vault_cli("upload", os.fsdecode(b"bad\xfe.txt"))
+    assert r.code == 0 and "audit trail" not in r.stderr, r.stderr
+    paths = {e["path"] for e in vault_cli.ok("audit", "--json").json()}
+    assert {"x\\xff", "y\\xfe"} <= paths, paths
+    vault_cli.ok("audit", "verify")

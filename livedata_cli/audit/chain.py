@@ -69,6 +69,7 @@ from livedata_cli.crypto.wrap import keyed_hash, subkey
 from livedata_cli.errors import LivedataError
 from livedata_cli.index import audit as tables
 from livedata_cli.index.core import Index
+from livedata_cli.names import unicode_text
 
 if TYPE_CHECKING:
     from livedata_cli.keys.oskeyring import KeyCache
@@ -271,7 +272,9 @@ class Trail:
                 rows = []
                 for e in todo:
                     seq += 1
-                    ev = {**{k: e.get(k, "") for k in FIELDS}, "vault": self.vault_id, "chain": chain, "seq": seq, "prev": prev}
+                    # unicode_text: an event kept pending by an older livedata may hold any bytes
+                    fields = {k: unicode_text(v) if isinstance(v := e.get(k, ""), str) else v for k in FIELDS}
+                    ev = {**fields, "vault": self.vault_id, "chain": chain, "seq": seq, "prev": prev}
                     ev["code"], ev["time"] = int(ev["code"] or 0), int(ev["time"] or 0)
                     ev["mac"] = prev = self.mac(ev)
                     rows.append(ev)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from livedata_cli import __version__
 from livedata_cli.errors import ExitCode, LivedataError
+from livedata_cli.names import unicode_text
 
 if TYPE_CHECKING:
     from livedata_cli.index.core import Index
@@ -155,8 +156,8 @@ class Recorder:
         return {
             "time": now_us() if at is None else at,
             "action": action,
-            "path": path,
-            "object": object,
+            "path": unicode_text(path),  # a path given on the command line may hold any bytes
+            "object": unicode_text(object),
             "result": result,
             "code": int(code),
             "host": _who()[0],
@@ -164,7 +165,7 @@ class Recorder:
             "version": __version__,
             "request_id": "",
             "command": self.command,
-            "detail": detail,
+            "detail": unicode_text(detail),
         }
 
     def read(self, path: str, obj: str) -> None:

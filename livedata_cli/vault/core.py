@@ -99,6 +99,7 @@ class Vault:
         self.index = index
         self.unlocker = unlocker
         self._master: bytes | None = None
+        self._hash_keys: tuple[bytes, list[bytes]] | None = None  # (the master key they are for, the keys)
         self._state: state.State | None = None
         # File passwords: asked through this (the CLI sets a prompt), cached by salt once they open.
         self.ask_file_password: Callable[[str], str | None] = file_passwords.password_from_env
@@ -291,8 +292,11 @@ class Vault:
         vault's first master key's, kept across ``keys rotate`` so content stored
         before a rotation still matches.  Then the later keys' own, which hashes
         made between a rotation and this rule were made under."""
-        masters = [*reversed(self.previous_keys()), self.master_key]
-        return [subkey(m, self.vault_id, "plaintext-hash") for m in masters]
+        master = self.master_key
+        if self._hash_keys is None or self._hash_keys[0] != master:  # worked out once a command
+            masters = [*reversed(self.previous_keys()), master]
+            self._hash_keys = (master, [subkey(m, self.vault_id, "plaintext-hash") for m in masters])
+        return self._hash_keys[1]
 
     def ensure_config_mac(self, st: state.State) -> None:
         """A vault made before config MACs gets one on its first unlocked write;
