@@ -432,3 +432,27 @@ def test_api_link_opens_in_headless_chromium(api_shared: tuple[Cli, Any], tmp_pa
             browser.close()
     assert (tmp_path / "browser.pdf").read_bytes() == DATA
     assert made["key"] not in srv.log()
+
+
+def test_the_recipe_for_a_share_file_is_quoted_and_names_are_escaped(vault_cli: Cli) -> None:
+    """A vault name is chosen by whoever wrote it (another writer of a shared
+    store): pasted, the printed recipe must run livedata and nothing else, and
+    the name must not reach the terminal raw."""
+    import shlex
+
+    name = "a'$(touch PWNED)'b.txt"
+    write(vault_cli.cwd / name, "hi")
+    vault_cli.ok("upload", name)
+    r = vault_cli.ok("share", name)
+    recipe = next(line for line in r.stderr.splitlines() + r.out.splitlines() if "livedata download" in line)
+    assert shlex.split(recipe.strip())[:2] == ["livedata", "download"]
+    assert shlex.split(recipe.strip())[2].startswith(str(vault_cli.cwd / name) + ".ldshare#") or \
+        shlex.split(recipe.strip())[2].startswith(name + ".ldshare#"), recipe
+    odd = os.fsdecode(b"x\x1b]0;owned\x07y\nz\xff.md")
+    write(vault_cli.cwd / "odd.md", "hi")
+    vault_cli.ok("upload", "odd.md", "--as", odd)
+    r = vault_cli.ok("share", odd, "--out", str(vault_cli.cwd / "s.ldshare"))
+    assert "\x1b" not in r.stderr + r.out and "x\\x1b]0;owned\\x07y\\nz\\xff.md" in r.stderr + r.out
+    assert vault_cli.ok("share", odd, "--out", str(vault_cli.cwd / "s2.ldshare"), "--json").json()["path"] == (
+        "x\x1b]0;owned\x07y\nz\\xff.md"
+    )

@@ -24,6 +24,7 @@ from livedata_cli.cli.common import (
     setup,
 )
 from livedata_cli.errors import ExitCode, UsageError
+from livedata_cli.names import shown
 
 if TYPE_CHECKING:
     from livedata_cli.convert.queue import Job
@@ -172,11 +173,11 @@ def _finish(env: Env, report: Report) -> None:
     else:
         for item in report.items:
             if item.status == "failed":
-                env.warn(f"livedata: {item.source}: {item.error}")
+                env.warn(f"livedata: {shown(f'{item.source}: {item.error}')}")
             else:
                 where = f" and {item.output}" if item.output and item.id else (f" {item.output}" if item.output else "")
                 stored = f"{item.path}{where}" if item.id else where.strip()
-                env.say(f"converted  {item.source} -> {stored}  ({item.engine}, {human_size(item.size)})")
+                env.say(f"converted  {shown(item.source)} -> {shown(stored)}  ({item.engine}, {human_size(item.size)})")
     if failed:
         if len(failed) == len(report.items):
             codes = {i.exit_code for i in failed}

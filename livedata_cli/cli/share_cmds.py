@@ -8,6 +8,7 @@ share is ``livedata download LINK`` (:func:`download_share`).
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
@@ -118,11 +119,11 @@ def create(
         env.say("  served (curl -s LINK-without-#KEY | sha256sum); 'livedata download LINK' is the trusted way")
     s = made.share
     if s.kind == "file":
-        env.say(f"wrote {s.location} ({human_size(made.size)}): {s.path}, until {human_time(s.expires)}")
+        env.say(f"wrote {shown(s.location)} ({human_size(made.size)}): {shown(s.path)}, until {human_time(s.expires)}")
         env.say("the key below is shown once; send it apart from the file. The recipient runs:")
-        env.say(f"  livedata download '{made.link}'")
+        env.say(f"  livedata download {shown(shlex.quote(made.link))}")  # a name cannot break out of the quotes
     else:
-        env.say(f"shared {s.path} ({human_size(made.size)}) until {human_time(s.expires)}; id {s.id}")
+        env.say(f"shared {shown(s.path)} ({human_size(made.size)}) until {human_time(s.expires)}; id {s.id}")
         env.say("the link below holds the key and is shown once:")
     env.out(made.link if s.kind != "file" else made.key)
 
@@ -166,7 +167,7 @@ def _create_to(
     if sent.pin.first_use:
         env.say(f"{sent.to}'s public key, seen for the first time: {sent.pin.fingerprint}")
         env.say("  pinned here; compare it with her ('livedata share key' on her side shows hers)")
-    env.say(f"shared {s.path} ({human_size(made.size)}) with {sent.to} until {human_time(s.expires)}; id {s.id}")
+    env.say(f"shared {shown(s.path)} ({human_size(made.size)}) with {sent.to} until {human_time(s.expires)}; id {s.id}")
     env.say(f"she finds it in 'livedata share ls --incoming' and runs: livedata download {made.link}")
     env.out(made.link)
 

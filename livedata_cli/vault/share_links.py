@@ -47,6 +47,7 @@ from livedata_cli.errors import (
     UsageError,
 )
 from livedata_cli.index import shares as share_index
+from livedata_cli.names import for_json
 from livedata_cli.share_recipient import FILE_MAGIC, SUFFIX, _iso, now
 from livedata_cli.stores import LinkSharing, ObjectStore, PresignedLinks, ShareHosting
 
@@ -115,14 +116,14 @@ class Share:
     def to_json(self, at: float) -> dict[str, Any]:
         return {
             "id": self.id,
-            "path": self.path,
+            "path": for_json(self.path),
             "store": self.kind,
             "created": self.created,
             "expires": self.expires,
             "downloads": self.downloads,
             "max_downloads": self.max_downloads,
             "password": self.password,
-            "location": self.location,
+            "location": for_json(self.location),
             "state": self.state(at),
             "revoked": self.revoked,
         }
