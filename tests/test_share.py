@@ -154,6 +154,9 @@ def test_ls_revoke_audit_and_a_second_machine_sees_them(shared: Cli, tmp_path: P
     assert "API store" in r.stderr
     assert_one_line_error(shared("share", "nope.txt"), 3)
     assert_one_line_error(shared("share", "docs/report.pdf", "--expires", "soon"), 2)
+    for too_long in ("999999999999d", "36501d", "99999999w"):  # no share, nothing journalled
+        assert_one_line_error(shared("share", "docs/report.pdf", "--expires", too_long, "--out", "x.ldshare"), 2)
+    assert not (shared.cwd / "x.ldshare").exists()
     a = shared.ok("share", "docs/report.pdf", "--json").json()
     assert (shared.cwd / "report.pdf.ldshare").exists()
     assert_one_line_error(shared("share", "docs/report.pdf"), 2)  # would overwrite the share file

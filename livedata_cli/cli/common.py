@@ -259,7 +259,10 @@ def parse_when(text: str, option: str) -> float:
 def human_time(t: float | None) -> str:
     if t is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    except (OverflowError, OSError, ValueError):  # a time no calendar here can show (a record from elsewhere)
+        return "far future" if t > 0 else "far past"
 
 
 @contextmanager

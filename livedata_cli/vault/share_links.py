@@ -60,12 +60,19 @@ S3_MAX_EXPIRY = 7 * 86400  # the longest a SigV4 presigned URL lasts
 _DURATION_RE = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
 
 
+# The longest a share may last (a store may allow less: a Live-Data server a year).
+MAX_EXPIRY = 100 * 365 * 86400
+
+
 def parse_duration(text: str) -> int:
     """Seconds from ``90m``, ``36h``, ``7d``, ``2w`` (or ``30s``)."""
     m = _DURATION_RE.fullmatch(text)
     if not m or int(m.group(1)) <= 0:
         raise UsageError(f"--expires: {text!r} is not a duration such as 30m, 1h, 7d or 2w")
-    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    if seconds > MAX_EXPIRY:  # a date the clock functions cannot show
+        raise UsageError(f"--expires: {text!r} is longer than {MAX_EXPIRY // 86400}d")
+    return seconds
 
 
 def _api(vault: Vault) -> ShareHosting:
