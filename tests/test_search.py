@@ -483,3 +483,18 @@ def test_best_first_shortcut_matches_full_ranking(tmp_path: Path) -> None:
             assert [h.vid for h in best.hits] == [h.vid for h in full[:limit]], (query, limit)
             assert best.truncated == (len(full) > limit)
     index.close()
+
+
+def test_input_search_cannot_use_is_a_usage_error(vault_cli: Cli) -> None:
+    """Bytes that are not UTF-8 (a Latin-1 terminal's "café"), dates before the
+    calendar's start and sizes past SQLite's integers: exit 2 or a plain answer,
+    never an unexpected error."""
+    for args in ([os.fsdecode(b"caf\xe9")], ["--tag", os.fsdecode(b"t\xff")], ["--larger-than", str(1 << 63)],
+                 ["--smaller-than", "99999999999TiB"]):
+        r = vault_cli("search", *args)
+        assert_one_line_error(r, 2)
+        r = vault_cli("search", *args, "--json")
+        assert r.code == 2 and r.json()["exit_code"] == 2
+    for args in (["--since", "0001-01-01"], ["--until", "9999-12-31"], ["--since", "99999999y"]):
+        assert vault_cli("search", *args).code == 0, args
+    assert vault_cli("audit", "--since", "0001-01-01").code == 0

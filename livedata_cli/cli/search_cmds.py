@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from livedata_cli.cli.common import Env, JsonOpt, QuietOpt, human_size, open_vault, setup
-from livedata_cli.names import check_note, for_json, shown, shown_tags
+from livedata_cli.names import check_note, for_json, shown, shown_tags, unicode_text
 
 if TYPE_CHECKING:
     from livedata_cli.index.search import Hit
@@ -80,6 +80,9 @@ def search(
     from livedata_cli.index import search as core
 
     text = " ".join(query or [])
+    for given in [text, *(tag or []), *(type_ or [])]:  # what a Latin-1 terminal sends for "café"
+        if unicode_text(given) != given:
+            raise UsageError(f"'{shown(given)}' holds bytes that are not UTF-8: search for text")
     filters = core.Filters(
         tags=list(tag or []),
         types=list(type_ or []),

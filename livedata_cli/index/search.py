@@ -201,11 +201,18 @@ def parse_size(text: str, option: str = "--larger-than") -> int:
     unit = m.group(2).lower() if m else ""
     if m is None or unit not in _UNITS:
         raise UsageError(f"{option}: {text!r} is not a size (examples: 500, 10KiB, 1MB, 2GiB)")
-    return int(float(m.group(1)) * _UNITS[unit])
+    size = int(float(m.group(1)) * _UNITS[unit])
+    if size >= 1 << 63:  # SQLite's integers end there
+        raise UsageError(f"{option}: {text!r} is larger than any file")
+    return size
 
 
 _AGO = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w|y)\s*$", re.IGNORECASE)
 _AGO_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+# Earlier than any file was stored: what a date before the calendar's start means.
+_EPOCH_FLOOR = -62135596800.0  # 0001-01-01 UTC
 
 
 def parse_when(text: str, option: str = "--since", *, end_of_day: bool = False, now: float | None = None) -> float:
@@ -215,7 +222,7 @@ def parse_when(text: str, option: str = "--since", *, end_of_day: bool = False, 
     now = time.time() if now is None else now
     m = _AGO.match(text)
     if m:
-        return now - int(m.group(1)) * _AGO_SECONDS[m.group(2).lower()]
+        return max(now - int(m.group(1)) * _AGO_SECONDS[m.group(2).lower()], _EPOCH_FLOOR)
     value = text.strip()
     if value in ("today", "yesterday"):
         day = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -229,9 +236,12 @@ def parse_when(text: str, option: str = "--since", *, end_of_day: bool = False, 
             f"{option}: {text!r} is not a date (examples: 2026-01-31, 2026-01-31T09:30, 7d, 12h)"
         ) from None
     date_only = len(value) == 10
-    if date_only and end_of_day:
-        parsed += timedelta(days=1)
-    return parsed.timestamp()
+    try:
+        if date_only and end_of_day:
+            parsed += timedelta(days=1)
+        return parsed.timestamp()
+    except (OverflowError, OSError, ValueError):  # 0001-01-01 local time is before year 1 in UTC
+        return _EPOCH_FLOOR if parsed.year < 1970 else float(1 << 40)
 
 
 def type_condition(kind: str) -> tuple[str, list[str]]:
