@@ -459,3 +459,12 @@ def test_the_recipe_for_a_share_file_is_quoted_and_names_are_escaped(vault_cli: 
     assert vault_cli.ok("share", odd, "--out", str(vault_cli.cwd / "s2.ldshare"), "--json").json()["path"] == (
         "x\x1b]0;owned\x07y\nz\\xff.md"
     )
+
+
+def test_a_share_password_with_a_line_break_is_refused(vault_cli: Cli) -> None:
+    """A recipient's prompt gives one line: such a password could never be typed."""
+    write(vault_cli.cwd / "a.txt", "hi")
+    vault_cli.ok("upload", "a.txt")
+    r = vault_cli("share", "a.txt", "--password", "--out", "a.ldshare", env={"LIVEDATA_SHARE_PASSWORD": "line1\nline2"})
+    assert_one_line_error(r, 2)
+    assert "line break" in r.stderr and not (vault_cli.cwd / "a.ldshare").exists()

@@ -23,6 +23,7 @@ from livedata_cli.cli.common import (
     group_with_default,
     human_size,
     human_time,
+    one_line,
     open_vault,
     setup,
     table,
@@ -59,7 +60,7 @@ def _new_password(env: Env) -> str:
         raise AuthError(f"--password needs {PASSWORD_ENV} or a terminal to ask on")
     if not secret:
         raise UsageError("an empty share password is not allowed")
-    return secret
+    return one_line(secret, "share password")  # a recipient's prompt gives one line
 
 
 @app.command()
