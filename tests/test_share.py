@@ -468,3 +468,26 @@ def test_a_share_password_with_a_line_break_is_refused(vault_cli: Cli) -> None:
     r = vault_cli("share", "a.txt", "--password", "--out", "a.ldshare", env={"LIVEDATA_SHARE_PASSWORD": "line1\nline2"})
     assert_one_line_error(r, 2)
     assert "line break" in r.stderr and not (vault_cli.cwd / "a.ldshare").exists()
+
+
+@pytest.mark.parametrize("field, value", [("kdf", "x"), ("kdf", []), ("kdf", {"alg": "argon2id"}), ("salt", "00"), ("salt", "zz")])
+def test_a_share_header_rewritten_is_an_integrity_error(field: str, value: object) -> None:
+    """The header of a share file is in the clear: whatever it is changed to,
+    opening the share is exit 5 or 4, never an unexpected error."""
+    import json
+
+    from livedata_cli.errors import IntegrityError, ShareKeyError
+
+    secret = os.urandom(32)
+    blob = sc.seal_manifest(secret, "s1", {"file": "x"}, "pw1")
+    n = int.from_bytes(blob[4:6], "big")
+    public = json.loads(blob[6 : 6 + n])
+    public[field] = value
+    pub = json.dumps(public, sort_keys=True, separators=(",", ":")).encode()
+    changed = blob[:4] + len(pub).to_bytes(2, "big") + pub + blob[6 + n :]
+    with pytest.raises((IntegrityError, ShareKeyError)):
+        sc.open_manifest(secret, changed, "pw1")
+    hint = sc.password_hint(blob).split(".")
+    hint[1] = "00"
+    with pytest.raises(ShareKeyError):
+        sc.check_from_hint(secret, ".".join(hint), "pw1")

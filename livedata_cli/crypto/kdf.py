@@ -78,7 +78,7 @@ class Argon2Params:
 
     @staticmethod
     def from_json(data: dict[str, object]) -> Argon2Params:
-        if data.get("alg") != "argon2id":
+        if not isinstance(data, dict) or data.get("alg") != "argon2id":
             raise ValueError("unknown KDF")
         m, t, p = (int(str(data[k])) for k in ("m", "t", "p"))
         # Bounds keep a hostile slot from making us allocate or compute without limit.
@@ -90,9 +90,16 @@ class Argon2Params:
         return Argon2Params(memory_kib=m, time_cost=t, parallelism=p)
 
 
+MIN_SALT_LEN = 8  # Argon2's own minimum
+
+
 def derive_key(secret: bytes, salt: bytes, params: Argon2Params) -> bytes:
-    """Stretch a passphrase into a 32-byte key-encryption key."""
+    """Stretch a passphrase into a 32-byte key-encryption key (ValueError for a
+    salt Argon2 refuses: one read from a damaged or hostile header)."""
     from argon2.low_level import Type, hash_secret_raw
+
+    if len(salt) < MIN_SALT_LEN:
+        raise ValueError(f"a salt of {len(salt)} bytes is too short")
 
     return bytes(
         hash_secret_raw(

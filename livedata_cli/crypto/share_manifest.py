@@ -156,10 +156,9 @@ def check_from_hint(secret: bytes, hint: str, password: str) -> bytes:
     try:
         share_id, salt, m, t, p = hint.split(".")
         params = Argon2Params.from_json({"alg": "argon2id", "m": m, "t": t, "p": p})
-        salt_bytes = bytes.fromhex(salt)
+        return _keys(secret, share_id, bytes.fromhex(salt), password, params)[1]
     except ValueError:
         raise ShareKeyError("this share key is damaged: its password part is unreadable") from None
-    return _keys(secret, share_id, salt_bytes, password, params)[1]
 
 
 def open_manifest(secret: bytes, blob: bytes, password: str | None) -> dict[str, Any]:
@@ -180,7 +179,10 @@ def open_manifest(secret: bytes, blob: bytes, password: str | None) -> dict[str,
         except (ValueError, KeyError, TypeError):
             raise IntegrityError("this livedata share has unreadable password parameters") from None
     share_id = str(public["id"])
-    key, expected = _keys(secret, share_id, bytes.fromhex(public["salt"]), password if params else None, params)
+    try:
+        key, expected = _keys(secret, share_id, bytes.fromhex(str(public["salt"])), password if params else None, params)
+    except ValueError:
+        raise IntegrityError("this livedata share has an unreadable salt") from None
     if check and not hmac.compare_digest(expected, check):
         raise ShareKeyError(
             "the key or password does not open this share" if params else "the key does not open this share"
