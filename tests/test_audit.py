@@ -423,3 +423,9 @@ def test_store_copy_that_cannot_be_written_waits_for_the_next_command(
     report = vault_cli.ok("audit", "verify", "--json").json()
     assert report["intact"] and report["events"] == 4
     assert [o.name for o in _objects(store_dir)][-1] == "000000000003-000000000004"
+
+
+def test_a_limit_past_sqlite_integers_is_a_usage_error(vault_cli: Cli) -> None:
+    for args in (["audit"], ["audit", "export", "--json"]):
+        assert_one_line_error(vault_cli(*args, "--limit", str(1 << 63)), 2)
+    assert vault_cli("audit", "--limit", str((1 << 63) - 1)).code == 0

@@ -40,7 +40,7 @@ PathOpt = Annotated[
     str | None, typer.Option("--path", help="Only paths matching this glob. Example: --path 'finance/*'")
 ]
 ResultOpt = Annotated[str | None, typer.Option("--result", help="Only this result: ok, denied or error.")]
-LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many events.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, max=2**63 - 1, help="At most this many events.")]
 
 
 @contextmanager

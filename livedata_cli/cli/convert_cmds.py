@@ -219,7 +219,7 @@ def formats(json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
 @app.command()
 def status(
     job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="A job id (or its start); default: the newest jobs.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many jobs to list without an ID.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=2**63 - 1, help="How many jobs to list without an ID.")] = 20,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
